@@ -236,10 +236,7 @@ mod tests {
         assert_eq!(r.as_str(), "kr");
         assert_eq!(format!("{r:?}"), "RegionId(\"kr\")");
         assert_eq!(RegionId::new(""), Err(IdError::Empty));
-        assert_eq!(
-            RegionId::new("abcdefghijklmnop"),
-            Err(IdError::TooLong { len: 16, max: MAX_NAME_LEN })
-        );
+        assert_eq!(RegionId::new("abcdefghijklmnop"), Err(IdError::TooLong { len: 16, max: MAX_NAME_LEN }));
         assert_eq!(ZoneId::new("kr A"), Err(IdError::InvalidByte { byte: b' ', index: 2 }));
         assert!(ZoneId::new("abcdefghijklmno").is_ok());
     }

@@ -1,5 +1,7 @@
 //! Primitives every pvp layer uses.
 //!
+//! - [`queue`]: [`LockFreeQueue`], a bounded lock-free MPMC ring with batch operations, and
+//!   [`UnboundedQueue`], its unbounded sibling with safe memory reclamation.
 //! - [`ids`]: players, matches, servers, regions and zones.
 //!
 //! `pvp-core` depends on no other pvp crate; `pvp-net`, `pvp-global` and `pvp-ops` build on it.
@@ -7,5 +9,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod ids;
+mod primitive;
+pub mod queue;
 
 pub use ids::{MatchId, PlayerId, RegionId, ServerId, ZoneId};
+pub use queue::{LockFreeQueue, QueueError, UnboundedQueue};

@@ -23,14 +23,51 @@ pub(crate) fn spin_loop() {
     core::hint::spin_loop();
 }
 
-/// Gives way to another thread after spinning failed for a while.
-#[inline]
-#[allow(dead_code)]
-pub(crate) fn yield_now() {
-    #[cfg(pvp_loom)]
-    loom::thread::yield_now();
-    #[cfg(not(pvp_loom))]
-    std::thread::yield_now();
+/// Waiting on another thread that is in the middle of an operation: spin a little (it is
+/// usually a few instructions from done), then give the core away (it may be descheduled).
+#[derive(Debug, Default)]
+pub(crate) struct Backoff(u32);
+
+impl Backoff {
+    const SPIN_LIMIT: u32 = 6;
+
+    #[inline]
+    pub(crate) fn snooze(&mut self) {
+        if self.0 <= Self::SPIN_LIMIT {
+            for _ in 0..1u32 << self.0 {
+                spin_loop();
+            }
+            self.0 += 1;
+        } else {
+            #[cfg(pvp_loom)]
+            loom::thread::yield_now();
+            #[cfg(not(pvp_loom))]
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A sequentially consistent fence.
+///
+/// On x86-64 a locked read-modify-write of a private stack word is a full barrier, like
+/// `mfence`, but costs less: the queue benchmarks measured it (see BENCHMARKS.md).
+#[inline(always)]
+pub(crate) fn full_fence() {
+    #[cfg(all(target_arch = "x86_64", not(pvp_loom), not(miri)))]
+    {
+        let mut word = 0usize;
+        // SAFETY: the instruction reads and writes only `word`, a live, aligned stack local
+        // this function owns; it touches no other memory, stack pointer or flags.
+        unsafe {
+            core::arch::asm!(
+                "lock not qword ptr [{0}]",
+                in(reg) core::ptr::addr_of_mut!(word),
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(pvp_loom), not(miri))))]
+    sync::atomic::fence(sync::atomic::Ordering::SeqCst);
 }
 
 #[cfg(pvp_loom)]

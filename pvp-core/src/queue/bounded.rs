@@ -1,0 +1,469 @@
+//! The bounded MPMC ring: [`LockFreeQueue`].
+//!
+//! # Algorithm
+//!
+//! A ring of slots, each with a *stamp*, indexed by two monotonically increasing positions,
+//! `head` (next to pop) and `tail` (next to push). A position is `lap | index` where `index`
+//! is the slot (`< cap`) and `lap` a multiple of `one_lap`, the smallest power of two above
+//! `cap`, so a slot's index is one mask away and laps never alias.
+//!
+//! A slot's stamp says what the slot waits for:
+//! - `stamp == pos`: empty, ready for the producer of position `pos`;
+//! - `stamp == pos + 1`: holds the value pushed at `pos`, ready for its consumer.
+//!
+//! A producer claims position `tail` by CAS once the slot's stamp shows it empty, writes, and
+//! publishes with `stamp = tail + 1` (release). A consumer claims `head` once the stamp shows it
+//! full, reads, and hands the slot to the next lap's producer with `stamp = head + one_lap`.
+//! This is D. Vyukov's bounded MPMC queue; `force_push` follows crossbeam's way of taking the
+//! oldest value by moving `head` first.
+//!
+//! The batch operations are where this ring pays off for a game server: a producer checks the
+//! stamps of up to `n` consecutive slots and claims all of them with one CAS on `tail`, then
+//! fills them; a consumer does the same on `head`. One synchronisation moves a whole batch of
+//! I/O completions or tick inputs, and the cache lines holding them travel once.
+
+use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr;
+
+use crossbeam_utils::CachePadded;
+
+use super::QueueError;
+use crate::primitive::sync::atomic::{AtomicUsize, Ordering};
+use crate::primitive::{UnsafeCell, full_fence, spin_loop};
+
+/// One ring slot: a stamp and room for one value, 64-byte aligned together so that two
+/// threads working on neighbouring positions never write the same cache line.
+#[cfg_attr(not(pvp_queue_unpadded), repr(align(64)))]
+struct Slot<T> {
+    stamp: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// A bounded, lock-free, multi-producer multi-consumer FIFO queue.
+///
+/// Built for the hand-off between a game server's network threads and its game loop:
+/// - no allocation after [`new`](Self::new), whatever the traffic;
+/// - [`push`] hands the value back when the queue is full, so the caller decides what to drop;
+/// - [`force_push`] overwrites the oldest value instead (a ring of recent events);
+/// - [`push_batch`] / [`pop_batch`] move many values per synchronisation;
+/// - `head` and `tail` live on separate cache lines, and so does every slot.
+///
+/// Values pushed by one producer are popped in the order they were pushed.
+///
+/// [`push`]: Self::push
+/// [`force_push`]: Self::force_push
+/// [`push_batch`]: Self::push_batch
+/// [`pop_batch`]: Self::pop_batch
+///
+/// # Examples
+///
+/// ```
+/// use pvp_core::queue::LockFreeQueue;
+///
+/// let q = LockFreeQueue::new(2)?;
+/// assert_eq!(q.push("move"), Ok(()));
+/// assert_eq!(q.push("shoot"), Ok(()));
+/// assert_eq!(q.push("jump"), Err("jump")); // full: the value comes back
+/// assert_eq!(q.pop(), Some("move"));
+///
+/// let mut inputs = vec!["a", "b", "c"];
+/// assert_eq!(q.push_batch(&mut inputs), 1); // one free slot
+/// assert_eq!(inputs, ["b", "c"]);          // what did not fit stays with the caller
+///
+/// let mut tick = Vec::with_capacity(32);
+/// assert_eq!(q.pop_batch(&mut tick, 32), 2);
+/// assert_eq!(tick, ["shoot", "a"]);
+/// # Ok::<(), pvp_core::queue::QueueError>(())
+/// ```
+pub struct LockFreeQueue<T> {
+    /// Position of the next value to pop.
+    head: CachePadded<AtomicUsize>,
+    /// Position of the next free slot to push into.
+    tail: CachePadded<AtomicUsize>,
+    buffer: Box<[Slot<T>]>,
+    cap: usize,
+    /// Smallest power of two greater than `cap`; `one_lap - 1` masks a position's index.
+    one_lap: usize,
+}
+
+// SAFETY: values move between threads through the queue, so `T: Send` is all that is needed to
+// send the queue itself or share it; the queue never hands out `&T`, so `T: Sync` is not.
+unsafe impl<T: Send> Send for LockFreeQueue<T> {}
+// SAFETY: every shared access to a slot's value is guarded by the stamp protocol above: a
+// position is claimed by exactly one thread (CAS on head/tail) before its value is touched.
+unsafe impl<T: Send> Sync for LockFreeQueue<T> {}
+
+impl<T> LockFreeQueue<T> {
+    /// Creates a queue that holds at most `capacity` values.
+    ///
+    /// All memory is allocated here; no later operation allocates.
+    ///
+    /// # Errors
+    /// [`QueueError::ZeroCapacity`] for `capacity == 0`, [`QueueError::CapacityTooLarge`] when
+    /// `capacity` slots do not fit in the address space.
+    pub fn new(capacity: usize) -> Result<Self, QueueError> {
+        if capacity == 0 {
+            return Err(QueueError::ZeroCapacity);
+        }
+        let one_lap = capacity
+            .checked_add(1)
+            .and_then(usize::checked_next_power_of_two)
+            .filter(|_| capacity.checked_mul(size_of::<Slot<T>>()).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or(QueueError::CapacityTooLarge { requested: capacity })?;
+        let buffer = (0..capacity)
+            .map(|i| Slot { stamp: AtomicUsize::new(i), value: UnsafeCell::new(MaybeUninit::uninit()) })
+            .collect();
+        Ok(Self {
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+            buffer,
+            cap: capacity,
+            one_lap,
+        })
+    }
+
+    #[inline(always)]
+    fn slot(&self, pos: usize) -> &Slot<T> {
+        let index = pos & (self.one_lap - 1);
+        debug_assert!(index < self.cap);
+        // SAFETY: every position ever stored in head/tail or derived by `advance` has an index
+        // below `cap` (see `advance`), and the buffer holds exactly `cap` slots.
+        unsafe { self.buffer.get_unchecked(index) }
+    }
+
+    /// The position `k` steps after `pos`, `k <= cap`.
+    #[inline(always)]
+    fn advance(&self, pos: usize, k: usize) -> usize {
+        debug_assert!(k <= self.cap);
+        let index = (pos & (self.one_lap - 1)) + k;
+        if index < self.cap {
+            pos + k
+        } else {
+            (pos & !(self.one_lap - 1)).wrapping_add(self.one_lap) + (index - self.cap)
+        }
+    }
+
+    /// Whether the slot at `tail`, found holding last lap's value, means the queue is full.
+    #[inline]
+    fn full_at(&self, tail: usize) -> bool {
+        full_fence();
+        self.head.load(Ordering::Relaxed).wrapping_add(self.one_lap) == tail
+    }
+
+    /// Whether the slot at `head`, found empty, means the queue is empty (not a producer that
+    /// claimed it and is still writing).
+    #[inline]
+    fn empty_at(&self, head: usize) -> bool {
+        full_fence();
+        self.tail.load(Ordering::Relaxed) == head
+    }
+
+    /// Appends `value` at the back of the queue.
+    ///
+    /// # Errors
+    /// Hands `value` back when the queue is full.
+    #[inline]
+    pub fn push(&self, value: T) -> Result<(), T> {
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            let slot = self.slot(tail);
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == tail {
+                let next = self.advance(tail, 1);
+                match self.tail.compare_exchange_weak(tail, next, Ordering::SeqCst, Ordering::Relaxed) {
+                    Ok(_) => {
+                        // SAFETY: the CAS gave this thread position `tail`; the stamp showed
+                        // the slot empty, so no one reads or writes its value until the stamp
+                        // store below publishes it.
+                        slot.value.with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
+                        slot.stamp.store(tail + 1, Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(current) => tail = current,
+                }
+            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
+                // The slot still holds last lap's value.
+                if self.full_at(tail) {
+                    return Err(value);
+                }
+                spin_loop();
+                tail = self.tail.load(Ordering::Relaxed);
+            } else {
+                // Another producer took this position, or a consumer is still reading it.
+                spin_loop();
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Appends `value`, overwriting and returning the oldest value if the queue is full.
+    ///
+    /// Never fails: a ring of the most recent `capacity` values.
+    ///
+    /// ```
+    /// use pvp_core::queue::LockFreeQueue;
+    ///
+    /// let recent = LockFreeQueue::new(2)?;
+    /// assert_eq!(recent.force_push(1), None);
+    /// assert_eq!(recent.force_push(2), None);
+    /// assert_eq!(recent.force_push(3), Some(1));
+    /// assert_eq!(recent.pop(), Some(2));
+    /// # Ok::<(), pvp_core::queue::QueueError>(())
+    /// ```
+    pub fn force_push(&self, value: T) -> Option<T> {
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            let slot = self.slot(tail);
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == tail {
+                let next = self.advance(tail, 1);
+                match self.tail.compare_exchange_weak(tail, next, Ordering::SeqCst, Ordering::Relaxed) {
+                    Ok(_) => {
+                        // SAFETY: as in `push`: position `tail` belongs to this thread alone.
+                        slot.value.with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
+                        slot.stamp.store(tail + 1, Ordering::Release);
+                        return None;
+                    }
+                    Err(current) => tail = current,
+                }
+            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
+                // Full at this slot: take the oldest value by moving head past it first, so no
+                // consumer can claim it, then move tail over the same slot.
+                full_fence();
+                let next = self.advance(tail, 1);
+                let head = tail.wrapping_sub(self.one_lap);
+                let new_head = next.wrapping_sub(self.one_lap);
+                if self
+                    .head
+                    .compare_exchange_weak(head, new_head, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.tail.store(next, Ordering::SeqCst);
+                    // SAFETY: moving head past position `head` took it from every consumer, and
+                    // the slot's stamp (still "full") keeps every other producer out until the
+                    // store below, so this thread alone touches the value. The value was
+                    // initialised by the push that set the stamp we acquired.
+                    let old =
+                        slot.value.with_mut(|p| unsafe { p.replace(MaybeUninit::new(value)).assume_init() });
+                    slot.stamp.store(tail + 1, Ordering::Release);
+                    return Some(old);
+                }
+                spin_loop();
+                tail = self.tail.load(Ordering::Relaxed);
+            } else {
+                spin_loop();
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Removes the value at the front of the queue, or returns `None` if it is empty.
+    #[inline]
+    pub fn pop(&self) -> Option<T> {
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            let slot = self.slot(head);
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == head + 1 {
+                let next = self.advance(head, 1);
+                match self.head.compare_exchange_weak(head, next, Ordering::SeqCst, Ordering::Relaxed) {
+                    Ok(_) => {
+                        // SAFETY: the CAS gave this thread position `head`, and the acquired
+                        // stamp shows the value pushed there is fully written.
+                        let value = slot.value.with(|p| unsafe { p.read().assume_init() });
+                        slot.stamp.store(head.wrapping_add(self.one_lap), Ordering::Release);
+                        return Some(value);
+                    }
+                    Err(current) => head = current,
+                }
+            } else if stamp == head {
+                if self.empty_at(head) {
+                    return None;
+                }
+                spin_loop();
+                head = self.head.load(Ordering::Relaxed);
+            } else {
+                spin_loop();
+                head = self.head.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Moves as many values as fit from the front of `items` to the back of the queue, in
+    /// order, with one synchronisation per run of free slots. Returns how many were moved;
+    /// they are removed from `items`, and what did not fit stays there, in order.
+    ///
+    /// `items` keeps its allocation, so a caller can refill and reuse it without allocating.
+    pub fn push_batch(&self, items: &mut Vec<T>) -> usize {
+        let want = items.len().min(self.cap);
+        if want == 0 {
+            return 0;
+        }
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            let mut ready = 0;
+            let mut pos = tail;
+            while ready < want && self.slot(pos).stamp.load(Ordering::Acquire) == pos {
+                ready += 1;
+                pos = self.advance(pos, 1);
+            }
+            if ready == 0 {
+                let stamp = self.slot(tail).stamp.load(Ordering::Acquire);
+                if stamp.wrapping_add(self.one_lap) == tail + 1 && self.full_at(tail) {
+                    return 0;
+                }
+                spin_loop();
+                tail = self.tail.load(Ordering::Relaxed);
+                continue;
+            }
+            // Slots that showed "empty for this lap" stay so until their position is claimed,
+            // and only a CAS from `tail` can claim them: if it succeeds, all `ready` are ours.
+            match self.tail.compare_exchange_weak(tail, pos, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => {
+                    let rest = items.len() - ready;
+                    let src = items.as_mut_ptr();
+                    // SAFETY: `set_len(0)` first so that `items` never owns a moved-out value;
+                    // the first `ready` values are moved into the claimed slots (each written
+                    // once, then published), the remaining `rest` are moved to the front, and
+                    // the length restored to them. Nothing in between can panic.
+                    unsafe {
+                        items.set_len(0);
+                        let mut pos = tail;
+                        for i in 0..ready {
+                            let slot = self.slot(pos);
+                            let v = src.add(i).read();
+                            slot.value.with_mut(|p| p.write(MaybeUninit::new(v)));
+                            slot.stamp.store(pos + 1, Ordering::Release);
+                            pos = self.advance(pos, 1);
+                        }
+                        ptr::copy(src.add(ready), src, rest);
+                        items.set_len(rest);
+                    }
+                    return ready;
+                }
+                Err(current) => tail = current,
+            }
+        }
+    }
+
+    /// Moves up to `max` values from the front of the queue to the end of `out`, in order,
+    /// with one synchronisation per run of ready values. Returns how many were moved (0 when
+    /// the queue is empty).
+    ///
+    /// Reserve room in `out` beforehand to keep this allocation-free; otherwise `out` grows
+    /// by up to `max.min(capacity)` first.
+    pub fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let want = max.min(self.cap);
+        if want == 0 {
+            return 0;
+        }
+        out.reserve(want);
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            let mut ready = 0;
+            let mut pos = head;
+            while ready < want && self.slot(pos).stamp.load(Ordering::Acquire) == pos + 1 {
+                ready += 1;
+                pos = self.advance(pos, 1);
+            }
+            if ready == 0 {
+                let stamp = self.slot(head).stamp.load(Ordering::Acquire);
+                if stamp == head && self.empty_at(head) {
+                    return 0;
+                }
+                spin_loop();
+                head = self.head.load(Ordering::Relaxed);
+                continue;
+            }
+            match self.head.compare_exchange_weak(head, pos, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => {
+                    let len = out.len();
+                    let dst = out.as_mut_ptr();
+                    let mut pos = head;
+                    for i in 0..ready {
+                        let slot = self.slot(pos);
+                        // SAFETY: the CAS gave this thread positions `head..pos`, each stamp
+                        // acquired "full", so each value is initialised and read exactly once;
+                        // `out` has room for `want >= ready` more values (reserved above).
+                        unsafe { dst.add(len + i).write(slot.value.with(|p| p.read().assume_init())) };
+                        slot.stamp.store(pos.wrapping_add(self.one_lap), Ordering::Release);
+                        pos = self.advance(pos, 1);
+                    }
+                    // SAFETY: the `ready` values after `len` were initialised just above.
+                    unsafe { out.set_len(len + ready) };
+                    return ready;
+                }
+                Err(current) => head = current,
+            }
+        }
+    }
+
+    /// How many values the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// How many values the queue holds right now (a snapshot: other threads may change it).
+    pub fn len(&self) -> usize {
+        loop {
+            let tail = self.tail.load(Ordering::SeqCst);
+            let head = self.head.load(Ordering::SeqCst);
+            if self.tail.load(Ordering::SeqCst) == tail {
+                return self.distance(head, tail);
+            }
+            spin_loop();
+        }
+    }
+
+    fn distance(&self, head: usize, tail: usize) -> usize {
+        let hix = head & (self.one_lap - 1);
+        let tix = tail & (self.one_lap - 1);
+        if hix < tix {
+            tix - hix
+        } else if hix > tix {
+            self.cap - hix + tix
+        } else if tail == head {
+            0
+        } else {
+            self.cap
+        }
+    }
+
+    /// Whether the queue holds no value right now.
+    pub fn is_empty(&self) -> bool {
+        let head = self.head.load(Ordering::SeqCst);
+        let tail = self.tail.load(Ordering::SeqCst);
+        tail == head
+    }
+
+    /// Whether the queue holds `capacity` values right now.
+    pub fn is_full(&self) -> bool {
+        let tail = self.tail.load(Ordering::SeqCst);
+        let head = self.head.load(Ordering::SeqCst);
+        head.wrapping_add(self.one_lap) == tail
+    }
+}
+
+impl<T> Drop for LockFreeQueue<T> {
+    fn drop(&mut self) {
+        if !core::mem::needs_drop::<T>() {
+            return;
+        }
+        // `&mut self`: no other thread can touch the queue, relaxed loads see the final state.
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let mut pos = head;
+        for _ in 0..self.distance(head, tail) {
+            // SAFETY: every position from head up to tail holds a pushed, unpopped value.
+            self.slot(pos).value.with_mut(|p| unsafe { (*p).assume_init_drop() });
+            pos = self.advance(pos, 1);
+        }
+    }
+}
+
+impl<T> fmt::Debug for LockFreeQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockFreeQueue").field("len", &self.len()).field("capacity", &self.cap).finish()
+    }
+}
