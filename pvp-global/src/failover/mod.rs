@@ -1,0 +1,1 @@
+//! Region health and failover.
