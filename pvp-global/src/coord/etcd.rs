@@ -14,7 +14,7 @@ use pvp_core::ids::RegionId;
 
 use super::{
     CasOutcome, Change, ChangeFeed, CoordError, CoordStats, Coordinator, Expected, LEADERS_PREFIX,
-    LeaseId, Leadership, REGIONS_PREFIX, RECORDS_PREFIX, VersionedRecord, WatchScope, check_name,
+    Leadership, LeaseId, RECORDS_PREFIX, REGIONS_PREFIX, VersionedRecord, WatchScope, check_name,
     check_ttl, check_value, classify, decode_region, scope_prefix,
 };
 
@@ -121,7 +121,14 @@ fn classify_error(op: &'static str, e: etcd_client::Error) -> CoordError {
             {
                 return CoordError::NoQuorum { op };
             }
-            if code == 14 { CoordError::Unreachable { op } } else { CoordError::Etcd(e) }
+            if code == 14 {
+                CoordError::Unreachable { op }
+            } else {
+                CoordError::Etcd(e)
+            }
+        }
+        etcd_client::Error::LeaseKeepAliveError(msg) if msg.contains("not found") => {
+            CoordError::LeaseNotFound(LeaseId(0))
         }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             CoordError::Unreachable { op }
@@ -145,7 +152,12 @@ impl EtcdCoordinator {
         .await
         .map_err(|_| CoordError::Unreachable { op: "connect" })?
         .map_err(|e| classify_error("connect", e))?;
-        Ok(Self { client, config, leases: Mutex::new(HashMap::new()), stats: Default::default() })
+        Ok(Self {
+            client,
+            config,
+            leases: Mutex::new(HashMap::new()),
+            stats: Default::default(),
+        })
     }
 
     /// The configuration it was connected with.
@@ -177,21 +189,44 @@ impl EtcdCoordinator {
 
     fn beliefs(&self) -> MutexGuard<'_, HashMap<LeaseId, LeaseBelief>> {
         // Each update is a single insert/remove: a poisoned map is still consistent.
-        self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn key(&self, prefix: &str, name: &str) -> String {
         format!("{}{prefix}{name}", self.config.namespace)
     }
 
-    async fn run<T>(
+    /// Runs one operation within the op timeout. An endpoint that refuses the connection is
+    /// retried (the balanced channel may pick a dead member first); every operation here is
+    /// safe to repeat: puts are idempotent, transactions compare first.
+    async fn run<T, F>(
         &self,
         op: &'static str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, CoordError> {
-        let result = match tokio::time::timeout(self.config.op_timeout, fut).await {
-            Err(_) => Err(CoordError::NoQuorum { op }),
-            Ok(r) => r.map_err(|e| classify_error(op, e)),
+        mut attempt: impl FnMut(Client) -> F,
+    ) -> Result<T, CoordError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.config.op_timeout;
+        let mut last = CoordError::NoQuorum { op };
+        let result = loop {
+            match tokio::time::timeout_at(deadline, attempt(self.client.clone())).await {
+                Err(_) => break Err(last),
+                Ok(Ok(v)) => break Ok(v),
+                Ok(Err(e)) => match classify_error(op, e) {
+                    CoordError::Unreachable { .. } => {
+                        last = CoordError::Unreachable { op };
+                        let pause = tokio::time::Instant::now() + Duration::from_millis(20);
+                        if pause >= deadline {
+                            break Err(last);
+                        }
+                        tokio::time::sleep_until(pause).await;
+                    }
+                    other => break Err(other),
+                },
+            }
         };
         if let Err(e) = &result {
             let counter = match e {
@@ -212,9 +247,14 @@ impl EtcdCoordinator {
         e
     }
 
-    async fn txn(&self, op: &'static str, txn: Txn) -> Result<etcd_client::TxnResponse, CoordError> {
-        let mut c = self.client.clone();
-        self.run(op, async move { c.txn(txn).await }).await
+    async fn txn(
+        &self,
+        op: &'static str,
+        txn: Txn,
+    ) -> Result<etcd_client::TxnResponse, CoordError> {
+        let txn = &txn;
+        self.run(op, |mut c| async move { c.txn(txn.clone()).await })
+            .await
     }
 }
 
@@ -240,11 +280,19 @@ impl Coordinator for EtcdCoordinator {
         check_ttl(ttl).map_err(|e| self.reject(e))?;
         let secs = i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(1);
         let sent = Instant::now();
-        let mut c = self.client.clone();
-        let resp = self.run("grant_lease", async move { c.lease_grant(secs, None).await }).await?;
+        let resp = self
+            .run("grant_lease", |mut c| async move {
+                c.lease_grant(secs, None).await
+            })
+            .await?;
         let granted = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
         let id = LeaseId(resp.id());
-        self.beliefs().insert(id, LeaseBelief { valid_until: sent + granted });
+        self.beliefs().insert(
+            id,
+            LeaseBelief {
+                valid_until: sent + granted,
+            },
+        );
         self.stats.leases_granted.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("pvp_global_coord_leases_granted").increment(1);
         Ok(id)
@@ -252,20 +300,25 @@ impl Coordinator for EtcdCoordinator {
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, CoordError> {
         let sent = Instant::now();
-        let mut c = self.client.clone();
         let resp = self
-            .run("keep_alive", async move {
+            .run("keep_alive", |mut c| async move {
                 let (mut keeper, mut stream) = c.lease_keep_alive(lease.0).await?;
                 keeper.keep_alive().await?;
                 stream.message().await
             })
-            .await?;
+            .await;
         match resp {
-            Some(r) if r.ttl() > 0 => {
+            Ok(Some(r)) if r.ttl() > 0 => {
                 let ttl = Duration::from_secs(u64::try_from(r.ttl()).unwrap_or(0));
-                self.beliefs().insert(lease, LeaseBelief { valid_until: sent + ttl });
+                self.beliefs().insert(
+                    lease,
+                    LeaseBelief {
+                        valid_until: sent + ttl,
+                    },
+                );
                 Ok(ttl)
             }
+            Err(e) if !matches!(e, CoordError::LeaseNotFound(_)) => Err(e),
             _ => {
                 if self.beliefs().remove(&lease).is_some() {
                     self.stats.leases_expired.fetch_add(1, Ordering::Relaxed);
@@ -279,8 +332,12 @@ impl Coordinator for EtcdCoordinator {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), CoordError> {
         // Stop believing first: from here on the lease may be gone at any moment.
         self.beliefs().remove(&lease);
-        let mut c = self.client.clone();
-        match self.run("revoke_lease", async move { c.lease_revoke(lease.0).await }).await {
+        match self
+            .run("revoke_lease", |mut c| async move {
+                c.lease_revoke(lease.0).await
+            })
+            .await
+        {
             Ok(_) => Ok(()),
             Err(CoordError::LeaseNotFound(_)) => Err(CoordError::LeaseNotFound(lease)),
             Err(e) => Err(e),
@@ -288,16 +345,22 @@ impl Coordinator for EtcdCoordinator {
     }
 
     fn lease_believed_valid(&self, lease: LeaseId) -> bool {
-        self.beliefs().get(&lease).is_some_and(|b| Instant::now() < b.valid_until)
+        self.beliefs()
+            .get(&lease)
+            .is_some_and(|b| Instant::now() < b.valid_until)
     }
 
     async fn announce_region(&self, region: RegionId, lease: LeaseId) -> Result<(), CoordError> {
         let key = self.key(REGIONS_PREFIX, region.as_str());
-        let mut c = self.client.clone();
-        let opts = PutOptions::new().with_lease(lease.0);
+        let key = key.as_str();
         match self
-            .run("announce_region", async move {
-                c.put(key, region.as_str(), Some(opts)).await
+            .run("announce_region", |mut c| async move {
+                c.put(
+                    key,
+                    region.as_str(),
+                    Some(PutOptions::new().with_lease(lease.0)),
+                )
+                .await
             })
             .await
         {
@@ -309,14 +372,17 @@ impl Coordinator for EtcdCoordinator {
 
     async fn live_regions(&self) -> Result<Vec<RegionId>, CoordError> {
         let key = self.key(REGIONS_PREFIX, "");
-        let mut c = self.client.clone();
+        let key = key.as_str();
         let resp = self
-            .run("live_regions", async move {
+            .run("live_regions", |mut c| async move {
                 c.get(key, Some(GetOptions::new().with_prefix())).await
             })
             .await?;
-        let mut regions =
-            resp.kvs().iter().map(|kv| decode_region(kv.value())).collect::<Result<Vec<_>, _>>()?;
+        let mut regions = resp
+            .kvs()
+            .iter()
+            .map(|kv| decode_region(kv.value()))
+            .collect::<Result<Vec<_>, _>>()?;
         regions.sort();
         Ok(regions)
     }
@@ -342,14 +408,24 @@ impl Coordinator for EtcdCoordinator {
             r => r?,
         };
         let result = if resp.succeeded() {
-            Leadership { leader: candidate, won: true }
+            Leadership {
+                leader: candidate,
+                won: true,
+            }
         } else {
             // The holder may have gone between compare and get; report no win then.
             let kv = first_kv(&resp).ok_or(CoordError::NoQuorum { op: "campaign" })?;
             let leader = decode_region(kv.value())?;
-            Leadership { leader, won: leader == candidate && kv.lease() == lease.0 }
+            Leadership {
+                leader,
+                won: leader == candidate && kv.lease() == lease.0,
+            }
         };
-        let counter = if result.won { &self.stats.campaigns_won } else { &self.stats.campaigns_lost };
+        let counter = if result.won {
+            &self.stats.campaigns_won
+        } else {
+            &self.stats.campaigns_lost
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(result)
     }
@@ -357,9 +433,14 @@ impl Coordinator for EtcdCoordinator {
     async fn leader(&self, job: &str) -> Result<Option<RegionId>, CoordError> {
         check_name(job).map_err(|e| self.reject(e))?;
         let key = self.key(LEADERS_PREFIX, job);
-        let mut c = self.client.clone();
-        let resp = self.run("leader", async move { c.get(key, None).await }).await?;
-        resp.kvs().first().map(|kv| decode_region(kv.value())).transpose()
+        let key = key.as_str();
+        let resp = self
+            .run("leader", |mut c| async move { c.get(key, None).await })
+            .await?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode_region(kv.value()))
+            .transpose()
     }
 
     async fn resign(&self, job: &str, lease: LeaseId) -> Result<bool, CoordError> {
@@ -374,12 +455,14 @@ impl Coordinator for EtcdCoordinator {
     async fn read_record(&self, name: &str) -> Result<Option<VersionedRecord>, CoordError> {
         check_name(name).map_err(|e| self.reject(e))?;
         let key = self.key(RECORDS_PREFIX, name);
-        let mut c = self.client.clone();
-        let resp = self.run("read_record", async move { c.get(key, None).await }).await?;
-        Ok(resp
-            .kvs()
-            .first()
-            .map(|kv| VersionedRecord { value: kv.value().to_vec(), version: version_of(kv) }))
+        let key = key.as_str();
+        let resp = self
+            .run("read_record", |mut c| async move { c.get(key, None).await })
+            .await?;
+        Ok(resp.kvs().first().map(|kv| VersionedRecord {
+            value: kv.value().to_vec(),
+            version: version_of(kv),
+        }))
     }
 
     async fn compare_and_set(
@@ -388,11 +471,15 @@ impl Coordinator for EtcdCoordinator {
         expected: Expected,
         value: Vec<u8>,
     ) -> Result<CasOutcome, CoordError> {
-        check_name(name).and_then(|()| check_value(&value)).map_err(|e| self.reject(e))?;
+        check_name(name)
+            .and_then(|()| check_value(&value))
+            .map_err(|e| self.reject(e))?;
         let key = self.key(RECORDS_PREFIX, name);
         let cmp = match expected {
             Expected::Absent => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
-            Expected::Version(v) => Compare::mod_revision(key.as_str(), CompareOp::Equal, as_i64(v)),
+            Expected::Version(v) => {
+                Compare::mod_revision(key.as_str(), CompareOp::Equal, as_i64(v))
+            }
         };
         let txn = Txn::new()
             .when([cmp])
@@ -401,23 +488,33 @@ impl Coordinator for EtcdCoordinator {
         let resp = self.txn("compare_and_set", txn).await?;
         if resp.succeeded() {
             self.stats.cas_applied.fetch_add(1, Ordering::Relaxed);
-            let version = resp.header().map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+            let version = resp
+                .header()
+                .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
             Ok(CasOutcome::Applied { version })
         } else {
             self.stats.cas_conflicts.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("pvp_global_coord_cas_conflicts").increment(1);
-            let current = first_kv(&resp)
-                .map(|kv| VersionedRecord { value: kv.value().to_vec(), version: version_of(&kv) });
+            let current = first_kv(&resp).map(|kv| VersionedRecord {
+                value: kv.value().to_vec(),
+                version: version_of(&kv),
+            });
             Ok(CasOutcome::Conflict { current })
         }
     }
 
     async fn delete_record(&self, name: &str, expected: Expected) -> Result<bool, CoordError> {
         check_name(name).map_err(|e| self.reject(e))?;
-        let Expected::Version(v) = expected else { return Ok(false) };
+        let Expected::Version(v) = expected else {
+            return Ok(false);
+        };
         let key = self.key(RECORDS_PREFIX, name);
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, as_i64(v))])
+            .when([Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                as_i64(v),
+            )])
             .and_then([TxnOp::delete(key.as_str(), None)]);
         Ok(self.txn("delete_record", txn).await?.succeeded())
     }
@@ -425,9 +522,11 @@ impl Coordinator for EtcdCoordinator {
     async fn watch(&self, scope: WatchScope) -> Result<EtcdChangeFeed, CoordError> {
         let prefix = scope_prefix(&scope).map_err(|e| self.reject(e))?;
         let key = format!("{}{prefix}", self.config.namespace);
-        let mut c = self.client.clone();
+        let key = key.as_str();
         let (watcher, stream) = self
-            .run("watch", async move { c.watch(key, Some(WatchOptions::new().with_prefix())).await })
+            .run("watch", |mut c| async move {
+                c.watch(key, Some(WatchOptions::new().with_prefix())).await
+            })
             .await?;
         Ok(EtcdChangeFeed {
             _watcher: watcher,
@@ -468,8 +567,12 @@ impl ChangeFeed for EtcdChangeFeed {
             }
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
-                let Some(key) = kv.key().strip_prefix(self.namespace.as_bytes()) else { continue };
-                let Ok(key) = core::str::from_utf8(key) else { continue };
+                let Some(key) = kv.key().strip_prefix(self.namespace.as_bytes()) else {
+                    continue;
+                };
+                let Ok(key) = core::str::from_utf8(key) else {
+                    continue;
+                };
                 let revision = version_of(kv);
                 let value = match ev.event_type() {
                     EventType::Put => Some((kv.value(), revision)),

@@ -57,7 +57,9 @@ pub(crate) fn find_etcd() -> Option<PathBuf> {
         return Some(std_path);
     }
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join("etcd"))
+            .find(|p| p.is_file())
     })
 }
 
@@ -66,7 +68,10 @@ fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<std::io::Result<Vec<_>>>()?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
 }
 
 impl LoopbackEtcdCluster {
@@ -104,7 +109,12 @@ impl LoopbackEtcdCluster {
             .map(|m| format!("{}={}", m.name, m.peer_url))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Self { binary, root, initial_cluster, members };
+        let mut cluster = Self {
+            binary,
+            root,
+            initial_cluster,
+            members,
+        };
         for i in 0..size {
             cluster.restart(i)?;
         }
@@ -123,7 +133,10 @@ impl LoopbackEtcdCluster {
 
     /// Kills member `i` (SIGKILL) and waits for it to exit; a dead member stays dead.
     pub fn kill(&mut self, i: usize) -> Result<(), LoopbackEtcdError> {
-        let m = self.members.get_mut(i).ok_or(LoopbackEtcdError::NoSuchMember(i))?;
+        let m = self
+            .members
+            .get_mut(i)
+            .ok_or(LoopbackEtcdError::NoSuchMember(i))?;
         if let Some(mut child) = m.child.take() {
             child.kill()?;
             child.wait()?;
@@ -136,7 +149,10 @@ impl LoopbackEtcdCluster {
         let binary = self.binary.clone();
         let initial_cluster = self.initial_cluster.clone();
         let root = self.root.clone();
-        let m = self.members.get_mut(i).ok_or(LoopbackEtcdError::NoSuchMember(i))?;
+        let m = self
+            .members
+            .get_mut(i)
+            .ok_or(LoopbackEtcdError::NoSuchMember(i))?;
         if m.child.is_some() {
             return Ok(());
         }
@@ -162,7 +178,11 @@ impl LoopbackEtcdCluster {
             .arg("--initial-cluster-state")
             .arg("new")
             .arg("--initial-cluster-token")
-            .arg(root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .arg(
+                root.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            )
             .args(["--logger", "zap", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

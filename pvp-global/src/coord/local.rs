@@ -7,8 +7,8 @@ use std::time::Duration;
 use pvp_core::ids::RegionId;
 
 use super::{
-    CasOutcome, Change, CoordError, CoordStats, Expected, LEADERS_PREFIX, LeaseId, Leadership,
-    REGIONS_PREFIX, RECORDS_PREFIX, VersionedRecord, WatchScope, check_name, check_ttl,
+    CasOutcome, Change, CoordError, CoordStats, Expected, LEADERS_PREFIX, Leadership, LeaseId,
+    RECORDS_PREFIX, REGIONS_PREFIX, VersionedRecord, WatchScope, check_name, check_ttl,
     check_value, classify, decode_region, scope_prefix,
 };
 
@@ -29,7 +29,12 @@ pub struct LocalCoordinatorConfig {
 
 impl Default for LocalCoordinatorConfig {
     fn default() -> Self {
-        Self { max_leases: 4096, max_keys: 16_384, max_watchers: 256, max_pending_changes: 4096 }
+        Self {
+            max_leases: 4096,
+            max_keys: 16_384,
+            max_watchers: 256,
+            max_pending_changes: 4096,
+        }
     }
 }
 
@@ -134,7 +139,14 @@ impl LocalCoordinator {
         }
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
-        self.leases.insert(id, LeaseEntry { ttl, expires_at: self.now + ttl, keys: BTreeSet::new() });
+        self.leases.insert(
+            id,
+            LeaseEntry {
+                ttl,
+                expires_at: self.now + ttl,
+                keys: BTreeSet::new(),
+            },
+        );
         self.stats.leases_granted += 1;
         metrics::counter!("pvp_global_coord_leases_granted").increment(1);
         Ok(id)
@@ -224,11 +236,17 @@ impl LocalCoordinator {
         let result = match self.keys.get(&key) {
             Some(holder) => {
                 let leader = decode_region(&holder.value)?;
-                Leadership { leader, won: leader == candidate && holder.lease == Some(lease) }
+                Leadership {
+                    leader,
+                    won: leader == candidate && holder.lease == Some(lease),
+                }
             }
             None => {
                 self.put(key, candidate.as_str().as_bytes().to_vec(), Some(lease))?;
-                Leadership { leader: candidate, won: true }
+                Leadership {
+                    leader: candidate,
+                    won: true,
+                }
             }
         };
         if result.won {
@@ -276,10 +294,13 @@ impl LocalCoordinator {
         if let Err(e) = check_name(name) {
             return Err(self.reject(e));
         }
-        Ok(self.keys.get(&format!("{RECORDS_PREFIX}{name}")).map(|k| VersionedRecord {
-            value: k.value.clone(),
-            version: k.mod_revision,
-        }))
+        Ok(self
+            .keys
+            .get(&format!("{RECORDS_PREFIX}{name}"))
+            .map(|k| VersionedRecord {
+                value: k.value.clone(),
+                version: k.mod_revision,
+            }))
     }
 
     /// Stores `value` under `name` if the record matches `expected`.
@@ -295,10 +316,10 @@ impl LocalCoordinator {
             return Err(self.reject(e));
         }
         let key = format!("{RECORDS_PREFIX}{name}");
-        let current = self
-            .keys
-            .get(&key)
-            .map(|k| VersionedRecord { value: k.value.clone(), version: k.mod_revision });
+        let current = self.keys.get(&key).map(|k| VersionedRecord {
+            value: k.value.clone(),
+            version: k.mod_revision,
+        });
         let matches = match (&current, expected) {
             (None, Expected::Absent) => true,
             (Some(c), Expected::Version(v)) => c.version == v,
@@ -348,8 +369,15 @@ impl LocalCoordinator {
         }
         let id = WatchId(self.next_watch);
         self.next_watch += 1;
-        self.watchers
-            .insert(id, Watcher { prefix, queue: VecDeque::new(), lagged: false, waker: None });
+        self.watchers.insert(
+            id,
+            Watcher {
+                prefix,
+                queue: VecDeque::new(),
+                lagged: false,
+                waker: None,
+            },
+        );
         Ok(id)
     }
 
@@ -389,8 +417,12 @@ impl LocalCoordinator {
             self.now = now;
         }
         let now = self.now;
-        let expired: Vec<LeaseId> =
-            self.leases.iter().filter(|(_, l)| l.expires_at <= now).map(|(id, _)| *id).collect();
+        let expired: Vec<LeaseId> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in expired {
             self.stats.leases_expired += 1;
             metrics::counter!("pvp_global_coord_leases_expired").increment(1);
@@ -408,7 +440,12 @@ impl LocalCoordinator {
         }
     }
 
-    fn put(&mut self, key: String, value: Vec<u8>, lease: Option<LeaseId>) -> Result<u64, CoordError> {
+    fn put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<u64, CoordError> {
         if !self.keys.contains_key(&key) && self.keys.len() >= self.config.max_keys {
             return Err(self.reject(CoordError::CapacityExceeded("keys")));
         }
@@ -425,7 +462,14 @@ impl LocalCoordinator {
             l.keys.insert(key.clone());
         }
         self.notify(&key, Some((&value, revision)), revision);
-        self.keys.insert(key, KeyEntry { value, mod_revision: revision, lease });
+        self.keys.insert(
+            key,
+            KeyEntry {
+                value,
+                mod_revision: revision,
+                lease,
+            },
+        );
         Ok(revision)
     }
 
@@ -444,7 +488,9 @@ impl LocalCoordinator {
         if self.watchers.is_empty() {
             return;
         }
-        let Some(change) = classify(key, value, revision) else { return };
+        let Some(change) = classify(key, value, revision) else {
+            return;
+        };
         let cap = self.config.max_pending_changes;
         let mut dropped = 0u64;
         for w in self.watchers.values_mut() {
@@ -492,20 +538,34 @@ mod tests {
         c.handle_timeout(t(3500));
         assert!(c.live_regions(t(3500)).unwrap().is_empty());
         assert_eq!(c.leader(t(3500), "job").unwrap(), None);
-        assert!(matches!(c.poll_change(w), Some(Ok(Change { kind: ChangeKind::RegionUp(_), .. }))));
         assert!(matches!(
             c.poll_change(w),
-            Some(Ok(Change { kind: ChangeKind::RegionDown(_), .. }))
+            Some(Ok(Change {
+                kind: ChangeKind::RegionUp(_),
+                ..
+            }))
+        ));
+        assert!(matches!(
+            c.poll_change(w),
+            Some(Ok(Change {
+                kind: ChangeKind::RegionDown(_),
+                ..
+            }))
         ));
         assert!(c.poll_change(w).is_none());
-        assert!(matches!(c.keep_alive(t(3600), l), Err(CoordError::LeaseNotFound(_))));
+        assert!(matches!(
+            c.keep_alive(t(3600), l),
+            Err(CoordError::LeaseNotFound(_))
+        ));
         assert_eq!(c.stats().leases_expired, 1);
     }
 
     #[test]
     fn time_going_backwards_is_clamped() {
         let mut c = LocalCoordinator::default();
-        let l = c.grant_lease(Duration::from_secs(10), Duration::from_secs(2)).unwrap();
+        let l = c
+            .grant_lease(Duration::from_secs(10), Duration::from_secs(2))
+            .unwrap();
         // An older `now` must not resurrect or extend beyond the newest time seen.
         c.keep_alive(Duration::from_secs(1), l).unwrap();
         assert!(!c.lease_alive(Duration::from_secs(12), l));
@@ -519,11 +579,18 @@ mod tests {
         });
         let w = c.watch(&WatchScope::Records(String::new())).unwrap();
         for i in 0..3u8 {
-            let v = c.read_record(Duration::ZERO, "x").unwrap().map(|r| r.version);
+            let v = c
+                .read_record(Duration::ZERO, "x")
+                .unwrap()
+                .map(|r| r.version);
             let exp = v.map_or(Expected::Absent, Expected::Version);
-            c.compare_and_set(Duration::ZERO, "x", exp, vec![i]).unwrap();
+            c.compare_and_set(Duration::ZERO, "x", exp, vec![i])
+                .unwrap();
         }
-        assert!(matches!(c.poll_change(w), Some(Err(CoordError::WatchLagged))));
+        assert!(matches!(
+            c.poll_change(w),
+            Some(Err(CoordError::WatchLagged))
+        ));
         assert!(c.poll_change(w).is_none());
         assert_eq!(c.stats().watch_dropped, 3);
     }
