@@ -107,8 +107,8 @@ impl Clock for ManualClock {
 /// # }
 /// let clock = ManualClock::default();
 /// let coord = SharedLocalCoordinator::new(Default::default(), clock.clone());
+/// let jp = RegionId::new("jp")?;
 /// block_on(async {
-///     let jp = RegionId::new("jp")?;
 ///     let lease = coord.grant_lease(Duration::from_secs(2)).await?;
 ///     coord.announce_region(jp, lease).await?;
 ///     assert_eq!(coord.live_regions().await?, vec![jp]);
@@ -117,7 +117,7 @@ impl Clock for ManualClock {
 ///     assert!(coord.live_regions().await?.is_empty());
 ///     Ok::<(), pvp_global::coord::CoordError>(())
 /// })?;
-/// # Ok::<(), pvp_global::coord::CoordError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SharedLocalCoordinator<K: Clock = WallClock> {
     inner: Arc<Mutex<LocalCoordinator>>,
