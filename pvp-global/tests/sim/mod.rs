@@ -239,16 +239,19 @@ pub fn run(seed: u64) -> SimReport {
         // Planner decisions.
         while let Some(d) = planner.poll_decision() {
             match d {
-                FailoverDecision::RegionDown { region, at } if region == kr => {
-                    if report.detection.is_none() && at >= partition_at {
-                        report.detection = Some(at - partition_at);
-                        kr_sessions_at_risk = planner_sessions_in(&planner, &ends, kr);
-                    }
+                FailoverDecision::RegionDown { region, at }
+                    if region == kr && report.detection.is_none() && at >= partition_at =>
+                {
+                    report.detection = Some(at - partition_at);
+                    kr_sessions_at_risk = planner_sessions_in(&planner, &ends, kr);
                 }
-                FailoverDecision::RouteChanged { origin, to } if origin == kr => {
-                    if to != Some(kr) && report.reroute.is_none() && now >= partition_at {
-                        report.reroute = Some(now - partition_at);
-                    }
+                FailoverDecision::RouteChanged { origin, to }
+                    if origin == kr
+                        && to != Some(kr)
+                        && report.reroute.is_none()
+                        && now >= partition_at =>
+                {
+                    report.reroute = Some(now - partition_at);
                 }
                 FailoverDecision::RegionRestored { region, at } if region == kr => {
                     report.restored_at = Some(at);
