@@ -245,7 +245,12 @@ async fn leader_kill_window(
             }
             Ok(CasOutcome::Conflict { current }) => version = current.map(|r| r.version),
             Err(CoordError::NoQuorum { .. }) => no_quorum += 1,
-            Err(_) => other += 1,
+            Err(e) => {
+                if other == 0 {
+                    println!("  first non-NoQuorum write error while the etcd leader died: {e:?}");
+                }
+                other += 1;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

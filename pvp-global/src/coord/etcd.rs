@@ -108,7 +108,7 @@ fn classify_error(op: &'static str, e: etcd_client::Error) -> CoordError {
     match &e {
         etcd_client::Error::GRpcStatus(s) => {
             let msg = s.message();
-            // 5 = NotFound, 4 = DeadlineExceeded, 14 = Unavailable (gRPC status codes).
+            // gRPC status codes: 4 = DeadlineExceeded, 14 = Unavailable.
             let code = s.code() as i32;
             if msg.contains("lease not found") {
                 return CoordError::LeaseNotFound(LeaseId(0));
@@ -118,6 +118,8 @@ fn classify_error(op: &'static str, e: etcd_client::Error) -> CoordError {
                 || msg.contains("leader changed")
                 || msg.contains("not capable")
                 || code == 4
+                // 1 = Cancelled: tonic's own per-request timeout ("Timeout expired").
+                || (code == 1 && msg.contains("Timeout"))
             {
                 return CoordError::NoQuorum { op };
             }
