@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use pvp_core::ids::RegionId;
 use pvp_global::coord::{
-    CasOutcome, ChangeFeed, ChangeKind, CoordError, Coordinator, EtcdCoordinator,
-    EtcdCoordinatorConfig, Expected, LeaseId, LoopbackEtcdCluster, WatchScope,
+    CasOutcome, ChangeFeed, ChangeKind, CoordError, Coordinator, EtcdCoordinator, EtcdCoordinatorConfig,
+    Expected, LeaseId, LoopbackEtcdCluster, WatchScope,
 };
 use pvp_global::failover::{
-    FailoverDecision, FailoverPlanner, HealthPolicy, LatencyMatrix, PlannerConfig,
-    RegionHealthTracker,
+    FailoverDecision, FailoverPlanner, HealthPolicy, LatencyMatrix, PlannerConfig, RegionHealthTracker,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -64,11 +63,7 @@ async fn start_region(
             }
         }
     });
-    Ok(Region {
-        coord,
-        lease,
-        tasks: vec![keep_alive, heartbeat],
-    })
+    Ok(Region { coord, lease, tasks: vec![keep_alive, heartbeat] })
 }
 
 struct RunResult {
@@ -87,13 +82,7 @@ async fn one_run(urls: &[String], run: u32) -> Result<RunResult> {
         regions.push(start_region(urls, &ns, id, hb_tx.clone()).await?);
     }
     drop(hb_tx);
-    assert!(
-        regions[0]
-            .coord
-            .campaign(JOB, kr, regions[0].lease)
-            .await?
-            .won
-    );
+    assert!(regions[0].coord.campaign(JOB, kr, regions[0].lease).await?.won);
 
     let observer = regions[1].coord.clone();
     let mut feed = observer.watch(WatchScope::Regions).await?;
@@ -209,10 +198,7 @@ async fn etcd_leader_index(urls: &[String]) -> Option<usize> {
 
 /// Kills the etcd leader member while a client writes every 20 ms; returns the longest time
 /// between two successful writes and how the failed ones failed.
-async fn leader_kill_window(
-    cluster: &mut LoopbackEtcdCluster,
-    run: u32,
-) -> Result<(Duration, u64, u64)> {
+async fn leader_kill_window(cluster: &mut LoopbackEtcdCluster, run: u32) -> Result<(Duration, u64, u64)> {
     let urls = cluster.client_urls();
     let config = EtcdCoordinatorConfig::new(urls.clone())
         .with_namespace(format!("/kill{run}/"))
@@ -234,10 +220,7 @@ async fn leader_kill_window(
             killed = true;
         }
         let expected = version.map_or(Expected::Absent, Expected::Version);
-        match c
-            .compare_and_set("routing", expected, b"kr=jp".to_vec())
-            .await
-        {
+        match c.compare_and_set("routing", expected, b"kr=jp".to_vec()).await {
             Ok(CasOutcome::Applied { version: v }) => {
                 version = Some(v);
                 worst = worst.max(last_ok.elapsed());
@@ -265,10 +248,7 @@ fn ms(d: Duration) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let runs: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20);
+    let runs: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     if !LoopbackEtcdCluster::available() {
         println!("NOTE: no etcd binary found (apt-get install etcd-server); nothing measured");
         return Ok(());
@@ -285,12 +265,8 @@ async fn main() -> Result<()> {
     let mut hists: Vec<Histogram<u64>> = (0..4).map(|_| Histogram::new(3).expect("hist")).collect();
     for run in 0..runs {
         let r = one_run(&urls, run).await?;
-        for (h, v) in hists.iter_mut().zip([
-            r.lease_detection,
-            r.planner_down,
-            r.reroute,
-            r.leader_takeover,
-        ]) {
+        for (h, v) in hists.iter_mut().zip([r.lease_detection, r.planner_down, r.reroute, r.leader_takeover])
+        {
             h.record(ms(v))?;
         }
     }

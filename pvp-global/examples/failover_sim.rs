@@ -11,10 +11,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 fn main() {
-    let runs: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(500);
+    let runs: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(500);
     let mut hists: Vec<(&str, Histogram<u64>)> = [
         "detection (partition -> RegionDown)",
         "reroute (partition -> kr route moved)",
@@ -32,12 +29,8 @@ fn main() {
     let mut offers = 0;
     for seed in 0..runs {
         let r = sim::run(seed);
-        let values = [
-            r.detection,
-            r.reroute,
-            r.evacuation,
-            r.restored_at.map(|t| t.saturating_sub(r.heal_at)),
-        ];
+        let values =
+            [r.detection, r.reroute, r.evacuation, r.restored_at.map(|t| t.saturating_sub(r.heal_at))];
         for ((_, h), v) in hists.iter_mut().zip(values) {
             let v = v.unwrap_or(Duration::from_secs(3600));
             h.record(v.as_millis() as u64).expect("in range");
@@ -50,10 +43,7 @@ fn main() {
         offers += r.offers;
     }
     println!("local coordinator simulation: {runs} seeded runs, lease TTL 2 s, heartbeats 250 ms");
-    println!(
-        "{:<52} {:>8} {:>8} {:>8}   (seed goal 30 s, target <= 5 s)",
-        "", "p50 ms", "p99 ms", "max ms"
-    );
+    println!("{:<52} {:>8} {:>8} {:>8}   (seed goal 30 s, target <= 5 s)", "", "p50 ms", "p99 ms", "max ms");
     for (name, h) in &hists {
         println!(
             "{name:<52} {:>8} {:>8} {:>8}",

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use pvp_core::ids::RegionId;
 use pvp_global::coord::{
-    CasOutcome, ChangeFeed, ChangeKind, CoordError, Coordinator, EtcdCoordinator,
-    EtcdCoordinatorConfig, Expected, LoopbackEtcdCluster, WatchScope,
+    CasOutcome, ChangeFeed, ChangeKind, CoordError, Coordinator, EtcdCoordinator, EtcdCoordinatorConfig,
+    Expected, LoopbackEtcdCluster, WatchScope,
 };
 
 const TTL: Duration = Duration::from_secs(2);
@@ -65,18 +65,11 @@ async fn etcd_contract_membership_election_cas_watch() {
     assert_eq!(a.leader("leaderboard").await.unwrap(), Some(jp));
 
     // Compare-and-set.
-    let v1 = match a
-        .compare_and_set("drain/kr", Expected::Absent, b"1".to_vec())
-        .await
-        .unwrap()
-    {
+    let v1 = match a.compare_and_set("drain/kr", Expected::Absent, b"1".to_vec()).await.unwrap() {
         CasOutcome::Applied { version } => version,
         other => panic!("expected applied, got {other:?}"),
     };
-    let conflict = b
-        .compare_and_set("drain/kr", Expected::Absent, b"0".to_vec())
-        .await
-        .unwrap();
+    let conflict = b.compare_and_set("drain/kr", Expected::Absent, b"0".to_vec()).await.unwrap();
     assert!(matches!(conflict, CasOutcome::Conflict { current: Some(ref r) } if r.version == v1));
     let read = b.read_record("drain/kr").await.unwrap().unwrap();
     assert_eq!((read.value.as_slice(), read.version), (&b"1"[..], v1));
@@ -84,14 +77,9 @@ async fn etcd_contract_membership_election_cas_watch() {
         b.compare_and_set("drain/kr", Expected::Version(v1), b"0".to_vec()).await.unwrap(),
         CasOutcome::Applied { version } if version > v1
     ));
-    assert!(
-        !a.delete_record("drain/kr", Expected::Version(v1))
-            .await
-            .unwrap()
-    );
+    assert!(!a.delete_record("drain/kr", Expected::Version(v1)).await.unwrap());
     assert!(matches!(
-        a.compare_and_set("Bad Name", Expected::Absent, vec![])
-            .await,
+        a.compare_and_set("Bad Name", Expected::Absent, vec![]).await,
         Err(CoordError::InvalidName)
     ));
 
@@ -142,18 +130,13 @@ async fn etcd_quorum_loss_no_split_brain_and_recovery() {
         let ka = a.keep_alive(la).await;
         let kb = b.keep_alive(lb).await;
         if !cas_done {
-            let cas = b
-                .compare_and_set("routing", Expected::Absent, b"kr>kr".to_vec())
-                .await;
+            let cas = b.compare_and_set("routing", Expected::Absent, b"kr>kr".to_vec()).await;
             // A timed-out attempt may still have been applied: then it reads as a conflict.
             cas_done = matches!(cas, Ok(CasOutcome::Applied { .. }))
                 || matches!(cas, Ok(CasOutcome::Conflict { current: Some(ref r) }) if r.value == b"kr>kr");
         }
         check(a_won, b_won, &a, &b, la, lb);
-        assert!(
-            Instant::now() < deadline,
-            "no progress with 2 of 3 members: {ka:?} {kb:?}"
-        );
+        assert!(Instant::now() < deadline, "no progress with 2 of 3 members: {ka:?} {kb:?}");
         if ka.is_ok() && kb.is_ok() && cas_done {
             break;
         }
@@ -166,10 +149,7 @@ async fn etcd_quorum_loss_no_split_brain_and_recovery() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut saw_no_quorum = false;
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "no NoQuorum / lease belief never ran out"
-        );
+        assert!(Instant::now() < deadline, "no NoQuorum / lease belief never ran out");
         let started = Instant::now();
         let _ = a.keep_alive(la).await;
         match b.campaign("matchmaker", jp, lb).await {
@@ -178,10 +158,7 @@ async fn etcd_quorum_loss_no_split_brain_and_recovery() {
             Err(_) => {}
         }
         // Every call is bounded: keep-alive + campaign within 2 op timeouts (+ slack).
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "a call hung without quorum"
-        );
+        assert!(started.elapsed() < Duration::from_secs(3), "a call hung without quorum");
         let (a_leads, _) = check(a_won, b_won, &a, &b, la, lb);
         if saw_no_quorum && !a_leads {
             break;
@@ -194,9 +171,7 @@ async fn etcd_quorum_loss_no_split_brain_and_recovery() {
     // Restart: the cluster recovers and exactly one region leads again.
     cluster.restart(0).unwrap();
     cluster.restart(1).unwrap();
-    LoopbackEtcdCluster::wait_healthy(&cluster.client_urls(), Duration::from_secs(30))
-        .await
-        .unwrap();
+    LoopbackEtcdCluster::wait_healthy(&cluster.client_urls(), Duration::from_secs(30)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         assert!(Instant::now() < deadline, "no leader after recovery");
@@ -219,10 +194,6 @@ async fn etcd_quorum_loss_no_split_brain_and_recovery() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = a
-        .read_record("routing")
-        .await
-        .unwrap()
-        .expect("record kept across the outage");
+    let r = a.read_record("routing").await.unwrap().expect("record kept across the outage");
     assert_eq!(r.value, b"kr>kr");
 }

@@ -51,47 +51,30 @@ fn stranded_player_is_offered_a_region_as_soon_as_one_fits() {
     p.handle_session_placed(session(2, kr, kr, 50)).unwrap();
     p.handle_health(ms(100), kr, RegionHealth::Down).unwrap();
     let d = drain(&mut p);
-    assert!(d.contains(&FailoverDecision::PlayerStranded {
-        player: PlayerId::new(1),
-        region: kr
-    }));
+    assert!(d.contains(&FailoverDecision::PlayerStranded { player: PlayerId::new(1), region: kr }));
     assert!(d.contains(&FailoverDecision::OfferReconnect {
         player: PlayerId::new(2),
         from_server: ServerId::new(20),
         from: kr,
         to: jp
     }));
-    assert!(d.contains(&FailoverDecision::RouteChanged {
-        origin: kr,
-        to: Some(jp)
-    }));
+    assert!(d.contains(&FailoverDecision::RouteChanged { origin: kr, to: Some(jp) }));
     // Never placed over the limit: nobody within 20 ms now.
     assert_eq!(p.route(kr, ms(20)), None);
 
     // A catch-up report before kr is back proves nothing.
-    assert_eq!(
-        p.handle_caught_up(ms(200), kr),
-        Err(FailoverError::NotCatchingUp(kr))
-    );
-    p.handle_health(ms(5000), kr, RegionHealth::Healthy)
-        .unwrap();
-    assert_eq!(
-        drain(&mut p),
-        vec![FailoverDecision::AwaitingCatchUp { region: kr }]
-    );
+    assert_eq!(p.handle_caught_up(ms(200), kr), Err(FailoverError::NotCatchingUp(kr)));
+    p.handle_health(ms(5000), kr, RegionHealth::Healthy).unwrap();
+    assert_eq!(drain(&mut p), vec![FailoverDecision::AwaitingCatchUp { region: kr }]);
     assert_eq!(p.availability(kr), Some(RegionAvailability::CatchingUp));
     assert_eq!(p.route(kr, ms(20)), None);
     // Down again while catching up: back to Down, catch-up needed anew.
     p.handle_health(ms(5100), kr, RegionHealth::Down).unwrap();
-    p.handle_health(ms(6000), kr, RegionHealth::Healthy)
-        .unwrap();
+    p.handle_health(ms(6000), kr, RegionHealth::Healthy).unwrap();
     p.handle_caught_up(ms(7000), kr).unwrap();
     assert_eq!(p.route(kr, ms(20)), Some(kr));
     let d = drain(&mut p);
-    assert!(d.contains(&FailoverDecision::RegionRestored {
-        region: kr,
-        at: ms(7000)
-    }));
+    assert!(d.contains(&FailoverDecision::RegionRestored { region: kr, at: ms(7000) }));
     assert_eq!(p.stats().rejected, 1);
 }
 
@@ -102,11 +85,7 @@ fn degraded_and_drained_regions_are_avoided_for_new_matches_only() {
     p.handle_health(ms(1), kr, RegionHealth::Degraded).unwrap();
     assert_eq!(p.route(kr, ms(100)), Some(jp));
     assert_eq!(p.route(kr, ms(20)), Some(kr)); // only kr fits: Degraded beats nothing
-    assert!(
-        !drain(&mut p)
-            .iter()
-            .any(|d| matches!(d, FailoverDecision::OfferReconnect { .. }))
-    );
+    assert!(!drain(&mut p).iter().any(|d| matches!(d, FailoverDecision::OfferReconnect { .. })));
     p.handle_drain(jp, true).unwrap();
     assert_eq!(p.route(kr, ms(100)), Some(sg));
     assert_eq!(p.route(jp, ms(60)), Some(kr));
@@ -124,11 +103,9 @@ fn session_bounds_and_unknowns() {
     config.max_sessions = 1;
     let mut p = FailoverPlanner::new(config, LatencyMatrix::default());
     p.add_region(regions[0]).unwrap();
-    p.handle_session_placed(session(1, regions[0], regions[0], 50))
-        .unwrap();
+    p.handle_session_placed(session(1, regions[0], regions[0], 50)).unwrap();
     // Re-placing the same player is not a new session.
-    p.handle_session_placed(session(1, regions[0], regions[0], 60))
-        .unwrap();
+    p.handle_session_placed(session(1, regions[0], regions[0], 60)).unwrap();
     assert_eq!(
         p.handle_session_placed(session(2, regions[0], regions[0], 50)),
         Err(FailoverError::TooManySessions)
@@ -137,10 +114,7 @@ fn session_bounds_and_unknowns() {
         p.handle_session_placed(session(3, regions[1], regions[0], 50)),
         Err(FailoverError::UnknownRegion(regions[1]))
     );
-    assert_eq!(
-        p.handle_session_ended(PlayerId::new(9)),
-        Err(FailoverError::UnknownPlayer(PlayerId::new(9)))
-    );
+    assert_eq!(p.handle_session_ended(PlayerId::new(9)), Err(FailoverError::UnknownPlayer(PlayerId::new(9))));
     p.handle_session_ended(PlayerId::new(1)).unwrap();
     assert_eq!(p.session_count(), 0);
     // Unknown latency pairs are never routed.

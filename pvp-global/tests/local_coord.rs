@@ -59,10 +59,7 @@ fn trait_contract_with_virtual_time() {
     assert!(c.lease_believed_valid(lj));
     assert_eq!(now_or_never(c.leader("lb")).unwrap(), None);
     assert!(now_or_never(c.campaign("lb", jp, lj)).unwrap().won);
-    assert!(matches!(
-        now_or_never(c.keep_alive(lk)),
-        Err(CoordError::LeaseNotFound(_))
-    ));
+    assert!(matches!(now_or_never(c.keep_alive(lk)), Err(CoordError::LeaseNotFound(_))));
     assert!(now_or_never(c.resign("lb", lj)).unwrap());
     assert!(!now_or_never(c.resign("lb", lj)).unwrap());
     assert_eq!(c.stats().leases_expired, 1);
@@ -76,10 +73,7 @@ fn watch_wakes_a_waiting_feed_on_lease_expiry_tick() {
     let mut feed = now_or_never(c.watch(WatchScope::Regions)).unwrap();
     let lease = now_or_never(c.grant_lease(Duration::from_secs(1))).unwrap();
     now_or_never(c.announce_region(kr, lease)).unwrap();
-    assert_eq!(
-        now_or_never(feed.next_change()).unwrap().kind,
-        ChangeKind::RegionUp(kr)
-    );
+    assert_eq!(now_or_never(feed.next_change()).unwrap().kind, ChangeKind::RegionUp(kr));
 
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = Waker::from(flag.clone());
@@ -90,10 +84,7 @@ fn watch_wakes_a_waiting_feed_on_lease_expiry_tick() {
         clock.advance(Duration::from_secs(1));
         assert_eq!(c.next_deadline(), Some(Duration::from_secs(1)));
         c.tick();
-        assert!(
-            flag.0.load(Ordering::SeqCst),
-            "expiry did not wake the watcher"
-        );
+        assert!(flag.0.load(Ordering::SeqCst), "expiry did not wake the watcher");
         match next.as_mut().poll(&mut cx) {
             Poll::Ready(Ok(ch)) => assert_eq!(ch.kind, ChangeKind::RegionDown(kr)),
             other => panic!("expected RegionDown, got {other:?}"),
@@ -108,33 +99,18 @@ fn bad_inputs_are_typed_errors_and_counted() {
     config.max_leases = 1;
     let mut c = LocalCoordinator::new(config);
     let t = Duration::ZERO;
-    assert!(matches!(
-        c.grant_lease(t, Duration::from_millis(10)),
-        Err(CoordError::TtlOutOfRange(_))
-    ));
+    assert!(matches!(c.grant_lease(t, Duration::from_millis(10)), Err(CoordError::TtlOutOfRange(_))));
     let l = c.grant_lease(t, Duration::from_secs(5)).unwrap();
-    assert!(matches!(
-        c.grant_lease(t, Duration::from_secs(5)),
-        Err(CoordError::CapacityExceeded("leases"))
-    ));
+    assert!(matches!(c.grant_lease(t, Duration::from_secs(5)), Err(CoordError::CapacityExceeded("leases"))));
     for bad in ["", "UPPER", "sp ace", &"x".repeat(200)] {
-        assert!(
-            matches!(c.read_record(t, bad), Err(CoordError::InvalidName)),
-            "{bad:?}"
-        );
-        assert!(matches!(
-            c.campaign(t, bad, region("kr"), l),
-            Err(CoordError::InvalidName)
-        ));
+        assert!(matches!(c.read_record(t, bad), Err(CoordError::InvalidName)), "{bad:?}");
+        assert!(matches!(c.campaign(t, bad, region("kr"), l), Err(CoordError::InvalidName)));
     }
     assert!(matches!(
         c.compare_and_set(t, "big", Expected::Absent, vec![0; MAX_VALUE_LEN + 1]),
         Err(CoordError::ValueTooLarge(_))
     ));
-    assert!(matches!(
-        c.watch(&WatchScope::Records("No".into())),
-        Err(CoordError::InvalidName)
-    ));
+    assert!(matches!(c.watch(&WatchScope::Records("No".into())), Err(CoordError::InvalidName)));
     assert!(matches!(
         c.announce_region(t, region("kr"), pvp_global::coord::LeaseId(99)),
         Err(CoordError::LeaseNotFound(_))
@@ -149,43 +125,26 @@ fn cas_versions_grow_and_deletes_need_the_version() {
     let mut c = LocalCoordinator::default();
     let t = Duration::ZERO;
     let mut feed = c.watch(&WatchScope::Records("drain/".into())).unwrap();
-    let v1 = match c
-        .compare_and_set(t, "drain/kr", Expected::Absent, b"1".to_vec())
-        .unwrap()
-    {
+    let v1 = match c.compare_and_set(t, "drain/kr", Expected::Absent, b"1".to_vec()).unwrap() {
         CasOutcome::Applied { version } => version,
         other => panic!("{other:?}"),
     };
-    let stale = c
-        .compare_and_set(t, "drain/kr", Expected::Version(v1 + 7), b"0".to_vec())
-        .unwrap();
+    let stale = c.compare_and_set(t, "drain/kr", Expected::Version(v1 + 7), b"0".to_vec()).unwrap();
     assert!(matches!(stale, CasOutcome::Conflict { current: Some(ref r) } if r.version == v1));
     assert!(!c.delete_record(t, "drain/kr", Expected::Absent).unwrap());
-    assert!(
-        c.delete_record(t, "drain/kr", Expected::Version(v1))
-            .unwrap()
-    );
-    let v2 = match c
-        .compare_and_set(t, "drain/kr", Expected::Absent, b"2".to_vec())
-        .unwrap()
-    {
+    assert!(c.delete_record(t, "drain/kr", Expected::Version(v1)).unwrap());
+    let v2 = match c.compare_and_set(t, "drain/kr", Expected::Absent, b"2".to_vec()).unwrap() {
         CasOutcome::Applied { version } => version,
         other => panic!("{other:?}"),
     };
     assert!(v2 > v1);
     // Unwatched prefix: not seen by this feed.
-    c.compare_and_set(t, "routing", Expected::Absent, b"kr=jp".to_vec())
-        .unwrap();
-    let kinds: Vec<_> = std::iter::from_fn(|| c.poll_change(feed))
-        .map(|c| c.unwrap().kind)
-        .collect();
+    c.compare_and_set(t, "routing", Expected::Absent, b"kr=jp".to_vec()).unwrap();
+    let kinds: Vec<_> = std::iter::from_fn(|| c.poll_change(feed)).map(|c| c.unwrap().kind).collect();
     assert_eq!(kinds.len(), 3, "{kinds:?}");
     assert!(matches!(kinds[1], ChangeKind::RecordDeleted { ref name } if name == "drain/kr"));
     assert!(c.cancel_watch(feed));
-    assert!(matches!(
-        c.poll_change(feed),
-        Some(Err(CoordError::WatchClosed))
-    ));
+    assert!(matches!(c.poll_change(feed), Some(Err(CoordError::WatchClosed))));
     feed = c.watch(&WatchScope::Leaders).unwrap();
     assert!(c.poll_change(feed).is_none());
 }

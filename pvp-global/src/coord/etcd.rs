@@ -7,15 +7,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream, Watcher,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions, WatchStream, Watcher,
 };
 use pvp_core::ids::RegionId;
 
 use super::{
     CasOutcome, Change, ChangeFeed, CoordError, CoordStats, Coordinator, Expected, LEADERS_PREFIX,
-    Leadership, LeaseId, RECORDS_PREFIX, REGIONS_PREFIX, VersionedRecord, WatchScope, check_name,
-    check_ttl, check_value, classify, decode_region, scope_prefix,
+    Leadership, LeaseId, RECORDS_PREFIX, REGIONS_PREFIX, VersionedRecord, WatchScope, check_name, check_ttl,
+    check_value, classify, decode_region, scope_prefix,
 };
 
 /// How an [`EtcdCoordinator`] reaches its cluster.
@@ -123,11 +123,7 @@ fn classify_error(op: &'static str, e: etcd_client::Error) -> CoordError {
             {
                 return CoordError::NoQuorum { op };
             }
-            if code == 14 {
-                CoordError::Unreachable { op }
-            } else {
-                CoordError::Etcd(e)
-            }
+            if code == 14 { CoordError::Unreachable { op } } else { CoordError::Etcd(e) }
         }
         etcd_client::Error::LeaseKeepAliveError(msg) if msg.contains("not found") => {
             CoordError::LeaseNotFound(LeaseId(0))
@@ -154,12 +150,7 @@ impl EtcdCoordinator {
         .await
         .map_err(|_| CoordError::Unreachable { op: "connect" })?
         .map_err(|e| classify_error("connect", e))?;
-        Ok(Self {
-            client,
-            config,
-            leases: Mutex::new(HashMap::new()),
-            stats: Default::default(),
-        })
+        Ok(Self { client, config, leases: Mutex::new(HashMap::new()), stats: Default::default() })
     }
 
     /// The configuration it was connected with.
@@ -191,9 +182,7 @@ impl EtcdCoordinator {
 
     fn beliefs(&self) -> MutexGuard<'_, HashMap<LeaseId, LeaseBelief>> {
         // Each update is a single insert/remove: a poisoned map is still consistent.
-        self.leases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn key(&self, prefix: &str, name: &str) -> String {
@@ -203,11 +192,7 @@ impl EtcdCoordinator {
     /// Runs one operation within the op timeout. An endpoint that refuses the connection is
     /// retried (the balanced channel may pick a dead member first); every operation here is
     /// safe to repeat: puts are idempotent, transactions compare first.
-    async fn run<T, F>(
-        &self,
-        op: &'static str,
-        mut attempt: impl FnMut(Client) -> F,
-    ) -> Result<T, CoordError>
+    async fn run<T, F>(&self, op: &'static str, mut attempt: impl FnMut(Client) -> F) -> Result<T, CoordError>
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -232,9 +217,7 @@ impl EtcdCoordinator {
         };
         if let Err(e) = &result {
             let counter = match e {
-                CoordError::NoQuorum { .. } | CoordError::Unreachable { .. } => {
-                    &self.stats.unavailable
-                }
+                CoordError::NoQuorum { .. } | CoordError::Unreachable { .. } => &self.stats.unavailable,
                 _ => &self.stats.rejected,
             };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -249,14 +232,9 @@ impl EtcdCoordinator {
         e
     }
 
-    async fn txn(
-        &self,
-        op: &'static str,
-        txn: Txn,
-    ) -> Result<etcd_client::TxnResponse, CoordError> {
+    async fn txn(&self, op: &'static str, txn: Txn) -> Result<etcd_client::TxnResponse, CoordError> {
         let txn = &txn;
-        self.run(op, |mut c| async move { c.txn(txn.clone()).await })
-            .await
+        self.run(op, |mut c| async move { c.txn(txn.clone()).await }).await
     }
 }
 
@@ -282,19 +260,10 @@ impl Coordinator for EtcdCoordinator {
         check_ttl(ttl).map_err(|e| self.reject(e))?;
         let secs = i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(1);
         let sent = Instant::now();
-        let resp = self
-            .run("grant_lease", |mut c| async move {
-                c.lease_grant(secs, None).await
-            })
-            .await?;
+        let resp = self.run("grant_lease", |mut c| async move { c.lease_grant(secs, None).await }).await?;
         let granted = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
         let id = LeaseId(resp.id());
-        self.beliefs().insert(
-            id,
-            LeaseBelief {
-                valid_until: sent + granted,
-            },
-        );
+        self.beliefs().insert(id, LeaseBelief { valid_until: sent + granted });
         self.stats.leases_granted.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("pvp_global_coord_leases_granted").increment(1);
         Ok(id)
@@ -312,12 +281,7 @@ impl Coordinator for EtcdCoordinator {
         match resp {
             Ok(Some(r)) if r.ttl() > 0 => {
                 let ttl = Duration::from_secs(u64::try_from(r.ttl()).unwrap_or(0));
-                self.beliefs().insert(
-                    lease,
-                    LeaseBelief {
-                        valid_until: sent + ttl,
-                    },
-                );
+                self.beliefs().insert(lease, LeaseBelief { valid_until: sent + ttl });
                 Ok(ttl)
             }
             Err(e) if !matches!(e, CoordError::LeaseNotFound(_)) => Err(e),
@@ -334,12 +298,7 @@ impl Coordinator for EtcdCoordinator {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), CoordError> {
         // Stop believing first: from here on the lease may be gone at any moment.
         self.beliefs().remove(&lease);
-        match self
-            .run("revoke_lease", |mut c| async move {
-                c.lease_revoke(lease.0).await
-            })
-            .await
-        {
+        match self.run("revoke_lease", |mut c| async move { c.lease_revoke(lease.0).await }).await {
             Ok(_) => Ok(()),
             Err(CoordError::LeaseNotFound(_)) => Err(CoordError::LeaseNotFound(lease)),
             Err(e) => Err(e),
@@ -347,9 +306,7 @@ impl Coordinator for EtcdCoordinator {
     }
 
     fn lease_believed_valid(&self, lease: LeaseId) -> bool {
-        self.beliefs()
-            .get(&lease)
-            .is_some_and(|b| Instant::now() < b.valid_until)
+        self.beliefs().get(&lease).is_some_and(|b| Instant::now() < b.valid_until)
     }
 
     async fn announce_region(&self, region: RegionId, lease: LeaseId) -> Result<(), CoordError> {
@@ -357,12 +314,7 @@ impl Coordinator for EtcdCoordinator {
         let key = key.as_str();
         match self
             .run("announce_region", |mut c| async move {
-                c.put(
-                    key,
-                    region.as_str(),
-                    Some(PutOptions::new().with_lease(lease.0)),
-                )
-                .await
+                c.put(key, region.as_str(), Some(PutOptions::new().with_lease(lease.0))).await
             })
             .await
         {
@@ -375,16 +327,13 @@ impl Coordinator for EtcdCoordinator {
     async fn live_regions(&self) -> Result<Vec<RegionId>, CoordError> {
         let key = self.key(REGIONS_PREFIX, "");
         let key = key.as_str();
-        let resp = self
-            .run("live_regions", |mut c| async move {
+        let resp =
+            self.run("live_regions", |mut c| async move {
                 c.get(key, Some(GetOptions::new().with_prefix())).await
             })
             .await?;
-        let mut regions = resp
-            .kvs()
-            .iter()
-            .map(|kv| decode_region(kv.value()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut regions =
+            resp.kvs().iter().map(|kv| decode_region(kv.value())).collect::<Result<Vec<_>, _>>()?;
         regions.sort();
         Ok(regions)
     }
@@ -410,24 +359,14 @@ impl Coordinator for EtcdCoordinator {
             r => r?,
         };
         let result = if resp.succeeded() {
-            Leadership {
-                leader: candidate,
-                won: true,
-            }
+            Leadership { leader: candidate, won: true }
         } else {
             // The holder may have gone between compare and get; report no win then.
             let kv = first_kv(&resp).ok_or(CoordError::NoQuorum { op: "campaign" })?;
             let leader = decode_region(kv.value())?;
-            Leadership {
-                leader,
-                won: leader == candidate && kv.lease() == lease.0,
-            }
+            Leadership { leader, won: leader == candidate && kv.lease() == lease.0 }
         };
-        let counter = if result.won {
-            &self.stats.campaigns_won
-        } else {
-            &self.stats.campaigns_lost
-        };
+        let counter = if result.won { &self.stats.campaigns_won } else { &self.stats.campaigns_lost };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(result)
     }
@@ -436,13 +375,8 @@ impl Coordinator for EtcdCoordinator {
         check_name(job).map_err(|e| self.reject(e))?;
         let key = self.key(LEADERS_PREFIX, job);
         let key = key.as_str();
-        let resp = self
-            .run("leader", |mut c| async move { c.get(key, None).await })
-            .await?;
-        resp.kvs()
-            .first()
-            .map(|kv| decode_region(kv.value()))
-            .transpose()
+        let resp = self.run("leader", |mut c| async move { c.get(key, None).await }).await?;
+        resp.kvs().first().map(|kv| decode_region(kv.value())).transpose()
     }
 
     async fn resign(&self, job: &str, lease: LeaseId) -> Result<bool, CoordError> {
@@ -458,13 +392,11 @@ impl Coordinator for EtcdCoordinator {
         check_name(name).map_err(|e| self.reject(e))?;
         let key = self.key(RECORDS_PREFIX, name);
         let key = key.as_str();
-        let resp = self
-            .run("read_record", |mut c| async move { c.get(key, None).await })
-            .await?;
-        Ok(resp.kvs().first().map(|kv| VersionedRecord {
-            value: kv.value().to_vec(),
-            version: version_of(kv),
-        }))
+        let resp = self.run("read_record", |mut c| async move { c.get(key, None).await }).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| VersionedRecord { value: kv.value().to_vec(), version: version_of(kv) }))
     }
 
     async fn compare_and_set(
@@ -473,15 +405,11 @@ impl Coordinator for EtcdCoordinator {
         expected: Expected,
         value: Vec<u8>,
     ) -> Result<CasOutcome, CoordError> {
-        check_name(name)
-            .and_then(|()| check_value(&value))
-            .map_err(|e| self.reject(e))?;
+        check_name(name).and_then(|()| check_value(&value)).map_err(|e| self.reject(e))?;
         let key = self.key(RECORDS_PREFIX, name);
         let cmp = match expected {
             Expected::Absent => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
-            Expected::Version(v) => {
-                Compare::mod_revision(key.as_str(), CompareOp::Equal, as_i64(v))
-            }
+            Expected::Version(v) => Compare::mod_revision(key.as_str(), CompareOp::Equal, as_i64(v)),
         };
         let txn = Txn::new()
             .when([cmp])
@@ -490,17 +418,13 @@ impl Coordinator for EtcdCoordinator {
         let resp = self.txn("compare_and_set", txn).await?;
         if resp.succeeded() {
             self.stats.cas_applied.fetch_add(1, Ordering::Relaxed);
-            let version = resp
-                .header()
-                .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+            let version = resp.header().map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
             Ok(CasOutcome::Applied { version })
         } else {
             self.stats.cas_conflicts.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("pvp_global_coord_cas_conflicts").increment(1);
-            let current = first_kv(&resp).map(|kv| VersionedRecord {
-                value: kv.value().to_vec(),
-                version: version_of(&kv),
-            });
+            let current = first_kv(&resp)
+                .map(|kv| VersionedRecord { value: kv.value().to_vec(), version: version_of(&kv) });
             Ok(CasOutcome::Conflict { current })
         }
     }
@@ -512,11 +436,7 @@ impl Coordinator for EtcdCoordinator {
         };
         let key = self.key(RECORDS_PREFIX, name);
         let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.as_str(),
-                CompareOp::Equal,
-                as_i64(v),
-            )])
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, as_i64(v))])
             .and_then([TxnOp::delete(key.as_str(), None)]);
         Ok(self.txn("delete_record", txn).await?.succeeded())
     }
@@ -526,9 +446,7 @@ impl Coordinator for EtcdCoordinator {
         let key = format!("{}{prefix}", self.config.namespace);
         let key = key.as_str();
         let (watcher, stream) = self
-            .run("watch", |mut c| async move {
-                c.watch(key, Some(WatchOptions::new().with_prefix())).await
-            })
+            .run("watch", |mut c| async move { c.watch(key, Some(WatchOptions::new().with_prefix())).await })
             .await?;
         Ok(EtcdChangeFeed {
             _watcher: watcher,

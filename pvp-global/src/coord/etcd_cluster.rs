@@ -56,22 +56,15 @@ pub(crate) fn find_etcd() -> Option<PathBuf> {
     if std_path.is_file() {
         return Some(std_path);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
-    })
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file()))
 }
 
 fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     // Hold every listener until all ports are known so that no port is handed out twice.
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    let listeners =
+        (0..n).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
 }
 
 impl LoopbackEtcdCluster {
@@ -104,17 +97,9 @@ impl LoopbackEtcdCluster {
                 child: None,
             })
             .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Self {
-            binary,
-            root,
-            initial_cluster,
-            members,
-        };
+        let initial_cluster =
+            members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        let mut cluster = Self { binary, root, initial_cluster, members };
         for i in 0..size {
             cluster.restart(i)?;
         }
@@ -133,10 +118,7 @@ impl LoopbackEtcdCluster {
 
     /// Kills member `i` (SIGKILL) and waits for it to exit; a dead member stays dead.
     pub fn kill(&mut self, i: usize) -> Result<(), LoopbackEtcdError> {
-        let m = self
-            .members
-            .get_mut(i)
-            .ok_or(LoopbackEtcdError::NoSuchMember(i))?;
+        let m = self.members.get_mut(i).ok_or(LoopbackEtcdError::NoSuchMember(i))?;
         if let Some(mut child) = m.child.take() {
             child.kill()?;
             child.wait()?;
@@ -149,17 +131,12 @@ impl LoopbackEtcdCluster {
         let binary = self.binary.clone();
         let initial_cluster = self.initial_cluster.clone();
         let root = self.root.clone();
-        let m = self
-            .members
-            .get_mut(i)
-            .ok_or(LoopbackEtcdError::NoSuchMember(i))?;
+        let m = self.members.get_mut(i).ok_or(LoopbackEtcdError::NoSuchMember(i))?;
         if m.child.is_some() {
             return Ok(());
         }
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join(format!("{}.log", m.name)))?;
+        let log =
+            fs::OpenOptions::new().create(true).append(true).open(root.join(format!("{}.log", m.name)))?;
         let child = Command::new(binary)
             .arg("--name")
             .arg(&m.name)
@@ -178,11 +155,7 @@ impl LoopbackEtcdCluster {
             .arg("--initial-cluster-state")
             .arg("new")
             .arg("--initial-cluster-token")
-            .arg(
-                root.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            )
+            .arg(root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
             .args(["--logger", "zap", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -199,10 +172,7 @@ impl LoopbackEtcdCluster {
 
     /// Waits until a linearizable read through `endpoints` succeeds, retrying every 50 ms for
     /// at most `timeout`.
-    pub async fn wait_healthy(
-        endpoints: &[String],
-        timeout: Duration,
-    ) -> Result<(), LoopbackEtcdError> {
+    pub async fn wait_healthy(endpoints: &[String], timeout: Duration) -> Result<(), LoopbackEtcdError> {
         let deadline = Instant::now() + timeout;
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_millis(500))
@@ -211,8 +181,7 @@ impl LoopbackEtcdCluster {
         // Bounded retry loop: each try is bounded by the timeouts above.
         while Instant::now() < deadline {
             let attempt = async {
-                let mut c =
-                    etcd_client::Client::connect(endpoints.to_vec(), Some(options.clone())).await?;
+                let mut c = etcd_client::Client::connect(endpoints.to_vec(), Some(options.clone())).await?;
                 c.get("/pvp-health", None).await
             };
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {

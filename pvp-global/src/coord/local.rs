@@ -8,8 +8,8 @@ use pvp_core::ids::RegionId;
 
 use super::{
     CasOutcome, Change, CoordError, CoordStats, Expected, LEADERS_PREFIX, Leadership, LeaseId,
-    RECORDS_PREFIX, REGIONS_PREFIX, VersionedRecord, WatchScope, check_name, check_ttl,
-    check_value, classify, decode_region, scope_prefix,
+    RECORDS_PREFIX, REGIONS_PREFIX, VersionedRecord, WatchScope, check_name, check_ttl, check_value,
+    classify, decode_region, scope_prefix,
 };
 
 /// Bounds of a [`LocalCoordinator`]; every structure an outsider can grow is capped.
@@ -29,12 +29,7 @@ pub struct LocalCoordinatorConfig {
 
 impl Default for LocalCoordinatorConfig {
     fn default() -> Self {
-        Self {
-            max_leases: 4096,
-            max_keys: 16_384,
-            max_watchers: 256,
-            max_pending_changes: 4096,
-        }
+        Self { max_leases: 4096, max_keys: 16_384, max_watchers: 256, max_pending_changes: 4096 }
     }
 }
 
@@ -139,14 +134,7 @@ impl LocalCoordinator {
         }
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
-        self.leases.insert(
-            id,
-            LeaseEntry {
-                ttl,
-                expires_at: self.now + ttl,
-                keys: BTreeSet::new(),
-            },
-        );
+        self.leases.insert(id, LeaseEntry { ttl, expires_at: self.now + ttl, keys: BTreeSet::new() });
         self.stats.leases_granted += 1;
         metrics::counter!("pvp_global_coord_leases_granted").increment(1);
         Ok(id)
@@ -208,10 +196,7 @@ impl LocalCoordinator {
     pub fn live_regions(&mut self, now: Duration) -> Result<Vec<RegionId>, CoordError> {
         self.advance(now);
         self.keys
-            .range::<str, _>((
-                std::ops::Bound::Included(REGIONS_PREFIX),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<str, _>((std::ops::Bound::Included(REGIONS_PREFIX), std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(REGIONS_PREFIX))
             .map(|(_, v)| decode_region(&v.value))
             .collect()
@@ -236,17 +221,11 @@ impl LocalCoordinator {
         let result = match self.keys.get(&key) {
             Some(holder) => {
                 let leader = decode_region(&holder.value)?;
-                Leadership {
-                    leader,
-                    won: leader == candidate && holder.lease == Some(lease),
-                }
+                Leadership { leader, won: leader == candidate && holder.lease == Some(lease) }
             }
             None => {
                 self.put(key, candidate.as_str().as_bytes().to_vec(), Some(lease))?;
-                Leadership {
-                    leader: candidate,
-                    won: true,
-                }
+                Leadership { leader: candidate, won: true }
             }
         };
         if result.won {
@@ -285,11 +264,7 @@ impl LocalCoordinator {
     }
 
     /// Reads control record `name`.
-    pub fn read_record(
-        &mut self,
-        now: Duration,
-        name: &str,
-    ) -> Result<Option<VersionedRecord>, CoordError> {
+    pub fn read_record(&mut self, now: Duration, name: &str) -> Result<Option<VersionedRecord>, CoordError> {
         self.advance(now);
         if let Err(e) = check_name(name) {
             return Err(self.reject(e));
@@ -297,10 +272,7 @@ impl LocalCoordinator {
         Ok(self
             .keys
             .get(&format!("{RECORDS_PREFIX}{name}"))
-            .map(|k| VersionedRecord {
-                value: k.value.clone(),
-                version: k.mod_revision,
-            }))
+            .map(|k| VersionedRecord { value: k.value.clone(), version: k.mod_revision }))
     }
 
     /// Stores `value` under `name` if the record matches `expected`.
@@ -316,10 +288,8 @@ impl LocalCoordinator {
             return Err(self.reject(e));
         }
         let key = format!("{RECORDS_PREFIX}{name}");
-        let current = self.keys.get(&key).map(|k| VersionedRecord {
-            value: k.value.clone(),
-            version: k.mod_revision,
-        });
+        let current =
+            self.keys.get(&key).map(|k| VersionedRecord { value: k.value.clone(), version: k.mod_revision });
         let matches = match (&current, expected) {
             (None, Expected::Absent) => true,
             (Some(c), Expected::Version(v)) => c.version == v,
@@ -369,15 +339,7 @@ impl LocalCoordinator {
         }
         let id = WatchId(self.next_watch);
         self.next_watch += 1;
-        self.watchers.insert(
-            id,
-            Watcher {
-                prefix,
-                queue: VecDeque::new(),
-                lagged: false,
-                waker: None,
-            },
-        );
+        self.watchers.insert(id, Watcher { prefix, queue: VecDeque::new(), lagged: false, waker: None });
         Ok(id)
     }
 
@@ -417,12 +379,8 @@ impl LocalCoordinator {
             self.now = now;
         }
         let now = self.now;
-        let expired: Vec<LeaseId> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.expires_at <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let expired: Vec<LeaseId> =
+            self.leases.iter().filter(|(_, l)| l.expires_at <= now).map(|(id, _)| *id).collect();
         for id in expired {
             self.stats.leases_expired += 1;
             metrics::counter!("pvp_global_coord_leases_expired").increment(1);
@@ -440,12 +398,7 @@ impl LocalCoordinator {
         }
     }
 
-    fn put(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<u64, CoordError> {
+    fn put(&mut self, key: String, value: Vec<u8>, lease: Option<LeaseId>) -> Result<u64, CoordError> {
         if !self.keys.contains_key(&key) && self.keys.len() >= self.config.max_keys {
             return Err(self.reject(CoordError::CapacityExceeded("keys")));
         }
@@ -462,14 +415,7 @@ impl LocalCoordinator {
             l.keys.insert(key.clone());
         }
         self.notify(&key, Some((&value, revision)), revision);
-        self.keys.insert(
-            key,
-            KeyEntry {
-                value,
-                mod_revision: revision,
-                lease,
-            },
-        );
+        self.keys.insert(key, KeyEntry { value, mod_revision: revision, lease });
         Ok(revision)
     }
 
@@ -538,34 +484,17 @@ mod tests {
         c.handle_timeout(t(3500));
         assert!(c.live_regions(t(3500)).unwrap().is_empty());
         assert_eq!(c.leader(t(3500), "job").unwrap(), None);
-        assert!(matches!(
-            c.poll_change(w),
-            Some(Ok(Change {
-                kind: ChangeKind::RegionUp(_),
-                ..
-            }))
-        ));
-        assert!(matches!(
-            c.poll_change(w),
-            Some(Ok(Change {
-                kind: ChangeKind::RegionDown(_),
-                ..
-            }))
-        ));
+        assert!(matches!(c.poll_change(w), Some(Ok(Change { kind: ChangeKind::RegionUp(_), .. }))));
+        assert!(matches!(c.poll_change(w), Some(Ok(Change { kind: ChangeKind::RegionDown(_), .. }))));
         assert!(c.poll_change(w).is_none());
-        assert!(matches!(
-            c.keep_alive(t(3600), l),
-            Err(CoordError::LeaseNotFound(_))
-        ));
+        assert!(matches!(c.keep_alive(t(3600), l), Err(CoordError::LeaseNotFound(_))));
         assert_eq!(c.stats().leases_expired, 1);
     }
 
     #[test]
     fn time_going_backwards_is_clamped() {
         let mut c = LocalCoordinator::default();
-        let l = c
-            .grant_lease(Duration::from_secs(10), Duration::from_secs(2))
-            .unwrap();
+        let l = c.grant_lease(Duration::from_secs(10), Duration::from_secs(2)).unwrap();
         // An older `now` must not resurrect or extend beyond the newest time seen.
         c.keep_alive(Duration::from_secs(1), l).unwrap();
         assert!(!c.lease_alive(Duration::from_secs(12), l));
@@ -573,24 +502,15 @@ mod tests {
 
     #[test]
     fn watch_overflow_reports_lag_once() {
-        let mut c = LocalCoordinator::new(LocalCoordinatorConfig {
-            max_pending_changes: 2,
-            ..Default::default()
-        });
+        let mut c =
+            LocalCoordinator::new(LocalCoordinatorConfig { max_pending_changes: 2, ..Default::default() });
         let w = c.watch(&WatchScope::Records(String::new())).unwrap();
         for i in 0..3u8 {
-            let v = c
-                .read_record(Duration::ZERO, "x")
-                .unwrap()
-                .map(|r| r.version);
+            let v = c.read_record(Duration::ZERO, "x").unwrap().map(|r| r.version);
             let exp = v.map_or(Expected::Absent, Expected::Version);
-            c.compare_and_set(Duration::ZERO, "x", exp, vec![i])
-                .unwrap();
+            c.compare_and_set(Duration::ZERO, "x", exp, vec![i]).unwrap();
         }
-        assert!(matches!(
-            c.poll_change(w),
-            Some(Err(CoordError::WatchLagged))
-        ));
+        assert!(matches!(c.poll_change(w), Some(Err(CoordError::WatchLagged))));
         assert!(c.poll_change(w).is_none());
         assert_eq!(c.stats().watch_dropped, 3);
     }

@@ -257,16 +257,10 @@ pub trait Coordinator: Send + Sync {
     type Feed: ChangeFeed;
 
     /// Grants a lease that lives `ttl` unless kept alive.
-    fn grant_lease(
-        &self,
-        ttl: Duration,
-    ) -> impl Future<Output = Result<LeaseId, CoordError>> + Send;
+    fn grant_lease(&self, ttl: Duration) -> impl Future<Output = Result<LeaseId, CoordError>> + Send;
 
     /// Renews a lease for its full TTL; returns that TTL. Call it several times per TTL.
-    fn keep_alive(
-        &self,
-        lease: LeaseId,
-    ) -> impl Future<Output = Result<Duration, CoordError>> + Send;
+    fn keep_alive(&self, lease: LeaseId) -> impl Future<Output = Result<Duration, CoordError>> + Send;
 
     /// Revokes a lease: everything announced or led under it goes away now.
     fn revoke_lease(&self, lease: LeaseId) -> impl Future<Output = Result<(), CoordError>> + Send;
@@ -296,17 +290,10 @@ pub trait Coordinator: Send + Sync {
     ) -> impl Future<Output = Result<Leadership, CoordError>> + Send;
 
     /// The current leader of `job`, if any.
-    fn leader(
-        &self,
-        job: &str,
-    ) -> impl Future<Output = Result<Option<RegionId>, CoordError>> + Send;
+    fn leader(&self, job: &str) -> impl Future<Output = Result<Option<RegionId>, CoordError>> + Send;
 
     /// Gives up leadership of `job` if `lease` holds it; returns whether it did.
-    fn resign(
-        &self,
-        job: &str,
-        lease: LeaseId,
-    ) -> impl Future<Output = Result<bool, CoordError>> + Send;
+    fn resign(&self, job: &str, lease: LeaseId) -> impl Future<Output = Result<bool, CoordError>> + Send;
 
     /// Reads a control record.
     fn read_record(
@@ -330,10 +317,7 @@ pub trait Coordinator: Send + Sync {
     ) -> impl Future<Output = Result<bool, CoordError>> + Send;
 
     /// Follows changes in `scope` from now on.
-    fn watch(
-        &self,
-        scope: WatchScope,
-    ) -> impl Future<Output = Result<Self::Feed, CoordError>> + Send;
+    fn watch(&self, scope: WatchScope) -> impl Future<Output = Result<Self::Feed, CoordError>> + Send;
 }
 
 /// Counters of one coordinator, from `stats()`.
@@ -367,66 +351,38 @@ pub(crate) const RECORDS_PREFIX: &str = "records/";
 pub(crate) fn check_name(name: &str) -> Result<(), CoordError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.' | b'/')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(CoordError::InvalidName)
-    }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    if ok { Ok(()) } else { Err(CoordError::InvalidName) }
 }
 
 pub(crate) fn check_value(value: &[u8]) -> Result<(), CoordError> {
-    if value.len() > MAX_VALUE_LEN {
-        Err(CoordError::ValueTooLarge(value.len()))
-    } else {
-        Ok(())
-    }
+    if value.len() > MAX_VALUE_LEN { Err(CoordError::ValueTooLarge(value.len())) } else { Ok(()) }
 }
 
 pub(crate) fn check_ttl(ttl: Duration) -> Result<(), CoordError> {
-    if (MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
-        Ok(())
-    } else {
-        Err(CoordError::TtlOutOfRange(ttl))
-    }
+    if (MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) { Ok(()) } else { Err(CoordError::TtlOutOfRange(ttl)) }
 }
 
 /// Maps a raw key (below the namespace) to the change it means.
-pub(crate) fn classify(
-    key: &str,
-    value: Option<(&[u8], Version)>,
-    revision: u64,
-) -> Option<Change> {
+pub(crate) fn classify(key: &str, value: Option<(&[u8], Version)>, revision: u64) -> Option<Change> {
     let kind = if let Some(region) = key.strip_prefix(REGIONS_PREFIX) {
         let region = RegionId::new(region).ok()?;
-        if value.is_some() {
-            ChangeKind::RegionUp(region)
-        } else {
-            ChangeKind::RegionDown(region)
-        }
+        if value.is_some() { ChangeKind::RegionUp(region) } else { ChangeKind::RegionDown(region) }
     } else if let Some(job) = key.strip_prefix(LEADERS_PREFIX) {
         let leader = match value {
             Some((bytes, _)) => Some(decode_region(bytes).ok()?),
             None => None,
         };
-        ChangeKind::LeaderChanged {
-            job: job.to_owned(),
-            leader,
-        }
+        ChangeKind::LeaderChanged { job: job.to_owned(), leader }
     } else if let Some(name) = key.strip_prefix(RECORDS_PREFIX) {
         match value {
             Some((bytes, version)) => ChangeKind::RecordSet {
                 name: name.to_owned(),
-                record: VersionedRecord {
-                    value: bytes.to_vec(),
-                    version,
-                },
+                record: VersionedRecord { value: bytes.to_vec(), version },
             },
-            None => ChangeKind::RecordDeleted {
-                name: name.to_owned(),
-            },
+            None => ChangeKind::RecordDeleted { name: name.to_owned() },
         }
     } else {
         return None;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use pvp_core::ids::RegionId;
 
 use super::{
-    CasOutcome, Change, ChangeFeed, CoordError, CoordStats, Coordinator, Expected, Leadership,
-    LeaseId, LocalCoordinator, VersionedRecord, WatchId, WatchScope,
+    CasOutcome, Change, ChangeFeed, CoordError, CoordStats, Coordinator, Expected, Leadership, LeaseId,
+    LocalCoordinator, VersionedRecord, WatchId, WatchScope,
 };
 
 /// Where a [`SharedLocalCoordinator`] reads `now` from.
@@ -29,9 +29,7 @@ pub struct WallClock {
 impl WallClock {
     /// A clock starting now.
     pub fn new() -> Self {
-        Self {
-            start: Instant::now(),
-        }
+        Self { start: Instant::now() }
     }
 }
 
@@ -67,11 +65,7 @@ impl ManualClock {
     /// Moves time forward by `by` (saturating at about 584 years).
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        let _ = self
-            .nanos
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_add(by))
-            });
+        let _ = self.nanos.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_add(by)));
     }
 
     /// Sets time to `to` if that is later than now (time never goes back).
@@ -126,28 +120,20 @@ pub struct SharedLocalCoordinator<K: Clock = WallClock> {
 
 impl<K: Clock> Clone for SharedLocalCoordinator<K> {
     fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-            clock: self.clock.clone(),
-        }
+        Self { inner: Arc::clone(&self.inner), clock: self.clock.clone() }
     }
 }
 
 impl<K: Clock + fmt::Debug> fmt::Debug for SharedLocalCoordinator<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedLocalCoordinator")
-            .field("clock", &self.clock)
-            .finish_non_exhaustive()
+        f.debug_struct("SharedLocalCoordinator").field("clock", &self.clock).finish_non_exhaustive()
     }
 }
 
 impl<K: Clock> SharedLocalCoordinator<K> {
     /// Wraps `coordinator`, reading time from `clock`.
     pub fn new(coordinator: LocalCoordinator, clock: K) -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(coordinator)),
-            clock,
-        }
+        Self { inner: Arc::new(Mutex::new(coordinator)), clock }
     }
 
     /// Runs `f` on the inner coordinator with the clock's `now`.
@@ -174,9 +160,7 @@ impl<K: Clock> SharedLocalCoordinator<K> {
     fn lock(&self) -> MutexGuard<'_, LocalCoordinator> {
         // A panic inside a call cannot leave a half-applied change behind (each change is
         // applied by one insert or remove), so a poisoned lock is still usable.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -188,9 +172,7 @@ pub struct LocalChangeFeed<K: Clock = WallClock> {
 
 impl<K: Clock> fmt::Debug for LocalChangeFeed<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalChangeFeed")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("LocalChangeFeed").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -293,9 +275,6 @@ impl<K: Clock> Coordinator for SharedLocalCoordinator<K> {
 
     async fn watch(&self, scope: WatchScope) -> Result<Self::Feed, CoordError> {
         let id = self.with(|c, _| c.watch(&scope))?;
-        Ok(LocalChangeFeed {
-            coordinator: self.clone(),
-            id,
-        })
+        Ok(LocalChangeFeed { coordinator: self.clone(), id })
     }
 }

@@ -62,9 +62,7 @@ impl HealthPolicy {
         let rates_ok = (0.0..=1.0).contains(&self.degraded_error_rate)
             && (0.0..=1.0).contains(&self.down_error_rate)
             && self.degraded_error_rate <= self.down_error_rate;
-        if rates_ok
-            && self.degraded_after_silence <= self.down_after_silence
-            && !self.error_window.is_zero()
+        if rates_ok && self.degraded_after_silence <= self.down_after_silence && !self.error_window.is_zero()
         {
             Ok(())
         } else {
@@ -194,11 +192,7 @@ impl RegionHealthTracker {
     }
 
     /// A data-plane heartbeat from `region` arrived.
-    pub fn handle_heartbeat(
-        &mut self,
-        now: Duration,
-        region: RegionId,
-    ) -> Result<(), FailoverError> {
+    pub fn handle_heartbeat(&mut self, now: Duration, region: RegionId) -> Result<(), FailoverError> {
         let now = self.clamp(now);
         let s = self.signals(region)?;
         s.last_heartbeat = s.last_heartbeat.max(now);
@@ -298,11 +292,7 @@ impl RegionHealthTracker {
         let silence = now.saturating_sub(s.last_heartbeat);
         let (ok, failed) = (s.cur.0 + s.prev.0, s.cur.1 + s.prev.1);
         let total = ok + failed;
-        let rate = if total >= p.min_samples.max(1) {
-            failed as f64 / total as f64
-        } else {
-            0.0
-        };
+        let rate = if total >= p.min_samples.max(1) { failed as f64 / total as f64 } else { 0.0 };
         if !s.lease_alive || silence >= p.down_after_silence || rate >= p.down_error_rate {
             RegionHealth::Down
         } else if silence >= p.degraded_after_silence || rate >= p.degraded_error_rate {
@@ -329,12 +319,7 @@ impl RegionHealthTracker {
             };
             if let Some(to) = next {
                 s.better_since = None;
-                let t = HealthTransition {
-                    region: *region,
-                    from: s.health,
-                    to,
-                    at: now,
-                };
+                let t = HealthTransition { region: *region, from: s.health, to, at: now };
                 s.health = to;
                 self.stats.transitions += 1;
                 if to == RegionHealth::Down {
@@ -382,9 +367,7 @@ mod tests {
         assert_eq!(h.health(kr), Some(RegionHealth::Down));
         h.handle_heartbeat(ms(3100), kr).unwrap();
         assert_eq!(h.health(kr), Some(RegionHealth::Healthy));
-        let all: Vec<_> = std::iter::from_fn(|| h.poll_transition())
-            .map(|t| t.to)
-            .collect();
+        let all: Vec<_> = std::iter::from_fn(|| h.poll_transition()).map(|t| t.to).collect();
         assert_eq!(all, [RegionHealth::Down, RegionHealth::Healthy]);
     }
 

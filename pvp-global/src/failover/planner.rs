@@ -123,10 +123,7 @@ pub struct PlannerConfig {
 
 impl Default for PlannerConfig {
     fn default() -> Self {
-        Self {
-            default_latency_limit: Duration::from_millis(100),
-            max_sessions: 1 << 20,
-        }
+        Self { default_latency_limit: Duration::from_millis(100), max_sessions: 1 << 20 }
     }
 }
 
@@ -308,9 +305,7 @@ impl FailoverPlanner {
 
     /// The current default routes (per origin, at the default latency limit).
     pub fn routing_table(&self) -> RoutingTable {
-        RoutingTable {
-            routes: self.routes.clone(),
-        }
+        RoutingTable { routes: self.routes.clone() }
     }
 
     /// The health of `region` changed (from a [`RegionHealthTracker`](super::RegionHealthTracker)
@@ -330,15 +325,13 @@ impl FailoverPlanner {
                 state.availability = RegionAvailability::Down;
                 self.stats.regions_down += 1;
                 metrics::counter!("pvp_global_failover_regions_down").increment(1);
-                self.decisions
-                    .push_back(FailoverDecision::RegionDown { region, at: now });
+                self.decisions.push_back(FailoverDecision::RegionDown { region, at: now });
                 self.refresh();
                 self.evacuate(region);
             }
             (RegionAvailability::Down, RegionHealth::Healthy | RegionHealth::Degraded) => {
                 state.availability = RegionAvailability::CatchingUp;
-                self.decisions
-                    .push_back(FailoverDecision::AwaitingCatchUp { region });
+                self.decisions.push_back(FailoverDecision::AwaitingCatchUp { region });
             }
             _ => self.refresh(),
         }
@@ -348,11 +341,7 @@ impl FailoverPlanner {
     /// Anti-entropy with `region` completed after it returned: it takes matches again.
     /// Refused with [`FailoverError::NotCatchingUp`] unless the region is
     /// [`RegionAvailability::CatchingUp`] (a report from before it returned proves nothing).
-    pub fn handle_caught_up(
-        &mut self,
-        now: Duration,
-        region: RegionId,
-    ) -> Result<(), FailoverError> {
+    pub fn handle_caught_up(&mut self, now: Duration, region: RegionId) -> Result<(), FailoverError> {
         match self.regions.get_mut(&region) {
             None => Err(self.reject(FailoverError::UnknownRegion(region))),
             Some(s) if s.availability != RegionAvailability::CatchingUp => {
@@ -362,8 +351,7 @@ impl FailoverPlanner {
                 s.availability = RegionAvailability::Serving;
                 self.stats.regions_restored += 1;
                 metrics::counter!("pvp_global_failover_regions_restored").increment(1);
-                self.decisions
-                    .push_back(FailoverDecision::RegionRestored { region, at: now });
+                self.decisions.push_back(FailoverDecision::RegionRestored { region, at: now });
                 self.refresh();
                 Ok(())
             }
@@ -397,20 +385,9 @@ impl FailoverPlanner {
             }
         }
         self.stranded.remove(&session.player);
-        self.sessions.insert(
-            session.player,
-            SessionEntry {
-                session,
-                offered: None,
-            },
-        );
-        self.by_region
-            .entry(session.region)
-            .or_default()
-            .insert(session.player);
-        if self.regions.get(&session.region).map(|s| s.availability)
-            == Some(RegionAvailability::Down)
-        {
+        self.sessions.insert(session.player, SessionEntry { session, offered: None });
+        self.by_region.entry(session.region).or_default().insert(session.player);
+        if self.regions.get(&session.region).map(|s| s.availability) == Some(RegionAvailability::Down) {
             // Placed by a stale route into a region that is already Down: move them at once.
             self.offer(session.player);
         }
@@ -443,11 +420,8 @@ impl FailoverPlanner {
     }
 
     fn evacuate(&mut self, region: RegionId) {
-        let players: Vec<PlayerId> = self
-            .by_region
-            .get(&region)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let players: Vec<PlayerId> =
+            self.by_region.get(&region).map(|s| s.iter().copied().collect()).unwrap_or_default();
         for p in players {
             self.offer(p);
         }
@@ -483,10 +457,7 @@ impl FailoverPlanner {
             None => {
                 if self.stranded.insert(player) {
                     self.stats.stranded += 1;
-                    self.decisions.push_back(FailoverDecision::PlayerStranded {
-                        player,
-                        region: s.region,
-                    });
+                    self.decisions.push_back(FailoverDecision::PlayerStranded { player, region: s.region });
                 }
             }
         }
@@ -500,8 +471,7 @@ impl FailoverPlanner {
             if self.routes.get(&origin) != Some(&to) {
                 self.routes.insert(origin, to);
                 self.stats.route_changes += 1;
-                self.decisions
-                    .push_back(FailoverDecision::RouteChanged { origin, to });
+                self.decisions.push_back(FailoverDecision::RouteChanged { origin, to });
             }
         }
         let stranded: Vec<PlayerId> = self.stranded.iter().copied().collect();
@@ -518,10 +488,7 @@ mod tests {
     #[test]
     fn routing_table_rejects_garbage() {
         for bad in [&b"kr"[..], b"kr=JP", b"kr=jp\nkr=sg", b"\xff=kr", b"=kr"] {
-            assert_eq!(
-                RoutingTable::decode(bad),
-                Err(FailoverError::BadRoutingTable)
-            );
+            assert_eq!(RoutingTable::decode(bad), Err(FailoverError::BadRoutingTable));
         }
     }
 }

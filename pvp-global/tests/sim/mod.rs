@@ -99,12 +99,7 @@ pub fn run(seed: u64) -> SimReport {
     let partition_at = ms(20_000 + rng.random_range(0..1000));
     let heal_at = partition_at + ms(20_000);
     let end = heal_at + ms(20_000);
-    let mut report = SimReport {
-        seed,
-        partition_at,
-        heal_at,
-        ..Default::default()
-    };
+    let mut report = SimReport { seed, partition_at, heal_at, ..Default::default() };
 
     let mut coord = LocalCoordinator::default();
     let watch = coord.watch(&WatchScope::Regions).expect("watch");
@@ -124,9 +119,7 @@ pub fn run(seed: u64) -> SimReport {
         .collect();
     for a in &mut agents {
         let lease = coord.grant_lease(now, LEASE_TTL).expect("lease");
-        coord
-            .announce_region(now, a.region, lease)
-            .expect("announce");
+        coord.announce_region(now, a.region, lease).expect("announce");
         a.lease = Some(lease);
         a.believed_until = now + LEASE_TTL;
         health.add_region(now, a.region).expect("add");
@@ -162,9 +155,7 @@ pub fn run(seed: u64) -> SimReport {
                         Some(Err(CoordError::LeaseNotFound(_))) | None => {
                             a.leads = false;
                             let lease = coord.grant_lease(now, LEASE_TTL).expect("lease");
-                            coord
-                                .announce_region(now, a.region, lease)
-                                .expect("announce");
+                            coord.announce_region(now, a.region, lease).expect("announce");
                             a.lease = Some(lease);
                             a.believed_until = now + LEASE_TTL;
                         }
@@ -183,10 +174,7 @@ pub fn run(seed: u64) -> SimReport {
             }
         }
         // No split brain: at most one agent believes it leads with a valid lease.
-        let believers = agents
-            .iter()
-            .filter(|a| a.leads && now < a.believed_until)
-            .count();
+        let believers = agents.iter().filter(|a| a.leads && now < a.believed_until).count();
         if believers > 1 {
             report.split_brain_steps += 1;
         }
@@ -207,23 +195,14 @@ pub fn run(seed: u64) -> SimReport {
         });
         for r in all {
             let n = rng.random_range(2..6u64);
-            let failed = if partitioned(r, now) {
-                n
-            } else {
-                u64::from(rng.random_bool(0.01))
-            };
-            health
-                .handle_requests(now, r, n - failed.min(n), failed.min(n))
-                .expect("tracked");
+            let failed = if partitioned(r, now) { n } else { u64::from(rng.random_bool(0.01)) };
+            health.handle_requests(now, r, n - failed.min(n), failed.min(n)).expect("tracked");
         }
         coord.handle_timeout(now);
         while let Some(change) = coord.poll_change(watch) {
             let change = change.expect("watch keeps up");
             health.handle_change(now, &change);
-            debug_assert!(matches!(
-                change.kind,
-                ChangeKind::RegionUp(_) | ChangeKind::RegionDown(_)
-            ));
+            debug_assert!(matches!(change.kind, ChangeKind::RegionUp(_) | ChangeKind::RegionDown(_)));
         }
         health.handle_timeout(now);
         while let Some(t) = health.poll_transition() {
@@ -246,25 +225,17 @@ pub fn run(seed: u64) -> SimReport {
                     kr_sessions_at_risk = planner_sessions_in(&planner, &ends, kr);
                 }
                 FailoverDecision::RouteChanged { origin, to }
-                    if origin == kr
-                        && to != Some(kr)
-                        && report.reroute.is_none()
-                        && now >= partition_at =>
+                    if origin == kr && to != Some(kr) && report.reroute.is_none() && now >= partition_at =>
                 {
                     report.reroute = Some(now - partition_at);
                 }
                 FailoverDecision::RegionRestored { region, at } if region == kr => {
                     report.restored_at = Some(at);
                 }
-                FailoverDecision::OfferReconnect {
-                    player, from, to, ..
-                } => {
+                FailoverDecision::OfferReconnect { player, from, to, .. } => {
                     report.offers += 1;
                     if let Some(s) = planner.session(player) {
-                        if matrix
-                            .rtt(s.origin, to)
-                            .is_none_or(|rtt| rtt > s.latency_limit)
-                        {
+                        if matrix.rtt(s.origin, to).is_none_or(|rtt| rtt > s.latency_limit) {
                             report.offers_over_limit += 1;
                         }
                     }
@@ -324,12 +295,7 @@ pub fn run(seed: u64) -> SimReport {
                 _ => sg,
             };
             let limit = ms([30, 50, 80, 120][rng.random_range(0..4)]);
-            waiting.push_back(Ticket {
-                player: PlayerId::new(next_player),
-                origin,
-                limit,
-                since: now,
-            });
+            waiting.push_back(Ticket { player: PlayerId::new(next_player), origin, limit, since: now });
             next_player += 1;
         }
         let mut still_waiting = VecDeque::new();
@@ -351,17 +317,13 @@ pub fn run(seed: u64) -> SimReport {
                     }
                     let session = PlayerSession {
                         player: t.player,
-                        server: ServerId::new(
-                            region_index(region) * 1000 + rng.random_range(0..100),
-                        ),
+                        server: ServerId::new(region_index(region) * 1000 + rng.random_range(0..100)),
                         region,
                         origin: t.origin,
                         latency_limit: t.limit,
                     };
                     planner.handle_session_placed(session).expect("place");
-                    ends.entry(now + ms(rng.random_range(5_000..30_000)))
-                        .or_default()
-                        .push(t.player);
+                    ends.entry(now + ms(rng.random_range(5_000..30_000))).or_default().push(t.player);
                 }
                 None if now - t.since > ms(60_000) => report.abandoned_tickets += 1,
                 None => still_waiting.push_back(t),
@@ -369,10 +331,7 @@ pub fn run(seed: u64) -> SimReport {
         }
         waiting = still_waiting;
     }
-    report.unhandled_kr_sessions = kr_sessions_at_risk
-        .iter()
-        .filter(|p| !handled.contains(p))
-        .count() as u64;
+    report.unhandled_kr_sessions = kr_sessions_at_risk.iter().filter(|p| !handled.contains(p)).count() as u64;
     report
 }
 
