@@ -120,3 +120,19 @@ fn session_bounds_and_unknowns() {
     // Unknown latency pairs are never routed.
     assert_eq!(p.route(regions[0], ms(1000)), None);
 }
+
+#[test]
+fn tracker_survives_extreme_inputs() {
+    use pvp_global::failover::{HealthPolicy, RegionHealthTracker};
+    let kr = RegionId::new("kr").unwrap();
+    let mut policy = HealthPolicy::default();
+    policy.down_error_rate = f64::NAN;
+    assert_eq!(RegionHealthTracker::new(policy).err(), Some(FailoverError::InvalidPolicy));
+    let mut h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
+    h.add_region(Duration::ZERO, kr).unwrap();
+    h.handle_requests(Duration::MAX, kr, u64::MAX, u64::MAX).unwrap();
+    h.handle_requests(Duration::MAX, kr, u64::MAX, u64::MAX).unwrap();
+    h.handle_timeout(Duration::MAX);
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    assert_eq!(h.poll_timeout(), None);
+}

@@ -148,3 +148,16 @@ fn cas_versions_grow_and_deletes_need_the_version() {
     feed = c.watch(&WatchScope::Leaders).unwrap();
     assert!(c.poll_change(feed).is_none());
 }
+
+#[test]
+fn extreme_times_do_not_panic() {
+    let mut c = LocalCoordinator::default();
+    let near_end = Duration::MAX - Duration::from_secs(1);
+    let l = c.grant_lease(near_end, Duration::from_secs(5)).unwrap();
+    // The deadline saturates at the end of time instead of overflowing.
+    assert_eq!(c.poll_timeout(), Some(Duration::MAX));
+    assert!(c.lease_alive(near_end, l));
+    c.handle_timeout(Duration::MAX);
+    assert!(!c.lease_alive(Duration::MAX, l));
+    assert!(matches!(c.keep_alive(Duration::MAX, l), Err(CoordError::LeaseNotFound(_))));
+}

@@ -134,7 +134,8 @@ impl LocalCoordinator {
         }
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
-        self.leases.insert(id, LeaseEntry { ttl, expires_at: self.now + ttl, keys: BTreeSet::new() });
+        self.leases
+            .insert(id, LeaseEntry { ttl, expires_at: self.now.saturating_add(ttl), keys: BTreeSet::new() });
         self.stats.leases_granted += 1;
         metrics::counter!("pvp_global_coord_leases_granted").increment(1);
         Ok(id)
@@ -146,7 +147,7 @@ impl LocalCoordinator {
         let now = self.now;
         match self.leases.get_mut(&lease) {
             Some(entry) => {
-                entry.expires_at = now + entry.ttl;
+                entry.expires_at = now.saturating_add(entry.ttl);
                 Ok(entry.ttl)
             }
             None => Err(self.reject(CoordError::LeaseNotFound(lease))),

@@ -256,10 +256,10 @@ impl RegionHealthTracker {
             .values()
             .flat_map(|s| {
                 [
-                    Some(s.last_heartbeat + p.degraded_after_silence),
-                    Some(s.last_heartbeat + p.down_after_silence),
-                    s.better_since.map(|b| b + p.recovery_hold),
-                    Some(s.window_start + p.error_window),
+                    Some(s.last_heartbeat.saturating_add(p.degraded_after_silence)),
+                    Some(s.last_heartbeat.saturating_add(p.down_after_silence)),
+                    s.better_since.map(|b| b.saturating_add(p.recovery_hold)),
+                    Some(s.window_start.saturating_add(p.error_window)),
                 ]
             })
             .flatten()
@@ -290,8 +290,8 @@ impl RegionHealthTracker {
 
     fn observed(p: &HealthPolicy, s: &Signals, now: Duration) -> RegionHealth {
         let silence = now.saturating_sub(s.last_heartbeat);
-        let (ok, failed) = (s.cur.0 + s.prev.0, s.cur.1 + s.prev.1);
-        let total = ok + failed;
+        let (ok, failed) = (s.cur.0.saturating_add(s.prev.0), s.cur.1.saturating_add(s.prev.1));
+        let total = ok.saturating_add(failed);
         let rate = if total >= p.min_samples.max(1) { failed as f64 / total as f64 } else { 0.0 };
         if !s.lease_alive || silence >= p.down_after_silence || rate >= p.down_error_rate {
             RegionHealth::Down
@@ -335,7 +335,7 @@ impl RegionHealthTracker {
 fn roll(s: &mut Signals, now: Duration, window: Duration) {
     let elapsed = now.saturating_sub(s.window_start);
     if elapsed >= window {
-        s.prev = if elapsed >= window * 2 { (0, 0) } else { s.cur };
+        s.prev = if elapsed >= window.saturating_mul(2) { (0, 0) } else { s.cur };
         s.cur = (0, 0);
         s.window_start = now;
     }
