@@ -255,7 +255,6 @@ impl AbortCondition {
 
 /// How experiments run.
 #[derive(Debug)]
-#[non_exhaustive]
 pub struct ExperimentConfig {
     /// Time between steady-state checks (default 100 ms).
     pub check_interval: Duration,

@@ -13,7 +13,6 @@ use crate::{MetricSource, SourceError};
 
 /// How the registry stores and renders histograms.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct RegistryConfig {
     /// The smallest distinguishable histogram value, in the recorded unit (default 1e-6: a
     /// microsecond when values are seconds). Values are stored as multiples of it.
@@ -171,7 +170,9 @@ impl HistogramFn for HistCell {
             units as u64
         };
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        st.hist.saturating_record_n(units, count as u64);
+        if st.hist.record_n(units, count as u64).is_err() {
+            st.hist.saturating_record_n(units, count as u64);
+        }
         st.sum += value * count as f64;
     }
 }
@@ -199,7 +200,7 @@ impl HistogramSnapshot {
             return None;
         }
         let units = self.hist.value_at_quantile(q.clamp(0.0, 1.0));
-        Some(self.hist.highest_equivalent(units) as f64 * self.resolution)
+        Some(units as f64 * self.resolution)
     }
     /// How many recorded values are at most `bound` (to the histogram's precision).
     pub fn count_at_most(&self, bound: f64) -> u64 {
@@ -376,8 +377,14 @@ impl MetricsRegistry {
                 self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
-            if let Some(h) = help.help.get(name) {
-                let _ = writeln!(out, "# HELP {name} {}", escape_help(h));
+            // promtool's lint wants help text on every family.
+            match help.help.get(name) {
+                Some(h) => {
+                    let _ = writeln!(out, "# HELP {name} {}", escape_help(h));
+                }
+                None => {
+                    let _ = writeln!(out, "# HELP {name} {name} (no description registered)");
+                }
             }
             let _ = writeln!(out, "# TYPE {name} {kind}");
             true
@@ -613,7 +620,8 @@ mod tests {
         assert_eq!(r.stats().rejected_values, 2);
         let h = r.histogram("h").unwrap();
         assert_eq!(h.count(), 1);
-        assert!((h.quantile(0.99).unwrap() - 0.5).abs() < 0.001);
+        let q = h.quantile(0.99).unwrap();
+        assert!((q - 0.5).abs() < 0.001, "{q}");
     }
 
     #[test]

@@ -28,7 +28,6 @@ use super::{
 
 /// The shape of a synthetic diurnal player-count trace (one sample a minute).
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct TraceConfig {
     /// Days.
     pub days: usize,

@@ -7,7 +7,7 @@
 //! Allocated server.
 //!
 //! ```
-//! use std::time::{Duration, Instant};
+//! use std::time::Instant;
 //! use pvp_ops::scale::{AutoScaler, FleetStatus, ScalingPolicy, TargetTracking};
 //!
 //! // 100 players per server at target; 10 servers are running 150 players each.
@@ -423,7 +423,14 @@ impl AutoScaler {
         };
         if let Some((f, forecast)) = floor {
             // A forecast may raise the fleet; it never lowers what the reactive part wants.
-            if f > desired {
+            // Small raises are batched (the tolerance band) so the fleet does not grow one
+            // server a minute.
+            let tol = match &self.policy {
+                ScalingPolicy::TargetTracking(t) => t.tolerance,
+                _ => 0.0,
+            };
+            let worth = desired != current || f64::from(f) > f64::from(current) * (1.0 + tol);
+            if f > desired && worth {
                 desired = f;
                 reason = ScaleReason::Forecast { forecast };
             }

@@ -6,7 +6,6 @@ use super::{
 
 /// How a [`PredictiveScaler`] forecasts.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct PredictiveConfig {
     /// The reactive target tracking it builds on (`target` is per server).
     pub tracking: TargetTracking,

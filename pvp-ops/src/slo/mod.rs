@@ -306,7 +306,6 @@ impl BurnRateRule {
 
 /// How the monitor keeps history and when it alerts.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct MonitorConfig {
     /// The burn-rate rules (default [`BurnRateRule::workbook`]).
     pub rules: Vec<BurnRateRule>,
