@@ -9,12 +9,21 @@ use pvp_ops::scale::TargetTracking;
 use pvp_ops::scale::backtest::{Backtest, BacktestReport, TraceConfig, synthetic_trace};
 
 fn main() {
-    let seed = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(7u64);
-    let cfg = TraceConfig { seed, ..TraceConfig::default() };
+    let seed = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7u64);
+    let cfg = TraceConfig {
+        seed,
+        ..TraceConfig::default()
+    };
     let trace = synthetic_trace(&cfg);
     let capacity = 1000.0; // players per server
     let boot = 10; // minutes from asking for a server to Ready
-    let util: f64 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(0.85);
+    let util: f64 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.85);
     let target = capacity * util; // keep servers this full
     let bt = Backtest::new(capacity, boot);
 
@@ -24,9 +33,18 @@ fn main() {
     let fixed_n = (p99 / target).ceil() as u32;
 
     let fixed = bt.run_fixed(&trace, fixed_n);
-    let reactive = bt.run_reactive(&trace, TargetTracking::new(target), 1000).expect("valid config");
+    let reactive = bt
+        .run_reactive(&trace, TargetTracking::new(target), 1000)
+        .expect("valid config");
     let predictive = bt
-        .run_predictive(&trace, PredictiveConfig { lead: std::time::Duration::from_secs(60 * (boot as u64 + 5)), ..PredictiveConfig::new(target) }, 1000)
+        .run_predictive(
+            &trace,
+            PredictiveConfig {
+                lead: std::time::Duration::from_secs(60 * (boot as u64 + 5)),
+                ..PredictiveConfig::new(target)
+            },
+            1000,
+        )
         .expect("valid config");
 
     println!(
@@ -37,12 +55,18 @@ fn main() {
         cfg.spike.map_or(1.0, |s| s.2),
         cfg.spike.map_or(0, |s| s.1)
     );
-    println!("servers: {capacity} players each, {boot} min boot, target {:.0} % full\n", util * 100.0);
+    println!(
+        "servers: {capacity} players each, {boot} min boot, target {:.0} % full\n",
+        util * 100.0
+    );
     println!(
         "{:<36} {:>12} {:>16} {:>12} {:>10} {:>8}",
         "strategy", "under-demand", "unserved", "instance-h", "actions", "peak"
     );
-    println!("{:<36} {:>12} {:>16} {:>12} {:>10} {:>8}", "", "minutes", "player-min", "", "", "servers");
+    println!(
+        "{:<36} {:>12} {:>16} {:>12} {:>10} {:>8}",
+        "", "minutes", "player-min", "", "", "servers"
+    );
     for r in [&fixed, &reactive, &predictive] {
         row(r);
     }
@@ -55,12 +79,20 @@ fn main() {
         extra * 100.0
     );
     let goal = predictive.under_demand_minutes < reactive.under_demand_minutes && extra <= 0.10;
-    println!("goal (fewer under-demand minutes at <= 10 % extra instance-hours): {}", if goal { "met" } else { "NOT met" });
+    println!(
+        "goal (fewer under-demand minutes at <= 10 % extra instance-hours): {}",
+        if goal { "met" } else { "NOT met" }
+    );
 }
 
 fn row(r: &BacktestReport) {
     println!(
         "{:<36} {:>12} {:>16.0} {:>12.1} {:>10} {:>8}",
-        r.strategy, r.under_demand_minutes, r.unserved_player_minutes, r.instance_hours, r.scaling_actions, r.peak_servers
+        r.strategy,
+        r.under_demand_minutes,
+        r.unserved_player_minutes,
+        r.instance_hours,
+        r.scaling_actions,
+        r.peak_servers
     );
 }

@@ -158,6 +158,12 @@ impl PromClient {
     /// Runs an instant query.
     pub fn query(&mut self, promql: &str) -> Result<Vec<PromSample>, SourceError> {
         self.stats.queries += 1;
+        crate::fail_point!("pvp-ops/prom-query", |_| {
+            self.stats.failures += 1;
+            Err(SourceError::Unreachable(
+                "fail point pvp-ops/prom-query".into(),
+            ))
+        });
         let r = self.query_inner(promql);
         if r.is_err() {
             self.stats.failures += 1;

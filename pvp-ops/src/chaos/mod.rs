@@ -476,6 +476,10 @@ impl ChaosEngine {
     /// Injects `fault` now; the returned guard reverts it when dropped. The fault's duration
     /// is not enforced here (it is in [`run_experiment`](Self::run_experiment)).
     pub fn inject(&self, fault: Fault) -> Result<FaultGuard, ChaosError> {
+        crate::fail_point!("pvp-ops/fault-inject", |_| Err(ChaosError::Inject {
+            description: fault.description.clone(),
+            source: FaultError::Target("fail point pvp-ops/fault-inject".into()),
+        }));
         let injector = self
             .injector_for(&fault)
             .ok_or_else(|| ChaosError::NoInjector(fault.kind, fault.target.clone()))?;

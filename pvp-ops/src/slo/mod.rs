@@ -838,3 +838,56 @@ fn status_of(config: &MonitorConfig, st: &SloState, now: Instant) -> SloStatus {
         stale: st.stale.clone(),
     }
 }
+
+/// The in-process [`MetricsRegistry`](crate::metrics::MetricsRegistry) as an [`SliSource`]:
+/// event SLIs read the summed counters (a missing `bad` counter reads 0, a missing `total` is
+/// [`SourceError::NoData`]); quantile SLIs read the quantile of the values recorded since the
+/// previous read of the same histogram (HdrHistogram subtraction), `None` when there were none.
+#[derive(Debug)]
+pub struct RegistrySli {
+    registry: crate::metrics::MetricsRegistry,
+    last: std::collections::HashMap<String, crate::metrics::HistogramSnapshot>,
+}
+
+impl RegistrySli {
+    /// A source over `registry`.
+    pub fn new(registry: crate::metrics::MetricsRegistry) -> Self {
+        Self {
+            registry,
+            last: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl SliSource for RegistrySli {
+    fn read_sli(&mut self, sli: &Sli) -> Result<SliReading, SourceError> {
+        match sli {
+            Sli::Events { bad, total } => {
+                let t = self
+                    .registry
+                    .counter_total(total)
+                    .ok_or_else(|| SourceError::NoData(total.clone()))?;
+                let b = self.registry.counter_total(bad).unwrap_or(0);
+                Ok(SliReading::Events {
+                    bad: b as f64,
+                    total: t as f64,
+                })
+            }
+            Sli::QuantileBelow {
+                histogram,
+                quantile,
+                ..
+            } => {
+                let Some(now) = self.registry.histogram(histogram) else {
+                    return Ok(SliReading::Quantile(None));
+                };
+                let interval = match self.last.get(histogram) {
+                    Some(prev) => now.since(prev),
+                    None => now.clone(),
+                };
+                self.last.insert(histogram.clone(), now);
+                Ok(SliReading::Quantile(interval.quantile(*quantile)))
+            }
+        }
+    }
+}
