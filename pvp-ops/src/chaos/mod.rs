@@ -378,6 +378,7 @@ impl FaultGuard {
             .unwrap_or_else(PoisonError::into_inner)
             .revert(&self.fault);
         self.counters.reverted.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("pvp_ops_faults_reverted_total").increment(1);
         if r.is_err() {
             self.counters
                 .revert_failures
@@ -405,6 +406,13 @@ impl fmt::Debug for dyn FaultInjector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "FaultInjector({})", self.name())
     }
+}
+
+/// `at + d`, or about a century later when that overflows (a fault "forever").
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(at)
 }
 
 fn recommendation(kind: FaultKind) -> &'static str {
@@ -535,7 +543,7 @@ impl ChaosEngine {
         // Guards live in this frame: a panic below drops (reverts) them.
         let mut active: Vec<(Instant, FaultGuard)> = Vec::with_capacity(faults.len());
         for f in faults {
-            let end = Instant::now() + f.duration;
+            let end = later(Instant::now(), f.duration);
             let desc = f.description.clone();
             let g = self.inject(f)?;
             note(format!("injected: {desc}"));
@@ -549,7 +557,7 @@ impl ChaosEngine {
         while !active.is_empty() {
             let now = Instant::now();
             let next_end = active.iter().map(|(e, _)| *e).min().unwrap_or(now);
-            let wake = (now + self.config.check_interval).min(next_end);
+            let wake = later(now, self.config.check_interval).min(next_end);
             if wake > now {
                 std::thread::sleep(wake - now);
             }
@@ -599,7 +607,7 @@ impl ChaosEngine {
         }
         // Recovery: from the last revert to the first good check.
         let mut recovery_time = None;
-        let deadline = last_revert + self.config.recovery_timeout;
+        let deadline = later(last_revert, self.config.recovery_timeout);
         loop {
             if steady_state_check() {
                 recovery_time = Some(last_revert.elapsed());

@@ -95,6 +95,11 @@ impl LinkConditions {
                 "loss and duplicate must be within 0..=1",
             ));
         }
+        if self.latency > MAX_DELAY || self.jitter > MAX_DELAY {
+            return Err(ProxyError::InvalidConditions(
+                "latency and jitter must be at most one hour",
+            ));
+        }
         if self.bandwidth == Some(0) {
             return Err(ProxyError::InvalidConditions(
                 "bandwidth must be > 0 (use blocked to cut a link)",
@@ -218,6 +223,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const MAX_SESSIONS: usize = 256;
+const MAX_DELAY: Duration = Duration::from_secs(3600);
 const MAX_QUEUED: usize = 65_536;
 const POLL: Duration = Duration::from_millis(20);
 
@@ -791,8 +797,14 @@ impl FaultInjector for LinkFaultInjector {
                     _ if i >= 1.0 => n.blocked = true,
                     _ => n.loss = i,
                 }
-                c.set(dir, n)
-                    .map_err(|e| FaultError::Target(e.to_string()))?;
+                if let Err(e) = c.set(dir, n) {
+                    // Leave nothing half-applied.
+                    for (c, old) in controls.iter().zip(&saved) {
+                        let _ = c.set(Direction::Forward, old[0]);
+                        let _ = c.set(Direction::Backward, old[1]);
+                    }
+                    return Err(FaultError::Target(e.to_string()));
+                }
             }
         }
         self.saved.insert(fault.target().to_string(), saved);

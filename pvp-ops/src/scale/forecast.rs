@@ -37,7 +37,7 @@ impl HoltWinters {
             beta,
             gamma,
             period,
-            warmup: Vec::with_capacity(period),
+            warmup: Vec::new(),
             level: 0.0,
             trend: 0.0,
             season: Vec::new(),

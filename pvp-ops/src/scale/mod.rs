@@ -457,8 +457,10 @@ impl AutoScaler {
             .push_back((now, i64::from(desired) - i64::from(current)));
         if desired > current {
             self.stats.scale_ups += 1;
+            metrics::counter!("pvp_ops_scale_decisions_total", "direction" => "up").increment(1);
         } else {
             self.stats.scale_downs += 1;
+            metrics::counter!("pvp_ops_scale_decisions_total", "direction" => "down").increment(1);
         }
         Ok(Some(ScaleDecision {
             from: current,

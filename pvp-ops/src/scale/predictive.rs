@@ -4,6 +4,8 @@ use super::{
     AutoScaler, FleetStatus, HoltWinters, ScaleDecision, ScaleError, ScalingPolicy, TargetTracking,
 };
 
+const MAX_PERIOD: usize = 1_000_000;
+
 /// How a [`PredictiveScaler`] forecasts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PredictiveConfig {
@@ -54,16 +56,22 @@ pub struct PredictiveScaler {
 impl PredictiveScaler {
     /// A predictive scaler within `min..=max` servers.
     pub fn new(config: PredictiveConfig, min: u32, max: u32) -> Result<Self, ScaleError> {
-        if config.step.is_zero() || config.season < config.step * 2 {
+        if config.step.is_zero() || config.step.checked_mul(2).is_none_or(|s| config.season < s) {
             return Err(ScaleError::InvalidConfig(
                 "need step > 0 and season >= 2 steps",
+            ));
+        }
+        if config.season.as_secs_f64() / config.step.as_secs_f64() > MAX_PERIOD as f64 {
+            return Err(ScaleError::InvalidConfig(
+                "season holds too many steps (at most 1 000 000)",
             ));
         }
         if !(config.margin.is_finite() && config.margin >= 0.0) {
             return Err(ScaleError::InvalidConfig("margin must be finite and >= 0"));
         }
         let period = (config.season.as_secs_f64() / config.step.as_secs_f64()).round() as usize;
-        let lead_steps = (config.lead.as_secs_f64() / config.step.as_secs_f64()).ceil() as usize;
+        let lead_steps =
+            ((config.lead.as_secs_f64() / config.step.as_secs_f64()).ceil() as usize).min(period);
         let (a, b, g) = config.smoothing;
         let target = config.tracking.target;
         Ok(Self {

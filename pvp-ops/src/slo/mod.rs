@@ -562,6 +562,14 @@ impl SloMonitor {
 
     fn emit(&mut self, e: SloEvent) {
         self.stats.events += 1;
+        let kind = match &e {
+            SloEvent::BurnRateFiring(_) => "burn_rate_firing",
+            SloEvent::BurnRateResolved(_) => "burn_rate_resolved",
+            SloEvent::BudgetThreshold { .. } => "budget_threshold",
+            SloEvent::SourceStale { .. } => "source_stale",
+            SloEvent::SourceRecovered { .. } => "source_recovered",
+        };
+        metrics::counter!("pvp_ops_slo_events_total", "kind" => kind).increment(1);
         for cb in &mut self.callbacks {
             cb(&e);
         }
@@ -876,16 +884,18 @@ impl SliSource for RegistrySli {
             Sli::QuantileBelow {
                 histogram,
                 quantile,
-                ..
+                threshold,
             } => {
                 let Some(now) = self.registry.histogram(histogram) else {
                     return Ok(SliReading::Quantile(None));
                 };
-                let interval = match self.last.get(histogram) {
+                // Per SLI, so two SLOs on one histogram each see every interval.
+                let key = format!("{histogram}|{quantile}|{threshold}");
+                let interval = match self.last.get(&key) {
                     Some(prev) => now.since(prev),
                     None => now.clone(),
                 };
-                self.last.insert(histogram.clone(), now);
+                self.last.insert(key, now);
                 Ok(SliReading::Quantile(interval.quantile(*quantile)))
             }
         }
