@@ -80,7 +80,12 @@ fn parse_value(s: &str) -> Result<f64, SourceError> {
     }
 }
 
-/// Parses an `/api/v1/query` answer body.
+/// Parses an `/api/v1/query` answer body (vector or scalar result) into samples; anything
+/// else is a typed [`SourceError`].
+pub fn parse_query_answer(body: &str) -> Result<Vec<PromSample>, SourceError> {
+    parse_answer(body)
+}
+
 fn parse_answer(body: &str) -> Result<Vec<PromSample>, SourceError> {
     let env: Envelope =
         serde_json::from_str(body).map_err(|e| SourceError::Malformed(e.to_string()))?;
