@@ -322,3 +322,54 @@ fn backtest_meets_the_goal_on_the_synthetic_week() {
     let fixed = bt.run_fixed(&trace, 150);
     assert!(fixed.instance_hours > reactive.instance_hours);
 }
+
+#[test]
+fn predictive_refuses_bad_samples_without_learning_them() {
+    let cfg = PredictiveConfig {
+        season: secs(600),
+        ..PredictiveConfig::new(100.0)
+    };
+    let mut p = PredictiveScaler::new(cfg, 1, 100).unwrap();
+    let t0 = Instant::now();
+    for i in 0..20u64 {
+        p.handle_total(t0 + secs(60 * i), 500.0, FleetStatus::new(5, 0, 0))
+            .unwrap();
+    }
+    let f = p.last_forecast().unwrap();
+    assert!(matches!(
+        p.handle_total(t0 + secs(60 * 30), f64::INFINITY, FleetStatus::new(5, 0, 0)),
+        Err(ScaleError::BadMetric(_))
+    ));
+    assert_eq!(
+        p.handle_total(t0, 1e9, FleetStatus::new(5, 0, 0)),
+        Err(ScaleError::TimeWentBack)
+    );
+    p.handle_total(t0 + secs(60 * 20), 500.0, FleetStatus::new(5, 0, 0))
+        .unwrap();
+    assert!(
+        (p.last_forecast().unwrap() - f).abs() < 1.0,
+        "the refused 1e9 was not learned"
+    );
+    assert!(
+        PredictiveScaler::new(
+            PredictiveConfig {
+                step: Duration::ZERO,
+                ..PredictiveConfig::new(1.0)
+            },
+            1,
+            2
+        )
+        .is_err()
+    );
+    assert!(
+        PredictiveScaler::new(
+            PredictiveConfig {
+                step: Duration::from_nanos(1),
+                ..PredictiveConfig::new(1.0)
+            },
+            1,
+            2
+        )
+        .is_err()
+    );
+}

@@ -265,7 +265,7 @@ pub struct AutoScaler {
     recommendations: VecDeque<(Instant, u32)>,
     events: VecDeque<(Instant, i64)>,
     last_action: Option<Instant>,
-    last_sample: Option<Instant>,
+    pub(crate) last_sample: Option<Instant>,
     stats: ScalerStats,
 }
 

@@ -104,6 +104,9 @@ impl PredictiveScaler {
         if !(total.is_finite() && total >= 0.0) {
             return Err(ScaleError::BadMetric(total));
         }
+        if self.reactive.last_sample.is_some_and(|t| now < t) {
+            return Err(ScaleError::TimeWentBack);
+        }
         self.hw.observe(total);
         let peak = (1..=self.lead_steps)
             .filter_map(|h| self.hw.forecast(h))
