@@ -5,11 +5,11 @@ use libfuzzer_sys::fuzz_target;
 use pvp_ops::prom::parse_query_answer;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(samples) = parse_query_answer(s) {
-            for x in samples {
-                let _ = x.value.is_nan();
-            }
+    if let Ok(s) = std::str::from_utf8(data)
+        && let Ok(samples) = parse_query_answer(s)
+    {
+        for x in samples {
+            assert!(x.timestamp.is_finite() || x.timestamp.is_nan() || x.timestamp.is_infinite());
         }
     }
 });
