@@ -8,8 +8,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data)
         && let Ok(samples) = parse_query_answer(s)
     {
-        for x in samples {
-            assert!(x.timestamp.is_finite() || x.timestamp.is_nan() || x.timestamp.is_infinite());
-        }
+        std::hint::black_box(samples);
     }
 });
