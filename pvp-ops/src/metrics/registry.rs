@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -236,9 +236,11 @@ struct Descriptions {
 #[derive(Debug)]
 struct Inner {
     config: RegistryConfig,
-    counters: RwLock<BTreeMap<SeriesKey, Arc<CounterCell>>>,
-    gauges: RwLock<BTreeMap<SeriesKey, Arc<GaugeCell>>>,
-    histograms: RwLock<BTreeMap<SeriesKey, Arc<HistCell>>>,
+    // Keyed by the facade's `Key` (hashed once, no allocation on lookup); names are
+    // sanitised when rendering.
+    counters: RwLock<HashMap<Key, Arc<CounterCell>>>,
+    gauges: RwLock<HashMap<Key, Arc<GaugeCell>>>,
+    histograms: RwLock<HashMap<Key, Arc<HistCell>>>,
     descriptions: RwLock<Descriptions>,
     rejected: Arc<AtomicU64>,
     conflicts: AtomicU64,
@@ -308,8 +310,7 @@ impl MetricsRegistry {
         let map = read(&self.inner.counters);
         let mut found = false;
         let mut total = 0u64;
-        for (k, c) in map.iter().filter(|(k, _)| k.name == name) {
-            let _ = k;
+        for c in map.iter().filter(|(k, _)| named(k, name)).map(|(_, c)| c) {
             found = true;
             total = total.saturating_add(c.0.load(Ordering::Relaxed));
         }
@@ -321,7 +322,7 @@ impl MetricsRegistry {
         let map = read(&self.inner.gauges);
         let mut found = false;
         let mut total = 0.0;
-        for c in map.iter().filter(|(k, _)| k.name == name).map(|(_, c)| c) {
+        for c in map.iter().filter(|(k, _)| named(k, name)).map(|(_, c)| c) {
             found = true;
             total += c.get();
         }
@@ -332,7 +333,7 @@ impl MetricsRegistry {
     pub fn histogram(&self, name: &str) -> Option<HistogramSnapshot> {
         let map = read(&self.inner.histograms);
         let mut out: Option<HistogramSnapshot> = None;
-        for cell in map.iter().filter(|(k, _)| k.name == name).map(|(_, c)| c) {
+        for cell in map.iter().filter(|(k, _)| named(k, name)).map(|(_, c)| c) {
             let st = cell.state.lock().unwrap_or_else(PoisonError::into_inner);
             match &mut out {
                 None => {
@@ -371,6 +372,9 @@ impl MetricsRegistry {
         let counters = read(&self.inner.counters);
         let gauges = read(&self.inner.gauges);
         let hists = read(&self.inner.histograms);
+        let counters = self.sorted(&counters);
+        let gauges = self.sorted(&gauges);
+        let hists = self.sorted(&hists);
 
         let mut family = |name: &str, kind: &str, out: &mut String| -> bool {
             if !used.insert(name.to_string()) {
@@ -426,47 +430,61 @@ impl MetricsRegistry {
             if skip {
                 continue;
             }
-            let st = h.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let snap = HistogramSnapshot {
-                hist: st.hist.clone(),
-                sum: st.sum,
-                resolution: h.resolution,
+            let bounds = &self.inner.config.buckets;
+            let mut counts = vec![0u64; bounds.len()];
+            let (total, sum) = {
+                let st = h.state.lock().unwrap_or_else(PoisonError::into_inner);
+                // One pass over the recorded HDR buckets; a bucket counts as its lowest
+                // equivalent value, so a value equal to a bound lands in that bound's `le`.
+                for v in st.hist.iter_recorded() {
+                    let val =
+                        st.hist.lowest_equivalent(v.value_iterated_to()) as f64 * h.resolution;
+                    let idx = bounds.partition_point(|b| *b < val);
+                    if let Some(c) = counts.get_mut(idx) {
+                        *c += v.count_at_value();
+                    }
+                }
+                (st.hist.len(), st.sum)
             };
-            drop(st);
             let bucket = format!("{}_bucket", k.name);
-            for b in &self.inner.config.buckets {
-                let le = fmt_f64(*b);
+            let mut cumulative = 0u64;
+            for (b, c) in bounds.iter().zip(&counts) {
+                cumulative += c;
                 write_series(
                     &mut out,
                     &bucket,
                     &k.labels,
-                    Some(&le),
-                    snap.count_at_most(*b) as f64,
+                    Some(&fmt_f64(*b)),
+                    cumulative as f64,
                 );
             }
-            write_series(
-                &mut out,
-                &bucket,
-                &k.labels,
-                Some("+Inf"),
-                snap.count() as f64,
-            );
-            write_series(
-                &mut out,
-                &format!("{}_sum", k.name),
-                &k.labels,
-                None,
-                snap.sum(),
-            );
+            write_series(&mut out, &bucket, &k.labels, Some("+Inf"), total as f64);
+            write_series(&mut out, &format!("{}_sum", k.name), &k.labels, None, sum);
             write_series(
                 &mut out,
                 &format!("{}_count", k.name),
                 &k.labels,
                 None,
-                snap.count() as f64,
+                total as f64,
             );
         }
         out
+    }
+
+    /// Series sorted by sanitised name and labels; two keys that sanitise to the same series
+    /// keep the first and count a conflict.
+    fn sorted<'a, C>(&self, map: &'a HashMap<Key, Arc<C>>) -> Vec<(SeriesKey, &'a Arc<C>)> {
+        let mut v: Vec<(SeriesKey, &Arc<C>)> = map
+            .iter()
+            .map(|(k, c)| (SeriesKey::from_key(k), c))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        let before = v.len();
+        v.dedup_by(|a, b| a.0 == b.0);
+        self.inner
+            .conflicts
+            .fetch_add((before - v.len()) as u64, Ordering::Relaxed);
+        v
     }
 
     fn describe(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
@@ -478,6 +496,11 @@ impl MetricsRegistry {
             .help
             .insert(sanitize(key.as_str(), true), text);
     }
+}
+
+/// Whether `key` is the metric `name` (as recorded or as rendered).
+fn named(key: &Key, name: &str) -> bool {
+    key.name() == name || sanitize(key.name(), true) == name
 }
 
 fn fmt_f64(v: f64) -> String {
@@ -544,28 +567,31 @@ impl Recorder for MetricsRegistry {
         self.describe(key, unit, description);
     }
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let k = SeriesKey::from_key(key);
-        if let Some(c) = read(&self.inner.counters).get(&k) {
+        if let Some(c) = read(&self.inner.counters).get(key) {
             return Counter::from_arc(c.clone());
         }
-        let c = write(&self.inner.counters).entry(k).or_default().clone();
+        let c = write(&self.inner.counters)
+            .entry(key.clone())
+            .or_default()
+            .clone();
         Counter::from_arc(c)
     }
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        let k = SeriesKey::from_key(key);
-        if let Some(c) = read(&self.inner.gauges).get(&k) {
+        if let Some(c) = read(&self.inner.gauges).get(key) {
             return Gauge::from_arc(c.clone());
         }
-        let c = write(&self.inner.gauges).entry(k).or_default().clone();
+        let c = write(&self.inner.gauges)
+            .entry(key.clone())
+            .or_default()
+            .clone();
         Gauge::from_arc(c)
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-        let k = SeriesKey::from_key(key);
-        if let Some(c) = read(&self.inner.histograms).get(&k) {
+        if let Some(c) = read(&self.inner.histograms).get(key) {
             return metrics::Histogram::from_arc(c.clone());
         }
         let c = write(&self.inner.histograms)
-            .entry(k)
+            .entry(key.clone())
             .or_insert_with(|| {
                 let mut hist = Histogram::new(3).unwrap_or_else(|_| {
                     // 3 significant figures is always a valid precision.
