@@ -26,21 +26,17 @@ fn record(c: &mut Criterion) {
         // The macro path: the key is looked up on every call, as `counter!(..)` in code does.
         g.bench_function(BenchmarkId::new("counter_macro", name), |b| {
             metrics::with_local_recorder(rec, || {
-                b.iter(|| {
-                    metrics::counter!("pvp_bench_requests_total", &LABELS).increment(black_box(1))
-                });
+                b.iter(|| metrics::counter!("pvp_bench_requests_total", &LABELS).increment(black_box(1)));
             })
         });
         // A cached handle: what a component holding its handles pays.
-        let counter = metrics::with_local_recorder(rec, || {
-            metrics::counter!("pvp_bench_cached_total", &LABELS)
-        });
+        let counter =
+            metrics::with_local_recorder(rec, || metrics::counter!("pvp_bench_cached_total", &LABELS));
         g.bench_function(BenchmarkId::new("counter_handle", name), |b| {
             b.iter(|| counter.increment(black_box(1)))
         });
-        let hist = metrics::with_local_recorder(rec, || {
-            metrics::histogram!("pvp_bench_latency_seconds", &LABELS)
-        });
+        let hist =
+            metrics::with_local_recorder(rec, || metrics::histogram!("pvp_bench_latency_seconds", &LABELS));
         let mut v = 0.0001f64;
         g.bench_function(BenchmarkId::new("histogram_handle", name), |b| {
             b.iter(|| {
@@ -61,8 +57,7 @@ fn render(c: &mut Criterion) {
         metrics::with_local_recorder(rec, || {
             for i in 0..50 {
                 let region = format!("r{i}");
-                metrics::counter!("pvp_bench_requests_total", "region" => region.clone())
-                    .increment(i);
+                metrics::counter!("pvp_bench_requests_total", "region" => region.clone()).increment(i);
                 metrics::gauge!("pvp_bench_players", "region" => region.clone()).set(i as f64);
                 for k in 0..100u32 {
                     metrics::histogram!("pvp_bench_latency_seconds", "region" => region.clone())
@@ -73,9 +68,7 @@ fn render(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("ops_metrics/render_150_series");
     g.bench_function("pvp-ops", |b| b.iter(|| black_box(ours.render())));
-    g.bench_function("metrics-exporter-prometheus", |b| {
-        b.iter(|| black_box(handle.render()))
-    });
+    g.bench_function("metrics-exporter-prometheus", |b| b.iter(|| black_box(handle.render())));
     g.finish();
 }
 

@@ -16,11 +16,7 @@ enum Step {
 
 fuzz_target!(|steps: Vec<Step>| {
     let t0 = Instant::now();
-    let mut m = SloMonitor::new(MonitorConfig {
-        max_samples: 32,
-        max_events: 8,
-        ..MonitorConfig::default()
-    });
+    let mut m = SloMonitor::new(MonitorConfig { max_samples: 32, max_events: 8, ..MonitorConfig::default() });
     let w = Duration::from_secs(86_400);
     let _ = m.add_slo(Slo::new("e", Sli::events("b", "t"), 0.999, w).unwrap());
     let _ = m.add_slo(Slo::new("q", Sli::quantile_below("h", 0.99, 0.02), 0.99, w).unwrap());

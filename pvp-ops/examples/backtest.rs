@@ -9,21 +9,12 @@ use pvp_ops::scale::TargetTracking;
 use pvp_ops::scale::backtest::{Backtest, BacktestReport, TraceConfig, synthetic_trace};
 
 fn main() {
-    let seed = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7u64);
-    let cfg = TraceConfig {
-        seed,
-        ..TraceConfig::default()
-    };
+    let seed = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(7u64);
+    let cfg = TraceConfig { seed, ..TraceConfig::default() };
     let trace = synthetic_trace(&cfg);
     let capacity = 1000.0; // players per server
     let boot = 10; // minutes from asking for a server to Ready
-    let util: f64 = std::env::args()
-        .nth(2)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.85);
+    let util: f64 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(0.85);
     let target = capacity * util; // keep servers this full
     let bt = Backtest::new(capacity, boot);
 
@@ -33,9 +24,7 @@ fn main() {
     let fixed_n = (p99 / target).ceil() as u32;
 
     let fixed = bt.run_fixed(&trace, fixed_n);
-    let reactive = bt
-        .run_reactive(&trace, TargetTracking::new(target), 1000)
-        .expect("valid config");
+    let reactive = bt.run_reactive(&trace, TargetTracking::new(target), 1000).expect("valid config");
     let predictive = bt
         .run_predictive(
             &trace,
@@ -55,18 +44,12 @@ fn main() {
         cfg.spike.map_or(1.0, |s| s.2),
         cfg.spike.map_or(0, |s| s.1)
     );
-    println!(
-        "servers: {capacity} players each, {boot} min boot, target {:.0} % full\n",
-        util * 100.0
-    );
+    println!("servers: {capacity} players each, {boot} min boot, target {:.0} % full\n", util * 100.0);
     println!(
         "{:<36} {:>12} {:>16} {:>12} {:>10} {:>8}",
         "strategy", "under-demand", "unserved", "instance-h", "actions", "peak"
     );
-    println!(
-        "{:<36} {:>12} {:>16} {:>12} {:>10} {:>8}",
-        "", "minutes", "player-min", "", "", "servers"
-    );
+    println!("{:<36} {:>12} {:>16} {:>12} {:>10} {:>8}", "", "minutes", "player-min", "", "", "servers");
     for r in [&fixed, &reactive, &predictive] {
         row(r);
     }
@@ -79,16 +62,9 @@ fn main() {
         extra * 100.0
     );
     // The same week without the surprise spike: what the daily ramps alone cost.
-    let calm = synthetic_trace(&TraceConfig {
-        spike: None,
-        ..cfg.clone()
-    });
-    let r2 = bt
-        .run_reactive(&calm, TargetTracking::new(target), 1000)
-        .expect("valid config");
-    let p2 = bt
-        .run_predictive(&calm, predictive_cfg(target, boot), 1000)
-        .expect("valid config");
+    let calm = synthetic_trace(&TraceConfig { spike: None, ..cfg.clone() });
+    let r2 = bt.run_reactive(&calm, TargetTracking::new(target), 1000).expect("valid config");
+    let p2 = bt.run_predictive(&calm, predictive_cfg(target, boot), 1000).expect("valid config");
     println!(
         "without the spike: under-demand minutes reactive {} vs predictive {}, instance-hours {:.1} vs {:.1}",
         r2.under_demand_minutes, p2.under_demand_minutes, r2.instance_hours, p2.instance_hours

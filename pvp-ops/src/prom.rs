@@ -74,9 +74,7 @@ fn parse_value(s: &str) -> Result<f64, SourceError> {
         "NaN" => Ok(f64::NAN),
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
-        _ => s
-            .parse()
-            .map_err(|_| SourceError::Malformed(format!("value `{s}` is not a number"))),
+        _ => s.parse().map_err(|_| SourceError::Malformed(format!("value `{s}` is not a number"))),
     }
 }
 
@@ -87,44 +85,31 @@ pub fn parse_query_answer(body: &str) -> Result<Vec<PromSample>, SourceError> {
 }
 
 fn parse_answer(body: &str) -> Result<Vec<PromSample>, SourceError> {
-    let env: Envelope =
-        serde_json::from_str(body).map_err(|e| SourceError::Malformed(e.to_string()))?;
+    let env: Envelope = serde_json::from_str(body).map_err(|e| SourceError::Malformed(e.to_string()))?;
     if env.status != "success" {
         return Err(SourceError::Query {
             kind: env.error_type.unwrap_or_else(|| "unknown".into()),
             message: env.error.unwrap_or_default(),
         });
     }
-    let data = env
-        .data
-        .ok_or_else(|| SourceError::Malformed("no `data`".into()))?;
+    let data = env.data.ok_or_else(|| SourceError::Malformed("no `data`".into()))?;
     match data.result_type.as_str() {
         "vector" => {
-            let items: Vec<VectorItem> = serde_json::from_value(data.result)
-                .map_err(|e| SourceError::Malformed(e.to_string()))?;
+            let items: Vec<VectorItem> =
+                serde_json::from_value(data.result).map_err(|e| SourceError::Malformed(e.to_string()))?;
             items
                 .into_iter()
                 .map(|i| {
-                    Ok(PromSample {
-                        labels: i.metric,
-                        timestamp: i.value.0,
-                        value: parse_value(&i.value.1)?,
-                    })
+                    Ok(PromSample { labels: i.metric, timestamp: i.value.0, value: parse_value(&i.value.1)? })
                 })
                 .collect()
         }
         "scalar" => {
-            let (ts, v): (f64, String) = serde_json::from_value(data.result)
-                .map_err(|e| SourceError::Malformed(e.to_string()))?;
-            Ok(vec![PromSample {
-                labels: BTreeMap::new(),
-                timestamp: ts,
-                value: parse_value(&v)?,
-            }])
+            let (ts, v): (f64, String) =
+                serde_json::from_value(data.result).map_err(|e| SourceError::Malformed(e.to_string()))?;
+            Ok(vec![PromSample { labels: BTreeMap::new(), timestamp: ts, value: parse_value(&v)? }])
         }
-        other => Err(SourceError::Malformed(format!(
-            "unexpected resultType `{other}`"
-        ))),
+        other => Err(SourceError::Malformed(format!("unexpected resultType `{other}`"))),
     }
 }
 
@@ -165,9 +150,7 @@ impl PromClient {
         self.stats.queries += 1;
         crate::fail_point!("pvp-ops/prom-query", |_| {
             self.stats.failures += 1;
-            Err(SourceError::Unreachable(
-                "fail point pvp-ops/prom-query".into(),
-            ))
+            Err(SourceError::Unreachable("fail point pvp-ops/prom-query".into()))
         });
         let r = self.query_inner(promql);
         if r.is_err() {
@@ -180,18 +163,13 @@ impl PromClient {
         let url = format!("{}/api/v1/query", self.base);
         let resp = self.agent.get(&url).query("query", promql).call();
         let body = match resp {
-            Ok(r) => r
-                .into_string()
-                .map_err(|e| SourceError::Malformed(e.to_string()))?,
+            Ok(r) => r.into_string().map_err(|e| SourceError::Malformed(e.to_string()))?,
             Err(ureq::Error::Status(status, r)) => {
                 let body = r.into_string().unwrap_or_default();
                 // Prometheus puts its error in a JSON envelope on 4xx/5xx.
                 return Err(match parse_answer(&body) {
                     Err(e @ SourceError::Query { .. }) => e,
-                    _ => SourceError::Http {
-                        status,
-                        message: body.chars().take(200).collect(),
-                    },
+                    _ => SourceError::Http { status, message: body.chars().take(200).collect() },
                 });
             }
             Err(ureq::Error::Transport(t)) => {
@@ -230,16 +208,9 @@ impl SliSource for PromClient {
                 if !bad_v.is_finite() || !total_v.is_finite() {
                     return Err(SourceError::Malformed("non-finite counter".into()));
                 }
-                Ok(SliReading::Events {
-                    bad: bad_v,
-                    total: total_v,
-                })
+                Ok(SliReading::Events { bad: bad_v, total: total_v })
             }
-            Sli::QuantileBelow {
-                histogram,
-                quantile,
-                ..
-            } => {
+            Sli::QuantileBelow { histogram, quantile, .. } => {
                 let q = self.query_scalar(&format!(
                     "histogram_quantile({quantile}, sum by (le) (rate({histogram}_bucket[{}])))",
                     self.quantile_range
@@ -256,8 +227,7 @@ impl SliSource for PromClient {
 impl MetricSource for PromClient {
     /// Runs `metric` as a PromQL expression that must give one series.
     fn metric_value(&mut self, metric: &str) -> Result<f64, SourceError> {
-        self.query_scalar(metric)?
-            .ok_or_else(|| SourceError::NoData(metric.to_string()))
+        self.query_scalar(metric)?.ok_or_else(|| SourceError::NoData(metric.to_string()))
     }
 }
 
@@ -270,10 +240,8 @@ mod tests {
         let v = parse_answer(r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"x"},"value":[1.5,"2"]}]}}"#).unwrap();
         assert_eq!(v[0].value, 2.0);
         assert_eq!(v[0].labels["job"], "x");
-        let s = parse_answer(
-            r#"{"status":"success","data":{"resultType":"scalar","result":[1,"NaN"]}}"#,
-        )
-        .unwrap();
+        let s = parse_answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"NaN"]}}"#)
+            .unwrap();
         assert!(s[0].value.is_nan());
     }
 
@@ -286,10 +254,7 @@ mod tests {
             r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
             r#"{"status":"success","data":{"resultType":"vector","result":{"a":1}}}"#,
         ] {
-            assert!(
-                matches!(parse_answer(body), Err(SourceError::Malformed(_))),
-                "{body}"
-            );
+            assert!(matches!(parse_answer(body), Err(SourceError::Malformed(_))), "{body}");
         }
         let e = parse_answer(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#);
         assert!(matches!(e, Err(SourceError::Query { kind, .. }) if kind == "bad_data"));

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use pvp_ops::FaultInjector;
 use pvp_ops::chaos::{
-    AbortCondition, ChaosEngine, ChaosError, CpuStressInjector, CrashInjector, CrashTarget,
-    DiskFillInjector, ExperimentConfig, Fault, FaultError, FaultKind, MemoryPressureInjector,
+    AbortCondition, ChaosEngine, ChaosError, CpuStressInjector, CrashInjector, CrashTarget, DiskFillInjector,
+    ExperimentConfig, Fault, FaultError, FaultKind, MemoryPressureInjector,
 };
 use pvp_ops::slo::{MonitorConfig, Sli, SliReading, Slo, SloMonitor};
 
@@ -41,13 +41,7 @@ fn fast() -> ExperimentConfig {
 }
 
 fn crash(target: &str, ms: u64) -> Fault {
-    Fault::new(
-        FaultKind::ServerCrash,
-        target,
-        Duration::from_millis(ms),
-        1.0,
-    )
-    .unwrap()
+    Fault::new(FaultKind::ServerCrash, target, Duration::from_millis(ms), 1.0).unwrap()
 }
 
 #[test]
@@ -87,12 +81,7 @@ fn experiment_reverts_each_fault_at_its_end_and_measures_recovery() {
     assert!(!report.passed, "two servers were down together for 300 ms");
     assert!(report.failed_checks >= 1 && report.checks >= report.failed_checks);
     assert!(report.recovery_time.unwrap() < Duration::from_secs(5));
-    assert!(
-        report
-            .observations
-            .iter()
-            .any(|o| o.what.starts_with("reverted"))
-    );
+    assert!(report.observations.iter().any(|o| o.what.starts_with("reverted")));
     assert!(report.recommendations.iter().any(|r| r.contains("crash")));
     let s = engine.stats();
     assert_eq!((s.injected, s.reverted, s.experiments), (2, 2, 1));
@@ -103,9 +92,7 @@ fn passing_experiment() {
     let servers = Servers::default();
     let mut engine = ChaosEngine::new(fast());
     engine.register(CrashInjector::new(servers.clone()));
-    let report = engine
-        .run_experiment("gs-1 is not needed", vec![crash("gs-1", 20)], || true)
-        .unwrap();
+    let report = engine.run_experiment("gs-1 is not needed", vec![crash("gs-1", 20)], || true).unwrap();
     assert!(report.passed);
     assert_eq!(report.failed_checks, 0);
     assert!(report.recommendations.iter().any(|r| r.contains("held")));
@@ -116,18 +103,13 @@ fn errors_before_any_fault() {
     let servers = Servers::default();
     let mut engine = ChaosEngine::new(fast());
     engine.register(CrashInjector::new(servers.clone()));
-    assert_eq!(
-        engine.run_experiment("h", vec![], || true).unwrap_err(),
-        ChaosError::NoFaults
-    );
+    assert_eq!(engine.run_experiment("h", vec![], || true).unwrap_err(), ChaosError::NoFaults);
     assert!(matches!(
         engine.run_experiment("h", vec![crash("db-1", 10)], || true),
         Err(ChaosError::NoInjector(FaultKind::ServerCrash, _))
     ));
     assert_eq!(
-        engine
-            .run_experiment("h", vec![crash("gs-1", 10)], || false)
-            .unwrap_err(),
+        engine.run_experiment("h", vec![crash("gs-1", 10)], || false).unwrap_err(),
         ChaosError::NotSteadyBefore
     );
     assert!(servers.down.lock().unwrap().is_empty());
@@ -140,19 +122,9 @@ fn a_failed_injection_reverts_the_ones_before_it() {
     let mut engine = ChaosEngine::new(fast());
     engine.register(CrashInjector::new(servers.clone()));
     // The second fault hits the same target: AlreadyActive.
-    let err = engine
-        .run_experiment("h", vec![crash("gs-1", 1000), crash("gs-1", 1000)], || true)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ChaosError::Inject {
-                source: FaultError::AlreadyActive(_),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err =
+        engine.run_experiment("h", vec![crash("gs-1", 1000), crash("gs-1", 1000)], || true).unwrap_err();
+    assert!(matches!(err, ChaosError::Inject { source: FaultError::AlreadyActive(_), .. }), "{err:?}");
     assert!(servers.down.lock().unwrap().is_empty());
     assert_eq!(servers.restores.load(Ordering::SeqCst), 1);
 }
@@ -171,10 +143,7 @@ fn panicking_steady_state_check_still_reverts() {
         })
     }));
     assert!(r.is_err());
-    assert!(
-        servers.down.lock().unwrap().is_empty(),
-        "the guard reverted during unwinding"
-    );
+    assert!(servers.down.lock().unwrap().is_empty(), "the guard reverted during unwinding");
     assert_eq!(servers.restores.load(Ordering::SeqCst), 1);
 }
 
@@ -204,34 +173,18 @@ fn burn_rate_abort_stops_the_experiment_early() {
             if !self.servers.down.lock().unwrap().is_empty() {
                 self.bad += 200.0;
             }
-            Ok(SliReading::Events {
-                bad: self.bad,
-                total: self.total,
-            })
+            Ok(SliReading::Events { bad: self.bad, total: self.total })
         }
     }
     let servers = Servers::default();
-    let slo = Slo::new(
-        "errors",
-        Sli::events("bad", "total"),
-        0.999,
-        Duration::from_secs(86_400),
-    )
-    .unwrap();
-    let mut mon = SloMonitor::new(MonitorConfig {
-        resolution: Duration::ZERO,
-        ..MonitorConfig::default()
-    });
+    let slo = Slo::new("errors", Sli::events("bad", "total"), 0.999, Duration::from_secs(86_400)).unwrap();
+    let mut mon = SloMonitor::new(MonitorConfig { resolution: Duration::ZERO, ..MonitorConfig::default() });
     mon.add_slo(slo).unwrap();
     let monitor = Arc::new(Mutex::new(mon));
     let mut engine = ChaosEngine::new(ExperimentConfig {
         abort_conditions: vec![AbortCondition::BurnRateAbove {
             monitor: monitor.clone(),
-            source: Some(Box::new(Traffic {
-                servers: servers.clone(),
-                total: 0.0,
-                bad: 0.0,
-            })),
+            source: Some(Box::new(Traffic { servers: servers.clone(), total: 0.0, bad: 0.0 })),
             slo: "errors".into(),
             window: Duration::from_secs(300),
             max: 10.0,
@@ -240,25 +193,15 @@ fn burn_rate_abort_stops_the_experiment_early() {
     });
     engine.register(CrashInjector::new(servers.clone()));
     let started = Instant::now();
-    let report = engine
-        .run_experiment("h", vec![crash("gs-1", 60_000)], || true)
-        .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "aborted long before the 60 s fault ended"
-    );
+    let report = engine.run_experiment("h", vec![crash("gs-1", 60_000)], || true).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30), "aborted long before the 60 s fault ended");
     let reason = report.aborted.as_deref().unwrap();
     assert!(reason.contains("burning"), "{reason}");
     assert!(!report.passed);
     assert!(servers.down.lock().unwrap().is_empty());
     assert_eq!(engine.stats().aborted, 1);
     assert!(
-        monitor
-            .lock()
-            .unwrap()
-            .burn_rate("errors", Duration::from_secs(300), Instant::now())
-            .unwrap()
-            > 10.0
+        monitor.lock().unwrap().burn_rate("errors", Duration::from_secs(300), Instant::now()).unwrap() > 10.0
     );
 }
 
@@ -272,9 +215,7 @@ fn custom_and_failed_check_aborts() {
     engine.register(CrashInjector::new(servers.clone()));
     let probe = servers.clone();
     let report = engine
-        .run_experiment("h", vec![crash("gs-1", 60_000)], move || {
-            probe.down.lock().unwrap().is_empty()
-        })
+        .run_experiment("h", vec![crash("gs-1", 60_000)], move || probe.down.lock().unwrap().is_empty())
         .unwrap();
     assert_eq!(report.failed_checks, 3);
     assert!(report.aborted.is_some());
@@ -284,14 +225,11 @@ fn custom_and_failed_check_aborts() {
     let s2 = stop.clone();
     *engine.config_mut() = ExperimentConfig {
         abort_conditions: vec![AbortCondition::Custom(Box::new(move || {
-            s2.swap(true, Ordering::SeqCst)
-                .then(|| "operator said stop".to_string())
+            s2.swap(true, Ordering::SeqCst).then(|| "operator said stop".to_string())
         }))],
         ..fast()
     };
-    let report = engine
-        .run_experiment("h", vec![crash("gs-1", 60_000)], || true)
-        .unwrap();
+    let report = engine.run_experiment("h", vec![crash("gs-1", 60_000)], || true).unwrap();
     assert_eq!(report.aborted.as_deref(), Some("operator said stop"));
     assert!(servers.down.lock().unwrap().is_empty());
 }
@@ -303,10 +241,7 @@ fn cpu_stress_runs_threads_and_stops_them() {
     assert!(cpu.supports(&f));
     cpu.inject(&f).unwrap();
     assert_eq!(cpu.running_threads(), 2);
-    assert_eq!(
-        cpu.inject(&f).unwrap_err(),
-        FaultError::AlreadyActive("host".into())
-    );
+    assert_eq!(cpu.inject(&f).unwrap_err(), FaultError::AlreadyActive("host".into()));
     // Bounded wait for the threads to show they ran.
     let end = Instant::now() + Duration::from_secs(10);
     while cpu.busy_slices() < 4 && Instant::now() < end {
@@ -316,40 +251,21 @@ fn cpu_stress_runs_threads_and_stops_them() {
     cpu.revert(&f).unwrap();
     assert_eq!(cpu.running_threads(), 0);
     let after = cpu.busy_slices();
-    assert_eq!(
-        cpu.busy_slices(),
-        after,
-        "threads joined: nothing spins any more"
-    );
-    assert_eq!(
-        cpu.revert(&f).unwrap_err(),
-        FaultError::NotActive("host".into())
-    );
+    assert_eq!(cpu.busy_slices(), after, "threads joined: nothing spins any more");
+    assert_eq!(cpu.revert(&f).unwrap_err(), FaultError::NotActive("host".into()));
 }
 
 #[test]
 fn memory_pressure_is_bounded_and_freed() {
     let mut mem = MemoryPressureInjector::new(8 << 20);
-    let f = Fault::new(
-        FaultKind::MemoryPressure,
-        "host",
-        Duration::from_secs(1),
-        0.5,
-    )
-    .unwrap();
+    let f = Fault::new(FaultKind::MemoryPressure, "host", Duration::from_secs(1), 0.5).unwrap();
     mem.inject(&f).unwrap();
     assert_eq!(mem.held_bytes(), 4 << 20);
     mem.revert(&f).unwrap();
     assert_eq!(mem.held_bytes(), 0);
     // A bound the allocator cannot meet is a typed error, not an abort.
     let mut huge = MemoryPressureInjector::new(usize::MAX);
-    let f = Fault::new(
-        FaultKind::MemoryPressure,
-        "host",
-        Duration::from_secs(1),
-        1.0,
-    )
-    .unwrap();
+    let f = Fault::new(FaultKind::MemoryPressure, "host", Duration::from_secs(1), 1.0).unwrap();
     assert!(matches!(huge.inject(&f), Err(FaultError::OutOfMemory(_))));
     assert_eq!(huge.held_bytes(), 0);
 }
@@ -359,18 +275,9 @@ fn disk_fill_writes_up_to_the_bound_and_frees() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().to_str().unwrap().to_string();
     let mut disk = DiskFillInjector::new(dir.path(), 3 << 20);
-    let f = Fault::new(
-        FaultKind::DiskFull,
-        target.clone(),
-        Duration::from_secs(1),
-        1.0,
-    )
-    .unwrap();
+    let f = Fault::new(FaultKind::DiskFull, target.clone(), Duration::from_secs(1), 1.0).unwrap();
     assert!(disk.supports(&f));
-    assert!(
-        !disk
-            .supports(&Fault::new(FaultKind::DiskFull, "/elsewhere", Duration::ZERO, 1.0).unwrap())
-    );
+    assert!(!disk.supports(&Fault::new(FaultKind::DiskFull, "/elsewhere", Duration::ZERO, 1.0).unwrap()));
     disk.inject(&f).unwrap();
     let path = disk.fill_path().unwrap().to_path_buf();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 << 20);
@@ -388,26 +295,15 @@ fn disk_fill_stops_at_enospc() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let fill = dir
-        .path()
-        .join(format!(".pvp-chaos-fill-{}", std::process::id()));
+    let fill = dir.path().join(format!(".pvp-chaos-fill-{}", std::process::id()));
     std::os::unix::fs::symlink("/dev/full", &fill).unwrap();
     let mut disk = DiskFillInjector::new(dir.path(), 1 << 30);
-    let f = Fault::new(
-        FaultKind::DiskFull,
-        dir.path().to_str().unwrap(),
-        Duration::ZERO,
-        1.0,
-    )
-    .unwrap();
+    let f = Fault::new(FaultKind::DiskFull, dir.path().to_str().unwrap(), Duration::ZERO, 1.0).unwrap();
     disk.inject(&f).unwrap();
     assert!(disk.hit_enospc());
     assert_eq!(disk.filled_bytes(), 0);
     disk.revert(&f).unwrap();
-    assert!(
-        std::fs::symlink_metadata(&fill).is_err(),
-        "the fill entry is gone"
-    );
+    assert!(std::fs::symlink_metadata(&fill).is_err(), "the fill entry is gone");
 }
 
 #[test]
@@ -418,31 +314,14 @@ fn engine_routes_to_the_right_injector() {
     engine.register(DiskFillInjector::new(dir.path(), 1 << 20));
     engine.register(CpuStressInjector::new(1));
     let faults = vec![
-        Fault::new(
-            FaultKind::MemoryPressure,
-            "host",
-            Duration::from_millis(20),
-            1.0,
-        )
-        .unwrap(),
-        Fault::new(
-            FaultKind::DiskFull,
-            dir.path().to_str().unwrap(),
-            Duration::from_millis(20),
-            0.5,
-        )
-        .unwrap(),
+        Fault::new(FaultKind::MemoryPressure, "host", Duration::from_millis(20), 1.0).unwrap(),
+        Fault::new(FaultKind::DiskFull, dir.path().to_str().unwrap(), Duration::from_millis(20), 0.5)
+            .unwrap(),
         Fault::new(FaultKind::CpuStress, "host", Duration::from_millis(20), 0.2).unwrap(),
     ];
     let d = dir.path().to_path_buf();
-    let report = engine
-        .run_experiment("host survives stress", faults, || true)
-        .unwrap();
+    let report = engine.run_experiment("host survives stress", faults, || true).unwrap();
     assert!(report.passed, "{report:?}");
     assert_eq!(engine.stats().reverted, 3);
-    assert_eq!(
-        std::fs::read_dir(&d).unwrap().count(),
-        0,
-        "fill file removed"
-    );
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "fill file removed");
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use pvp_ops::SourceError;
 use pvp_ops::chaos::{
-    ChaosEngine, ChaosError, CrashInjector, CrashTarget, ExperimentConfig, Fault, FaultError,
-    FaultKind,
+    ChaosEngine, ChaosError, CrashInjector, CrashTarget, ExperimentConfig, Fault, FaultError, FaultKind,
 };
 use pvp_ops::prom::PromClient;
 use pvp_ops::slo::{MonitorConfig, Sli, Slo, SloMonitor};
@@ -43,8 +42,7 @@ fn fault_points() {
     );
     assert_eq!(client.stats().failures, 1);
     let mut mon = SloMonitor::new(MonitorConfig::default());
-    mon.add_slo(Slo::new("e", Sli::events("b", "t"), 0.99, Duration::from_secs(60)).unwrap())
-        .unwrap();
+    mon.add_slo(Slo::new("e", Sli::events("b", "t"), 0.99, Duration::from_secs(60)).unwrap()).unwrap();
     let st = mon.evaluate(std::time::Instant::now(), &mut client);
     assert!(st[0].stale.is_some());
     fail::remove("pvp-ops/prom-query");

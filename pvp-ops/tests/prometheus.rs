@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use pvp_ops::metrics::{MetricsRegistry, MetricsServer};
 use pvp_ops::prom::PromClient;
 use pvp_ops::slo::{
-    BurnRateRule, MonitorConfig, Sli, SliReading, Slo, SloEvent, SloMonitor, names,
-    prometheus_rules, seed_slos,
+    BurnRateRule, MonitorConfig, Sli, SliReading, Slo, SloEvent, SloMonitor, names, prometheus_rules,
+    seed_slos,
 };
 use pvp_ops::{SliSource, SourceError};
 
@@ -34,11 +34,7 @@ fn record_traffic(reg: &MetricsRegistry, requests: u64, failures: u64) {
     metrics::with_local_recorder(reg, || {
         metrics::describe_counter!(names::REQUESTS_TOTAL, "Requests handled.");
         metrics::describe_counter!(names::REQUESTS_FAILED, "Requests that failed.");
-        metrics::describe_histogram!(
-            names::LATENCY_SECONDS,
-            metrics::Unit::Seconds,
-            "Request latency."
-        );
+        metrics::describe_histogram!(names::LATENCY_SECONDS, metrics::Unit::Seconds, "Request latency.");
         metrics::counter!(names::REQUESTS_TOTAL, "region" => "kr").increment(requests);
         metrics::counter!(names::REQUESTS_FAILED, "region" => "kr").increment(failures);
         for i in 0..requests {
@@ -49,11 +45,7 @@ fn record_traffic(reg: &MetricsRegistry, requests: u64, failures: u64) {
 }
 
 fn fetch(url: &str) -> String {
-    ureq::get(url)
-        .call()
-        .expect("GET")
-        .into_string()
-        .expect("body")
+    ureq::get(url).call().expect("GET").into_string().expect("body")
 }
 
 #[test]
@@ -69,10 +61,7 @@ fn promtool_accepts_metrics_and_rules() {
     });
     let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), reg).unwrap();
     let text = fetch(&format!("http://{}/metrics", server.local_addr()));
-    assert!(
-        text.contains("pvp_net_requests_total{region=\"kr\"} 100"),
-        "{text}"
-    );
+    assert!(text.contains("pvp_net_requests_total{region=\"kr\"} 100"), "{text}");
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -80,12 +69,7 @@ fn promtool_accepts_metrics_and_rules() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -98,11 +82,7 @@ fn promtool_accepts_metrics_and_rules() {
     let rules = prometheus_rules("pvp", &seed_slos(), &BurnRateRule::workbook()).unwrap();
     let path = dir.path().join("slo-rules.yml");
     std::fs::write(&path, &rules).unwrap();
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new("promtool").args(["check", "rules"]).arg(&path).output().unwrap();
     assert!(
         out.status.success(),
         "promtool check rules failed:\n{}{}\n---\n{rules}",
@@ -124,11 +104,7 @@ impl Drop for Prom {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_prometheus(dir: &Path, target: SocketAddr) -> (Prom, String) {
@@ -143,15 +119,10 @@ fn start_prometheus(dir: &Path, target: SocketAddr) -> (Prom, String) {
     let port = free_port();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("prometheus.log")).unwrap(),
-        ))
+        .stderr(Stdio::from(std::fs::File::create(dir.join("prometheus.log")).unwrap()))
         .spawn()
         .expect("start prometheus");
     (Prom(child), format!("http://127.0.0.1:{port}"))
@@ -190,18 +161,11 @@ fn real_prometheus_feeds_the_slo_monitor_and_a_burn_rate_alert_fires() {
     );
 
     let window = Duration::from_secs(30 * 86_400);
-    let slo = Slo::new(
-        "error-rate",
-        Sli::events(names::REQUESTS_FAILED, names::REQUESTS_TOTAL),
-        0.999,
-        window,
-    )
-    .unwrap();
+    let slo =
+        Slo::new("error-rate", Sli::events(names::REQUESTS_FAILED, names::REQUESTS_TOTAL), 0.999, window)
+            .unwrap();
     let fired = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut mon = SloMonitor::new(MonitorConfig {
-        resolution: Duration::ZERO,
-        ..MonitorConfig::default()
-    });
+    let mut mon = SloMonitor::new(MonitorConfig { resolution: Duration::ZERO, ..MonitorConfig::default() });
     mon.add_slo(slo).unwrap();
     let f2 = fired.clone();
     mon.on_event(move |e| f2.lock().unwrap().push(e.clone()));
@@ -211,37 +175,24 @@ fn real_prometheus_feeds_the_slo_monitor_and_a_burn_rate_alert_fires() {
 
     // Healthy traffic: no alert.
     record_traffic(&reg, 1000, 0);
-    assert!(wait_for(Duration::from_secs(30), || total_is(
-        &mut client,
-        2000.0
-    )));
+    assert!(wait_for(Duration::from_secs(30), || total_is(&mut client, 2000.0)));
     let status = mon.evaluate(Instant::now(), &mut client);
     assert_eq!(status[0].error_ratio, Some(0.0));
     assert!(status[0].firing.is_empty());
 
     // Inject errors: 10 % of requests fail, 100x the budget rate.
     record_traffic(&reg, 1000, 100);
-    assert!(wait_for(Duration::from_secs(30), || total_is(
-        &mut client,
-        3000.0
-    )));
+    assert!(wait_for(Duration::from_secs(30), || total_is(&mut client, 3000.0)));
     let status = mon.evaluate(Instant::now(), &mut client);
     let ratio = status[0].error_ratio.unwrap();
-    assert!(
-        (ratio - 0.05).abs() < 1e-9,
-        "100 bad of 2000 counted events: {ratio}"
-    );
+    assert!((ratio - 0.05).abs() < 1e-9, "100 bad of 2000 counted events: {ratio}");
     let events = fired.lock().unwrap().clone();
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, SloEvent::BurnRateFiring(a) if a.factor == 14.4 && a.page)),
+        events.iter().any(|e| matches!(e, SloEvent::BurnRateFiring(a) if a.factor == 14.4 && a.page)),
         "{events:?}"
     );
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, SloEvent::BudgetThreshold { threshold, .. } if *threshold == 0.0))
+        events.iter().any(|e| matches!(e, SloEvent::BudgetThreshold { threshold, .. } if *threshold == 0.0))
     );
 
     // Quantile SLIs through histogram_quantile over our buckets.
@@ -255,34 +206,19 @@ fn real_prometheus_feeds_the_slo_monitor_and_a_burn_rate_alert_fires() {
         q.is_some()
     }));
     let q = q.unwrap();
-    assert!(
-        q > 0.005 && q <= 0.02,
-        "p99 of 2..11 ms samples, bucketed: {q}"
-    );
+    assert!(q > 0.005 && q <= 0.02, "p99 of 2..11 ms samples, bucketed: {q}");
 
     // Prometheus goes away: the monitor keeps its last good data and says it is stale.
     let before = mon.status("error-rate", Instant::now()).unwrap();
-    let mut dead = PromClient::new(format!("http://127.0.0.1:{}", free_port()))
-        .with_timeout(Duration::from_secs(1));
+    let mut dead =
+        PromClient::new(format!("http://127.0.0.1:{}", free_port())).with_timeout(Duration::from_secs(1));
     let after = mon.evaluate(Instant::now(), &mut dead);
     let stale = after[0].stale.as_ref().expect("stale");
-    assert!(
-        matches!(
-            stale.error,
-            SourceError::Unreachable(_) | SourceError::Timeout(_)
-        ),
-        "{stale:?}"
-    );
+    assert!(matches!(stale.error, SourceError::Unreachable(_) | SourceError::Timeout(_)), "{stale:?}");
     assert_eq!(after[0].error_ratio, before.error_ratio);
-    assert!(
-        !after[0].firing.is_empty(),
-        "alerts keep their state while stale"
-    );
+    assert!(!after[0].firing.is_empty(), "alerts keep their state while stale");
 
     // A malformed query is a typed error too.
-    assert!(matches!(
-        client.query("sum(("),
-        Err(SourceError::Query { .. })
-    ));
+    assert!(matches!(client.query("sum(("), Err(SourceError::Query { .. })));
     assert!(server.scrapes() >= 3);
 }

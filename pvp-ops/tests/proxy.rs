@@ -31,8 +31,7 @@ fn udp_echo() -> (SocketAddr, std::thread::JoinHandle<()>) {
 
 fn client() -> UdpSocket {
     let c = UdpSocket::bind(lo()).unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     c
 }
 
@@ -52,16 +51,8 @@ fn udp_latency_each_way_adds_up() {
     let link = p.control();
     let c = client();
     assert!(rtt(&c, p.local_addr(), b"warm").is_some());
-    link.set(
-        Direction::Forward,
-        LinkConditions::delay(Duration::from_millis(30)),
-    )
-    .unwrap();
-    link.set(
-        Direction::Backward,
-        LinkConditions::delay(Duration::from_millis(20)),
-    )
-    .unwrap();
+    link.set(Direction::Forward, LinkConditions::delay(Duration::from_millis(30))).unwrap();
+    link.set(Direction::Backward, LinkConditions::delay(Duration::from_millis(20))).unwrap();
     let r = rtt(&c, p.local_addr(), b"hello").unwrap();
     assert!(r >= Duration::from_millis(50), "{r:?}");
     assert!(r < Duration::from_millis(290), "{r:?}");
@@ -92,14 +83,7 @@ fn udp_loss_duplication_and_partitions() {
     link.heal();
 
     // 50 % loss forward: of 200 datagrams, clearly some but not all arrive.
-    link.set(
-        Direction::Forward,
-        LinkConditions {
-            loss: 0.5,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    link.set(Direction::Forward, LinkConditions { loss: 0.5, ..Default::default() }).unwrap();
     let before = link.stats().forward;
     for i in 0..200u32 {
         c.send_to(&i.to_be_bytes(), p.local_addr()).unwrap();
@@ -111,22 +95,11 @@ fn udp_loss_duplication_and_partitions() {
     }
     let after = link.stats().forward;
     let dropped = after.dropped - before.dropped;
-    assert_eq!(
-        got + dropped,
-        200,
-        "every datagram was either delivered or counted as dropped"
-    );
+    assert_eq!(got + dropped, 200, "every datagram was either delivered or counted as dropped");
     assert!((50..=150).contains(&dropped), "{dropped}");
 
     // Duplication: every datagram twice.
-    link.set(
-        Direction::Forward,
-        LinkConditions {
-            duplicate: 1.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    link.set(Direction::Forward, LinkConditions { duplicate: 1.0, ..Default::default() }).unwrap();
     c.send_to(b"dup", p.local_addr()).unwrap();
     let mut n = 0;
     while c.recv_from(&mut buf).is_ok() {
@@ -136,13 +109,7 @@ fn udp_loss_duplication_and_partitions() {
     assert!(link.stats().forward.duplicated >= 1);
 
     assert!(matches!(
-        link.set(
-            Direction::Forward,
-            LinkConditions {
-                loss: 2.0,
-                ..Default::default()
-            }
-        ),
+        link.set(Direction::Forward, LinkConditions { loss: 2.0, ..Default::default() }),
         Err(ProxyError::InvalidConditions(_))
     ));
     link.reset();
@@ -158,14 +125,7 @@ fn udp_bandwidth_cap_paces_datagrams() {
     let c = client();
     c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     // 100 kB/s forward; 20 datagrams of 1000 bytes need about 200 ms.
-    link.set(
-        Direction::Forward,
-        LinkConditions {
-            bandwidth: Some(100_000),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    link.set(Direction::Forward, LinkConditions { bandwidth: Some(100_000), ..Default::default() }).unwrap();
     let start = Instant::now();
     for _ in 0..20 {
         c.send_to(&[7u8; 1000], p.local_addr()).unwrap();
@@ -208,8 +168,7 @@ fn tcp_latency_partition_stall_and_heal_keep_the_stream_intact() {
     let p = FaultProxy::tcp(lo(), tcp_echo(), 5).unwrap();
     let link = p.control();
     let mut s = TcpStream::connect(p.local_addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(400)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
     s.write_all(b"abc").unwrap();
     assert_eq!(read_exact_timeout(&mut s, 3).unwrap(), b"abc");
 
@@ -225,29 +184,17 @@ fn tcp_latency_partition_stall_and_heal_keep_the_stream_intact() {
         s.write_all(chunk).unwrap();
     }
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(
-        read_exact_timeout(&mut s, msg.len()).unwrap(),
-        msg,
-        "jitter never reorders a stream"
-    );
+    assert_eq!(read_exact_timeout(&mut s, msg.len()).unwrap(), msg, "jitter never reorders a stream");
     assert!(t.elapsed() >= Duration::from_millis(30));
 
     link.reset();
     link.partition(PartitionMode::Full);
     s.write_all(b"held").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    assert!(
-        read_exact_timeout(&mut s, 4).is_err(),
-        "nothing passes a partition"
-    );
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    assert!(read_exact_timeout(&mut s, 4).is_err(), "nothing passes a partition");
     link.heal();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(
-        read_exact_timeout(&mut s, 4).unwrap(),
-        b"held",
-        "the stream resumes intact"
-    );
+    assert_eq!(read_exact_timeout(&mut s, 4).unwrap(), b"held", "the stream resumes intact");
     assert_eq!(link.stats().sessions, 1);
 }
 
@@ -256,52 +203,20 @@ fn link_injector_applies_and_restores_conditions() {
     let (echo, t) = udp_echo();
     let p = FaultProxy::udp(lo(), echo, 9).unwrap();
     let link = p.control();
-    link.set(
-        Direction::Forward,
-        LinkConditions::delay(Duration::from_millis(3)),
-    )
-    .unwrap();
-    let mut inj =
-        LinkFaultInjector::new(Duration::from_millis(200)).with_link("kr-us", link.clone());
-    let lat = Fault::new(
-        FaultKind::NetworkLatency,
-        "kr-us",
-        Duration::from_secs(1),
-        0.5,
-    )
-    .unwrap();
+    link.set(Direction::Forward, LinkConditions::delay(Duration::from_millis(3))).unwrap();
+    let mut inj = LinkFaultInjector::new(Duration::from_millis(200)).with_link("kr-us", link.clone());
+    let lat = Fault::new(FaultKind::NetworkLatency, "kr-us", Duration::from_secs(1), 0.5).unwrap();
     assert!(inj.supports(&lat));
-    assert!(
-        !inj.supports(
-            &Fault::new(FaultKind::NetworkLatency, "kr-eu", Duration::ZERO, 0.5).unwrap()
-        )
-    );
+    assert!(!inj.supports(&Fault::new(FaultKind::NetworkLatency, "kr-eu", Duration::ZERO, 0.5).unwrap()));
     inj.inject(&lat).unwrap();
-    assert_eq!(
-        link.conditions(Direction::Forward).latency,
-        Duration::from_millis(100)
-    );
-    assert_eq!(
-        link.conditions(Direction::Backward).jitter,
-        Duration::from_millis(10)
-    );
+    assert_eq!(link.conditions(Direction::Forward).latency, Duration::from_millis(100));
+    assert_eq!(link.conditions(Direction::Backward).jitter, Duration::from_millis(10));
     inj.revert(&lat).unwrap();
-    assert_eq!(
-        link.conditions(Direction::Forward),
-        LinkConditions::delay(Duration::from_millis(3))
-    );
-    assert_eq!(
-        link.conditions(Direction::Backward),
-        LinkConditions::default()
-    );
+    assert_eq!(link.conditions(Direction::Forward), LinkConditions::delay(Duration::from_millis(3)));
+    assert_eq!(link.conditions(Direction::Backward), LinkConditions::default());
 
-    let one_way = Fault::new(
-        FaultKind::NetworkPartition,
-        "kr-us/forward",
-        Duration::from_secs(1),
-        1.0,
-    )
-    .unwrap();
+    let one_way =
+        Fault::new(FaultKind::NetworkPartition, "kr-us/forward", Duration::from_secs(1), 1.0).unwrap();
     inj.inject(&one_way).unwrap();
     assert!(link.conditions(Direction::Forward).blocked);
     assert!(!link.conditions(Direction::Backward).blocked);

@@ -25,10 +25,7 @@ pub struct CrashInjector<T> {
 impl<T: CrashTarget> CrashInjector<T> {
     /// An injector crashing through `target`.
     pub fn new(target: T) -> Self {
-        Self {
-            target,
-            down: Vec::new(),
-        }
+        Self { target, down: Vec::new() }
     }
     /// The targets crashed now.
     pub fn crashed(&self) -> &[String] {

@@ -95,13 +95,7 @@ impl Fault {
             return Err(FaultError::EmptyTarget);
         }
         let description = format!("{kind:?} on {target} at {intensity} for {duration:?}");
-        Ok(Self {
-            kind,
-            target,
-            duration,
-            intensity,
-            description,
-        })
+        Ok(Self { kind, target, duration, intensity, description })
     }
     /// Replaces the description.
     pub fn with_description(mut self, description: impl Into<String>) -> Self {
@@ -211,9 +205,7 @@ pub enum AbortCondition {
 impl fmt::Debug for AbortCondition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AbortCondition::BurnRateAbove {
-                slo, window, max, ..
-            } => f
+            AbortCondition::BurnRateAbove { slo, window, max, .. } => f
                 .debug_struct("BurnRateAbove")
                 .field("slo", slo)
                 .field("window", window)
@@ -228,13 +220,7 @@ impl fmt::Debug for AbortCondition {
 impl AbortCondition {
     fn check(&mut self, failed: u32) -> Option<String> {
         match self {
-            AbortCondition::BurnRateAbove {
-                monitor,
-                source,
-                slo,
-                window,
-                max,
-            } => {
+            AbortCondition::BurnRateAbove { monitor, source, slo, window, max } => {
                 let now = Instant::now();
                 let mut m = monitor.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(src) = source {
@@ -351,10 +337,7 @@ pub struct FaultGuard {
 
 impl fmt::Debug for FaultGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultGuard")
-            .field("fault", &self.fault)
-            .field("active", &self.active)
-            .finish()
+        f.debug_struct("FaultGuard").field("fault", &self.fault).field("active", &self.active).finish()
     }
 }
 
@@ -372,17 +355,11 @@ impl FaultGuard {
             return Ok(());
         }
         self.active = false;
-        let r = self
-            .injector
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .revert(&self.fault);
+        let r = self.injector.lock().unwrap_or_else(PoisonError::into_inner).revert(&self.fault);
         self.counters.reverted.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("pvp_ops_faults_reverted_total").increment(1);
         if r.is_err() {
-            self.counters
-                .revert_failures
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.revert_failures.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
@@ -410,9 +387,7 @@ impl fmt::Debug for dyn FaultInjector {
 
 /// `at + d`, or about a century later when that overflows (a fault "forever").
 fn later(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(at)
+    at.checked_add(d).or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(at)
 }
 
 fn recommendation(kind: FaultKind) -> &'static str {
@@ -426,9 +401,7 @@ fn recommendation(kind: FaultKind) -> &'static str {
         FaultKind::ServerCrash => {
             "a crash broke the steady state: keep spare Ready servers and fail sessions over faster"
         }
-        FaultKind::CpuStress => {
-            "CPU stress broke the steady state: keep CPU headroom or scale on CPU sooner"
-        }
+        FaultKind::CpuStress => "CPU stress broke the steady state: keep CPU headroom or scale on CPU sooner",
         FaultKind::MemoryPressure => {
             "memory pressure broke the steady state: bound caches and queues, and alert before memory runs out"
         }
@@ -441,11 +414,7 @@ fn recommendation(kind: FaultKind) -> &'static str {
 impl ChaosEngine {
     /// An engine with no injectors.
     pub fn new(config: ExperimentConfig) -> Self {
-        Self {
-            injectors: Vec::new(),
-            config,
-            counters: Arc::default(),
-        }
+        Self { injectors: Vec::new(), config, counters: Arc::default() }
     }
 
     /// Adds an injector; faults go to the first registered injector that supports them.
@@ -473,11 +442,7 @@ impl ChaosEngine {
     fn injector_for(&self, fault: &Fault) -> Option<SharedInjector> {
         self.injectors
             .iter()
-            .find(|i| {
-                i.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .supports(fault)
-            })
+            .find(|i| i.lock().unwrap_or_else(PoisonError::into_inner).supports(fault))
             .cloned()
     }
 
@@ -495,18 +460,10 @@ impl ChaosEngine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .inject(&fault)
-            .map_err(|source| ChaosError::Inject {
-                description: fault.description.clone(),
-                source,
-            })?;
+            .map_err(|source| ChaosError::Inject { description: fault.description.clone(), source })?;
         self.counters.injected.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("pvp_ops_faults_injected_total").increment(1);
-        Ok(FaultGuard {
-            injector,
-            fault,
-            active: true,
-            counters: self.counters.clone(),
-        })
+        Ok(FaultGuard { injector, fault, active: true, counters: self.counters.clone() })
     }
 
     /// Runs an experiment: checks `steady_state_check` holds, injects every fault, checks the
@@ -534,12 +491,7 @@ impl ChaosEngine {
         self.counters.experiments.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let mut obs = Vec::new();
-        let mut note = |what: String| {
-            obs.push(Observation {
-                at: start.elapsed(),
-                what,
-            })
-        };
+        let mut note = |what: String| obs.push(Observation { at: start.elapsed(), what });
         // Guards live in this frame: a panic below drops (reverts) them.
         let mut active: Vec<(Instant, FaultGuard)> = Vec::with_capacity(faults.len());
         for f in faults {
@@ -587,12 +539,7 @@ impl ChaosEngine {
                     }
                 }
             }
-            if let Some(reason) = self
-                .config
-                .abort_conditions
-                .iter_mut()
-                .find_map(|c| c.check(failed))
-            {
+            if let Some(reason) = self.config.abort_conditions.iter_mut().find_map(|c| c.check(failed)) {
                 note(format!("abort: {reason}"));
                 for (_, g) in active.drain(..) {
                     let desc = g.fault.description.clone();
@@ -621,39 +568,27 @@ impl ChaosEngine {
         }
         match recovery_time {
             Some(t) => note(format!("steady state back {t:?} after the last revert")),
-            None => note(format!(
-                "steady state not back within {:?}",
-                self.config.recovery_timeout
-            )),
+            None => note(format!("steady state not back within {:?}", self.config.recovery_timeout)),
         }
-        let passed = aborted.is_none()
-            && failed <= self.config.tolerated_failures
-            && recovery_time.is_some();
-        let mut recs: Vec<String> = broke_under
-            .iter()
-            .map(|k| recommendation(*k).to_string())
-            .collect();
+        let passed = aborted.is_none() && failed <= self.config.tolerated_failures && recovery_time.is_some();
+        let mut recs: Vec<String> = broke_under.iter().map(|k| recommendation(*k).to_string()).collect();
         match recovery_time {
             Some(t) if t > self.config.recovery_target => recs.push(format!(
                 "recovery took {t:?}, above the {:?} target: speed up health checks and failover",
                 self.config.recovery_target
             )),
             None => recs.push(
-                "the system did not recover by itself: add automatic remediation before re-running"
-                    .into(),
+                "the system did not recover by itself: add automatic remediation before re-running".into(),
             ),
             _ => {}
         }
         if aborted.is_some() {
             recs.push(
-                "the experiment was aborted: fix the weakness, then re-run at a lower intensity"
-                    .into(),
+                "the experiment was aborted: fix the weakness, then re-run at a lower intensity".into(),
             );
         }
         if passed {
-            recs.push(
-                "the hypothesis held: raise the intensity or duration, or combine faults".into(),
-            );
+            recs.push("the hypothesis held: raise the intensity or duration, or combine faults".into());
         }
         Ok(ExperimentReport {
             hypothesis: hypothesis.to_string(),

@@ -84,26 +84,17 @@ pub struct LinkConditions {
 impl LinkConditions {
     /// A link with only a fixed delay.
     pub fn delay(latency: Duration) -> Self {
-        Self {
-            latency,
-            ..Self::default()
-        }
+        Self { latency, ..Self::default() }
     }
     fn validate(&self) -> Result<(), ProxyError> {
         if !(0.0..=1.0).contains(&self.loss) || !(0.0..=1.0).contains(&self.duplicate) {
-            return Err(ProxyError::InvalidConditions(
-                "loss and duplicate must be within 0..=1",
-            ));
+            return Err(ProxyError::InvalidConditions("loss and duplicate must be within 0..=1"));
         }
         if self.latency > MAX_DELAY || self.jitter > MAX_DELAY {
-            return Err(ProxyError::InvalidConditions(
-                "latency and jitter must be at most one hour",
-            ));
+            return Err(ProxyError::InvalidConditions("latency and jitter must be at most one hour"));
         }
         if self.bandwidth == Some(0) {
-            return Err(ProxyError::InvalidConditions(
-                "bandwidth must be > 0 (use blocked to cut a link)",
-            ));
+            return Err(ProxyError::InvalidConditions("bandwidth must be > 0 (use blocked to cut a link)"));
         }
         Ok(())
     }
@@ -332,18 +323,10 @@ impl Shared {
                 }
                 Some(Reverse(p)) => {
                     let wait = p.at - now;
-                    q = self
-                        .wake
-                        .wait_timeout(q, wait)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                    q = self.wake.wait_timeout(q, wait).unwrap_or_else(PoisonError::into_inner).0;
                 }
                 None => {
-                    q = self
-                        .wake
-                        .wait_timeout(q, POLL * 5)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                    q = self.wake.wait_timeout(q, POLL * 5).unwrap_or_else(PoisonError::into_inner).0;
                 }
             }
         }
@@ -358,9 +341,7 @@ pub struct LinkControl {
 
 impl std::fmt::Debug for LinkControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkControl")
-            .field("conditions", &*lock(&self.shared.cond))
-            .finish()
+        f.debug_struct("LinkControl").field("conditions", &*lock(&self.shared.cond)).finish()
     }
 }
 
@@ -424,9 +405,7 @@ pub struct FaultProxy {
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultProxy")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("FaultProxy").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
@@ -456,15 +435,9 @@ impl FaultProxy {
         let deliver = spawn("pvp-proxy-deliver", move || s2.deliver_loop())?;
         lock(&threads).push(deliver);
         let (s2, t2) = (shared.clone(), threads.clone());
-        let rx = spawn("pvp-proxy-udp", move || {
-            udp_forward(&sock, upstream, &s2, &t2)
-        })?;
+        let rx = spawn("pvp-proxy-udp", move || udp_forward(&sock, upstream, &s2, &t2))?;
         lock(&threads).push(rx);
-        Ok(Self {
-            addr,
-            shared,
-            threads,
-        })
+        Ok(Self { addr, shared, threads })
     }
 
     /// A TCP proxy listening on `listen`; each accepted connection gets its own connection to
@@ -476,15 +449,9 @@ impl FaultProxy {
         let shared = Arc::new(Shared::new(seed));
         let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let s2 = shared.clone();
-        let t = spawn("pvp-proxy-tcp", move || {
-            tcp_accept(&listener, upstream, &s2)
-        })?;
+        let t = spawn("pvp-proxy-tcp", move || tcp_accept(&listener, upstream, &s2))?;
         lock(&threads).push(t);
-        Ok(Self {
-            addr,
-            shared,
-            threads,
-        })
+        Ok(Self { addr, shared, threads })
     }
 
     /// The address clients send to.
@@ -494,9 +461,7 @@ impl FaultProxy {
 
     /// A handle to change the conditions.
     pub fn control(&self) -> LinkControl {
-        LinkControl {
-            shared: self.shared.clone(),
-        }
+        LinkControl { shared: self.shared.clone() }
     }
 }
 
@@ -539,9 +504,7 @@ fn udp_forward(
                 }
                 let s = Arc::new(s);
                 let (s2, l2, sh) = (s.clone(), listen.clone(), shared.clone());
-                match spawn("pvp-proxy-udp-back", move || {
-                    udp_backward(&s2, &l2, client, &sh)
-                }) {
+                match spawn("pvp-proxy-udp-back", move || udp_backward(&s2, &l2, client, &sh)) {
                     Ok(t) => lock(threads).push(t),
                     Err(_) => continue,
                 }
@@ -608,10 +571,9 @@ fn tcp_accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>
         let _ = client.set_nonblocking(false);
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
-        for (src, dst, dir) in [
-            (client.try_clone(), server.try_clone(), 0),
-            (server.try_clone(), client.try_clone(), 1),
-        ] {
+        for (src, dst, dir) in
+            [(client.try_clone(), server.try_clone(), 0), (server.try_clone(), client.try_clone(), 1)]
+        {
             let (Ok(src), Ok(dst)) = (src, dst) else {
                 continue;
             };
@@ -628,12 +590,7 @@ fn tcp_accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>
     }
 }
 
-fn tcp_read(
-    mut src: TcpStream,
-    dir: usize,
-    shared: &Shared,
-    tx: &SyncSender<(Instant, Option<Vec<u8>>)>,
-) {
+fn tcp_read(mut src: TcpStream, dir: usize, shared: &Shared, tx: &SyncSender<(Instant, Option<Vec<u8>>)>) {
     let _ = src.set_read_timeout(Some(POLL));
     let mut buf = vec![0u8; 16 * 1024];
     let mut last = Instant::now();
@@ -674,12 +631,7 @@ fn tcp_read(
     let _ = tx.send((last, None));
 }
 
-fn tcp_write(
-    mut dst: TcpStream,
-    dir: usize,
-    shared: &Shared,
-    rx: &Receiver<(Instant, Option<Vec<u8>>)>,
-) {
+fn tcp_write(mut dst: TcpStream, dir: usize, shared: &Shared, rx: &Receiver<(Instant, Option<Vec<u8>>)>) {
     while let Ok((at, data)) = rx.recv() {
         loop {
             if shared.stop.load(Ordering::Relaxed) {
@@ -729,11 +681,7 @@ pub struct LinkFaultInjector {
 impl LinkFaultInjector {
     /// An injector whose full-intensity latency is `max_latency`.
     pub fn new(max_latency: Duration) -> Self {
-        Self {
-            max_latency,
-            links: HashMap::new(),
-            saved: HashMap::new(),
-        }
+        Self { max_latency, links: HashMap::new(), saved: HashMap::new() }
     }
     /// Adds `control` under `name` (several proxies may share a name: UDP and TCP of one link).
     pub fn with_link(mut self, name: impl Into<String>, control: LinkControl) -> Self {
@@ -762,28 +710,19 @@ impl FaultInjector for LinkFaultInjector {
         ) && self.parse(fault.target()).is_some()
     }
     fn inject(&mut self, fault: &Fault) -> Result<(), FaultError> {
-        let (link, dirs) = self
-            .parse(fault.target())
-            .ok_or_else(|| FaultError::UnknownTarget(fault.target().into()))?;
+        let (link, dirs) =
+            self.parse(fault.target()).ok_or_else(|| FaultError::UnknownTarget(fault.target().into()))?;
         if self.saved.contains_key(fault.target()) {
             return Err(FaultError::AlreadyActive(fault.target().into()));
         }
         let controls = &self.links[link];
         let saved: Vec<[LinkConditions; 2]> = controls
             .iter()
-            .map(|c| {
-                [
-                    c.conditions(Direction::Forward),
-                    c.conditions(Direction::Backward),
-                ]
-            })
+            .map(|c| [c.conditions(Direction::Forward), c.conditions(Direction::Backward)])
             .collect();
         let i = fault.intensity();
         for (c, old) in controls.iter().zip(&saved) {
-            for (d, dir) in [Direction::Forward, Direction::Backward]
-                .into_iter()
-                .enumerate()
-            {
+            for (d, dir) in [Direction::Forward, Direction::Backward].into_iter().enumerate() {
                 if !dirs[d] {
                     continue;
                 }
@@ -811,13 +750,10 @@ impl FaultInjector for LinkFaultInjector {
         Ok(())
     }
     fn revert(&mut self, fault: &Fault) -> Result<(), FaultError> {
-        let saved = self
-            .saved
-            .remove(fault.target())
-            .ok_or_else(|| FaultError::NotActive(fault.target().into()))?;
-        let (link, _) = self
-            .parse(fault.target())
-            .ok_or_else(|| FaultError::UnknownTarget(fault.target().into()))?;
+        let saved =
+            self.saved.remove(fault.target()).ok_or_else(|| FaultError::NotActive(fault.target().into()))?;
+        let (link, _) =
+            self.parse(fault.target()).ok_or_else(|| FaultError::UnknownTarget(fault.target().into()))?;
         for (c, old) in self.links[link].iter().zip(saved) {
             // The saved conditions passed validation before.
             let _ = c.set(Direction::Forward, old[0]);

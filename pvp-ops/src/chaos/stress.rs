@@ -37,11 +37,7 @@ impl std::fmt::Debug for CpuStressInjector {
 impl CpuStressInjector {
     /// Stress with `threads` threads (at least 1).
     pub fn new(threads: usize) -> Self {
-        Self {
-            threads: threads.max(1),
-            active: HashMap::new(),
-            spins: Arc::default(),
-        }
+        Self { threads: threads.max(1), active: HashMap::new(), spins: Arc::default() }
     }
     /// Stress with one thread per available core.
     pub fn all_cores() -> Self {
@@ -74,21 +70,17 @@ impl FaultInjector for CpuStressInjector {
         let mut threads = Vec::with_capacity(self.threads);
         for i in 0..self.threads {
             let (stop2, spins) = (stop.clone(), self.spins.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("pvp-chaos-cpu-{i}"))
-                .spawn(move || {
-                    while !stop2.load(Ordering::Relaxed) {
-                        let start = Instant::now();
-                        let mut x = 0u64;
-                        while start.elapsed() < busy {
-                            x = std::hint::black_box(
-                                x.wrapping_mul(6364136223846793005).wrapping_add(1),
-                            );
-                        }
-                        spins.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(slice.saturating_sub(busy));
+            let t = std::thread::Builder::new().name(format!("pvp-chaos-cpu-{i}")).spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let mut x = 0u64;
+                    while start.elapsed() < busy {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
                     }
-                });
+                    spins.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(slice.saturating_sub(busy));
+                }
+            });
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -100,8 +92,7 @@ impl FaultInjector for CpuStressInjector {
                 }
             }
         }
-        self.active
-            .insert(fault.target().to_string(), Spinners { stop, threads });
+        self.active.insert(fault.target().to_string(), Spinners { stop, threads });
         Ok(())
     }
     fn revert(&mut self, fault: &Fault) -> Result<(), FaultError> {
@@ -139,10 +130,7 @@ pub struct MemoryPressureInjector {
 impl MemoryPressureInjector {
     /// Pressure up to `max_bytes` per fault.
     pub fn new(max_bytes: usize) -> Self {
-        Self {
-            max_bytes,
-            held: HashMap::new(),
-        }
+        Self { max_bytes, held: HashMap::new() }
     }
     /// Bytes held now.
     pub fn held_bytes(&self) -> usize {
@@ -163,8 +151,7 @@ impl FaultInjector for MemoryPressureInjector {
         }
         let n = (self.max_bytes as f64 * fault.intensity()) as usize;
         let mut v: Vec<u8> = Vec::new();
-        v.try_reserve_exact(n)
-            .map_err(|_| FaultError::OutOfMemory(n))?;
+        v.try_reserve_exact(n).map_err(|_| FaultError::OutOfMemory(n))?;
         v.resize(n, 0);
         // Zeroed pages may be mapped lazily; writing one byte per page makes them resident.
         for i in (0..n).step_by(4096) {
@@ -195,11 +182,7 @@ pub struct DiskFillInjector {
 impl DiskFillInjector {
     /// Fills `dir` with at most `max_bytes` per fault.
     pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
-        Self {
-            dir: dir.into(),
-            max_bytes,
-            file: None,
-        }
+        Self { dir: dir.into(), max_bytes, file: None }
     }
     /// Bytes written by the active fault (0 when none).
     pub fn filled_bytes(&self) -> u64 {
@@ -227,9 +210,7 @@ impl FaultInjector for DiskFillInjector {
             return Err(FaultError::AlreadyActive(fault.target().to_string()));
         }
         let want = (self.max_bytes as f64 * fault.intensity()) as u64;
-        let path = self
-            .dir
-            .join(format!(".pvp-chaos-fill-{}", std::process::id()));
+        let path = self.dir.join(format!(".pvp-chaos-fill-{}", std::process::id()));
         let mut f = File::create(&path).map_err(|e| FaultError::Io(e.to_string()))?;
         let chunk = vec![0xA5u8; 1 << 20];
         let mut written = 0u64;
@@ -264,10 +245,8 @@ impl FaultInjector for DiskFillInjector {
         Ok(())
     }
     fn revert(&mut self, fault: &Fault) -> Result<(), FaultError> {
-        let (path, _, _) = self
-            .file
-            .take()
-            .ok_or_else(|| FaultError::NotActive(fault.target().to_string()))?;
+        let (path, _, _) =
+            self.file.take().ok_or_else(|| FaultError::NotActive(fault.target().to_string()))?;
         std::fs::remove_file(&path).map_err(|e| FaultError::Io(e.to_string()))
     }
 }

@@ -23,7 +23,5 @@
 mod registry;
 mod server;
 
-pub use registry::{
-    HistogramSnapshot, MetricsRegistry, RegistryConfig, RegistryError, RegistryStats,
-};
+pub use registry::{HistogramSnapshot, MetricsRegistry, RegistryConfig, RegistryError, RegistryStats};
 pub use server::{MetricsServer, ServerError};

@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use hdrhistogram::Histogram;
 use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
+    Counter, CounterFn, Gauge, GaugeFn, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 
 use crate::{MetricSource, SourceError};
@@ -26,8 +25,8 @@ impl Default for RegistryConfig {
         Self {
             histogram_resolution: 1e-6,
             buckets: vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0, 60.0, 120.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 120.0,
             ],
         }
     }
@@ -72,16 +71,11 @@ struct SeriesKey {
 
 impl SeriesKey {
     fn from_key(key: &Key) -> Self {
-        let mut labels: Vec<(String, String)> = key
-            .labels()
-            .map(|l| (sanitize(l.key(), false), l.value().to_string()))
-            .collect();
+        let mut labels: Vec<(String, String)> =
+            key.labels().map(|l| (sanitize(l.key(), false), l.value().to_string())).collect();
         labels.sort();
         labels.dedup_by(|a, b| a.0 == b.0);
-        Self {
-            name: sanitize(key.name(), true),
-            labels,
-        }
+        Self { name: sanitize(key.name(), true), labels }
     }
 }
 
@@ -89,10 +83,7 @@ impl SeriesKey {
 fn sanitize(raw: &str, metric: bool) -> String {
     let mut out = String::with_capacity(raw.len());
     for (i, c) in raw.chars().enumerate() {
-        let ok = c.is_ascii_alphabetic()
-            || c == '_'
-            || (metric && c == ':')
-            || (i > 0 && c.is_ascii_digit());
+        let ok = c.is_ascii_alphabetic() || c == '_' || (metric && c == ':') || (i > 0 && c.is_ascii_digit());
         out.push(if ok { c } else { '_' });
     }
     if out.is_empty() {
@@ -121,11 +112,9 @@ impl GaugeCell {
         f64::from_bits(self.0.load(Ordering::Relaxed))
     }
     fn update(&self, f: impl Fn(f64) -> f64) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some(f(f64::from_bits(bits)).to_bits())
-            });
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            Some(f(f64::from_bits(bits)).to_bits())
+        });
     }
 }
 
@@ -164,11 +153,7 @@ impl HistogramFn for HistCell {
             return;
         }
         let units = (value / self.resolution).round();
-        let units = if units >= u64::MAX as f64 {
-            u64::MAX
-        } else {
-            units as u64
-        };
+        let units = if units >= u64::MAX as f64 { u64::MAX } else { units as u64 };
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if st.hist.record_n(units, count as u64).is_err() {
             st.hist.saturating_record_n(units, count as u64);
@@ -208,11 +193,7 @@ impl HistogramSnapshot {
             return 0;
         }
         let units = bound / self.resolution;
-        let units = if units >= u64::MAX as f64 {
-            u64::MAX
-        } else {
-            units as u64
-        };
+        let units = if units >= u64::MAX as f64 { u64::MAX } else { units as u64 };
         self.hist.count_between(0, units)
     }
     /// The values recorded since `earlier` (a snapshot of the same histogram): `self - earlier`.
@@ -278,9 +259,7 @@ impl MetricsRegistry {
         if !(config.histogram_resolution.is_finite() && config.histogram_resolution > 0.0) {
             return Err(RegistryError::BadResolution);
         }
-        if config.buckets.iter().any(|b| !b.is_finite())
-            || config.buckets.windows(2).any(|w| w[0] >= w[1])
-        {
+        if config.buckets.iter().any(|b| !b.is_finite()) || config.buckets.windows(2).any(|w| w[0] >= w[1]) {
             return Err(RegistryError::BadBuckets);
         }
         Ok(Self::build(config))
@@ -402,13 +381,7 @@ impl MetricsRegistry {
                 last = Some(&k.name);
             }
             if !skip {
-                write_series(
-                    &mut out,
-                    &k.name,
-                    &k.labels,
-                    None,
-                    c.0.load(Ordering::Relaxed) as f64,
-                );
+                write_series(&mut out, &k.name, &k.labels, None, c.0.load(Ordering::Relaxed) as f64);
             }
         }
         let mut last = None;
@@ -437,8 +410,7 @@ impl MetricsRegistry {
                 // One pass over the recorded HDR buckets; a bucket counts as its lowest
                 // equivalent value, so a value equal to a bound lands in that bound's `le`.
                 for v in st.hist.iter_recorded() {
-                    let val =
-                        st.hist.lowest_equivalent(v.value_iterated_to()) as f64 * h.resolution;
+                    let val = st.hist.lowest_equivalent(v.value_iterated_to()) as f64 * h.resolution;
                     let idx = bounds.partition_point(|b| *b < val);
                     if let Some(c) = counts.get_mut(idx) {
                         *c += v.count_at_value();
@@ -450,23 +422,11 @@ impl MetricsRegistry {
             let mut cumulative = 0u64;
             for (b, c) in bounds.iter().zip(&counts) {
                 cumulative += c;
-                write_series(
-                    &mut out,
-                    &bucket,
-                    &k.labels,
-                    Some(&fmt_f64(*b)),
-                    cumulative as f64,
-                );
+                write_series(&mut out, &bucket, &k.labels, Some(&fmt_f64(*b)), cumulative as f64);
             }
             write_series(&mut out, &bucket, &k.labels, Some("+Inf"), total as f64);
             write_series(&mut out, &format!("{}_sum", k.name), &k.labels, None, sum);
-            write_series(
-                &mut out,
-                &format!("{}_count", k.name),
-                &k.labels,
-                None,
-                total as f64,
-            );
+            write_series(&mut out, &format!("{}_count", k.name), &k.labels, None, total as f64);
         }
         out
     }
@@ -474,16 +434,11 @@ impl MetricsRegistry {
     /// Series sorted by sanitised name and labels; two keys that sanitise to the same series
     /// keep the first and count a conflict.
     fn sorted<'a, C>(&self, map: &'a HashMap<Key, Arc<C>>) -> Vec<(SeriesKey, &'a Arc<C>)> {
-        let mut v: Vec<(SeriesKey, &Arc<C>)> = map
-            .iter()
-            .map(|(k, c)| (SeriesKey::from_key(k), c))
-            .collect();
+        let mut v: Vec<(SeriesKey, &Arc<C>)> = map.iter().map(|(k, c)| (SeriesKey::from_key(k), c)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         let before = v.len();
         v.dedup_by(|a, b| a.0 == b.0);
-        self.inner
-            .conflicts
-            .fetch_add((before - v.len()) as u64, Ordering::Relaxed);
+        self.inner.conflicts.fetch_add((before - v.len()) as u64, Ordering::Relaxed);
         v
     }
 
@@ -492,9 +447,7 @@ impl MetricsRegistry {
         if let Some(u) = unit {
             let _ = write!(text, " ({})", u.as_str());
         }
-        write(&self.inner.descriptions)
-            .help
-            .insert(sanitize(key.as_str(), true), text);
+        write(&self.inner.descriptions).help.insert(sanitize(key.as_str(), true), text);
     }
 }
 
@@ -507,11 +460,7 @@ fn fmt_f64(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
     } else {
         format!("{v}")
     }
@@ -522,18 +471,10 @@ fn escape_help(s: &str) -> String {
 }
 
 fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn write_series(
-    out: &mut String,
-    name: &str,
-    labels: &[(String, String)],
-    le: Option<&str>,
-    v: f64,
-) {
+fn write_series(out: &mut String, name: &str, labels: &[(String, String)], le: Option<&str>, v: f64) {
     out.push_str(name);
     if !labels.is_empty() || le.is_some() {
         out.push('{');
@@ -570,20 +511,14 @@ impl Recorder for MetricsRegistry {
         if let Some(c) = read(&self.inner.counters).get(key) {
             return Counter::from_arc(c.clone());
         }
-        let c = write(&self.inner.counters)
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let c = write(&self.inner.counters).entry(key.clone()).or_default().clone();
         Counter::from_arc(c)
     }
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
         if let Some(c) = read(&self.inner.gauges).get(key) {
             return Gauge::from_arc(c.clone());
         }
-        let c = write(&self.inner.gauges)
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let c = write(&self.inner.gauges).entry(key.clone()).or_default().clone();
         Gauge::from_arc(c)
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
@@ -629,10 +564,7 @@ mod tests {
             metrics::counter!("bad-name.total", "re gion" => "a\"b\nc").increment(1);
         });
         let text = r.render();
-        assert!(
-            text.contains("bad_name_total{re_gion=\"a\\\"b\\nc\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("bad_name_total{re_gion=\"a\\\"b\\nc\"} 1"), "{text}");
     }
 
     #[test]

@@ -30,22 +30,16 @@ pub struct MetricsServer {
 
 impl std::fmt::Debug for MetricsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsServer")
-            .field("addr", &self.addr)
-            .field("scrapes", &self.scrapes())
-            .finish()
+        f.debug_struct("MetricsServer").field("addr", &self.addr).field("scrapes", &self.scrapes()).finish()
     }
 }
 
 impl MetricsServer {
     /// Binds `addr` (port 0 picks a free port) and starts serving `registry`.
     pub fn bind(addr: SocketAddr, registry: MetricsRegistry) -> Result<Self, ServerError> {
-        let server =
-            Arc::new(tiny_http::Server::http(addr).map_err(|e| ServerError::Bind(e.to_string()))?);
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| ServerError::Bind("not an IP listener".into()))?;
+        let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| ServerError::Bind(e.to_string()))?);
+        let addr =
+            server.server_addr().to_ip().ok_or_else(|| ServerError::Bind("not an IP listener".into()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let scrapes = Arc::new(AtomicU64::new(0));
         let thread = {
@@ -54,13 +48,7 @@ impl MetricsServer {
                 .name("pvp-metrics-http".into())
                 .spawn(move || serve(&server, &registry, &stop, &scrapes))?
         };
-        Ok(Self {
-            addr,
-            stop,
-            scrapes,
-            server,
-            thread: Some(thread),
-        })
+        Ok(Self { addr, stop, scrapes, server, thread: Some(thread) })
     }
 
     /// The bound address.
@@ -93,12 +81,7 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve(
-    server: &tiny_http::Server,
-    registry: &MetricsRegistry,
-    stop: &AtomicBool,
-    scrapes: &AtomicU64,
-) {
+fn serve(server: &tiny_http::Server, registry: &MetricsRegistry, stop: &AtomicBool, scrapes: &AtomicU64) {
     while !stop.load(Ordering::Relaxed) {
         let req = match server.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(r)) => r,

@@ -22,8 +22,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    AutoScaler, FleetStatus, PredictiveConfig, PredictiveScaler, ScaleDecision, ScaleError,
-    ScalingPolicy, TargetTracking,
+    AutoScaler, FleetStatus, PredictiveConfig, PredictiveScaler, ScaleDecision, ScaleError, ScalingPolicy,
+    TargetTracking,
 };
 
 /// The shape of a synthetic diurnal player-count trace (one sample a minute).
@@ -124,10 +124,7 @@ struct Sim {
 impl Backtest {
     /// Servers holding `capacity` players each, Ready `boot_minutes` after being asked for.
     pub fn new(capacity: f64, boot_minutes: usize) -> Self {
-        Self {
-            capacity: capacity.max(1.0),
-            boot_minutes,
-        }
+        Self { capacity: capacity.max(1.0), boot_minutes }
     }
 
     fn run(
@@ -138,10 +135,7 @@ impl Backtest {
         mut step: impl FnMut(Instant, f64, FleetStatus) -> Result<Option<ScaleDecision>, ScaleError>,
     ) -> BacktestReport {
         let t0 = Instant::now();
-        let mut sim = Sim {
-            ready: initial,
-            starting: Vec::new(),
-        };
+        let mut sim = Sim { ready: initial, starting: Vec::new() };
         let mut r = BacktestReport {
             strategy: name.to_string(),
             under_demand_minutes: 0,
@@ -160,8 +154,7 @@ impl Backtest {
                 r.unserved_player_minutes += demand - cap;
             }
             let allocated = ((demand / self.capacity).ceil() as u32).min(sim.ready);
-            let fleet =
-                FleetStatus::new(sim.ready - allocated, allocated, sim.starting.len() as u32);
+            let fleet = FleetStatus::new(sim.ready - allocated, allocated, sim.starting.len() as u32);
             let now = t0 + Duration::from_secs(60 * minute as u64);
             if let Ok(Some(d)) = step(now, demand, fleet) {
                 r.scaling_actions += 1;
@@ -182,12 +175,7 @@ impl Backtest {
 
     /// Fixed capacity: `servers` all the time.
     pub fn run_fixed(&self, trace: &[f64], servers: u32) -> BacktestReport {
-        self.run(
-            &format!("fixed ({servers} servers)"),
-            trace,
-            servers,
-            |_, _, _| Ok(None),
-        )
+        self.run(&format!("fixed ({servers} servers)"), trace, servers, |_, _, _| Ok(None))
     }
 
     /// Reactive HPA target tracking at `tracking`.
@@ -199,12 +187,7 @@ impl Backtest {
     ) -> Result<BacktestReport, ScaleError> {
         let mut s = AutoScaler::new(ScalingPolicy::TargetTracking(tracking), 1, max)?;
         let initial = self.initial(trace);
-        Ok(self.run(
-            "reactive (HPA target tracking)",
-            trace,
-            initial,
-            |now, d, f| s.handle_total(now, d, f),
-        ))
+        Ok(self.run("reactive (HPA target tracking)", trace, initial, |now, d, f| s.handle_total(now, d, f)))
     }
 
     /// The predictive scaler.
@@ -216,17 +199,10 @@ impl Backtest {
     ) -> Result<BacktestReport, ScaleError> {
         let mut s = PredictiveScaler::new(config, 1, max)?;
         let initial = self.initial(trace);
-        Ok(self.run(
-            "predictive (Holt-Winters + HPA)",
-            trace,
-            initial,
-            |now, d, f| s.handle_total(now, d, f),
-        ))
+        Ok(self.run("predictive (Holt-Winters + HPA)", trace, initial, |now, d, f| s.handle_total(now, d, f)))
     }
 
     fn initial(&self, trace: &[f64]) -> u32 {
-        trace
-            .first()
-            .map_or(1, |d| ((d / self.capacity).ceil() as u32).max(1) * 2)
+        trace.first().map_or(1, |d| ((d / self.capacity).ceil() as u32).max(1) * 2)
     }
 }

@@ -28,9 +28,7 @@ impl HoltWinters {
             return Err(ScaleError::InvalidConfig("season period must be >= 2"));
         }
         if ![alpha, beta, gamma].iter().all(|x| (0.0..=1.0).contains(x)) {
-            return Err(ScaleError::InvalidConfig(
-                "smoothing factors must be within [0, 1]",
-            ));
+            return Err(ScaleError::InvalidConfig("smoothing factors must be within [0, 1]"));
         }
         Ok(Self {
             alpha,

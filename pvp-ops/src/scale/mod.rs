@@ -43,17 +43,11 @@ pub struct FleetStatus {
 impl FleetStatus {
     /// A fleet status.
     pub const fn new(ready: u32, allocated: u32, starting: u32) -> Self {
-        Self {
-            ready,
-            allocated,
-            starting,
-        }
+        Self { ready, allocated, starting }
     }
     /// All servers: Ready + Allocated + starting.
     pub const fn replicas(&self) -> u32 {
-        self.ready
-            .saturating_add(self.allocated)
-            .saturating_add(self.starting)
+        self.ready.saturating_add(self.allocated).saturating_add(self.starting)
     }
     /// The fewest servers the fleet can shrink to without removing an Allocated or starting one.
     pub const fn floor(&self) -> u32 {
@@ -197,22 +191,13 @@ impl TargetTracking {
             scale_up: ScalingRules {
                 stabilization: Duration::ZERO,
                 limits: vec![
-                    RateLimit::Pods {
-                        count: 4,
-                        period: p15,
-                    },
-                    RateLimit::Percent {
-                        percent: 100,
-                        period: p15,
-                    },
+                    RateLimit::Pods { count: 4, period: p15 },
+                    RateLimit::Percent { percent: 100, period: p15 },
                 ],
             },
             scale_down: ScalingRules {
                 stabilization: Duration::from_secs(300),
-                limits: vec![RateLimit::Percent {
-                    percent: 100,
-                    period: p15,
-                }],
+                limits: vec![RateLimit::Percent { percent: 100, period: p15 }],
             },
         }
     }
@@ -281,9 +266,7 @@ impl AutoScaler {
                 if !(t.scale_up_threshold.is_finite() && t.scale_down_threshold.is_finite())
                     || t.scale_down_threshold >= t.scale_up_threshold
                 {
-                    return Err(ScaleError::InvalidConfig(
-                        "need finite down < up thresholds",
-                    ));
+                    return Err(ScaleError::InvalidConfig("need finite down < up thresholds"));
                 }
                 if t.step_up == 0 || t.step_down == 0 {
                     return Err(ScaleError::InvalidConfig("steps must be >= 1"));
@@ -301,15 +284,12 @@ impl AutoScaler {
                         l.period().is_zero()
                             || matches!(
                                 l,
-                                RateLimit::Pods { count: 0, .. }
-                                    | RateLimit::Percent { percent: 0, .. }
+                                RateLimit::Pods { count: 0, .. } | RateLimit::Percent { percent: 0, .. }
                             )
                     })
                 };
                 if bad(&t.scale_up) || bad(&t.scale_down) {
-                    return Err(ScaleError::InvalidConfig(
-                        "rate limits need a period and a non-zero amount",
-                    ));
+                    return Err(ScaleError::InvalidConfig("rate limits need a period and a non-zero amount"));
                 }
             }
             ScalingPolicy::ReadyBuffer(b) => {
@@ -361,11 +341,7 @@ impl AutoScaler {
         total: f64,
         fleet: FleetStatus,
     ) -> Result<Option<ScaleDecision>, ScaleError> {
-        let avg = if fleet.replicas() == 0 {
-            total
-        } else {
-            total / f64::from(fleet.replicas())
-        };
+        let avg = if fleet.replicas() == 0 { total } else { total / f64::from(fleet.replicas()) };
         self.decide(now, avg, total, fleet, None)
     }
 
@@ -390,18 +366,13 @@ impl AutoScaler {
         let current = fleet.replicas();
         let (mut desired, mut reason) = match &self.policy {
             ScalingPolicy::Threshold(t) => {
-                let cooled = self
-                    .last_action
-                    .is_none_or(|l| now.duration_since(l) >= t.cooldown);
+                let cooled = self.last_action.is_none_or(|l| now.duration_since(l) >= t.cooldown);
                 if !cooled {
                     (current, ScaleReason::Bounds)
                 } else if value > t.scale_up_threshold {
                     (current.saturating_add(t.step_up), ScaleReason::ThresholdUp)
                 } else if value < t.scale_down_threshold {
-                    (
-                        current.saturating_sub(t.step_down),
-                        ScaleReason::ThresholdDown,
-                    )
+                    (current.saturating_sub(t.step_down), ScaleReason::ThresholdDown)
                 } else {
                     (current, ScaleReason::Bounds)
                 }
@@ -453,8 +424,7 @@ impl AutoScaler {
             return Ok(None);
         }
         self.last_action = Some(now);
-        self.events
-            .push_back((now, i64::from(desired) - i64::from(current)));
+        self.events.push_back((now, i64::from(desired) - i64::from(current)));
         if desired > current {
             self.stats.scale_ups += 1;
             metrics::counter!("pvp_ops_scale_decisions_total", "direction" => "up").increment(1);
@@ -470,35 +440,17 @@ impl AutoScaler {
         }))
     }
 
-    fn track(
-        &mut self,
-        now: Instant,
-        t: &TargetTracking,
-        total: f64,
-        current: u32,
-    ) -> (u32, ScaleReason) {
-        let ratio = if current == 0 {
-            f64::INFINITY
-        } else {
-            total / (f64::from(current) * t.target)
-        };
+    fn track(&mut self, now: Instant, t: &TargetTracking, total: f64, current: u32) -> (u32, ScaleReason) {
+        let ratio = if current == 0 { f64::INFINITY } else { total / (f64::from(current) * t.target) };
         let raw = if current > 0 && (ratio - 1.0).abs() <= t.tolerance {
             current
         } else {
             let d = (total / t.target).ceil();
-            if d >= f64::from(u32::MAX) {
-                u32::MAX
-            } else {
-                d as u32
-            }
+            if d >= f64::from(u32::MAX) { u32::MAX } else { d as u32 }
         };
         // Stabilisation: the newest recommendation with the window's history.
         let keep = t.scale_up.stabilization.max(t.scale_down.stabilization);
-        while self
-            .recommendations
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > keep)
-        {
+        while self.recommendations.front().is_some_and(|(at, _)| now.duration_since(*at) > keep) {
             self.recommendations.pop_front();
         }
         self.recommendations.push_back((now, raw));
@@ -531,18 +483,9 @@ fn rate_limit(
     current: u32,
     desired: u32,
 ) -> u32 {
-    let longest = t
-        .scale_up
-        .limits
-        .iter()
-        .chain(&t.scale_down.limits)
-        .map(RateLimit::period)
-        .max()
-        .unwrap_or_default();
-    while events
-        .front()
-        .is_some_and(|(at, _)| now.duration_since(*at) > longest)
-    {
+    let longest =
+        t.scale_up.limits.iter().chain(&t.scale_down.limits).map(RateLimit::period).max().unwrap_or_default();
+    while events.front().is_some_and(|(at, _)| now.duration_since(*at) > longest) {
         events.pop_front();
     }
     let changed = |period: Duration, up: bool| -> i64 {
@@ -620,35 +563,18 @@ mod tests {
 
     #[test]
     fn hpa_tolerance_and_scale_down_window() {
-        let mut s = AutoScaler::new(
-            ScalingPolicy::TargetTracking(TargetTracking::new(100.0)),
-            1,
-            100,
-        )
-        .unwrap();
+        let mut s =
+            AutoScaler::new(ScalingPolicy::TargetTracking(TargetTracking::new(100.0)), 1, 100).unwrap();
         let t0 = Instant::now();
         // within 10 %: nothing
-        assert_eq!(
-            s.handle_sample(t0, 105.0, FleetStatus::new(10, 0, 0))
-                .unwrap(),
-            None
-        );
+        assert_eq!(s.handle_sample(t0, 105.0, FleetStatus::new(10, 0, 0)).unwrap(), None);
         // load drops: the 300 s window still holds the earlier recommendation (10)
         assert_eq!(
-            s.handle_sample(
-                t0 + Duration::from_secs(60),
-                50.0,
-                FleetStatus::new(10, 0, 0)
-            )
-            .unwrap(),
+            s.handle_sample(t0 + Duration::from_secs(60), 50.0, FleetStatus::new(10, 0, 0)).unwrap(),
             None
         );
         let d = s
-            .handle_sample(
-                t0 + Duration::from_secs(400),
-                50.0,
-                FleetStatus::new(10, 0, 0),
-            )
+            .handle_sample(t0 + Duration::from_secs(400), 50.0, FleetStatus::new(10, 0, 0))
             .unwrap()
             .unwrap();
         assert_eq!(d.to, 5);
@@ -657,26 +583,14 @@ mod tests {
 
     #[test]
     fn scale_up_rate_limited() {
-        let mut s = AutoScaler::new(
-            ScalingPolicy::TargetTracking(TargetTracking::new(10.0)),
-            0,
-            1000,
-        )
-        .unwrap();
+        let mut s =
+            AutoScaler::new(ScalingPolicy::TargetTracking(TargetTracking::new(10.0)), 0, 1000).unwrap();
         let t0 = Instant::now();
-        let d = s
-            .handle_sample(t0, 100.0, FleetStatus::new(2, 0, 0))
-            .unwrap()
-            .unwrap();
+        let d = s.handle_sample(t0, 100.0, FleetStatus::new(2, 0, 0)).unwrap().unwrap();
         // max(2 + 4, 2 * 2) = 6 within 15 s
         assert_eq!(d.to, 6);
         assert_eq!(
-            s.handle_sample(
-                t0 + Duration::from_secs(5),
-                100.0,
-                FleetStatus::new(6, 0, 0)
-            )
-            .unwrap(),
+            s.handle_sample(t0 + Duration::from_secs(5), 100.0, FleetStatus::new(6, 0, 0)).unwrap(),
             None
         );
     }
@@ -691,16 +605,9 @@ mod tests {
             step_down: 10,
         };
         let mut s = AutoScaler::new(ScalingPolicy::Threshold(p), 0, 100).unwrap();
-        let d = s
-            .handle_sample(Instant::now(), 0.1, FleetStatus::new(3, 7, 0))
-            .unwrap()
-            .unwrap();
+        let d = s.handle_sample(Instant::now(), 0.1, FleetStatus::new(3, 7, 0)).unwrap().unwrap();
         assert_eq!(d.to, 7);
         assert_eq!(d.remove_ready, 3);
-        assert_eq!(
-            s.handle_sample(Instant::now(), 0.1, FleetStatus::new(0, 7, 0))
-                .unwrap(),
-            None
-        );
+        assert_eq!(s.handle_sample(Instant::now(), 0.1, FleetStatus::new(0, 7, 0)).unwrap(), None);
     }
 }

@@ -1,8 +1,6 @@
 use std::time::{Duration, Instant};
 
-use super::{
-    AutoScaler, FleetStatus, HoltWinters, ScaleDecision, ScaleError, ScalingPolicy, TargetTracking,
-};
+use super::{AutoScaler, FleetStatus, HoltWinters, ScaleDecision, ScaleError, ScalingPolicy, TargetTracking};
 
 const MAX_PERIOD: usize = 1_000_000;
 
@@ -57,14 +55,10 @@ impl PredictiveScaler {
     /// A predictive scaler within `min..=max` servers.
     pub fn new(config: PredictiveConfig, min: u32, max: u32) -> Result<Self, ScaleError> {
         if config.step.is_zero() || config.step.checked_mul(2).is_none_or(|s| config.season < s) {
-            return Err(ScaleError::InvalidConfig(
-                "need step > 0 and season >= 2 steps",
-            ));
+            return Err(ScaleError::InvalidConfig("need step > 0 and season >= 2 steps"));
         }
         if config.season.as_secs_f64() / config.step.as_secs_f64() > MAX_PERIOD as f64 {
-            return Err(ScaleError::InvalidConfig(
-                "season holds too many steps (at most 1 000 000)",
-            ));
+            return Err(ScaleError::InvalidConfig("season holds too many steps (at most 1 000 000)"));
         }
         if !(config.margin.is_finite() && config.margin >= 0.0) {
             return Err(ScaleError::InvalidConfig("margin must be finite and >= 0"));
@@ -108,26 +102,13 @@ impl PredictiveScaler {
             return Err(ScaleError::TimeWentBack);
         }
         self.hw.observe(total);
-        let peak = (1..=self.lead_steps)
-            .filter_map(|h| self.hw.forecast(h))
-            .reduce(f64::max);
+        let peak = (1..=self.lead_steps).filter_map(|h| self.hw.forecast(h)).reduce(f64::max);
         self.last_forecast = peak;
         let floor = peak.map(|p| {
             let want = (p.max(0.0) * (1.0 + self.margin) / self.target).ceil();
-            (
-                if want >= f64::from(u32::MAX) {
-                    u32::MAX
-                } else {
-                    want as u32
-                },
-                p,
-            )
+            (if want >= f64::from(u32::MAX) { u32::MAX } else { want as u32 }, p)
         });
-        let avg = if fleet.replicas() == 0 {
-            total
-        } else {
-            total / f64::from(fleet.replicas())
-        };
+        let avg = if fleet.replicas() == 0 { total } else { total / f64::from(fleet.replicas()) };
         self.reactive.decide(now, avg, total, fleet, floor)
     }
 }

@@ -66,18 +66,11 @@ pub enum Sli {
 impl Sli {
     /// An event-ratio SLI.
     pub fn events(bad: impl Into<String>, total: impl Into<String>) -> Self {
-        Self::Events {
-            bad: bad.into(),
-            total: total.into(),
-        }
+        Self::Events { bad: bad.into(), total: total.into() }
     }
     /// A time-slice quantile SLI.
     pub fn quantile_below(histogram: impl Into<String>, quantile: f64, threshold: f64) -> Self {
-        Self::QuantileBelow {
-            histogram: histogram.into(),
-            quantile,
-            threshold,
-        }
+        Self::QuantileBelow { histogram: histogram.into(), quantile, threshold }
     }
 }
 
@@ -154,11 +147,7 @@ impl Slo {
         window: Duration,
     ) -> Result<Self, SloError> {
         let name = name.into();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(SloError::BadName(name));
         }
         if !(objective > 0.0 && objective < 1.0) {
@@ -173,11 +162,7 @@ impl Slo {
                     return Err(SloError::EmptyMetric);
                 }
             }
-            Sli::QuantileBelow {
-                histogram,
-                quantile,
-                threshold,
-            } => {
+            Sli::QuantileBelow { histogram, quantile, threshold } => {
                 if histogram.is_empty() {
                     return Err(SloError::EmptyMetric);
                 }
@@ -189,12 +174,7 @@ impl Slo {
                 }
             }
         }
-        Ok(Self {
-            name,
-            sli,
-            objective,
-            window,
-        })
+        Ok(Self { name, sli, objective, window })
     }
 
     /// The name.
@@ -237,18 +217,9 @@ pub fn seed_slos() -> Vec<Slo> {
     let window = Duration::from_secs(30 * 86_400);
     let mk = |name: &str, sli| Slo::new(name, sli, 0.999, window);
     [
-        mk(
-            "latency-p99",
-            Sli::quantile_below(names::LATENCY_SECONDS, 0.99, 0.020),
-        ),
-        mk(
-            "error-rate",
-            Sli::events(names::REQUESTS_FAILED, names::REQUESTS_TOTAL),
-        ),
-        mk(
-            "matchmaking-p95",
-            Sli::quantile_below(names::MATCHMAKING_WAIT_SECONDS, 0.95, 30.0),
-        ),
+        mk("latency-p99", Sli::quantile_below(names::LATENCY_SECONDS, 0.99, 0.020)),
+        mk("error-rate", Sli::events(names::REQUESTS_FAILED, names::REQUESTS_TOTAL)),
+        mk("matchmaking-p95", Sli::quantile_below(names::MATCHMAKING_WAIT_SECONDS, 0.95, 30.0)),
     ]
     .into_iter()
     .flatten()
@@ -276,30 +247,10 @@ impl BurnRateRule {
         let h = |n: u64| Duration::from_secs(n * 3600);
         let m = |n: u64| Duration::from_secs(n * 60);
         vec![
-            BurnRateRule {
-                factor: 14.4,
-                long: h(1),
-                short: m(5),
-                page: true,
-            },
-            BurnRateRule {
-                factor: 6.0,
-                long: h(6),
-                short: m(30),
-                page: true,
-            },
-            BurnRateRule {
-                factor: 3.0,
-                long: h(24),
-                short: h(2),
-                page: false,
-            },
-            BurnRateRule {
-                factor: 1.0,
-                long: h(72),
-                short: h(6),
-                page: false,
-            },
+            BurnRateRule { factor: 14.4, long: h(1), short: m(5), page: true },
+            BurnRateRule { factor: 6.0, long: h(6), short: m(30), page: true },
+            BurnRateRule { factor: 3.0, long: h(24), short: h(2), page: false },
+            BurnRateRule { factor: 1.0, long: h(72), short: h(6), page: false },
         ]
     }
 }
@@ -484,18 +435,10 @@ impl SloMonitor {
     /// A monitor with no SLOs, refusing an invalid config.
     pub fn try_new(config: MonitorConfig) -> Result<Self, SloError> {
         if !config.rules.iter().all(rule_ok) {
-            return Err(SloError::BadConfig(
-                "burn-rate rule needs factor > 0 and non-zero windows",
-            ));
+            return Err(SloError::BadConfig("burn-rate rule needs factor > 0 and non-zero windows"));
         }
-        if !config
-            .budget_thresholds
-            .iter()
-            .all(|t| (0.0..=1.0).contains(t))
-        {
-            return Err(SloError::BadConfig(
-                "budget thresholds must be within 0..=1",
-            ));
+        if !config.budget_thresholds.iter().all(|t| (0.0..=1.0).contains(t)) {
+            return Err(SloError::BadConfig("budget thresholds must be within 0..=1"));
         }
         if config.max_samples < 2 || config.max_events == 0 {
             return Err(SloError::BadConfig("max_samples >= 2 and max_events >= 1"));
@@ -581,10 +524,7 @@ impl SloMonitor {
     }
 
     fn index(&self, slo: &str) -> Result<usize, SloError> {
-        self.slos
-            .iter()
-            .position(|s| s.slo.name == slo)
-            .ok_or_else(|| SloError::UnknownSlo(slo.to_string()))
+        self.slos.iter().position(|s| s.slo.name == slo).ok_or_else(|| SloError::UnknownSlo(slo.to_string()))
     }
 
     /// Reads every SLO from `source` at `now` and handles the readings; a failed read marks
@@ -601,10 +541,7 @@ impl SloMonitor {
                 }
             }
         }
-        self.slos
-            .iter()
-            .map(|s| status_of(&self.config, s, now))
-            .collect()
+        self.slos.iter().map(|s| status_of(&self.config, s, now)).collect()
     }
 
     /// Records that reading `slo` failed at `now`: its status says stale until the next good
@@ -624,30 +561,16 @@ impl SloMonitor {
                 s.failures += 1;
                 s.error = error.clone();
             }
-            None => {
-                st.stale = Some(Staleness {
-                    since: now,
-                    error: error.clone(),
-                    failures: 1,
-                })
-            }
+            None => st.stale = Some(Staleness { since: now, error: error.clone(), failures: 1 }),
         }
         if first {
-            self.emit(SloEvent::SourceStale {
-                slo: slo.to_string(),
-                error,
-            });
+            self.emit(SloEvent::SourceStale { slo: slo.to_string(), error });
         }
         Ok(())
     }
 
     /// Feeds one reading of `slo` taken at `now`, then evaluates budget and burn-rate alerts.
-    pub fn handle_reading(
-        &mut self,
-        slo: &str,
-        now: Instant,
-        reading: SliReading,
-    ) -> Result<(), SloError> {
+    pub fn handle_reading(&mut self, slo: &str, now: Instant, reading: SliReading) -> Result<(), SloError> {
         let i = self.index(slo)?;
         let res = self.accept(i, now, reading);
         if res.is_err() {
@@ -656,9 +579,7 @@ impl SloMonitor {
         }
         self.stats.readings += 1;
         if self.slos[i].stale.take().is_some() {
-            self.emit(SloEvent::SourceRecovered {
-                slo: slo.to_string(),
-            });
+            self.emit(SloEvent::SourceRecovered { slo: slo.to_string() });
         }
         self.check_alerts(i, now);
         Ok(())
@@ -703,11 +624,7 @@ impl SloMonitor {
         };
         st.last_at = Some(now);
         let (bad, total) = st.history.back().map_or((0.0, 0.0), |s| (s.bad, s.total));
-        let sample = Sample {
-            at: now,
-            bad: bad + dbad,
-            total: total + dtotal,
-        };
+        let sample = Sample { at: now, bad: bad + dbad, total: total + dtotal };
         let n = st.history.len();
         if n >= 2 && now.duration_since(st.history[n - 2].at) < config.resolution {
             st.history[n - 1] = sample;
@@ -715,13 +632,8 @@ impl SloMonitor {
             st.history.push_back(sample);
         }
         // Forget what lies beyond the longest window we ever look at (keep one older sample).
-        let longest = config
-            .rules
-            .iter()
-            .map(|r| r.long)
-            .chain([st.slo.window])
-            .max()
-            .unwrap_or(st.slo.window);
+        let longest =
+            config.rules.iter().map(|r| r.long).chain([st.slo.window]).max().unwrap_or(st.slo.window);
         while st.history.len() > 2 && now.duration_since(st.history[1].at) >= longest {
             st.history.pop_front();
         }
@@ -744,8 +656,7 @@ impl SloMonitor {
         let mut out = Vec::new();
         for (r, rule) in self.config.rules.iter().enumerate() {
             let (long, short) = status.burn_rates[r];
-            let firing =
-                matches!((long, short), (Some(l), Some(s)) if l >= rule.factor && s >= rule.factor);
+            let firing = matches!((long, short), (Some(l), Some(s)) if l >= rule.factor && s >= rule.factor);
             let alert = BurnRateAlert {
                 slo: name.clone(),
                 factor: rule.factor,
@@ -775,11 +686,7 @@ impl SloMonitor {
             let st = &mut self.slos[i];
             if level > st.budget_level {
                 for t in &th[st.budget_level..level] {
-                    out.push(SloEvent::BudgetThreshold {
-                        slo: name.clone(),
-                        threshold: *t,
-                        remaining: rem,
-                    });
+                    out.push(SloEvent::BudgetThreshold { slo: name.clone(), threshold: *t, remaining: rem });
                 }
             }
             st.budget_level = level;
@@ -827,20 +734,13 @@ fn status_of(config: &MonitorConfig, st: &SloState, now: Instant) -> SloStatus {
     let budget = st.slo.error_budget();
     let burn = |w| error_ratio(&st.history, w, now).map(|r| r / budget);
     let ratio = error_ratio(&st.history, st.slo.window, now);
-    let coverage = st
-        .history
-        .front()
-        .map_or(Duration::ZERO, |s| now.saturating_duration_since(s.at))
-        .min(st.slo.window);
+    let coverage =
+        st.history.front().map_or(Duration::ZERO, |s| now.saturating_duration_since(s.at)).min(st.slo.window);
     SloStatus {
         slo: st.slo.name.clone(),
         error_ratio: ratio,
         budget_remaining: ratio.map(|r| 1.0 - r / budget),
-        burn_rates: config
-            .rules
-            .iter()
-            .map(|r| (burn(r.long), burn(r.short)))
-            .collect(),
+        burn_rates: config.rules.iter().map(|r| (burn(r.long), burn(r.short))).collect(),
         firing: st.firing.iter().flatten().cloned().collect(),
         coverage,
         stale: st.stale.clone(),
@@ -860,10 +760,7 @@ pub struct RegistrySli {
 impl RegistrySli {
     /// A source over `registry`.
     pub fn new(registry: crate::metrics::MetricsRegistry) -> Self {
-        Self {
-            registry,
-            last: std::collections::HashMap::new(),
-        }
+        Self { registry, last: std::collections::HashMap::new() }
     }
 }
 
@@ -871,21 +768,12 @@ impl SliSource for RegistrySli {
     fn read_sli(&mut self, sli: &Sli) -> Result<SliReading, SourceError> {
         match sli {
             Sli::Events { bad, total } => {
-                let t = self
-                    .registry
-                    .counter_total(total)
-                    .ok_or_else(|| SourceError::NoData(total.clone()))?;
+                let t =
+                    self.registry.counter_total(total).ok_or_else(|| SourceError::NoData(total.clone()))?;
                 let b = self.registry.counter_total(bad).unwrap_or(0);
-                Ok(SliReading::Events {
-                    bad: b as f64,
-                    total: t as f64,
-                })
+                Ok(SliReading::Events { bad: b as f64, total: t as f64 })
             }
-            Sli::QuantileBelow {
-                histogram,
-                quantile,
-                threshold,
-            } => {
+            Sli::QuantileBelow { histogram, quantile, threshold } => {
                 let Some(now) = self.registry.histogram(histogram) else {
                     return Ok(SliReading::Quantile(None));
                 };

@@ -44,11 +44,7 @@ fn error_ratio_expr(sli: &Sli, w: &str) -> String {
         Sli::Events { bad, total } => {
             format!("(sum(rate({bad}[{w}])) or vector(0)) / sum(rate({total}[{w}]))")
         }
-        Sli::QuantileBelow {
-            histogram,
-            quantile,
-            threshold,
-        } => format!(
+        Sli::QuantileBelow { histogram, quantile, threshold } => format!(
             "avg_over_time((histogram_quantile({quantile}, sum by (le) (rate({histogram}_bucket[1m]))) > bool {threshold})[{w}:30s])"
         ),
     }
@@ -60,11 +56,7 @@ fn error_ratio_expr(sli: &Sli, w: &str) -> String {
 /// and two multi-window multi-burn-rate alerts (`<Slo>PageBurnRate` with `severity: page`,
 /// `<Slo>TicketBurnRate` with `severity: ticket`), as Sloth does. `promtool check rules`
 /// accepts the output.
-pub fn prometheus_rules(
-    service: &str,
-    slos: &[Slo],
-    rules: &[BurnRateRule],
-) -> Result<String, RulesError> {
+pub fn prometheus_rules(service: &str, slos: &[Slo], rules: &[BurnRateRule]) -> Result<String, RulesError> {
     if rules.is_empty() {
         return Err(RulesError::NoRules);
     }
@@ -72,20 +64,13 @@ pub fn prometheus_rules(
     for slo in slos {
         let name = slo.name();
         let sel = format!("{{service=\"{}\", slo=\"{}\"}}", esc(service), esc(name));
-        let mut windows: Vec<Duration> = rules
-            .iter()
-            .flat_map(|r| [r.short, r.long])
-            .chain([slo.window()])
-            .collect();
+        let mut windows: Vec<Duration> =
+            rules.iter().flat_map(|r| [r.short, r.long]).chain([slo.window()]).collect();
         windows.sort();
         windows.dedup();
         let budget = format!("(1 - {})", slo.objective());
 
-        let _ = writeln!(
-            y,
-            "- name: {}",
-            q(&format!("pvp-slo-sli-recordings-{service}-{name}"))
-        );
+        let _ = writeln!(y, "- name: {}", q(&format!("pvp-slo-sli-recordings-{service}-{name}")));
         y.push_str("  rules:\n");
         let short_most = windows[0];
         let short_most_s = prom_duration(short_most)?;
@@ -99,37 +84,12 @@ pub fn prometheus_rules(
             } else {
                 error_ratio_expr(slo.sli(), &ws)
             };
-            record(
-                &mut y,
-                &format!("slo:sli_error:ratio_rate{ws}"),
-                &expr,
-                service,
-                name,
-                Some(&ws),
-            );
+            record(&mut y, &format!("slo:sli_error:ratio_rate{ws}"), &expr, service, name, Some(&ws));
         }
-        let _ = writeln!(
-            y,
-            "- name: {}",
-            q(&format!("pvp-slo-meta-recordings-{service}-{name}"))
-        );
+        let _ = writeln!(y, "- name: {}", q(&format!("pvp-slo-meta-recordings-{service}-{name}")));
         y.push_str("  rules:\n");
-        record(
-            &mut y,
-            "slo:objective:ratio",
-            &format!("vector({})", slo.objective()),
-            service,
-            name,
-            None,
-        );
-        record(
-            &mut y,
-            "slo:error_budget:ratio",
-            &format!("vector{budget}"),
-            service,
-            name,
-            None,
-        );
+        record(&mut y, "slo:objective:ratio", &format!("vector({})", slo.objective()), service, name, None);
+        record(&mut y, "slo:error_budget:ratio", &format!("vector{budget}"), service, name, None);
         record(
             &mut y,
             "slo:current_burn_rate:ratio",
@@ -152,11 +112,7 @@ pub fn prometheus_rules(
             None,
         );
 
-        let _ = writeln!(
-            y,
-            "- name: {}",
-            q(&format!("pvp-slo-alerts-{service}-{name}"))
-        );
+        let _ = writeln!(y, "- name: {}", q(&format!("pvp-slo-alerts-{service}-{name}")));
         y.push_str("  rules:\n");
         for (page, sev) in [(true, "page"), (false, "ticket")] {
             let mut parts = Vec::new();
@@ -170,11 +126,7 @@ pub fn prometheus_rules(
             if parts.is_empty() {
                 continue;
             }
-            let alert = format!(
-                "{}{}BurnRate",
-                camel(name),
-                if page { "Page" } else { "Ticket" }
-            );
+            let alert = format!("{}{}BurnRate", camel(name), if page { "Page" } else { "Ticket" });
             let _ = writeln!(y, "  - alert: {}", q(&alert));
             let _ = writeln!(y, "    expr: {}", q(&parts.join(" or ")));
             y.push_str("    labels:\n");
@@ -185,9 +137,7 @@ pub fn prometheus_rules(
             let _ = writeln!(
                 y,
                 "      summary: {}",
-                q(&format!(
-                    "{service} SLO {name} error budget burn rate is too high ({sev})"
-                ))
+                q(&format!("{service} SLO {name} error budget burn rate is too high ({sev})"))
             );
         }
     }
@@ -203,21 +153,12 @@ fn camel(s: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let mut c = p.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
         })
         .collect()
 }
 
-fn record(
-    y: &mut String,
-    record: &str,
-    expr: &str,
-    service: &str,
-    slo: &str,
-    window: Option<&str>,
-) {
+fn record(y: &mut String, record: &str, expr: &str, service: &str, slo: &str, window: Option<&str>) {
     let _ = writeln!(y, "  - record: {}", q(record));
     let _ = writeln!(y, "    expr: {}", q(expr));
     y.push_str("    labels:\n");
