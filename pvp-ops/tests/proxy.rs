@@ -228,3 +228,22 @@ fn link_injector_applies_and_restores_conditions() {
     c.send_to(b"quit", echo).unwrap();
     t.join().unwrap();
 }
+
+#[test]
+fn tcp_bandwidth_cap_paces_the_stream() {
+    let p = FaultProxy::tcp(lo(), tcp_echo(), 6).unwrap();
+    let link = p.control();
+    // 200 kB/s each way: 50 kB there and back needs at least ~0.25 s one way.
+    link.set_both(LinkConditions { bandwidth: Some(200_000), ..Default::default() }).unwrap();
+    let mut s = TcpStream::connect(p.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let msg = vec![3u8; 50_000];
+    let t = Instant::now();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&msg).map(|_| msg));
+    let got = read_exact_timeout(&mut s, 50_000).unwrap();
+    let msg = writer.join().unwrap().unwrap();
+    assert_eq!(got, msg);
+    assert!(t.elapsed() >= Duration::from_millis(240), "{:?}", t.elapsed());
+    assert_eq!(link.stats().forward.bytes, 50_000);
+}
