@@ -85,7 +85,6 @@ pub enum RegionObjective {
 /// Matchmaking settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-#[non_exhaustive]
 pub struct MatchmakingConfig {
     /// Game modes requests may name.
     pub modes: Vec<GameMode>,
