@@ -260,7 +260,7 @@ pub struct RegionCluster {
     /// Bit `k` set when `free_buckets[k]` is not empty.
     nonempty: Vec<u64>,
     free_total: u64,
-    placements: HashMap<MatchId, Placement>,
+    placements: HashMap<MatchId, Placement, foldhash::fast::FixedState>,
     next_seq: u64,
     id_prefix: u64,
     players: u64,
@@ -291,7 +291,7 @@ impl RegionCluster {
             free_buckets: vec![Vec::new(); per + 1],
             nonempty: vec![0; per / 64 + 1],
             free_total: 0,
-            placements: HashMap::new(),
+            placements: HashMap::default(),
             next_seq: 1,
             id_prefix: u64::from(id_prefix & 0xffff) << 48,
             players: 0,

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_REGIONS: usize = 8;
 /// Most players in one party (leader included).
 pub const MAX_PARTY_SIZE: usize = 8;
-/// Most players in one match (all teams together).
-pub const MAX_MATCH_PLAYERS: usize = 16;
+/// Most players in one match (all teams together): 6v6 at most. Results hold their players
+/// inline, so this bounds the bytes copied into each member's handle.
+pub const MAX_MATCH_PLAYERS: usize = 12;
 
 /// A game mode's id, as requests name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

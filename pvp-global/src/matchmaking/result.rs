@@ -13,7 +13,9 @@ use crate::cluster::AllocatedServer;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MatchedPlayer {
     player: PlayerId,
-    rating: f64,
+    // f32 keeps a result small (it is copied into every member's handle); ratings need no
+    // more than 7 significant digits.
+    rating: f32,
     latency_us: u32,
     waited_ms: u32,
     team: u8,
@@ -23,7 +25,7 @@ impl MatchedPlayer {
     pub(crate) fn new(player: PlayerId, team: u8, rating: f64, latency: Duration, waited: Duration) -> Self {
         Self {
             player,
-            rating,
+            rating: rating as f32,
             latency_us: latency.as_micros().min(u128::from(u32::MAX)) as u32,
             waited_ms: waited.as_millis().min(u128::from(u32::MAX)) as u32,
             team,
@@ -39,7 +41,7 @@ impl MatchedPlayer {
     }
     /// Matchmaking rating when matched.
     pub fn rating(&self) -> f64 {
-        self.rating
+        f64::from(self.rating)
     }
     /// The player's measured latency to the match's region.
     pub fn latency(&self) -> Duration {
@@ -125,7 +127,7 @@ impl MatchResult {
         let (lo, hi) = self
             .players()
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.rating), hi.max(p.rating)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.rating()), hi.max(p.rating())));
         if lo.is_finite() { hi - lo } else { 0.0 }
     }
     /// What a connect token for this match carries; the assembling code signs it (pvp-global
