@@ -62,7 +62,13 @@ fn players(n: usize, seed: u64, span: Duration) -> Vec<Player> {
         .map(|i| {
             let rating = rng.normal(1500.0, 300.0).max(0.0);
             let pick = rng.next() % 100;
-            let home = if pick < 45 { 0 } else if pick < 80 { 1 } else { 2 };
+            let home = if pick < 45 {
+                0
+            } else if pick < 80 {
+                1
+            } else {
+                2
+            };
             let base = 5 + (rng.next() % 36) as u32;
             let mut lat_ms = [0; 3];
             for (r, l) in lat_ms.iter_mut().enumerate() {

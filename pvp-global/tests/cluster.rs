@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use pvp_core::ids::{MatchId, ServerId};
 use pvp_global::cluster::{
-    ClusterError, ConfigError, FleetConfig, JP, KR, RegionCluster, RegionConfig, RegionHealth, RegionSummary, SG,
-    ServerState,
+    ClusterError, ConfigError, FleetConfig, JP, KR, RegionCluster, RegionConfig, RegionHealth, RegionSummary,
+    SG, ServerState,
 };
 
 const T0: Duration = Duration::ZERO;
@@ -15,7 +15,12 @@ fn ms(n: u64) -> Duration {
 }
 
 fn small(min: u32, max: u32, per: u32) -> RegionConfig {
-    RegionConfig { min_servers: min, max_servers: max, players_per_server: per, ..RegionConfig::reference_kr() }
+    RegionConfig {
+        min_servers: min,
+        max_servers: max,
+        players_per_server: per,
+        ..RegionConfig::reference_kr()
+    }
 }
 
 fn ready(cfg: RegionConfig) -> RegionCluster {
@@ -61,8 +66,19 @@ fn config_errors_are_typed() {
     assert!(matches!(check(&|c| c.zones.push("kr-a".parse().unwrap())), ConfigError::DuplicateZone { .. }));
     assert!(matches!(check(&|c| c.min_servers = c.max_servers + 1), ConfigError::MinAboveMax { .. }));
     assert!(matches!(check(&|c| c.players_per_server = 0), ConfigError::ZeroCapacity { .. }));
-    assert!(matches!(check(&|c| { c.max_servers = 0; c.min_servers = 0 }), ConfigError::ZeroCapacity { .. }));
-    assert!(matches!(check(&|c| { c.latency_ms.insert(KR, 1); }), ConfigError::LatencyToSelf { .. }));
+    assert!(matches!(
+        check(&|c| {
+            c.max_servers = 0;
+            c.min_servers = 0
+        }),
+        ConfigError::ZeroCapacity { .. }
+    ));
+    assert!(matches!(
+        check(&|c| {
+            c.latency_ms.insert(KR, 1);
+        }),
+        ConfigError::LatencyToSelf { .. }
+    ));
     assert!(matches!(check(&|c| c.vpc_cidr = "10.1.0.0".into()), ConfigError::BadCidr { .. }));
     assert!(matches!(check(&|c| c.vpc_cidr = "10.1.0.0/33".into()), ConfigError::BadCidr { .. }));
     assert!(matches!(check(&|c| c.vpc_cidr = "10.1.0.0/28".into()), ConfigError::CidrTooSmall { .. }));

@@ -44,24 +44,33 @@ fn duel(id: u64, rating: f64, home: RegionId, lat: [u64; 3]) -> MatchRequest {
         .latency(SG, ms(lat[2]))
 }
 
+/// A bad request and the error it must get.
+type Case = (MatchRequest, fn(&RequestError) -> bool);
+
 #[test]
 fn bad_input_is_refused_typed_counted_and_leaves_the_queue_unchanged() {
     let mut mm = mm();
     let ok = mm.find_match(duel(1, 1500.0, KR, [10, 40, 80]), T0).unwrap();
     let before = mm.queued_players();
-    let cases: Vec<(MatchRequest, fn(&RequestError) -> bool)> = vec![
+    let cases: Vec<Case> = vec![
         (duel(2, f64::NAN, KR, [1, 1, 1]), |e| matches!(e, RequestError::InvalidRating { .. })),
         (duel(2, -1.0, KR, [1, 1, 1]), |e| matches!(e, RequestError::InvalidRating { .. })),
         (duel(2, f64::INFINITY, KR, [1, 1, 1]), |e| matches!(e, RequestError::InvalidRating { .. })),
-        (duel(2, 1500.0, RegionId::new("us").unwrap(), [1, 1, 1]), |e| matches!(e, RequestError::UnknownRegion(_))),
+        (duel(2, 1500.0, RegionId::new("us").unwrap(), [1, 1, 1]), |e| {
+            matches!(e, RequestError::UnknownRegion(_))
+        }),
         (duel(2, 1500.0, KR, [1, 1, 1]).latency(RegionId::new("eu").unwrap(), ms(5)), |e| {
             matches!(e, RequestError::UnknownRegion(_))
         }),
-        (duel(2, 1500.0, KR, [1, 1, 1]).max_latency(Duration::ZERO), |e| matches!(e, RequestError::ZeroMaxLatency)),
+        (duel(2, 1500.0, KR, [1, 1, 1]).max_latency(Duration::ZERO), |e| {
+            matches!(e, RequestError::ZeroMaxLatency)
+        }),
         (duel(2, 1500.0, KR, [1, 1, 1]).widen_latency_to(ms(50)), |e| {
             matches!(e, RequestError::CeilingBelowLimit { .. })
         }),
-        (MatchRequest::new(PlayerId::new(2), 1500.0, KR, GameModeId(77)), |e| matches!(e, RequestError::UnknownMode(_))),
+        (MatchRequest::new(PlayerId::new(2), 1500.0, KR, GameModeId(77)), |e| {
+            matches!(e, RequestError::UnknownMode(_))
+        }),
         (duel(1, 1500.0, KR, [1, 1, 1]), |e| matches!(e, RequestError::AlreadyQueued(_))),
         (duel(2, 1500.0, KR, [1, 1, 1]).party_member(PlayerId::new(3), 1500.0), |e| {
             matches!(e, RequestError::PartyTooLarge { size: 2, team_size: 1 })
@@ -205,9 +214,7 @@ fn skill_window_and_latency_widen_with_waiting() {
     assert_eq!(m.players()[0].waited(), secs(15));
 
     // Latency 120 ms > limit 100 ms, ceiling 130: +10 ms every 5 s -> fits at 10 s.
-    let c = mm
-        .find_match(duel(3, 1500.0, KR, [120, 150, 150]).widen_latency_to(ms(130)), secs(20))
-        .unwrap();
+    let c = mm.find_match(duel(3, 1500.0, KR, [120, 150, 150]).widen_latency_to(ms(130)), secs(20)).unwrap();
     mm.find_match(duel(4, 1500.0, KR, [10, 150, 150]), secs(20)).unwrap();
     tick(&mut mm, secs(25));
     assert!(c.try_result().is_none());
@@ -227,7 +234,9 @@ fn five_v_five_keeps_parties_together_and_balances_teams() {
     // A party of 3 (ids 100..=102), a party of 2 (200, 201), five solos.
     let party3 = mm
         .find_match(
-            five(100, 1600.0).party_member(PlayerId::new(101), 1580.0).party_member(PlayerId::new(102), 1590.0),
+            five(100, 1600.0)
+                .party_member(PlayerId::new(101), 1580.0)
+                .party_member(PlayerId::new(102), 1590.0),
             T0,
         )
         .unwrap();
@@ -266,7 +275,14 @@ fn backfill_fills_a_running_match() {
     tick(&mut mm, T0);
     let m = a.try_result().unwrap().unwrap();
     // Player 2 left; find a replacement for team 1.
-    let req = BackfillRequest { match_id: m.match_id(), region: m.region(), mode: GameMode::ONE_V_ONE, team: 1, slots: 1, rating: 1500.0 };
+    let req = BackfillRequest {
+        match_id: m.match_id(),
+        region: m.region(),
+        mode: GameMode::ONE_V_ONE,
+        team: 1,
+        slots: 1,
+        rating: 1500.0,
+    };
     let bf = mm.backfill(req, secs(1)).unwrap();
     let far = mm.find_match(duel(3, 1900.0, KR, [10, 40, 80]), secs(1)).unwrap();
     let near = mm.find_match(duel(4, 1520.0, KR, [10, 40, 80]), secs(1)).unwrap();
@@ -394,14 +410,20 @@ fn bad_matchmaking_config_is_refused() {
     use pvp_global::cluster::ConfigError;
     let bad = |c: MatchmakingConfig| GlobalMatchmaking::new(FleetConfig::reference(), c, T0).unwrap_err();
     let d = MatchmakingConfig::default;
-    assert!(matches!(bad(MatchmakingConfig { skill_window: f64::NAN, ..d() }), ConfigError::InvalidMatchmaking { .. }));
+    assert!(matches!(
+        bad(MatchmakingConfig { skill_window: f64::NAN, ..d() }),
+        ConfigError::InvalidMatchmaking { .. }
+    ));
     assert!(matches!(bad(MatchmakingConfig { lookahead: 0, ..d() }), ConfigError::InvalidMatchmaking { .. }));
     assert!(matches!(
         bad(MatchmakingConfig { objective: RegionObjective::Percentile(0), ..d() }),
         ConfigError::InvalidMatchmaking { .. }
     ));
     let huge = GameMode { id: GameModeId(9), name: "9v9".into(), team_size: 9, teams: 2 };
-    assert!(matches!(bad(MatchmakingConfig { modes: vec![huge], ..d() }), ConfigError::InvalidGameMode { mode: 9 }));
+    assert!(matches!(
+        bad(MatchmakingConfig { modes: vec![huge], ..d() }),
+        ConfigError::InvalidGameMode { mode: 9 }
+    ));
     let dup = vec![GameMode::one_v_one(), GameMode::one_v_one()];
     assert!(matches!(bad(MatchmakingConfig { modes: dup, ..d() }), ConfigError::InvalidGameMode { mode: 1 }));
 }

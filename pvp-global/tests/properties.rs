@@ -13,10 +13,25 @@ const REGIONS: [RegionId; 3] = [KR, JP, SG];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue { five: bool, party: Vec<u16>, rating: u16, lat: [u16; 3], max: u16, ceiling: Option<u16>, home: u8 },
-    Tick { advance_ms: u32 },
-    Cancel { nth: u16 },
-    Outage { region: u8, down: bool },
+    Enqueue {
+        five: bool,
+        party: Vec<u16>,
+        rating: u16,
+        lat: [u16; 3],
+        max: u16,
+        ceiling: Option<u16>,
+        home: u8,
+    },
+    Tick {
+        advance_ms: u32,
+    },
+    Cancel {
+        nth: u16,
+    },
+    Outage {
+        region: u8,
+        down: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -354,7 +354,13 @@ const KR_ZONES: [ZoneId; 3] = [zone("kr-a"), zone("kr-b"), zone("kr-c")];
 const JP_ZONES: [ZoneId; 3] = [zone("jp-a"), zone("jp-c"), zone("jp-d")];
 const SG_ZONES: [ZoneId; 3] = [zone("sg-a"), zone("sg-b"), zone("sg-c")];
 
-fn reference(id: RegionId, name: &str, zones: [ZoneId; 3], cidr: &str, rtt: [(RegionId, u32); 2]) -> RegionConfig {
+fn reference(
+    id: RegionId,
+    name: &str,
+    zones: [ZoneId; 3],
+    cidr: &str,
+    rtt: [(RegionId, u32); 2],
+) -> RegionConfig {
     RegionConfig {
         id,
         display_name: name.to_owned(),
@@ -418,7 +424,13 @@ impl FleetConfig {
 
     /// The reference deployment: Korea, Japan and Singapore.
     pub fn reference() -> Self {
-        Self { regions: vec![RegionConfig::reference_kr(), RegionConfig::reference_jp(), RegionConfig::reference_sg()] }
+        Self {
+            regions: vec![
+                RegionConfig::reference_kr(),
+                RegionConfig::reference_jp(),
+                RegionConfig::reference_sg(),
+            ],
+        }
     }
 
     /// Checks every region and the latency matrix (known regions, symmetric RTTs).

@@ -364,7 +364,9 @@ impl RegionCluster {
     }
 
     fn bucket_remove(&mut self, slot: u32) {
-        let Some(Some(server)) = self.slots.get(slot as usize) else { return };
+        let Some(Some(server)) = self.slots.get(slot as usize) else {
+            return;
+        };
         let Some(pos) = server.bucket_pos else { return };
         let free = self.free_of(server);
         let bucket = &mut self.free_buckets[free];
@@ -385,7 +387,9 @@ impl RegionCluster {
     }
 
     fn bucket_insert(&mut self, slot: u32) {
-        let Some(Some(server)) = self.slots.get(slot as usize) else { return };
+        let Some(Some(server)) = self.slots.get(slot as usize) else {
+            return;
+        };
         if server.bucket_pos.is_some() || !server.allocatable() {
             return;
         }
@@ -403,7 +407,9 @@ impl RegionCluster {
 
     /// Moves a server to `state`, keeping counts and allocation buckets right.
     fn set_state(&mut self, slot: u32, state: ServerState) {
-        let Some(Some(server)) = self.slots.get(slot as usize) else { return };
+        let Some(Some(server)) = self.slots.get(slot as usize) else {
+            return;
+        };
         let old = server.state;
         if old == state {
             return;
@@ -556,7 +562,9 @@ impl RegionCluster {
         let hb = self.config.heartbeat_timeout();
         let st = self.config.startup_timeout();
         for slot in 0..self.slots.len() as u32 {
-            let Some(Some(s)) = self.slots.get(slot as usize) else { continue };
+            let Some(Some(s)) = self.slots.get(slot as usize) else {
+                continue;
+            };
             match s.state {
                 ServerState::Unhealthy => {
                     self.set_state(slot, ServerState::Shutdown);
@@ -669,7 +677,12 @@ impl RegionCluster {
     }
 
     /// Adds `players` to a placed match (backfill), if its server has room.
-    pub fn add_players(&mut self, match_id: MatchId, players: u32, latency_sum: Duration) -> Result<(), ClusterError> {
+    pub fn add_players(
+        &mut self,
+        match_id: MatchId,
+        players: u32,
+        latency_sum: Duration,
+    ) -> Result<(), ClusterError> {
         let p = *self.placements.get(&match_id).ok_or(ClusterError::UnknownMatch(match_id))?;
         let Some(Some(s)) = self.slots.get(p.slot as usize) else {
             return Err(ClusterError::UnknownMatch(match_id));
@@ -703,13 +716,17 @@ impl RegionCluster {
         let p = self.placements.remove(&match_id).ok_or(ClusterError::UnknownMatch(match_id))?;
         self.players -= u64::from(p.players);
         self.latency_sum_us -= p.latency_sum_us;
-        let Some(Some(s)) = self.slots.get(p.slot as usize) else { return Ok(()) };
+        let Some(Some(s)) = self.slots.get(p.slot as usize) else {
+            return Ok(());
+        };
         let allocatable = s.allocatable();
         if allocatable {
             self.bucket_remove(p.slot);
         }
         let (players, state) = {
-            let Some(Some(s)) = self.slots.get_mut(p.slot as usize) else { return Ok(()) };
+            let Some(Some(s)) = self.slots.get_mut(p.slot as usize) else {
+                return Ok(());
+            };
             s.players = s.players.saturating_sub(p.players);
             s.matches = s.matches.saturating_sub(1);
             (s.players, s.state)
@@ -730,7 +747,11 @@ impl RegionCluster {
     /// The server hosting `match_id`, if placed here.
     pub fn match_server(&self, match_id: MatchId) -> Option<AllocatedServer> {
         let p = self.placements.get(&match_id)?;
-        self.slots.get(p.slot as usize)?.as_ref().map(|s| AllocatedServer { id: s.id, zone: s.zone, addr: s.addr })
+        self.slots.get(p.slot as usize)?.as_ref().map(|s| AllocatedServer {
+            id: s.id,
+            zone: s.zone,
+            addr: s.addr,
+        })
     }
 
     /// Players in matches.

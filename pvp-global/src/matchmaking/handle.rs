@@ -53,7 +53,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Slot {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self { state: AtomicU8::new(QUEUED), inner: Mutex::new(SlotInner::default()), cv: Condvar::new() })
+        Arc::new(Self {
+            state: AtomicU8::new(QUEUED),
+            inner: Mutex::new(SlotInner::default()),
+            cv: Condvar::new(),
+        })
     }
 
     /// Reserves the ticket for a match being formed; false if it was cancelled or finished.
@@ -163,7 +167,8 @@ impl MatchHandle {
                 None => Duration::from_secs(3600),
             };
             inner.waiters += 1;
-            let (guard, _) = self.slot.cv.wait_timeout(inner, left).unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (guard, _) =
+                self.slot.cv.wait_timeout(inner, left).unwrap_or_else(std::sync::PoisonError::into_inner);
             inner = guard;
             inner.waiters -= 1;
         }
@@ -209,7 +214,10 @@ struct WaitFuture<'a> {
 #[cfg(feature = "tokio")]
 impl std::future::Future for WaitFuture<'_> {
     type Output = Result<MatchResult, MatchError>;
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         let mut inner = lock(&self.slot.inner);
         if let Some(o) = &inner.outcome {
             return std::task::Poll::Ready(o.clone());

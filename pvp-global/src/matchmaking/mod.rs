@@ -279,7 +279,6 @@ const NO_LATENCY: u32 = u32::MAX;
 struct Ticket {
     player: PlayerId,
     rating: f64,
-    rating_sum: f64,
     leader_rating: f64,
     size: u8,
     mode: u8,
@@ -377,11 +376,8 @@ impl GlobalMatchmaking {
     pub fn new(fleet: FleetConfig, config: MatchmakingConfig, now: Duration) -> Result<Self, ConfigError> {
         fleet.validate()?;
         config.validate()?;
-        let regions = fleet
-            .regions
-            .into_iter()
-            .map(|r| RegionCluster::new(r, now))
-            .collect::<Result<Vec<_>, _>>()?;
+        let regions =
+            fleet.regions.into_iter().map(|r| RegionCluster::new(r, now)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             ratings: RatingBook::new(config.rating_system),
             config,
@@ -462,7 +458,11 @@ impl GlobalMatchmaking {
 
     /// Overrides a region's health (`Some(Down)` routes every new match away from it;
     /// `None` returns to its computed health). This is how failover steers matchmaking.
-    pub fn set_region_health(&mut self, region: RegionId, health: Option<RegionHealth>) -> Result<(), RequestError> {
+    pub fn set_region_health(
+        &mut self,
+        region: RegionId,
+        health: Option<RegionHealth>,
+    ) -> Result<(), RequestError> {
         let c = self.cluster_mut(region).ok_or(RequestError::UnknownRegion(region))?;
         c.set_health_override(health);
         Ok(())
@@ -543,8 +543,12 @@ impl GlobalMatchmaking {
     }
 
     fn check(&self, req: &MatchRequest) -> Result<(u8, u8, [u32; MAX_REGIONS]), RequestError> {
-        let mode =
-            self.config.modes.iter().position(|m| m.id == req.mode).ok_or(RequestError::UnknownMode(req.mode))?;
+        let mode = self
+            .config
+            .modes
+            .iter()
+            .position(|m| m.id == req.mode)
+            .ok_or(RequestError::UnknownMode(req.mode))?;
         let team_size = usize::from(self.config.modes[mode].team_size);
         let bad_rating = |r: f64| !r.is_finite() || r < 0.0;
         if bad_rating(req.rating) {
@@ -566,7 +570,9 @@ impl GlobalMatchmaking {
         if req.latency_overflow {
             return Err(RequestError::TooManyLatencies);
         }
-        let home = self.region_index(req.preferred_region).ok_or(RequestError::UnknownRegion(req.preferred_region))?;
+        let home = self
+            .region_index(req.preferred_region)
+            .ok_or(RequestError::UnknownRegion(req.preferred_region))?;
         let mut lat = [NO_LATENCY; MAX_REGIONS];
         for (region, rtt) in &req.latencies[..req.latency_len] {
             let i = self.region_index(*region).ok_or(RequestError::UnknownRegion(*region))?;
@@ -584,7 +590,9 @@ impl GlobalMatchmaking {
                 return Err(RequestError::DuplicatePartyMember(*p));
             }
         }
-        if let Some(p) = std::iter::once(req.player).chain(members.iter().map(|m| m.0)).find(|p| self.is_queued(*p)) {
+        if let Some(p) =
+            std::iter::once(req.player).chain(members.iter().map(|m| m.0)).find(|p| self.is_queued(*p))
+        {
             return Err(RequestError::AlreadyQueued(p));
         }
         if self.queued_players() + req.size() > self.config.max_queued_players {
@@ -605,7 +613,6 @@ impl GlobalMatchmaking {
         let ticket = Ticket {
             player: req.player,
             rating: rating_sum / size as f64,
-            rating_sum,
             leader_rating: req.rating,
             size: size as u8,
             mode,
@@ -639,8 +646,11 @@ impl GlobalMatchmaking {
 
     /// Cancels `player`'s ticket (or their party's). True if it was queued.
     pub fn cancel(&mut self, player: PlayerId) -> bool {
-        let Some(&idx) = self.by_player.get(&player) else { return false };
-        let cancelled = self.tickets[idx as usize].as_ref().is_some_and(|t| t.slot.fail(MatchError::Cancelled));
+        let Some(&idx) = self.by_player.get(&player) else {
+            return false;
+        };
+        let cancelled =
+            self.tickets[idx as usize].as_ref().is_some_and(|t| t.slot.fail(MatchError::Cancelled));
         if cancelled {
             self.remove_ticket(idx);
             self.stats.cancelled += 1;
@@ -649,7 +659,9 @@ impl GlobalMatchmaking {
     }
 
     fn remove_ticket(&mut self, idx: u32) {
-        let Some(t) = self.tickets.get_mut(idx as usize).and_then(Option::take) else { return };
+        let Some(t) = self.tickets.get_mut(idx as usize).and_then(Option::take) else {
+            return;
+        };
         self.by_player.remove(&t.player);
         for (p, _) in &t.party[..usize::from(t.party_len)] {
             self.by_player.remove(p);
@@ -663,7 +675,12 @@ impl GlobalMatchmaking {
     /// with every newcomer listed, once all slots are filled.
     pub fn backfill(&mut self, req: BackfillRequest, _now: Duration) -> Result<MatchHandle, RequestError> {
         let checked = (|| {
-            let mode = self.config.modes.iter().position(|m| m.id == req.mode).ok_or(RequestError::UnknownMode(req.mode))?;
+            let mode = self
+                .config
+                .modes
+                .iter()
+                .position(|m| m.id == req.mode)
+                .ok_or(RequestError::UnknownMode(req.mode))?;
             let region = self.region_index(req.region).ok_or(RequestError::UnknownRegion(req.region))?;
             let m = &self.config.modes[mode];
             if req.slots == 0 || req.slots > m.team_size || req.team >= m.teams {
@@ -778,7 +795,9 @@ impl GlobalMatchmaking {
         for idx in 0..self.tickets.len() {
             // A ticket cancelled through its handle since the inbox drained fails its claim
             // below; not reading its slot here spares the pass a cache miss per ticket.
-            let Some(t) = &self.tickets[idx] else { continue };
+            let Some(t) = &self.tickets[idx] else {
+                continue;
+            };
             let waited = now.saturating_sub(t.enqueued);
             if queue_timeout.is_some_and(|limit| waited > limit) {
                 if t.slot.fail(MatchError::TimedOut) {
@@ -795,10 +814,24 @@ impl GlobalMatchmaking {
                     mask |= 1 << r;
                 }
             }
-            let seg = if cross_region { u32::from(t.mode) << 8 } else { u32::from(t.mode) << 8 | u32::from(t.home) };
-            cands.push(Cand { seg, rating: t.rating, window, idx: idx as u32, mask, size: t.size, used: mask == 0 });
+            let seg = if cross_region {
+                u32::from(t.mode) << 8
+            } else {
+                u32::from(t.mode) << 8 | u32::from(t.home)
+            };
+            cands.push(Cand {
+                seg,
+                rating: t.rating,
+                window,
+                idx: idx as u32,
+                mask,
+                size: t.size,
+                used: mask == 0,
+            });
         }
-        cands.sort_unstable_by(|a, b| a.seg.cmp(&b.seg).then(a.rating.total_cmp(&b.rating)).then(a.idx.cmp(&b.idx)));
+        cands.sort_unstable_by(|a, b| {
+            a.seg.cmp(&b.seg).then(a.rating.total_cmp(&b.rating)).then(a.idx.cmp(&b.idx))
+        });
         report.tickets = cands.len() as u32;
         report.timed_out = expired;
         self.stats.timed_out += u64::from(expired);
@@ -820,11 +853,11 @@ impl GlobalMatchmaking {
             let lo_rating = bf.req.rating - self.config.skill_window_max;
             let start = cands.partition_point(|c| (c.seg, c.rating) < (seg_lo, lo_rating));
             let end = (start + self.config.lookahead.max(1) * 4).min(cands.len());
-            for ci in start..end {
+            for cand in &mut cands[start..end] {
                 if bf.remaining == 0 {
                     break;
                 }
-                let c = cands[ci];
+                let c = *cand;
                 if c.seg != seg_lo || c.rating > bf.req.rating + self.config.skill_window_max {
                     break;
                 }
@@ -834,16 +867,21 @@ impl GlobalMatchmaking {
                 if (c.rating - bf.req.rating).abs() > c.window {
                     continue;
                 }
-                let Some(t) = self.tickets[c.idx as usize].as_ref() else { continue };
+                let Some(t) = self.tickets[c.idx as usize].as_ref() else {
+                    continue;
+                };
                 let lat = t.lat_us[usize::from(bf.region)];
                 let lat_sum = Duration::from_micros(u64::from(lat) * u64::from(t.size));
                 if !t.slot.claim() {
-                    cands[ci].used = true;
+                    cand.used = true;
                     continue;
                 }
                 let (slot, player, leader_rating, party, party_len, enqueued) =
                     (t.slot.clone(), t.player, t.leader_rating, t.party, t.party_len, t.enqueued);
-                if self.regions[usize::from(bf.region)].add_players(bf.req.match_id, u32::from(c.size), lat_sum).is_err() {
+                if self.regions[usize::from(bf.region)]
+                    .add_players(bf.req.match_id, u32::from(c.size), lat_sum)
+                    .is_err()
+                {
                     slot.unclaim();
                     continue;
                 }
@@ -869,7 +907,7 @@ impl GlobalMatchmaking {
                 slot.deliver(Ok(own.clone()));
                 self.push_result(own);
                 bf.remaining -= c.size;
-                cands[ci].used = true;
+                cand.used = true;
                 report.backfilled_players += u32::from(c.size);
                 self.stats.backfilled_players += u64::from(c.size);
                 self.remove_ticket(c.idx);
@@ -904,7 +942,9 @@ impl GlobalMatchmaking {
                 continue;
             }
             let head = cands[a];
-            let Some(mode) = self.config.modes.get((head.seg >> 8) as usize) else { continue };
+            let Some(mode) = self.config.modes.get((head.seg >> 8) as usize) else {
+                continue;
+            };
             let need = mode.players();
             group.clear();
             group.push(a);
@@ -954,7 +994,9 @@ impl GlobalMatchmaking {
         teams: u8,
         now: Duration,
     ) -> bool {
-        let Some(team_of) = Self::balance(cands, group, team_size, teams) else { return false };
+        let Some(team_of) = Self::balance(cands, group, team_size, teams) else {
+            return false;
+        };
         // Claim every member: a ticket cancelled through its handle fails the claim.
         for (k, &ci) in group.iter().enumerate() {
             let claimed = self.tickets[cands[ci].idx as usize].as_ref().is_some_and(|t| t.slot.claim());
@@ -987,7 +1029,9 @@ impl GlobalMatchmaking {
             false,
         );
         for (k, &ci) in group.iter().enumerate() {
-            let Some(t) = &self.tickets[cands[ci].idx as usize] else { continue };
+            let Some(t) = &self.tickets[cands[ci].idx as usize] else {
+                continue;
+            };
             let lat = Duration::from_micros(u64::from(t.lat_us[region]));
             let waited = now.saturating_sub(t.enqueued);
             let team = team_of[k];
@@ -1012,7 +1056,13 @@ impl GlobalMatchmaking {
 
     /// Picks the region by the objective (ties: more members preferring it, then more free
     /// slots) and allocates a server there.
-    fn place(&mut self, cands: &[Cand], group: &[usize], mask: u8, _now: Duration) -> Option<(usize, AllocatedServer, MatchId)> {
+    fn place(
+        &mut self,
+        cands: &[Cand],
+        group: &[usize],
+        mask: u8,
+        _now: Duration,
+    ) -> Option<(usize, AllocatedServer, MatchId)> {
         let players: u32 = group.iter().map(|&ci| u32::from(cands[ci].size)).sum();
         let mut best: Option<(u64, u32, u64, usize)> = None;
         for r in 0..self.regions.len() {
@@ -1023,7 +1073,9 @@ impl GlobalMatchmaking {
             let mut n = 0;
             let mut prefer = 0u32;
             for &ci in group {
-                let Some(t) = &self.tickets[cands[ci].idx as usize] else { continue };
+                let Some(t) = &self.tickets[cands[ci].idx as usize] else {
+                    continue;
+                };
                 for _ in 0..t.size {
                     if let Some(l) = lats.get_mut(n) {
                         *l = t.lat_us[r];
@@ -1048,7 +1100,10 @@ impl GlobalMatchmaking {
             let free = self.regions[r].free_slots();
             let better = match best {
                 None => true,
-                Some((s, pr, f, _)) => (score, std::cmp::Reverse(prefer), std::cmp::Reverse(free)) < (s, std::cmp::Reverse(pr), std::cmp::Reverse(f)),
+                Some((s, pr, f, _)) => {
+                    (score, std::cmp::Reverse(prefer), std::cmp::Reverse(free))
+                        < (s, std::cmp::Reverse(pr), std::cmp::Reverse(f))
+                }
             };
             if better {
                 best = Some((score, prefer, free, r));
@@ -1061,7 +1116,8 @@ impl GlobalMatchmaking {
             .filter_map(|&ci| self.tickets[cands[ci].idx as usize].as_ref())
             .map(|t| u64::from(t.lat_us[region]) * u64::from(t.size))
             .sum();
-        let server = self.regions[region].allocate(match_id, players, Duration::from_micros(lat_sum), _now).ok()?;
+        let server =
+            self.regions[region].allocate(match_id, players, Duration::from_micros(lat_sum), _now).ok()?;
         self.next_match += 1;
         Some((region, server, match_id))
     }

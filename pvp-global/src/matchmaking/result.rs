@@ -53,7 +53,8 @@ impl MatchedPlayer {
     }
 }
 
-const EMPTY: MatchedPlayer = MatchedPlayer { player: PlayerId::new(0), rating: 0.0, latency_us: 0, waited_ms: 0, team: 0 };
+const EMPTY: MatchedPlayer =
+    MatchedPlayer { player: PlayerId::new(0), rating: 0.0, latency_us: 0, waited_ms: 0, team: 0 };
 
 /// A formed match. Stored inline (no heap), so the matchmaking pass allocates nothing per match.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +80,17 @@ impl MatchResult {
         expires_at: Duration,
         backfill: bool,
     ) -> Self {
-        Self { match_id, mode, region, server, formed_at, expires_at, backfill, players: [EMPTY; MAX_MATCH_PLAYERS], len: 0 }
+        Self {
+            match_id,
+            mode,
+            region,
+            server,
+            formed_at,
+            expires_at,
+            backfill,
+            players: [EMPTY; MAX_MATCH_PLAYERS],
+            len: 0,
+        }
     }
 
     pub(crate) fn push(&mut self, p: MatchedPlayer) {

@@ -172,7 +172,12 @@ impl RatingBook {
 
     /// Updates every player's rating from a two-team result. Elo and Glicko-2 rate each player
     /// against the other team's mean; TrueSkill and Weng-Lin use their team models.
-    pub fn record(&mut self, team_a: &[PlayerId], team_b: &[PlayerId], outcome: MatchOutcome) -> Result<(), RatingError> {
+    pub fn record(
+        &mut self,
+        team_a: &[PlayerId],
+        team_b: &[PlayerId],
+        outcome: MatchOutcome,
+    ) -> Result<(), RatingError> {
         if team_a.is_empty() || team_b.is_empty() {
             return Err(RatingError::EmptyTeam);
         }
@@ -192,7 +197,9 @@ impl RatingBook {
                 };
                 let ra: Vec<EloRating> = team_a.iter().map(get).collect();
                 let rb: Vec<EloRating> = team_b.iter().map(get).collect();
-                let mean = |v: &[EloRating]| EloRating { rating: v.iter().map(|r| r.rating).sum::<f64>() / v.len() as f64 };
+                let mean = |v: &[EloRating]| EloRating {
+                    rating: v.iter().map(|r| r.rating).sum::<f64>() / v.len() as f64,
+                };
                 let (ma, mb) = (mean(&ra), mean(&rb));
                 let cfg = EloConfig::new();
                 for (p, r) in team_a.iter().zip(&ra) {
