@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod matchmaking;
+mod sys;
 
 pub use cluster::{FleetConfig, RegionCluster, RegionConfig, RegionHealth, RegionSummary};
 pub use matchmaking::{GlobalMatchmaking, MatchHandle, MatchRequest, MatchResult, MatchmakingConfig};

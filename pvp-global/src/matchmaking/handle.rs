@@ -35,8 +35,10 @@ struct SlotInner {
     waker: Option<Waker>,
 }
 
-/// Shared between a handle and the matchmaker's ticket.
+/// Shared between a handle and the matchmaker's ticket. `repr(C)` keeps the claim state and
+/// the mutex at the front, where the pass prefetches them.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Slot {
     state: AtomicU8,
     inner: Mutex<SlotInner>,
