@@ -67,6 +67,10 @@ fn config_errors_are_typed() {
     assert!(matches!(check(&|c| c.min_servers = c.max_servers + 1), ConfigError::MinAboveMax { .. }));
     assert!(matches!(check(&|c| c.players_per_server = 0), ConfigError::ZeroCapacity { .. }));
     assert!(matches!(
+        check(&|c| c.players_per_server = u32::MAX),
+        ConfigError::TooManyPlayersPerServer { .. }
+    ));
+    assert!(matches!(
         check(&|c| {
             c.max_servers = 0;
             c.min_servers = 0

@@ -52,6 +52,14 @@ pub enum ConfigError {
         /// The region.
         region: RegionId,
     },
+    /// `players_per_server` is above [`MAX_PLAYERS_PER_SERVER`].
+    #[error("region {region}: players_per_server {value} is above {MAX_PLAYERS_PER_SERVER}")]
+    TooManyPlayersPerServer {
+        /// The region.
+        region: RegionId,
+        /// The rejected value.
+        value: u32,
+    },
     /// A region lists a latency to itself.
     #[error("region {region} lists a latency to itself")]
     LatencyToSelf {
@@ -253,6 +261,9 @@ impl RegionConfig {
         if self.max_servers == 0 || self.players_per_server == 0 {
             return Err(ConfigError::ZeroCapacity { region });
         }
+        if self.players_per_server > MAX_PLAYERS_PER_SERVER {
+            return Err(ConfigError::TooManyPlayersPerServer { region, value: self.players_per_server });
+        }
         if self.min_servers > self.max_servers {
             return Err(ConfigError::MinAboveMax { region, min: self.min_servers, max: self.max_servers });
         }
@@ -326,6 +337,9 @@ impl RegionConfig {
         reference(SG, "Singapore", SG_ZONES, "10.3.0.0/16", [(KR, 70), (JP, 70)])
     }
 }
+
+/// Most player slots one game server may declare (allocation keeps one bucket per slot count).
+pub const MAX_PLAYERS_PER_SERVER: u32 = 65_536;
 
 /// Host addresses at the start of each VPC that servers never get (router, DNS, ...).
 pub const RESERVED_HOSTS: u32 = 3;

@@ -37,7 +37,9 @@
 
 mod config;
 
-pub use config::{ConfigError, FleetConfig, JP, KR, RESERVED_HOSTS, RegionConfig, SG};
+pub use config::{
+    ConfigError, FleetConfig, JP, KR, MAX_PLAYERS_PER_SERVER, RESERVED_HOSTS, RegionConfig, SG,
+};
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -285,9 +287,10 @@ impl RegionCluster {
             .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
         let mut cluster = Self {
             first_host,
-            slots: Vec::with_capacity(config.max_servers as usize),
+            // Reserve for a typical fleet only: max_servers may be far larger than what runs.
+            slots: Vec::with_capacity(config.max_servers.min(4096) as usize),
             free_slots_list: Vec::new(),
-            by_id: HashMap::with_capacity(config.max_servers as usize),
+            by_id: HashMap::with_capacity(config.max_servers.min(4096) as usize),
             free_buckets: vec![Vec::new(); per + 1],
             nonempty: vec![0; per / 64 + 1],
             free_total: 0,
@@ -435,26 +438,23 @@ impl RegionCluster {
         }
     }
 
-    fn zone_with_fewest(&self) -> ZoneId {
-        let mut best = self.config.zones[0];
-        let mut best_n = u32::MAX;
-        for z in &self.config.zones {
-            let n = self.servers().filter(|s| s.zone == *z).count() as u32;
-            if n < best_n {
-                best = *z;
-                best_n = n;
-            }
-        }
-        best
-    }
-
     /// Starts up to `n` servers (never beyond `max_servers`), each in the zone that has the
     /// fewest. Returns how many started; they are Starting until their first heartbeat.
     pub fn scale_up(&mut self, n: u32, now: Duration) -> u32 {
         let room = self.config.max_servers.saturating_sub(self.live());
         let n = n.min(room);
+        let zones = self.config.zones.len();
+        let mut per_zone = vec![0u32; zones];
+        for s in self.servers() {
+            if let Some(i) = self.config.zones.iter().position(|z| *z == s.zone) {
+                per_zone[i] += 1;
+            }
+        }
         for _ in 0..n {
-            let zone = self.zone_with_fewest();
+            // The zone with the fewest servers; the first such zone on ties.
+            let zi = (0..zones).min_by_key(|&i| per_zone[i]).unwrap_or(0);
+            per_zone[zi] += 1;
+            let zone = self.config.zones[zi];
             let slot = match self.free_slots_list.pop() {
                 Some(s) => s,
                 None => {
