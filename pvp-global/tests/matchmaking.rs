@@ -297,6 +297,12 @@ fn backfill_fills_a_running_match() {
     assert_eq!(done.players().len(), 1);
     assert_eq!(mm.stats().backfilled_players, 1);
     assert_eq!(mm.cluster(m.region()).unwrap().current_player_count(), 3);
+    // A backfill of a match that ends is cancelled.
+    let open = mm.backfill(req, secs(2)).unwrap();
+    mm.release_match(m.region(), m.match_id()).unwrap();
+    tick(&mut mm, secs(2));
+    assert_eq!(open.try_result(), Some(Err(MatchError::Cancelled)));
+    assert!(far.try_result().is_none(), "nobody joins an ended match");
     let bad = BackfillRequest { match_id: MatchId::new(999), ..req };
     assert_eq!(mm.backfill(bad, secs(1)).unwrap_err(), RequestError::UnknownMatch);
     let bad = BackfillRequest { slots: 2, ..req };
@@ -320,6 +326,14 @@ fn cancel_through_handle_or_matchmaker() {
     assert_eq!(b.wait(), Err(MatchError::Cancelled));
     assert_eq!(mm.queued_players(), 0);
     assert_eq!(mm.stats().cancelled, 2);
+    // Cancelled through the handle, queued again before any tick: accepted.
+    let again = mm.find_match(duel(2, 1500.0, KR, [10, 40, 80]), T0).unwrap();
+    assert!(again.cancel());
+    let again = mm.find_match(duel(2, 1500.0, KR, [10, 40, 80]), T0).unwrap();
+    assert!(again.cancel());
+    tick(&mut mm, T0);
+    assert_eq!(mm.queued_players(), 0);
+    assert_eq!(mm.stats().cancelled, 4);
     // A matched ticket can no longer be cancelled.
     let c = mm.find_match(duel(3, 1500.0, KR, [10, 40, 80]), T0).unwrap();
     mm.find_match(duel(4, 1500.0, KR, [10, 40, 80]), T0).unwrap();

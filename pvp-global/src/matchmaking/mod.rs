@@ -603,6 +603,16 @@ impl GlobalMatchmaking {
 
     /// Queues a request. Refused requests leave the queue unchanged and are counted.
     pub fn find_match(&mut self, req: MatchRequest, now: Duration) -> Result<MatchHandle, RequestError> {
+        // A ticket cancelled through its handle leaves the queue at the next tick; a player who
+        // queues again before that must not be refused as already queued.
+        for p in std::iter::once(req.player).chain(req.party().iter().map(|m| m.0)) {
+            if let Some(&idx) = self.by_player.get(&p) {
+                if self.tickets[idx as usize].as_ref().is_some_and(|t| !t.slot.is_queued()) {
+                    self.remove_ticket(idx);
+                    self.stats.cancelled += 1;
+                }
+            }
+        }
         let (mode, home, lat_us) = match self.check(&req) {
             Ok(v) => v,
             Err(e) => return Err(self.reject(e)),
@@ -672,7 +682,8 @@ impl GlobalMatchmaking {
 
     /// Asks to fill `slots` open places of `team` in a running match placed by this
     /// matchmaker. Each tick places fitting queued tickets; the returned handle completes,
-    /// with every newcomer listed, once all slots are filled.
+    /// with every newcomer listed, once all slots are filled, or with
+    /// [`MatchError::Cancelled`] if the match ends first.
     pub fn backfill(&mut self, req: BackfillRequest, _now: Duration) -> Result<MatchHandle, RequestError> {
         let checked = (|| {
             let mode = self
@@ -845,6 +856,11 @@ impl GlobalMatchmaking {
         let mut backfills = std::mem::take(&mut self.backfills);
         let mut cands = std::mem::take(&mut self.cands);
         for bf in &mut backfills {
+            if self.regions[usize::from(bf.region)].match_server(bf.req.match_id).is_none() {
+                // The match ended (or its server was lost): nothing left to fill.
+                bf.slot.fail(MatchError::Cancelled);
+                continue;
+            }
             let seg_lo = if self.config.cross_region {
                 u32::from(bf.mode) << 8
             } else {
