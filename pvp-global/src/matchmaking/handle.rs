@@ -195,7 +195,8 @@ impl MatchHandle {
         true
     }
 
-    /// Waits for the result on an async runtime (tokio or any other executor).
+    /// Waits for the result on an async runtime (tokio or any other executor). One async
+    /// waiter per handle: if several tasks await the same handle, the last to poll is woken.
     #[cfg(feature = "tokio")]
     pub async fn wait_async(&self) -> Result<MatchResult, MatchError> {
         WaitFuture { slot: &self.slot }.await
