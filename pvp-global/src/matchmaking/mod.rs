@@ -275,22 +275,28 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 const NO_LATENCY: u32 = u32::MAX;
 
+/// A queued request. `repr(C)` keeps what forming a match reads (the first 88 bytes) ahead of
+/// the party list, so the pass prefetches two cache lines per ticket.
 #[derive(Debug)]
+#[repr(C)]
 struct Ticket {
+    slot: Arc<Slot>,
     player: PlayerId,
     rating: f64,
     leader_rating: f64,
-    size: u8,
-    mode: u8,
-    home: u8,
+    enqueued: Duration,
     lat_us: [u32; MAX_REGIONS],
     max_lat_us: u32,
     ceiling_us: u32,
-    enqueued: Duration,
-    party: [(PlayerId, f64); MAX_PARTY_SIZE],
+    size: u8,
+    mode: u8,
+    home: u8,
     party_len: u8,
-    slot: Arc<Slot>,
+    party: [(PlayerId, f64); MAX_PARTY_SIZE],
 }
+
+/// Bytes at the front of a [`Ticket`] that forming a match reads.
+const TICKET_HOT_BYTES: usize = std::mem::offset_of!(Ticket, party);
 
 #[derive(Debug, Clone, Copy)]
 struct Cand {
@@ -958,7 +964,10 @@ impl GlobalMatchmaking {
             // candidates ahead, and the handle slot of the one 8 ahead (its ticket is cached
             // by now), so forming a match rarely waits on memory.
             if let Some(c) = cands.get(a + 16) {
-                crate::sys::prefetch(self.tickets.as_ptr().wrapping_add(c.idx as usize));
+                let t = self.tickets.as_ptr().wrapping_add(c.idx as usize).cast::<u8>();
+                // The hot bytes span at most two cache lines: the first and the last byte's.
+                crate::sys::prefetch(t);
+                crate::sys::prefetch(t.wrapping_add(TICKET_HOT_BYTES - 1));
             }
             if let Some(Some(t)) = cands.get(a + 8).and_then(|c| self.tickets.get(c.idx as usize)) {
                 crate::sys::prefetch(Arc::as_ptr(&t.slot));
