@@ -70,7 +70,7 @@ struct Asked {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn matches_are_disjoint_and_respect_every_limit(ops in prop::collection::vec(op(), 1..300), cross in any::<bool>()) {
         let config = MatchmakingConfig { cross_region: cross, queue_timeout: None, ..MatchmakingConfig::default() };
