@@ -1,11 +1,13 @@
 //! Primitives every pvp layer uses.
 //!
 //! - [`ids`]: players, matches, servers, regions and zones.
+//! - [`hlc`]: hybrid logical clock stamps that order events across regions.
 //!
 //! `pvp-core` depends on no other pvp crate; `pvp-net`, `pvp-global` and `pvp-ops` build on it.
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod hlc;
 pub mod ids;
 
 pub use ids::{MatchId, PlayerId, RegionId, ServerId, ZoneId};

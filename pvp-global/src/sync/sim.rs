@@ -1,0 +1,273 @@
+//! A deterministic in-memory network for tests and simulations: seeded RNG, per-link latency,
+//! jitter, loss, duplication and reordering, and partitions that can be cut and healed.
+//!
+//! ```
+//! use pvp_global::sync::{LinkConfig, SimNetwork, Transport};
+//! use pvp_core::RegionId;
+//! use std::time::Duration;
+//!
+//! let (kr, jp) = (RegionId::new("kr")?, RegionId::new("jp")?);
+//! let net = SimNetwork::new(7, LinkConfig::new(Duration::from_millis(15)));
+//! let mut a = net.endpoint(kr);
+//! let mut b = net.endpoint(jp);
+//! a.send(Duration::ZERO, jp, b"hi")?;
+//! let mut buf = Vec::new();
+//! assert_eq!(b.recv(Duration::from_millis(10), &mut buf)?, None); // still in flight
+//! assert_eq!(b.recv(Duration::from_millis(15), &mut buf)?, Some(kr));
+//! assert_eq!(buf, b"hi");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use super::transport::{Transport, TransportError};
+use pvp_core::RegionId;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Behaviour of one direction of a link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct LinkConfig {
+    /// One-way base latency (half the RTT).
+    pub latency: Duration,
+    /// Uniform extra delay in `0..=jitter`.
+    pub jitter: Duration,
+    /// Probability that a datagram is lost.
+    pub loss: f64,
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a datagram is held back by up to one extra latency (reordering it).
+    pub reorder: f64,
+}
+
+impl LinkConfig {
+    /// A perfect link with one-way `latency`.
+    pub const fn new(latency: Duration) -> Self {
+        Self { latency, jitter: Duration::ZERO, loss: 0.0, duplicate: 0.0, reorder: 0.0 }
+    }
+
+    /// Sets jitter.
+    pub const fn jitter(mut self, j: Duration) -> Self {
+        self.jitter = j;
+        self
+    }
+
+    /// Sets the loss probability.
+    pub const fn loss(mut self, p: f64) -> Self {
+        self.loss = p;
+        self
+    }
+
+    /// Sets the duplication probability.
+    pub const fn duplicate(mut self, p: f64) -> Self {
+        self.duplicate = p;
+        self
+    }
+
+    /// Sets the reordering probability.
+    pub const fn reorder(mut self, p: f64) -> Self {
+        self.reorder = p;
+        self
+    }
+}
+
+/// Datagram counters of a [`SimNetwork`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimStats {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Lost by the loss probability.
+    pub lost: u64,
+    /// Dropped by a partition.
+    pub partitioned: u64,
+    /// Extra copies delivered.
+    pub duplicated: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
+type InFlight = Reverse<(Duration, u64, RegionId, RegionId, Vec<u8>)>;
+
+#[derive(Debug)]
+struct Inner {
+    rng: ChaCha8Rng,
+    default: LinkConfig,
+    links: HashMap<(RegionId, RegionId), LinkConfig>,
+    cut: BTreeSet<(RegionId, RegionId)>,
+    queue: BinaryHeap<InFlight>,
+    seq: u64,
+    stats: SimStats,
+}
+
+/// The shared simulated network; cheap to clone (a handle).
+#[derive(Debug, Clone)]
+pub struct SimNetwork {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl SimNetwork {
+    /// A network where every link behaves as `default`, with RNG seed `seed`.
+    pub fn new(seed: u64, default: LinkConfig) -> Self {
+        Self {
+            inner: Rc::new(RefCell::new(Inner {
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                default,
+                links: HashMap::new(),
+                cut: BTreeSet::new(),
+                queue: BinaryHeap::new(),
+                seq: 0,
+                stats: SimStats::default(),
+            })),
+        }
+    }
+
+    /// Sets both directions of the link `a`–`b`.
+    pub fn set_link(&self, a: RegionId, b: RegionId, cfg: LinkConfig) {
+        let mut i = self.inner.borrow_mut();
+        i.links.insert((a, b), cfg);
+        i.links.insert((b, a), cfg);
+    }
+
+    /// Sets the RTT of `a`–`b` (one-way latency is half), keeping the other settings of the
+    /// default link.
+    pub fn set_rtt(&self, a: RegionId, b: RegionId, rtt: Duration) {
+        let mut cfg = self.inner.borrow().default;
+        cfg.latency = rtt / 2;
+        self.set_link(a, b, cfg);
+    }
+
+    /// Cuts the link `a`–`b` both ways: datagrams sent while cut are dropped.
+    pub fn partition(&self, a: RegionId, b: RegionId) {
+        let mut i = self.inner.borrow_mut();
+        i.cut.insert((a, b));
+        i.cut.insert((b, a));
+    }
+
+    /// Heals every cut link.
+    pub fn heal(&self) {
+        self.inner.borrow_mut().cut.clear();
+    }
+
+    /// A transport endpoint for `region`.
+    pub fn endpoint(&self, region: RegionId) -> SimEndpoint {
+        SimEndpoint { net: self.clone(), region }
+    }
+
+    /// When the next in-flight datagram lands.
+    pub fn next_delivery(&self) -> Option<Duration> {
+        self.inner.borrow().queue.peek().map(|Reverse(d)| d.0)
+    }
+
+    /// Number of datagrams in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inner.borrow().queue.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SimStats {
+        self.inner.borrow().stats
+    }
+
+    fn send(&self, now: Duration, from: RegionId, to: RegionId, payload: &[u8]) {
+        let mut i = self.inner.borrow_mut();
+        i.stats.sent += 1;
+        i.stats.bytes += payload.len() as u64;
+        if i.cut.contains(&(from, to)) {
+            i.stats.partitioned += 1;
+            return;
+        }
+        let cfg = i.links.get(&(from, to)).copied().unwrap_or(i.default);
+        if i.rng.random_bool(cfg.loss.clamp(0.0, 1.0)) {
+            i.stats.lost += 1;
+            return;
+        }
+        let copies = if i.rng.random_bool(cfg.duplicate.clamp(0.0, 1.0)) {
+            i.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = if cfg.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(i.rng.random_range(0..=u64::try_from(cfg.jitter.as_nanos()).unwrap_or(u64::MAX)))
+            };
+            let hold = if i.rng.random_bool(cfg.reorder.clamp(0.0, 1.0)) {
+                Duration::from_nanos(
+                    i.rng.random_range(0..=u64::try_from(cfg.latency.as_nanos()).unwrap_or(u64::MAX)),
+                )
+            } else {
+                Duration::ZERO
+            };
+            let at = now + cfg.latency + jitter + hold;
+            let seq = i.seq;
+            i.seq += 1;
+            i.queue.push(Reverse((at, seq, to, from, payload.to_vec())));
+        }
+    }
+
+    /// Takes every datagram due by `now`, as `(to, from, payload)`, in delivery order.
+    pub fn deliver_due(&self, now: Duration) -> Vec<(RegionId, RegionId, Vec<u8>)> {
+        let mut i = self.inner.borrow_mut();
+        let mut out = Vec::new();
+        while i.queue.peek().is_some_and(|Reverse(d)| d.0 <= now) {
+            if let Some(Reverse((_, _, to, from, p))) = i.queue.pop() {
+                i.stats.delivered += 1;
+                out.push((to, from, p));
+            }
+        }
+        out
+    }
+
+    fn recv_for(&self, now: Duration, region: RegionId, buf: &mut Vec<u8>) -> Option<RegionId> {
+        let mut i = self.inner.borrow_mut();
+        // Small simulations: scan for the earliest due datagram addressed to `region`.
+        let mut held = Vec::new();
+        let mut found = None;
+        while let Some(Reverse(d)) = i.queue.peek() {
+            if d.0 > now {
+                break;
+            }
+            let Some(Reverse(d)) = i.queue.pop() else { break };
+            if d.2 == region {
+                found = Some(d);
+                break;
+            }
+            held.push(Reverse(d));
+        }
+        for h in held {
+            i.queue.push(h);
+        }
+        let (_, _, _, from, p) = found?;
+        i.stats.delivered += 1;
+        buf.clear();
+        buf.extend_from_slice(&p);
+        Some(from)
+    }
+}
+
+/// One region's end of a [`SimNetwork`].
+#[derive(Debug, Clone)]
+pub struct SimEndpoint {
+    net: SimNetwork,
+    region: RegionId,
+}
+
+impl Transport for SimEndpoint {
+    fn send(&mut self, now: Duration, to: RegionId, payload: &[u8]) -> Result<(), TransportError> {
+        self.net.send(now, self.region, to, payload);
+        Ok(())
+    }
+
+    fn recv(&mut self, now: Duration, buf: &mut Vec<u8>) -> Result<Option<RegionId>, TransportError> {
+        Ok(self.net.recv_for(now, self.region, buf))
+    }
+}
