@@ -20,15 +20,16 @@
 //! use pvp_core::RegionId;
 //!
 //! let kr = Actor::new(RegionId::new("kr")?, 1);
-//! let jp = Actor::new(RegionId::new("jp")?, 1);
 //! let mut bans_kr = OrSet::new();
 //! let mut bans_jp = OrSet::new();
-//! let d1 = bans_kr.add(kr, 42u64);
-//! // jp removes 42 without having seen kr's add; then sees it: the unseen add wins.
-//! let d2 = bans_jp.remove(&42);
-//! assert!(d2.is_none());
-//! bans_jp.merge(&d1);
-//! assert!(bans_jp.contains(&42));
+//! bans_jp.merge(&bans_kr.add(kr, 42u64));
+//! // jp lifts the ban while kr, concurrently, bans again: the unseen add wins.
+//! let lift = bans_jp.remove(&42).expect("42 was banned");
+//! let again = bans_kr.add(kr, 42);
+//! bans_kr.merge(&lift);
+//! bans_jp.merge(&again);
+//! assert!(bans_kr.contains(&42) && bans_jp.contains(&42));
+//! assert_eq!(bans_kr, bans_jp);
 //! # Ok::<(), pvp_core::ids::IdError>(())
 //! ```
 
@@ -57,7 +58,10 @@ pub struct Actor {
 impl Actor {
     /// An actor for `region` in `incarnation`.
     pub const fn new(region: RegionId, incarnation: u64) -> Self {
-        Self { region, incarnation }
+        Self {
+            region,
+            incarnation,
+        }
     }
 }
 
@@ -102,7 +106,9 @@ impl<T: Clone + Ord> Crdt for LwwRegister<T> {
     fn merge(&mut self, other: &Self) {
         match other.stamp.cmp(&self.stamp) {
             core::cmp::Ordering::Greater => self.clone_from(other),
-            core::cmp::Ordering::Equal if other.value > self.value => self.value.clone_from(&other.value),
+            core::cmp::Ordering::Equal if other.value > self.value => {
+                self.value.clone_from(&other.value)
+            }
             _ => {}
         }
     }
@@ -155,17 +161,23 @@ pub struct GCounter {
 impl GCounter {
     /// An empty counter (value 0).
     pub const fn new() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: Vec::new(),
+        }
     }
 
     /// The sum of all actors' counts, saturating at `u64::MAX`.
     pub fn value(&self) -> u64 {
-        self.entries.iter().fold(0u64, |acc, (_, v)| acc.saturating_add(*v))
+        self.entries
+            .iter()
+            .fold(0u64, |acc, (_, v)| acc.saturating_add(*v))
     }
 
     /// The count contributed by `actor`.
     pub fn count_of(&self, actor: &Actor) -> u64 {
-        self.entries.binary_search_by(|(a, _)| a.cmp(actor)).map_or(0, |i| self.entries[i].1)
+        self.entries
+            .binary_search_by(|(a, _)| a.cmp(actor))
+            .map_or(0, |i| self.entries[i].1)
     }
 
     /// Adds `n` for `actor` (saturating) and returns the delta.
@@ -180,7 +192,9 @@ impl GCounter {
                 n
             }
         };
-        Self { entries: vec![(actor, v)] }
+        Self {
+            entries: vec![(actor, v)],
+        }
     }
 
     /// The actors that contributed and their counts, in actor order.
@@ -193,7 +207,8 @@ impl GCounter {
         if self.entries.windows(2).all(|w| w[0].0 < w[1].0) {
             return;
         }
-        self.entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        self.entries
+            .sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         self.entries.dedup_by(|b, a| a.0 == b.0);
     }
 }
@@ -203,7 +218,11 @@ impl Crdt for GCounter {
     fn merge(&mut self, other: &Self) {
         // Fast path: same actors in the same order (the steady state between regions).
         if self.entries.len() == other.entries.len()
-            && self.entries.iter().zip(&other.entries).all(|(a, b)| a.0 == b.0)
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|(a, b)| a.0 == b.0)
         {
             for (a, b) in self.entries.iter_mut().zip(&other.entries) {
                 if b.1 > a.1 {
@@ -235,7 +254,10 @@ pub struct PnCounter {
 impl PnCounter {
     /// An empty counter (value 0).
     pub const fn new() -> Self {
-        Self { p: GCounter::new(), n: GCounter::new() }
+        Self {
+            p: GCounter::new(),
+            n: GCounter::new(),
+        }
     }
 
     /// Increments minus decrements, clamped to the `i64` range.
@@ -298,9 +320,20 @@ impl CausalContext {
 
     fn next_dot(&self, actor: Actor) -> Dot {
         let base = self.vv.get(&actor).copied().unwrap_or(0);
-        let cloud_max =
-            self.cloud.range(Dot { actor, seq: 0 }..=Dot { actor, seq: u64::MAX }).next_back().map_or(0, |d| d.seq);
-        Dot { actor, seq: base.max(cloud_max).saturating_add(1) }
+        let cloud_max = self
+            .cloud
+            .range(
+                Dot { actor, seq: 0 }..=Dot {
+                    actor,
+                    seq: u64::MAX,
+                },
+            )
+            .next_back()
+            .map_or(0, |d| d.seq);
+        Dot {
+            actor,
+            seq: base.max(cloud_max).saturating_add(1),
+        }
     }
 
     fn insert(&mut self, dot: Dot) {
@@ -342,7 +375,10 @@ impl CausalContext {
 /// Add-wins observed-remove set (the ban list, friend lists). A remove only takes away the adds
 /// it has seen, so an add concurrent with a remove survives the merge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(bound(serialize = "E: Serialize + Ord", deserialize = "E: Deserialize<'de> + Ord"))]
+#[serde(bound(
+    serialize = "E: Serialize + Ord",
+    deserialize = "E: Deserialize<'de> + Ord"
+))]
 pub struct OrSet<E> {
     entries: BTreeMap<E, BTreeSet<Dot>>,
     ctx: CausalContext,
@@ -350,7 +386,10 @@ pub struct OrSet<E> {
 
 impl<E: Ord> Default for OrSet<E> {
     fn default() -> Self {
-        Self { entries: BTreeMap::new(), ctx: CausalContext::default() }
+        Self {
+            entries: BTreeMap::new(),
+            ctx: CausalContext::default(),
+        }
     }
 }
 
@@ -460,7 +499,9 @@ pub struct CrdtMap<K, V> {
 
 impl<K: Ord, V> Default for CrdtMap<K, V> {
     fn default() -> Self {
-        Self { entries: BTreeMap::new() }
+        Self {
+            entries: BTreeMap::new(),
+        }
     }
 }
 
@@ -623,7 +664,9 @@ mod tests {
     #[test]
     fn gcounter_normalize_dedups() {
         let kr = actor("kr", 1);
-        let mut g = GCounter { entries: vec![(kr, 3), (kr, 5)] };
+        let mut g = GCounter {
+            entries: vec![(kr, 3), (kr, 5)],
+        };
         g.normalize();
         assert_eq!(g.value(), 5);
     }

@@ -91,7 +91,11 @@ impl ScoreCell {
             (ScoreOperator::Best, _) => Self::Best(MaxRegister::new(value)),
             (ScoreOperator::Set, _) => Self::Set(LwwRegister::new(value, stamp)),
             (ScoreOperator::Incr | ScoreOperator::Decr, cur) => {
-                let signed = if op == ScoreOperator::Decr { value.saturating_neg() } else { value };
+                let signed = if op == ScoreOperator::Decr {
+                    value.saturating_neg()
+                } else {
+                    value
+                };
                 let mut c = match cur {
                     Some(Self::Counter(c)) => c.clone(),
                     _ => PnCounter::new(),
@@ -201,7 +205,12 @@ pub struct Leaderboard {
 impl Leaderboard {
     /// An empty leaderboard.
     pub fn new() -> Self {
-        Self { nodes: Vec::new(), free: Vec::new(), root: NIL, scores: HashMap::new() }
+        Self {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            root: NIL,
+            scores: HashMap::new(),
+        }
     }
 
     /// An empty leaderboard with room for `players` without reallocating.
@@ -237,12 +246,22 @@ impl Leaderboard {
             if old == score {
                 return self.rank(player);
             }
-            self.root = Self::erase(&mut self.nodes, &mut self.free, self.root, sort_key(player, old));
+            self.root = Self::erase(
+                &mut self.nodes,
+                &mut self.free,
+                self.root,
+                sort_key(player, old),
+            );
         }
         let idx = match self.free.pop() {
             Some(i) => {
-                self.nodes[i as usize] =
-                    Node { key: sort_key(player, score), prio: priority(player.get()), left: NIL, right: NIL, size: 1 };
+                self.nodes[i as usize] = Node {
+                    key: sort_key(player, score),
+                    prio: priority(player.get()),
+                    left: NIL,
+                    right: NIL,
+                    size: 1,
+                };
                 i
             }
             None => {
@@ -271,7 +290,12 @@ impl Leaderboard {
     /// Removes `player`; returns their last score.
     pub fn remove(&mut self, player: PlayerId) -> Option<i64> {
         let old = self.scores.remove(&player)?;
-        self.root = Self::erase(&mut self.nodes, &mut self.free, self.root, sort_key(player, old));
+        self.root = Self::erase(
+            &mut self.nodes,
+            &mut self.free,
+            self.root,
+            sort_key(player, old),
+        );
         Some(old)
     }
 
@@ -304,7 +328,9 @@ impl Leaderboard {
     /// Up to `before` players ranked just above `player`, the player, and up to `after` ranked
     /// just below. Empty if the player is not ranked.
     pub fn around(&self, player: PlayerId, before: usize, after: usize) -> Vec<RankedEntry> {
-        let Some(rank) = self.rank(player) else { return Vec::new() };
+        let Some(rank) = self.rank(player) else {
+            return Vec::new();
+        };
         let pos = usize::try_from(rank - 1).unwrap_or(usize::MAX);
         let start = pos.saturating_sub(before);
         self.range(start, (pos - start).saturating_add(1).saturating_add(after))
@@ -319,7 +345,14 @@ impl Leaderboard {
         out
     }
 
-    fn collect(&self, t: u32, start: usize, count: usize, offset: usize, out: &mut Vec<RankedEntry>) {
+    fn collect(
+        &self,
+        t: u32,
+        start: usize,
+        count: usize,
+        offset: usize,
+        out: &mut Vec<RankedEntry>,
+    ) {
         if t == NIL || out.len() >= count {
             return;
         }
@@ -331,7 +364,11 @@ impl Leaderboard {
         }
         if out.len() < count && my_pos >= start {
             let (player, score) = key_parts(n.key);
-            out.push(RankedEntry { rank: my_pos as u64 + 1, player, score });
+            out.push(RankedEntry {
+                rank: my_pos as u64 + 1,
+                player,
+                score,
+            });
         }
         if out.len() < count {
             self.collect(n.right, start, count, my_pos + 1, out);
@@ -340,7 +377,11 @@ impl Leaderboard {
 
     #[inline]
     fn size(&self, t: u32) -> u32 {
-        if t == NIL { 0 } else { self.nodes[t as usize].size }
+        if t == NIL {
+            0
+        } else {
+            self.nodes[t as usize].size
+        }
     }
 
     fn fix(nodes: &mut [Node], t: u32) {
@@ -448,8 +489,17 @@ impl GlobalLeaderboard {
     }
 
     /// Updates `player`'s score in `mode`, creating an index for a mode seen only from peers.
-    pub(crate) fn index(&mut self, mode: GameMode, player: PlayerId, score: i64, op: ScoreOperator) {
-        let entry = self.modes.entry(mode).or_insert_with(|| (op, Leaderboard::new()));
+    pub(crate) fn index(
+        &mut self,
+        mode: GameMode,
+        player: PlayerId,
+        score: i64,
+        op: ScoreOperator,
+    ) {
+        let entry = self
+            .modes
+            .entry(mode)
+            .or_insert_with(|| (op, Leaderboard::new()));
         entry.1.update(player, score);
     }
 

@@ -59,12 +59,14 @@ pub mod udp;
 
 pub use driver::SyncDriver;
 pub use msg::{Body, DecodeError, Message};
-pub use sim::{LinkConfig, SimNetwork};
+pub use sim::{LinkConfig, SimCluster, SimNetwork};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
 pub use transport::{Transport, TransportError};
 pub use udp::UdpTransport;
 
-use crate::crdt::{Actor, Crdt, LwwRegister, MAX_FIELD_NAME, OrSet, PnCounter, Profile, ProfileField, Scalar};
+use crate::crdt::{
+    Actor, Crdt, LwwRegister, MAX_FIELD_NAME, OrSet, PnCounter, Profile, ProfileField, Scalar,
+};
 use crate::leaderboard::{GameMode, GlobalLeaderboard, ScoreCell, ScoreOperator};
 use msg::DIGEST_BUCKETS;
 use pvp_core::hlc::{Hlc, HlcError, HlcStamp};
@@ -401,7 +403,13 @@ impl SyncConfig {
             max_delta_log: 65_536,
             max_clock_drift: Duration::from_secs(1),
             full_state_shipping: false,
-            strategies: [Strategy::Strong, Strategy::Eventual, Strategy::Eventual, Strategy::Eventual, Strategy::Eventual],
+            strategies: [
+                Strategy::Strong,
+                Strategy::Eventual,
+                Strategy::Eventual,
+                Strategy::Eventual,
+                Strategy::Eventual,
+            ],
         };
         cfg.validate()?;
         Ok(cfg)
@@ -532,7 +540,8 @@ struct PendingStrong {
 
 const MAX_STRONG_HISTORY: usize = 4096;
 const MAX_BATCHES_PER_TICK: usize = 32;
-const MAX_REPAIR_BUCKETS: usize = 16;
+/// Most key states sent in answer to one digest or repair request (bounds a burst).
+const MAX_REPAIR_ENTRIES: usize = 20_000;
 
 /// One region's replica and sync protocol state (sans-IO). See the [module docs](self).
 #[derive(Debug)]
@@ -610,7 +619,12 @@ impl SyncNode {
         for i in 0..node.peers.len() {
             let to = node.peers[i].region;
             for chunk in all.chunks(64) {
-                node.send(to, Body::RepairRequest { buckets: chunk.to_vec() });
+                node.send(
+                    to,
+                    Body::RepairRequest {
+                        buckets: chunk.to_vec(),
+                    },
+                );
             }
         }
         node
@@ -732,7 +746,10 @@ impl SyncNode {
         if self.boards.define(mode, op) {
             Ok(())
         } else {
-            Err(SyncError::ModeConflict { mode, existing: self.boards.operator(mode).unwrap_or(op) })
+            Err(SyncError::ModeConflict {
+                mode,
+                existing: self.boards.operator(mode).unwrap_or(op),
+            })
         }
     }
 
@@ -747,7 +764,12 @@ impl SyncNode {
     }
 
     /// Adds `friend` to `player`'s friends.
-    pub fn add_friend(&mut self, player: PlayerId, friend: PlayerId, now: Duration) -> Result<WriteReceipt, SyncError> {
+    pub fn add_friend(
+        &mut self,
+        player: PlayerId,
+        friend: PlayerId,
+        now: Duration,
+    ) -> Result<WriteReceipt, SyncError> {
         self.write(Key::Friends(player), WriteOp::SetAdd(friend.get()), now)
     }
 
@@ -773,13 +795,21 @@ impl SyncNode {
     }
 
     /// Applies `op` to `key` locally and replicates it with the key class's strategy.
-    pub fn write(&mut self, key: Key, op: WriteOp, now: Duration) -> Result<WriteReceipt, SyncError> {
+    pub fn write(
+        &mut self,
+        key: Key,
+        op: WriteOp,
+        now: Duration,
+    ) -> Result<WriteReceipt, SyncError> {
         let stamp = self.hlc.now(ms(now));
         let actor = self.actor;
         let current = self.get(&key);
         let delta = match (&key, op) {
             (Key::Score(mode, _), WriteOp::Score(v)) => {
-                let op = self.boards.operator(*mode).ok_or(SyncError::UnknownMode(*mode))?;
+                let op = self
+                    .boards
+                    .operator(*mode)
+                    .ok_or(SyncError::UnknownMode(*mode))?;
                 let cur = match current {
                     Some(Value::Score(c)) if c.fits(op) => Some(c),
                     Some(_) => return Err(SyncError::TypeMismatch(key)),
@@ -874,7 +904,13 @@ impl SyncNode {
         if self.strong.contains_key(&id) {
             for i in 0..self.peers.len() {
                 let to = self.peers[i].region;
-                self.send(to, Body::Strong { id, entries: entries.clone() });
+                self.send(
+                    to,
+                    Body::Strong {
+                        id,
+                        entries: entries.clone(),
+                    },
+                );
             }
         }
         Ok(WriteReceipt::Pending(id))
@@ -910,7 +946,10 @@ impl SyncNode {
         if self.strong.contains_key(&id) {
             return StrongStatus::Pending;
         }
-        self.strong_done.get(&id).cloned().unwrap_or(StrongStatus::Unknown)
+        self.strong_done
+            .get(&id)
+            .cloned()
+            .unwrap_or(StrongStatus::Unknown)
     }
 
     /// Regions needed for a majority (this one included).
@@ -920,7 +959,9 @@ impl SyncNode {
 
     fn check_strong(&mut self, id: StrongId) {
         let need = self.majority();
-        let Some(p) = self.strong.get(&id) else { return };
+        let Some(p) = self.strong.get(&id) else {
+            return;
+        };
         if p.acks.len() + 1 >= need {
             self.strong.remove(&id);
             self.finish_strong(id, StrongStatus::Committed);
@@ -963,7 +1004,9 @@ impl SyncNode {
         };
         if changed {
             self.dirty.insert(key);
-            if let (Key::Score(mode, player), Some(Value::Score(cell))) = (key, self.buckets[b].get(&key)) {
+            if let (Key::Score(mode, player), Some(Value::Score(cell))) =
+                (key, self.buckets[b].get(&key))
+            {
                 let op = match cell {
                     ScoreCell::Best(_) => ScoreOperator::Best,
                     ScoreCell::Set(_) => ScoreOperator::Set,
@@ -980,7 +1023,9 @@ impl SyncNode {
         let mut buf = Vec::new();
         for key in std::mem::take(&mut self.dirty) {
             let b = bucket_of(&key);
-            let Some(v) = self.buckets[b].get(&key) else { continue };
+            let Some(v) = self.buckets[b].get(&key) else {
+                continue;
+            };
             buf.clear();
             let ok = postcard::to_io(&(key, v), &mut buf).is_ok();
             let h = if ok { fnv(&buf) } else { 0 };
@@ -1012,7 +1057,12 @@ impl SyncNode {
 
     fn send(&mut self, to: RegionId, body: Body) {
         let is_delta = matches!(body, Body::Deltas { .. });
-        let msg = Message { from: self.cfg.region, incarnation: self.actor.incarnation, stamp: self.hlc.last(), body };
+        let msg = Message {
+            from: self.cfg.region,
+            incarnation: self.actor.incarnation,
+            stamp: self.hlc.last(),
+            body,
+        };
         let mut payload = Vec::new();
         if msg::encode(&msg, &mut payload).is_err() || payload.len() > self.cfg.max_message_bytes {
             self.stats.oversized_entries += 1;
@@ -1035,9 +1085,18 @@ impl SyncNode {
             Ok(m) => m,
             Err(e) => {
                 let (field, name) = match e {
-                    DecodeError::Oversized { .. } => (&mut self.stats.oversized_dropped, "pvp_global_sync_oversized_dropped"),
-                    DecodeError::Version(_) => (&mut self.stats.version_dropped, "pvp_global_sync_version_dropped"),
-                    DecodeError::Malformed => (&mut self.stats.malformed_dropped, "pvp_global_sync_malformed_dropped"),
+                    DecodeError::Oversized { .. } => (
+                        &mut self.stats.oversized_dropped,
+                        "pvp_global_sync_oversized_dropped",
+                    ),
+                    DecodeError::Version(_) => (
+                        &mut self.stats.version_dropped,
+                        "pvp_global_sync_version_dropped",
+                    ),
+                    DecodeError::Malformed => (
+                        &mut self.stats.malformed_dropped,
+                        "pvp_global_sync_malformed_dropped",
+                    ),
                 };
                 *field += 1;
                 count(name, 1);
@@ -1049,7 +1108,9 @@ impl SyncNode {
             count("pvp_global_sync_unknown_peer_dropped", 1);
             return;
         };
-        if let Err(HlcError::TooFarInFuture { .. } | HlcError::LogicalOverflow) = self.check_clock(&msg, now) {
+        if let Err(HlcError::TooFarInFuture { .. } | HlcError::LogicalOverflow) =
+            self.check_clock(&msg, now)
+        {
             self.stats.clock_rejected += 1;
             count("pvp_global_sync_clock_rejected", 1);
             return;
@@ -1078,7 +1139,12 @@ impl SyncNode {
         self.stats.messages_received += 1;
         count("pvp_global_sync_messages_received", 1);
         match msg.body {
-            Body::Deltas { floor, first, last, entries } => {
+            Body::Deltas {
+                floor,
+                first,
+                last,
+                entries,
+            } => {
                 for (k, v) in &entries {
                     self.merge_entry(*k, v);
                 }
@@ -1088,7 +1154,13 @@ impl SyncNode {
                     peer.received_upto = peer.received_upto.max(last);
                 }
                 let upto = peer.received_upto;
-                self.send(from, Body::DeltaAck { incarnation: msg.incarnation, upto });
+                self.send(
+                    from,
+                    Body::DeltaAck {
+                        incarnation: msg.incarnation,
+                        upto,
+                    },
+                );
             }
             Body::DeltaAck { incarnation, upto } => {
                 if incarnation == self.actor.incarnation {
@@ -1104,10 +1176,11 @@ impl SyncNode {
             }
             Body::Digest { buckets } => {
                 let mine = self.digest();
-                let diff: Vec<u16> =
-                    (0..DIGEST_BUCKETS).filter(|&b| mine[b] != buckets[b]).map(|b| b as u16).collect();
+                let diff: Vec<u16> = (0..DIGEST_BUCKETS)
+                    .filter(|&b| mine[b] != buckets[b])
+                    .map(|b| b as u16)
+                    .collect();
                 if !diff.is_empty() {
-                    let diff: Vec<u16> = diff.into_iter().take(MAX_REPAIR_BUCKETS).collect();
                     self.send_buckets(from, &diff);
                     self.send(from, Body::RepairRequest { buckets: diff });
                 }
@@ -1125,7 +1198,13 @@ impl SyncNode {
                 for (k, v) in &entries {
                     self.merge_entry(*k, v);
                 }
-                self.send(from, Body::StrongAck { id, incarnation: msg.incarnation });
+                self.send(
+                    from,
+                    Body::StrongAck {
+                        id,
+                        incarnation: msg.incarnation,
+                    },
+                );
             }
             Body::StrongAck { id, incarnation } => {
                 if incarnation == self.actor.incarnation {
@@ -1142,7 +1221,9 @@ impl SyncNode {
         let now_ms = ms(now);
         self.hlc.check(msg.stamp, now_ms)?;
         let entries = match &msg.body {
-            Body::Deltas { entries, .. } | Body::Repair { entries } | Body::Strong { entries, .. } => entries,
+            Body::Deltas { entries, .. }
+            | Body::Repair { entries }
+            | Body::Strong { entries, .. } => entries,
             _ => return Ok(()),
         };
         for (_, v) in entries {
@@ -1158,8 +1239,13 @@ impl SyncNode {
         let mut batch: Vec<(Key, Value)> = Vec::new();
         let mut size = 0usize;
         let mut out: Vec<Vec<(Key, Value)>> = Vec::new();
-        for &b in buckets {
+        let mut total = 0usize;
+        'outer: for &b in buckets {
             for (k, v) in &self.buckets[usize::from(b)] {
+                if total >= MAX_REPAIR_ENTRIES {
+                    break 'outer;
+                }
+                total += 1;
                 let n = postcard::experimental::serialized_size(&(k, v)).unwrap_or(usize::MAX);
                 if n > budget {
                     self.stats.oversized_entries += 1;
@@ -1183,7 +1269,12 @@ impl SyncNode {
     }
 
     fn trim_log(&mut self) {
-        let min_acked = self.peers.iter().map(|p| p.acked).min().unwrap_or(self.next_seq - 1);
+        let min_acked = self
+            .peers
+            .iter()
+            .map(|p| p.acked)
+            .min()
+            .unwrap_or(self.next_seq - 1);
         while self.log.front().is_some_and(|(s, _, _)| *s <= min_acked) {
             self.log.pop_front();
         }
@@ -1216,7 +1307,12 @@ impl SyncNode {
                     p.needs_repair = false;
                     let to = p.region;
                     self.stats.digests_sent += 1;
-                    self.send(to, Body::Digest { buckets: digest.clone() });
+                    self.send(
+                        to,
+                        Body::Digest {
+                            buckets: digest.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -1230,8 +1326,13 @@ impl SyncNode {
                 failed.push((id, p.acks.len() + 1));
             } else if now >= p.next_retry {
                 p.next_retry = now + self.cfg.strong_retry;
-                let missing: Vec<RegionId> =
-                    self.cfg.peers.iter().filter(|r| !p.acks.contains(r)).copied().collect();
+                let missing: Vec<RegionId> = self
+                    .cfg
+                    .peers
+                    .iter()
+                    .filter(|r| !p.acks.contains(r))
+                    .copied()
+                    .collect();
                 retry.push((id, p.entries.clone(), missing));
             }
         }
@@ -1246,7 +1347,13 @@ impl SyncNode {
         }
         for (id, entries, missing) in retry {
             for to in missing {
-                self.send(to, Body::Strong { id, entries: entries.clone() });
+                self.send(
+                    to,
+                    Body::Strong {
+                        id,
+                        entries: entries.clone(),
+                    },
+                );
             }
         }
     }
@@ -1257,7 +1364,8 @@ impl SyncNode {
         let budget = self.cfg.max_message_bytes.saturating_sub(256);
         for pi in 0..self.peers.len() {
             let p = &mut self.peers[pi];
-            if p.acked < p.sent_upto && now.saturating_sub(p.window_at) >= self.cfg.retransmit_after {
+            if p.acked < p.sent_upto && now.saturating_sub(p.window_at) >= self.cfg.retransmit_after
+            {
                 p.sent_upto = p.acked;
                 p.window_at = now;
                 self.stats.retransmits += 1;
@@ -1307,7 +1415,15 @@ impl SyncNode {
                 let entries: Vec<(Key, Value)> = joined.into_iter().collect();
                 self.stats.delta_entries_sent += entries.len() as u64;
                 let first = self.peers[pi].sent_upto + 1;
-                self.send(to, Body::Deltas { floor: floor.min(first), first, last, entries });
+                self.send(
+                    to,
+                    Body::Deltas {
+                        floor: floor.min(first),
+                        first,
+                        last,
+                        entries,
+                    },
+                );
                 let p = &mut self.peers[pi];
                 p.sent_upto = last;
                 if self.cfg.full_state_shipping {

@@ -115,7 +115,10 @@ pub fn encoded_len(msg: &Message) -> usize {
 /// cannot leave a CRDT in a non-canonical shape.
 pub fn decode(bytes: &[u8], max: usize) -> Result<Message, DecodeError> {
     if bytes.len() > max {
-        return Err(DecodeError::Oversized { len: bytes.len(), max });
+        return Err(DecodeError::Oversized {
+            len: bytes.len(),
+            max,
+        });
     }
     match bytes.first() {
         Some(&PROTOCOL_VERSION) => {}
@@ -127,15 +130,24 @@ pub fn decode(bytes: &[u8], max: usize) -> Result<Message, DecodeError> {
         return Err(DecodeError::Malformed);
     }
     match &mut msg.body {
-        Body::Deltas { entries, floor, first, last } => {
+        Body::Deltas {
+            entries,
+            floor,
+            first,
+            last,
+        } => {
             if first > last || floor > first {
                 return Err(DecodeError::Malformed);
             }
             check_entries(entries)?;
         }
         Body::Repair { entries } | Body::Strong { entries, .. } => check_entries(entries)?,
-        Body::Digest { buckets } if buckets.len() != DIGEST_BUCKETS => return Err(DecodeError::Malformed),
-        Body::RepairRequest { buckets } if buckets.iter().any(|&b| usize::from(b) >= DIGEST_BUCKETS) => {
+        Body::Digest { buckets } if buckets.len() != DIGEST_BUCKETS => {
+            return Err(DecodeError::Malformed);
+        }
+        Body::RepairRequest { buckets }
+            if buckets.iter().any(|&b| usize::from(b) >= DIGEST_BUCKETS) =>
+        {
             return Err(DecodeError::Malformed);
         }
         _ => {}

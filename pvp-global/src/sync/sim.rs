@@ -47,7 +47,13 @@ pub struct LinkConfig {
 impl LinkConfig {
     /// A perfect link with one-way `latency`.
     pub const fn new(latency: Duration) -> Self {
-        Self { latency, jitter: Duration::ZERO, loss: 0.0, duplicate: 0.0, reorder: 0.0 }
+        Self {
+            latency,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+        }
     }
 
     /// Sets jitter.
@@ -157,7 +163,10 @@ impl SimNetwork {
 
     /// A transport endpoint for `region`.
     pub fn endpoint(&self, region: RegionId) -> SimEndpoint {
-        SimEndpoint { net: self.clone(), region }
+        SimEndpoint {
+            net: self.clone(),
+            region,
+        }
     }
 
     /// When the next in-flight datagram lands.
@@ -198,15 +207,19 @@ impl SimNetwork {
             let jitter = if cfg.jitter.is_zero() {
                 Duration::ZERO
             } else {
-                Duration::from_nanos(i.rng.random_range(0..=u64::try_from(cfg.jitter.as_nanos()).unwrap_or(u64::MAX)))
-            };
-            let hold = if i.rng.random_bool(cfg.reorder.clamp(0.0, 1.0)) {
                 Duration::from_nanos(
-                    i.rng.random_range(0..=u64::try_from(cfg.latency.as_nanos()).unwrap_or(u64::MAX)),
+                    i.rng
+                        .random_range(0..=u64::try_from(cfg.jitter.as_nanos()).unwrap_or(u64::MAX)),
                 )
-            } else {
-                Duration::ZERO
             };
+            let hold =
+                if i.rng.random_bool(cfg.reorder.clamp(0.0, 1.0)) {
+                    Duration::from_nanos(i.rng.random_range(
+                        0..=u64::try_from(cfg.latency.as_nanos()).unwrap_or(u64::MAX),
+                    ))
+                } else {
+                    Duration::ZERO
+                };
             let at = now + cfg.latency + jitter + hold;
             let seq = i.seq;
             i.seq += 1;
@@ -236,7 +249,9 @@ impl SimNetwork {
             if d.0 > now {
                 break;
             }
-            let Some(Reverse(d)) = i.queue.pop() else { break };
+            let Some(Reverse(d)) = i.queue.pop() else {
+                break;
+            };
             if d.2 == region {
                 found = Some(d);
                 break;
@@ -267,7 +282,163 @@ impl Transport for SimEndpoint {
         Ok(())
     }
 
-    fn recv(&mut self, now: Duration, buf: &mut Vec<u8>) -> Result<Option<RegionId>, TransportError> {
+    fn recv(
+        &mut self,
+        now: Duration,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<RegionId>, TransportError> {
         Ok(self.net.recv_for(now, self.region, buf))
+    }
+}
+
+/// Several regions' [`SyncNode`]s on one [`SimNetwork`], driven in virtual time: the harness
+/// shared by tests, simulations and the convergence benchmark. Deterministic for a given seed.
+#[derive(Debug)]
+pub struct SimCluster {
+    net: SimNetwork,
+    nodes: Vec<Option<super::SyncNode>>,
+    configs: Vec<super::SyncConfig>,
+    endpoints: Vec<SimEndpoint>,
+    now: Duration,
+    buf: Vec<u8>,
+}
+
+impl SimCluster {
+    /// Nodes for `regions` (full mesh), all links `link`, starting at time `start`. `configure`
+    /// adjusts each region's config.
+    pub fn new(
+        seed: u64,
+        regions: &[RegionId],
+        link: LinkConfig,
+        start: Duration,
+        configure: impl Fn(&mut super::SyncConfig),
+    ) -> Result<Self, super::ConfigError> {
+        let net = SimNetwork::new(seed, link);
+        let mut nodes = Vec::new();
+        let mut configs = Vec::new();
+        let mut endpoints = Vec::new();
+        for &r in regions {
+            let peers = regions.iter().copied().filter(|p| *p != r).collect();
+            let mut cfg = super::SyncConfig::new(r, peers)?;
+            configure(&mut cfg);
+            cfg.validate()?;
+            nodes.push(Some(super::SyncNode::new(cfg.clone(), start)));
+            configs.push(cfg);
+            endpoints.push(net.endpoint(r));
+        }
+        Ok(Self {
+            net,
+            nodes,
+            configs,
+            endpoints,
+            now: start,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The network (to set links, partition, heal).
+    pub const fn net(&self) -> &SimNetwork {
+        &self.net
+    }
+
+    /// Current virtual time.
+    pub const fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Number of regions.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no regions.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`, or `None` while it is crashed.
+    pub fn node(&self, i: usize) -> Option<&super::SyncNode> {
+        self.nodes.get(i).and_then(Option::as_ref)
+    }
+
+    /// Node `i`, mutably.
+    pub fn node_mut(&mut self, i: usize) -> Option<&mut super::SyncNode> {
+        self.nodes.get_mut(i).and_then(Option::as_mut)
+    }
+
+    /// Crashes node `i` (its state is gone; datagrams to it are dropped) and returns it.
+    pub fn crash(&mut self, i: usize) -> Option<super::SyncNode> {
+        self.nodes.get_mut(i).and_then(Option::take)
+    }
+
+    /// Starts node `i` again, from `snapshot` or, without one, recovering from its peers.
+    pub fn restart(&mut self, i: usize, snapshot: Option<super::Snapshot>) {
+        let Some(cfg) = self.configs.get(i).cloned() else {
+            return;
+        };
+        let node = match snapshot {
+            Some(s) => super::SyncNode::restore(cfg, s, self.now),
+            None => super::SyncNode::recover_from_peers(cfg, self.now),
+        };
+        self.nodes[i] = Some(node);
+    }
+
+    /// Advances virtual time to `t`, processing every delivery and timer on the way in order.
+    pub fn run_until(&mut self, t: Duration) {
+        let mut guard = 0u64;
+        while self.now < t && guard < 10_000_000 {
+            guard += 1;
+            let mut next = t;
+            if let Some(d) = self.net.next_delivery() {
+                next = next.min(d);
+            }
+            for n in self.nodes.iter().flatten() {
+                next = next.min(n.poll_timeout());
+            }
+            self.now = next.max(self.now);
+            self.process();
+            if self.now >= t {
+                break;
+            }
+        }
+        self.process();
+    }
+
+    /// Advances virtual time by `d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.run_until(t);
+    }
+
+    fn process(&mut self) {
+        let now = self.now;
+        // Deliveries first (possibly to crashed nodes: dropped), then timers, then sends.
+        for i in 0..self.nodes.len() {
+            while let Ok(Some(from)) = self.endpoints[i].recv(now, &mut self.buf) {
+                if let Some(n) = self.nodes[i].as_mut() {
+                    n.handle_datagram(from, &self.buf, now);
+                }
+            }
+        }
+        for i in 0..self.nodes.len() {
+            let Some(n) = self.nodes[i].as_mut() else {
+                continue;
+            };
+            if now >= n.poll_timeout() {
+                n.handle_timeout(now);
+            }
+            while let Some(tx) = n.poll_transmit() {
+                let _ = self.endpoints[i].send(now, tx.to, &tx.payload);
+            }
+        }
+    }
+
+    /// Whether every running node holds exactly the same keys and values.
+    pub fn converged(&self) -> bool {
+        let mut running = self.nodes.iter().flatten();
+        let Some(first) = running.next() else {
+            return true;
+        };
+        running.all(|n| n.len() == first.len() && n.iter().eq(first.iter()))
     }
 }

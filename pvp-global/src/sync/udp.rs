@@ -24,7 +24,13 @@ impl UdpTransport {
     pub fn bind(local: SocketAddr) -> Result<Self, TransportError> {
         let socket = UdpSocket::bind(local)?;
         socket.set_nonblocking(true)?;
-        Ok(Self { socket, peers: HashMap::new(), by_addr: HashMap::new(), buf: vec![0; 65_536], unknown_source: 0 })
+        Ok(Self {
+            socket,
+            peers: HashMap::new(),
+            by_addr: HashMap::new(),
+            buf: vec![0; 65_536],
+            unknown_source: 0,
+        })
     }
 
     /// The bound address.
@@ -57,7 +63,11 @@ impl Transport for UdpTransport {
         }
     }
 
-    fn recv(&mut self, _now: Duration, buf: &mut Vec<u8>) -> Result<Option<RegionId>, TransportError> {
+    fn recv(
+        &mut self,
+        _now: Duration,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<RegionId>, TransportError> {
         loop {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, src)) => {
@@ -88,7 +98,12 @@ impl Transport for UdpTransport {
         self.socket.set_nonblocking(true)?;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::ConnectionRefused) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::ConnectionRefused
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(e.into()),
