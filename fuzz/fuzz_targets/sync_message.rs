@@ -8,10 +8,16 @@ use pvp_global::sync::{SyncConfig, SyncNode, msg};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
-    let (Ok(kr), Ok(jp), Ok(sg)) = (RegionId::new("kr"), RegionId::new("jp"), RegionId::new("sg")) else {
+    let (Ok(kr), Ok(jp), Ok(sg)) = (
+        RegionId::new("kr"),
+        RegionId::new("jp"),
+        RegionId::new("sg"),
+    ) else {
         return;
     };
-    let Ok(cfg) = SyncConfig::new(kr, vec![jp, sg]) else { return };
+    let Ok(cfg) = SyncConfig::new(kr, vec![jp, sg]) else {
+        return;
+    };
     let max = cfg.max_message_bytes;
     let now = Duration::from_secs(1_700_000_000);
     let mut node = SyncNode::new(cfg, now);
@@ -29,7 +35,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let s = node.stats();
-    assert!(s.messages_received + s.malformed_dropped + s.oversized_dropped + s.version_dropped
-        + s.unknown_peer_dropped + s.clock_rejected + s.stale_dropped
-        <= data.len() as u64 + 1);
+    assert!(
+        s.messages_received
+            + s.malformed_dropped
+            + s.oversized_dropped
+            + s.version_dropped
+            + s.unknown_peer_dropped
+            + s.clock_rejected
+            + s.stale_dropped
+            <= data.len() as u64 + 1
+    );
 });
