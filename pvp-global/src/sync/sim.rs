@@ -291,7 +291,7 @@ impl Transport for SimEndpoint {
     }
 }
 
-/// Several regions' [`SyncNode`]s on one [`SimNetwork`], driven in virtual time: the harness
+/// Several regions' [`SyncNode`](super::SyncNode)s on one [`SimNetwork`], driven in virtual time: the harness
 /// shared by tests, simulations and the convergence benchmark. Deterministic for a given seed.
 #[derive(Debug)]
 pub struct SimCluster {
