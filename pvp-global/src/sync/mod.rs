@@ -987,22 +987,19 @@ impl SyncNode {
         }
     }
 
-    /// Joins `v` into the replica under `key`; returns whether the state changed.
-    fn merge_entry(&mut self, key: Key, v: &Value) -> bool {
+    /// Joins `v` into the replica under `key`.
+    fn merge_entry(&mut self, key: Key, v: &Value) {
         let b = bucket_of(&key);
-        let changed = match self.buckets[b].get_mut(&key) {
-            Some(cur) => {
-                let before = cur.clone();
-                cur.merge(v);
-                *cur != before
-            }
+        // Every merge counts as a change: detecting a no-op would need a copy of the value,
+        // and re-hashing / re-indexing an unchanged key is harmless.
+        match self.buckets[b].get_mut(&key) {
+            Some(cur) => cur.merge(v),
             None => {
                 self.buckets[b].insert(key, v.clone());
                 self.key_hashes.insert(key, 0);
-                true
             }
-        };
-        if changed {
+        }
+        {
             self.dirty.insert(key);
             if let (Key::Score(mode, player), Some(Value::Score(cell))) =
                 (key, self.buckets[b].get(&key))
@@ -1016,7 +1013,6 @@ impl SyncNode {
                 self.boards.index(mode, player, score, op);
             }
         }
-        changed
     }
 
     fn refresh_hashes(&mut self) {
