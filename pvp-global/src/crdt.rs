@@ -473,6 +473,13 @@ impl<E: Ord + Clone> OrSet<E> {
 
     /// Adds `e` as `actor`; returns the delta (the new dot, and the old dots it supersedes).
     pub fn add(&mut self, actor: Actor, e: E) -> Self {
+        let delta = self.add_delta(actor, e);
+        self.merge(&delta);
+        delta
+    }
+
+    /// The delta that adding `e` as `actor` would produce, without applying it.
+    pub fn add_delta(&self, actor: Actor, e: E) -> Self {
         let dot = self.ctx.next_dot(actor);
         let mut delta = Self::new();
         if let Some(old) = self.entries.get(&e) {
@@ -484,19 +491,24 @@ impl<E: Ord + Clone> OrSet<E> {
         delta.ctx.compact();
         delta.index.insert(dot, e.clone());
         delta.entries.insert(e, BTreeSet::from([dot]));
-        self.merge(&delta);
         delta
     }
 
     /// Removes `e`; returns the delta, or `None` when `e` was not in the set.
     pub fn remove(&mut self, e: &E) -> Option<Self> {
+        let delta = self.remove_delta(e)?;
+        self.merge(&delta);
+        Some(delta)
+    }
+
+    /// The delta that removing `e` would produce (`None` if absent), without applying it.
+    pub fn remove_delta(&self, e: &E) -> Option<Self> {
         let dots = self.entries.get(e)?;
         let mut delta = Self::new();
         for d in dots {
             delta.ctx.insert(*d);
         }
         delta.ctx.compact();
-        self.merge(&delta);
         Some(delta)
     }
 

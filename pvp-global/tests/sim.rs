@@ -571,3 +571,35 @@ fn eventual_writes_converge_within_a_second_at_one_percent_loss() {
     // And not trivially: the farthest pair is 70 ms RTT apart.
     assert!(lags[lags.len() / 2] >= ms(35));
 }
+
+#[test]
+fn concurrent_adds_past_the_write_limit_still_replicate() {
+    let [kr, jp, sg] = regions();
+    let mut c = SimCluster::new(8, &regions(), LinkConfig::new(ms(20)), T0, |_| {}).unwrap();
+    c.net().partition(kr, jp);
+    c.net().partition(kr, sg);
+    let p = PlayerId::new(1);
+    let half = pvp_global::sync::MAX_SET_LEN as u64 - 10;
+    for f in 0..half {
+        let now = c.now();
+        c.node_mut(KR)
+            .unwrap()
+            .add_friend(p, PlayerId::new(f), now)
+            .unwrap();
+        c.node_mut(JP)
+            .unwrap()
+            .add_friend(p, PlayerId::new(100_000 + f), now)
+            .unwrap();
+    }
+    c.run_for(ms(500));
+    c.net().heal();
+    c.run_for(ms(3000));
+    assert!(c.converged());
+    assert_eq!(c.node(SG).unwrap().friends(p).len() as u64, 2 * half);
+    // A local write past the limit is refused with a typed error.
+    let now = c.now();
+    assert_eq!(
+        c.node_mut(SG).unwrap().add_friend(p, PlayerId::new(999_999), now),
+        Err(SyncError::TooLarge(Key::Friends(p)))
+    );
+}
