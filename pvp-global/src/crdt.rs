@@ -350,9 +350,18 @@ impl CausalContext {
             }
         }
         for d in &other.cloud {
-            self.cloud.insert(*d);
+            // The common case (the next event of an actor) extends the prefix in place.
+            let e = self.vv.entry(d.actor).or_insert(0);
+            if d.seq == e.saturating_add(1) {
+                *e = d.seq;
+            } else if d.seq > *e {
+                self.cloud.insert(*d);
+            }
         }
-        self.compact();
+        self.vv.retain(|_, s| *s > 0);
+        if !self.cloud.is_empty() {
+            self.compact();
+        }
     }
 
     fn compact(&mut self) {

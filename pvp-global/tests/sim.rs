@@ -389,7 +389,7 @@ fn restart_from_snapshot_loses_at_most_the_snapshot_interval() {
             .unwrap();
         written.push((now, i));
         if now >= next_snap {
-            store.save(&c.node(KR).unwrap().snapshot()).unwrap();
+            store.save_node(c.node(KR).unwrap()).unwrap();
             next_snap = now + interval;
         }
     }
@@ -433,6 +433,13 @@ fn corrupt_snapshot_is_detected_and_region_recovers_from_peers() {
     write_load(&mut c, &mut exp, T0, T0 + ms(800), 4);
     c.run_for(ms(1500));
     store.save(&c.node(KR).unwrap().snapshot()).unwrap();
+    let copied = std::fs::read(store.path()).unwrap();
+    store.save_node(c.node(KR).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read(store.path()).unwrap(),
+        copied,
+        "save_node writes what save(snapshot()) does"
+    );
     c.crash(KR);
     // Tear the file: flip one byte in the middle, then truncate another copy.
     let path = store.path();
@@ -599,7 +606,9 @@ fn concurrent_adds_past_the_write_limit_still_replicate() {
     // A local write past the limit is refused with a typed error.
     let now = c.now();
     assert_eq!(
-        c.node_mut(SG).unwrap().add_friend(p, PlayerId::new(999_999), now),
+        c.node_mut(SG)
+            .unwrap()
+            .add_friend(p, PlayerId::new(999_999), now),
         Err(SyncError::TooLarge(Key::Friends(p)))
     );
 }

@@ -84,7 +84,7 @@ impl<T: Transport> SyncDriver<T> {
         if let Some((store, interval, next)) = &mut self.snapshots {
             if now >= *next {
                 *next = now + *interval;
-                store.save(&self.node.snapshot())?;
+                store.save_node(&self.node)?;
             }
         }
         Ok(())

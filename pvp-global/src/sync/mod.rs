@@ -689,6 +689,11 @@ impl SyncNode {
         &self.cfg
     }
 
+    /// The latest HLC stamp this node issued or observed.
+    pub const fn hlc_last(&self) -> HlcStamp {
+        self.hlc.last()
+    }
+
     /// Counters.
     pub const fn stats(&self) -> SyncStats {
         self.stats

@@ -11,10 +11,11 @@
 //! region's own writes at a crash to that interval, minus what already reached a peer (peers
 //! send it back through anti-entropy).
 
-use super::{Key, Value};
+use super::{Key, SyncNode, Value};
 use crate::leaderboard::{GameMode, ScoreOperator};
 use pvp_core::RegionId;
 use pvp_core::hlc::HlcStamp;
+use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -80,11 +81,23 @@ impl SnapshotStore {
     /// Writes `snap` durably and atomically; returns the bytes written.
     pub fn save(&self, snap: &Snapshot) -> Result<usize, SnapshotError> {
         let payload = postcard::to_stdvec(snap).map_err(|_| SnapshotError::Encode)?;
+        self.write_payload(&payload)
+    }
+
+    /// Snapshots `node` straight from its state (no intermediate copy, unlike
+    /// `save(&node.snapshot())`); same file format. Returns the bytes written.
+    pub fn save_node(&self, node: &SyncNode) -> Result<usize, SnapshotError> {
+        let view = SnapshotView { node };
+        let payload = postcard::to_stdvec(&view).map_err(|_| SnapshotError::Encode)?;
+        self.write_payload(&payload)
+    }
+
+    fn write_payload(&self, payload: &[u8]) -> Result<usize, SnapshotError> {
         let mut bytes = Vec::with_capacity(HEADER + payload.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
         let tmp = self.dir.join(format!("{}.snap.tmp", self.region));
         {
             let mut f = File::create(&tmp)?;
@@ -131,4 +144,35 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         return Err(SnapshotError::Corrupt("checksum mismatch"));
     }
     postcard::from_bytes(payload).map_err(|_| SnapshotError::Corrupt("undecodable payload"))
+}
+
+/// Serializes a node exactly like its [`Snapshot`], borrowing instead of copying.
+struct SnapshotView<'a> {
+    node: &'a SyncNode,
+}
+
+struct EntriesView<'a>(&'a SyncNode);
+
+impl Serialize for EntriesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for e in self.0.iter() {
+            seq.serialize_element(&e)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for SnapshotView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.node;
+        let modes: Vec<(GameMode, ScoreOperator)> = n.leaderboards().modes().collect();
+        let mut st = s.serialize_struct("Snapshot", 5)?;
+        st.serialize_field("region", &n.region())?;
+        st.serialize_field("incarnation", &n.actor().incarnation)?;
+        st.serialize_field("hlc_last", &n.hlc_last())?;
+        st.serialize_field("modes", &modes)?;
+        st.serialize_field("entries", &EntriesView(n))?;
+        st.end()
+    }
 }
