@@ -457,7 +457,15 @@ impl Leaderboard {
 /// Leaderboards of every game mode, with the operator each mode uses.
 #[derive(Debug, Clone, Default)]
 pub struct GlobalLeaderboard {
-    modes: BTreeMap<GameMode, (ScoreOperator, Leaderboard)>,
+    modes: BTreeMap<GameMode, ModeBoard>,
+}
+
+#[derive(Debug, Clone)]
+struct ModeBoard {
+    op: ScoreOperator,
+    /// `false` while the operator is only guessed from scores that came from peers.
+    declared: bool,
+    board: Leaderboard,
 }
 
 impl GlobalLeaderboard {
@@ -466,13 +474,26 @@ impl GlobalLeaderboard {
         Self::default()
     }
 
-    /// Declares `mode` with `op`; returns `false` (and changes nothing) if it already exists
-    /// with another operator.
+    /// Declares `mode` with `op`; returns `false` (and changes nothing) if it was already
+    /// declared with another operator. A mode first seen in scores from peers takes the
+    /// declared operator.
     pub fn define(&mut self, mode: GameMode, op: ScoreOperator) -> bool {
-        match self.modes.get(&mode) {
-            Some((existing, _)) => *existing == op,
+        match self.modes.get_mut(&mode) {
+            Some(m) if m.declared => m.op == op,
+            Some(m) => {
+                m.op = op;
+                m.declared = true;
+                true
+            }
             None => {
-                self.modes.insert(mode, (op, Leaderboard::new()));
+                self.modes.insert(
+                    mode,
+                    ModeBoard {
+                        op,
+                        declared: true,
+                        board: Leaderboard::new(),
+                    },
+                );
                 true
             }
         }
@@ -480,15 +501,16 @@ impl GlobalLeaderboard {
 
     /// The operator of `mode`.
     pub fn operator(&self, mode: GameMode) -> Option<ScoreOperator> {
-        self.modes.get(&mode).map(|(op, _)| *op)
+        self.modes.get(&mode).map(|m| m.op)
     }
 
     /// The board of `mode`.
     pub fn mode(&self, mode: GameMode) -> Option<&Leaderboard> {
-        self.modes.get(&mode).map(|(_, b)| b)
+        self.modes.get(&mode).map(|m| &m.board)
     }
 
-    /// Updates `player`'s score in `mode`, creating an index for a mode seen only from peers.
+    /// Updates `player`'s score in `mode`, creating an index for a mode seen only from peers
+    /// (its operator guessed from the score's CRDT until declared).
     pub(crate) fn index(
         &mut self,
         mode: GameMode,
@@ -496,16 +518,20 @@ impl GlobalLeaderboard {
         score: i64,
         op: ScoreOperator,
     ) {
-        let entry = self
-            .modes
-            .entry(mode)
-            .or_insert_with(|| (op, Leaderboard::new()));
-        entry.1.update(player, score);
+        let entry = self.modes.entry(mode).or_insert_with(|| ModeBoard {
+            op,
+            declared: false,
+            board: Leaderboard::new(),
+        });
+        entry.board.update(player, score);
     }
 
-    /// Modes in order.
+    /// Declared modes and their operators, in order.
     pub fn modes(&self) -> impl Iterator<Item = (GameMode, ScoreOperator)> + '_ {
-        self.modes.iter().map(|(m, (op, _))| (*m, *op))
+        self.modes
+            .iter()
+            .filter(|(_, m)| m.declared)
+            .map(|(mode, m)| (*mode, m.op))
     }
 }
 
@@ -513,6 +539,19 @@ impl GlobalLeaderboard {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_declared_operator_replaces_a_guess() {
+        let mut g = GlobalLeaderboard::new();
+        g.index(GameMode(4), PlayerId::new(1), -3, ScoreOperator::Incr);
+        assert!(g.define(GameMode(4), ScoreOperator::Decr));
+        assert_eq!(g.operator(GameMode(4)), Some(ScoreOperator::Decr));
+        assert!(!g.define(GameMode(4), ScoreOperator::Best));
+        assert_eq!(
+            g.mode(GameMode(4)).and_then(|b| b.score(PlayerId::new(1))),
+            Some(-3)
+        );
+    }
 
     #[test]
     fn key_round_trip() {

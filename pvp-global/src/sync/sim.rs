@@ -156,6 +156,27 @@ impl SimNetwork {
         i.cut.insert((b, a));
     }
 
+    /// Cuts every link of `region` to the `others`.
+    pub fn isolate(&self, region: RegionId, others: &[RegionId]) {
+        for o in others {
+            if *o != region {
+                self.partition(region, *o);
+            }
+        }
+    }
+
+    /// Heals the link `a`–`b` (both ways).
+    pub fn heal_link(&self, a: RegionId, b: RegionId) {
+        let mut i = self.inner.borrow_mut();
+        i.cut.remove(&(a, b));
+        i.cut.remove(&(b, a));
+    }
+
+    /// Whether the link `a` → `b` is cut.
+    pub fn is_cut(&self, a: RegionId, b: RegionId) -> bool {
+        self.inner.borrow().cut.contains(&(a, b))
+    }
+
     /// Heals every cut link.
     pub fn heal(&self) {
         self.inner.borrow_mut().cut.clear();

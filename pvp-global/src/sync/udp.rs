@@ -57,8 +57,16 @@ impl Transport for UdpTransport {
         let addr = *self.peers.get(&to).ok_or(TransportError::UnknownPeer(to))?;
         match self.socket.send_to(payload, addr) {
             Ok(_) => Ok(()),
-            // A full socket buffer is a lost datagram; the protocol retransmits.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+            // A full socket buffer, or an ICMP error left by an earlier datagram to a peer that is
+            // down, is a lost datagram; the protocol retransmits.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::ConnectionRefused | ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }
