@@ -508,6 +508,10 @@ pub struct SyncStats {
     pub strong_committed: u64,
     /// STRONG writes failed.
     pub strong_failed: u64,
+    /// Datagrams dropped because the outbox was full (the driver is not draining it).
+    pub outbox_dropped: u64,
+    /// Events dropped because nobody polled them.
+    pub events_dropped: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -538,6 +542,12 @@ struct PendingStrong {
 }
 
 const MAX_STRONG_HISTORY: usize = 4096;
+/// Events kept for [`SyncNode::poll_event`]; older ones are dropped (their outcome stays
+/// readable through [`SyncNode::strong_status`] for [`MAX_STRONG_HISTORY`] writes).
+const MAX_EVENTS: usize = 4096;
+/// Datagrams queued for [`SyncNode::poll_transmit`]; past it new ones are dropped and counted
+/// (the protocol retransmits what matters).
+const MAX_OUTBOX: usize = 65_536;
 const MAX_BATCHES_PER_TICK: usize = 32;
 /// Most key states sent in answer to one digest or repair request (bounds a burst).
 const MAX_REPAIR_ENTRIES: usize = 20_000;
@@ -971,8 +981,16 @@ impl SyncNode {
             self.finish_strong(id, StrongStatus::Committed);
             self.stats.strong_committed += 1;
             count("pvp_global_sync_strong_committed", 1);
-            self.events.push_back(SyncEvent::StrongCommitted { id });
+            self.push_event(SyncEvent::StrongCommitted { id });
         }
+    }
+
+    fn push_event(&mut self, ev: SyncEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(ev);
     }
 
     fn finish_strong(&mut self, id: StrongId, status: StrongStatus) {
@@ -1066,6 +1084,11 @@ impl SyncNode {
         let mut payload = Vec::new();
         if msg::encode(&msg, &mut payload).is_err() || payload.len() > self.cfg.max_message_bytes {
             self.stats.oversized_entries += 1;
+            return;
+        }
+        if self.outbox.len() >= MAX_OUTBOX {
+            self.stats.outbox_dropped += 1;
+            count("pvp_global_sync_outbox_dropped", 1);
             return;
         }
         self.stats.messages_sent += 1;
@@ -1344,7 +1367,7 @@ impl SyncNode {
             self.finish_strong(id, StrongStatus::Failed(error.clone()));
             self.stats.strong_failed += 1;
             count("pvp_global_sync_strong_failed", 1);
-            self.events.push_back(SyncEvent::StrongFailed { id, error });
+            self.push_event(SyncEvent::StrongFailed { id, error });
         }
         for (id, entries, missing) in retry {
             for to in missing {
