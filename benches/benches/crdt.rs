@@ -7,9 +7,7 @@ use crdts::{CmRDT, CvRDT};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pvp_core::hlc::HlcStamp;
 use pvp_core::{PlayerId, RegionId};
-use pvp_global::crdt::{
-    Actor, Crdt, GCounter, LwwRegister, OrSet, PnCounter, Profile, ProfileField, Scalar,
-};
+use pvp_global::crdt::{Actor, Crdt, GCounter, LwwRegister, OrSet, PnCounter, Profile, ProfileField, Scalar};
 use pvp_global::leaderboard::Leaderboard;
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -24,10 +22,7 @@ fn actors() -> [Actor; 3] {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -129,25 +124,12 @@ fn merges(c: &mut Criterion) {
         .map(|i| {
             (
                 rng.next() as i64,
-                HlcStamp::new(
-                    1_000 + i / 2,
-                    (rng.next() % 3) as u32,
-                    regions[(i % 3) as usize],
-                ),
+                HlcStamp::new(1_000 + i / 2, (rng.next() % 3) as u32, regions[(i % 3) as usize]),
             )
         })
         .collect();
-    let ours_l: Vec<_> = stamps
-        .iter()
-        .map(|(v, s)| LwwRegister::new(*v, *s))
-        .collect();
-    let theirs_l: Vec<_> = stamps
-        .iter()
-        .map(|(v, s)| crdts::LWWReg {
-            val: *v,
-            marker: *s,
-        })
-        .collect();
+    let ours_l: Vec<_> = stamps.iter().map(|(v, s)| LwwRegister::new(*v, *s)).collect();
+    let theirs_l: Vec<_> = stamps.iter().map(|(v, s)| crdts::LWWReg { val: *v, marker: *s }).collect();
     let mut g = c.benchmark_group("crdt_merge/lww_register");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("pvp_global", |b| {
@@ -159,10 +141,7 @@ fn merges(c: &mut Criterion) {
         })
     });
     g.bench_function("crdts", |b| {
-        let mut acc = crdts::LWWReg {
-            val: 0i64,
-            marker: HlcStamp::new(0, 0, regions[0]),
-        };
+        let mut acc = crdts::LWWReg { val: 0i64, marker: HlcStamp::new(0, 0, regions[0]) };
         b.iter(|| {
             for s in &theirs_l {
                 acc.merge(black_box(s.clone()));
@@ -244,17 +223,11 @@ fn print_delta_sizes() {
     let mut p = Profile::new();
     let st = HlcStamp::new(1_700_000_000_000, 0, a[0].region);
     for f in 0..10 {
-        p.apply(
-            format!("field{f}"),
-            ProfileField::Register(LwwRegister::new(Scalar::Int(f), st)),
-        );
+        p.apply(format!("field{f}"), ProfileField::Register(LwwRegister::new(Scalar::Int(f), st)));
     }
     for f in 0..5 {
         let mut c = PnCounter::new();
-        p.apply(
-            format!("count{f}"),
-            ProfileField::Counter(c.add(a[f % 3], 50)),
-        );
+        p.apply(format!("count{f}"), ProfileField::Counter(c.add(a[f % 3], 50)));
     }
     let mut c = PnCounter::new();
     c.add(a[0], 50);
@@ -262,15 +235,9 @@ fn print_delta_sizes() {
     rows.push(("profile, 15 fields, wins += 1", enc(&d), enc(&p)));
 
     println!("\nbytes per delta vs full state (postcard):");
-    println!(
-        "{:<40} {:>8} {:>8} {:>7}",
-        "object / write", "delta", "full", "ratio"
-    );
+    println!("{:<40} {:>8} {:>8} {:>7}", "object / write", "delta", "full", "ratio");
     for (name, d, f) in rows {
-        println!(
-            "{name:<40} {d:>8} {f:>8} {:>6.1}x",
-            f as f64 / d.max(1) as f64
-        );
+        println!("{name:<40} {d:>8} {f:>8} {:>6.1}x", f as f64 / d.max(1) as f64);
     }
 }
 
@@ -288,9 +255,7 @@ mod erased {
 fn leaderboard(c: &mut Criterion) {
     const PLAYERS: u64 = 1_000_000;
     let mut rng = Lcg(7);
-    let scores: Vec<i64> = (0..PLAYERS)
-        .map(|_| (rng.next() % 100_000) as i64)
-        .collect();
+    let scores: Vec<i64> = (0..PLAYERS).map(|_| (rng.next() % 100_000) as i64).collect();
     let mut ours = Leaderboard::with_capacity(PLAYERS as usize);
     let mut peer: BTreeSet<(std::cmp::Reverse<i64>, u64)> = BTreeSet::new();
     let mut peer_scores = vec![0i64; PLAYERS as usize];
@@ -330,9 +295,7 @@ fn leaderboard(c: &mut Criterion) {
             peer.range(..key).count() + 1
         })
     });
-    g.bench_function(BenchmarkId::new("top100", "pvp_global_treap"), |b| {
-        b.iter(|| ours.top(100))
-    });
+    g.bench_function(BenchmarkId::new("top100", "pvp_global_treap"), |b| b.iter(|| ours.top(100)));
     g.bench_function(BenchmarkId::new("around_10_10", "pvp_global_treap"), |b| {
         let mut r = Lcg(17);
         b.iter(|| ours.around(PlayerId::new(r.next() % PLAYERS), 10, 10))

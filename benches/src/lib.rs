@@ -14,8 +14,6 @@ pub fn quick_criterion() -> criterion::Criterion {
     if std::env::var_os("PVP_BENCH_LONG").is_some() {
         c
     } else {
-        c.warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2))
-            .sample_size(20)
+        c.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20)
     }
 }

@@ -8,11 +8,7 @@ use pvp_global::sync::{SyncConfig, SyncNode, msg};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
-    let (Ok(kr), Ok(jp), Ok(sg)) = (
-        RegionId::new("kr"),
-        RegionId::new("jp"),
-        RegionId::new("sg"),
-    ) else {
+    let (Ok(kr), Ok(jp), Ok(sg)) = (RegionId::new("kr"), RegionId::new("jp"), RegionId::new("sg")) else {
         return;
     };
     let Ok(cfg) = SyncConfig::new(kr, vec![jp, sg]) else {

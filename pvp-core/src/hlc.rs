@@ -48,11 +48,7 @@ pub struct HlcStamp {
 impl HlcStamp {
     /// A stamp at `wall_ms` with a zero counter.
     pub const fn new(wall_ms: u64, logical: u32, region: RegionId) -> Self {
-        Self {
-            wall_ms,
-            logical,
-            region,
-        }
+        Self { wall_ms, logical, region }
     }
 }
 
@@ -81,9 +77,7 @@ impl fmt::Debug for HlcStamp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HlcError {
     /// The stamp is further ahead of the local wall clock than the allowed drift.
-    #[error(
-        "stamp {stamp_ms} ms is {ahead_ms} ms ahead of local time; at most {max_drift_ms} allowed"
-    )]
+    #[error("stamp {stamp_ms} ms is {ahead_ms} ms ahead of local time; at most {max_drift_ms} allowed")]
     TooFarInFuture {
         /// Wall part of the refused stamp.
         stamp_ms: u64,
@@ -108,21 +102,13 @@ pub struct Hlc {
 impl Hlc {
     /// A clock for `region` that refuses incoming stamps more than `max_drift_ms` ahead.
     pub const fn new(region: RegionId, max_drift_ms: u64) -> Self {
-        Self {
-            region,
-            last: HlcStamp::new(0, 0, region),
-            max_drift_ms,
-        }
+        Self { region, last: HlcStamp::new(0, 0, region), max_drift_ms }
     }
 
     /// A clock that continues after `last` (e.g. restored from a snapshot), so it never issues a
     /// stamp at or below one it issued before.
     pub fn resume(region: RegionId, max_drift_ms: u64, last: HlcStamp) -> Self {
-        Self {
-            region,
-            last: HlcStamp::new(last.wall_ms, last.logical, region),
-            max_drift_ms,
-        }
+        Self { region, last: HlcStamp::new(last.wall_ms, last.logical, region), max_drift_ms }
     }
 
     /// The region this clock stamps for.

@@ -29,10 +29,8 @@ fn run(seed: u64, loss: f64, full_state: bool) -> Report {
         .loss(loss)
         .duplicate(0.01);
     let t0 = Duration::from_secs(1_700_000_000);
-    let mut c = SimCluster::new(seed, &[kr, jp, sg], link, t0, |cfg| {
-        cfg.full_state_shipping = full_state
-    })
-    .expect("valid config");
+    let mut c = SimCluster::new(seed, &[kr, jp, sg], link, t0, |cfg| cfg.full_state_shipping = full_state)
+        .expect("valid config");
     c.net().set_rtt(kr, jp, Duration::from_millis(30));
     c.net().set_rtt(kr, sg, Duration::from_millis(70));
     c.net().set_rtt(jp, sg, Duration::from_millis(70));
@@ -42,8 +40,7 @@ fn run(seed: u64, loss: f64, full_state: bool) -> Report {
         for f in 0..PREFILL {
             let now = c.now();
             let node = c.node_mut((f % 3) as usize).expect("running");
-            node.add_friend(PlayerId::new(p), PlayerId::new(1_000_000 + f), now)
-                .expect("write");
+            node.add_friend(PlayerId::new(p), PlayerId::new(1_000_000 + f), now).expect("write");
         }
         if p % 50 == 49 {
             c.run_for(Duration::from_millis(200));
@@ -62,9 +59,7 @@ fn run(seed: u64, loss: f64, full_state: bool) -> Report {
     let mut next_write = start;
     while c.now() < end {
         if c.now() >= next_write && c.now() < end_writes {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let player = PlayerId::new((rng >> 33) % PLAYERS);
             let friend = 2_000_000 + writes;
             let region = ((rng >> 20) % 3) as usize;
@@ -90,22 +85,14 @@ fn run(seed: u64, loss: f64, full_state: bool) -> Report {
             !everywhere
         });
     }
-    Report {
-        hist,
-        bytes: c.net().stats().bytes - bytes_before,
-        writes,
-        unconverged: pending.len() as u64,
-    }
+    Report { hist, bytes: c.net().stats().bytes - bytes_before, writes, unconverged: pending.len() as u64 }
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let seed = args.next().and_then(|s| s.parse().ok()).unwrap_or(42);
     let loss = args.next().and_then(|s| s.parse().ok()).unwrap_or(0.01);
-    println!(
-        "convergence across kr/jp/sg, loss {:.1}%, seed {seed}",
-        loss * 100.0
-    );
+    println!("convergence across kr/jp/sg, loss {:.1}%, seed {seed}", loss * 100.0);
     println!(
         "{:<22} {:>7} {:>7} {:>7} {:>7} {:>12} {:>11}",
         "strategy", "p50 ms", "p99 ms", "max ms", "writes", "bytes/write", "unconverged"

@@ -14,19 +14,12 @@ use std::time::{Duration, Instant};
 const MODE: GameMode = GameMode(1);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let regions = [
-        RegionId::new("kr")?,
-        RegionId::new("jp")?,
-        RegionId::new("sg")?,
-    ];
+    let regions = [RegionId::new("kr")?, RegionId::new("jp")?, RegionId::new("sg")?];
     let mut transports = Vec::new();
     for _ in &regions {
         transports.push(UdpTransport::bind("127.0.0.1:0".parse()?)?);
     }
-    let addrs: Vec<_> = transports
-        .iter()
-        .map(UdpTransport::local_addr)
-        .collect::<Result<_, _>>()?;
+    let addrs: Vec<_> = transports.iter().map(UdpTransport::local_addr).collect::<Result<_, _>>()?;
     for (i, t) in transports.iter_mut().enumerate() {
         for (j, r) in regions.iter().enumerate() {
             if i != j {
@@ -44,8 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             handles.push(s.spawn(move || -> Result<String, String> {
                 let cfg = SyncConfig::new(region, peers).map_err(|e| e.to_string())?;
                 let mut node = SyncNode::new(cfg, wall_now());
-                node.define_mode(MODE, ScoreOperator::Best)
-                    .map_err(|e| e.to_string())?;
+                node.define_mode(MODE, ScoreOperator::Best).map_err(|e| e.to_string())?;
                 let mut d = SyncDriver::new(node, t);
                 barrier.wait();
                 let started = Instant::now();
@@ -79,10 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .leaderboards()
                     .mode(MODE)
                     .map(|b| {
-                        b.top(3)
-                            .iter()
-                            .map(|e| format!("#{} p{}={}", e.rank, e.player, e.score))
-                            .collect()
+                        b.top(3).iter().map(|e| format!("#{} p{}={}", e.rank, e.player, e.score)).collect()
                     })
                     .unwrap_or_default();
                 Ok(format!(

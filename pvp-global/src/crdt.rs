@@ -58,10 +58,7 @@ pub struct Actor {
 impl Actor {
     /// An actor for `region` in `incarnation`.
     pub const fn new(region: RegionId, incarnation: u64) -> Self {
-        Self {
-            region,
-            incarnation,
-        }
+        Self { region, incarnation }
     }
 }
 
@@ -106,9 +103,7 @@ impl<T: Clone + Ord> Crdt for LwwRegister<T> {
     fn merge(&mut self, other: &Self) {
         match other.stamp.cmp(&self.stamp) {
             core::cmp::Ordering::Greater => self.clone_from(other),
-            core::cmp::Ordering::Equal if other.value > self.value => {
-                self.value.clone_from(&other.value)
-            }
+            core::cmp::Ordering::Equal if other.value > self.value => self.value.clone_from(&other.value),
             _ => {}
         }
     }
@@ -161,23 +156,17 @@ pub struct GCounter {
 impl GCounter {
     /// An empty counter (value 0).
     pub const fn new() -> Self {
-        Self {
-            entries: Vec::new(),
-        }
+        Self { entries: Vec::new() }
     }
 
     /// The sum of all actors' counts, saturating at `u64::MAX`.
     pub fn value(&self) -> u64 {
-        self.entries
-            .iter()
-            .fold(0u64, |acc, (_, v)| acc.saturating_add(*v))
+        self.entries.iter().fold(0u64, |acc, (_, v)| acc.saturating_add(*v))
     }
 
     /// The count contributed by `actor`.
     pub fn count_of(&self, actor: &Actor) -> u64 {
-        self.entries
-            .binary_search_by(|(a, _)| a.cmp(actor))
-            .map_or(0, |i| self.entries[i].1)
+        self.entries.binary_search_by(|(a, _)| a.cmp(actor)).map_or(0, |i| self.entries[i].1)
     }
 
     /// Adds `n` for `actor` (saturating) and returns the delta.
@@ -192,9 +181,7 @@ impl GCounter {
                 n
             }
         };
-        Self {
-            entries: vec![(actor, v)],
-        }
+        Self { entries: vec![(actor, v)] }
     }
 
     /// The actors that contributed and their counts, in actor order.
@@ -207,8 +194,7 @@ impl GCounter {
         if self.entries.windows(2).all(|w| w[0].0 < w[1].0) {
             return;
         }
-        self.entries
-            .sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         self.entries.dedup_by(|b, a| a.0 == b.0);
     }
 }
@@ -218,11 +204,7 @@ impl Crdt for GCounter {
     fn merge(&mut self, other: &Self) {
         // Fast path: same actors in the same order (the steady state between regions).
         if self.entries.len() == other.entries.len()
-            && self
-                .entries
-                .iter()
-                .zip(&other.entries)
-                .all(|(a, b)| a.0 == b.0)
+            && self.entries.iter().zip(&other.entries).all(|(a, b)| a.0 == b.0)
         {
             for (a, b) in self.entries.iter_mut().zip(&other.entries) {
                 if b.1 > a.1 {
@@ -254,10 +236,7 @@ pub struct PnCounter {
 impl PnCounter {
     /// An empty counter (value 0).
     pub const fn new() -> Self {
-        Self {
-            p: GCounter::new(),
-            n: GCounter::new(),
-        }
+        Self { p: GCounter::new(), n: GCounter::new() }
     }
 
     /// Increments minus decrements, clamped to the `i64` range.
@@ -322,18 +301,10 @@ impl CausalContext {
         let base = self.vv.get(&actor).copied().unwrap_or(0);
         let cloud_max = self
             .cloud
-            .range(
-                Dot { actor, seq: 0 }..=Dot {
-                    actor,
-                    seq: u64::MAX,
-                },
-            )
+            .range(Dot { actor, seq: 0 }..=Dot { actor, seq: u64::MAX })
             .next_back()
             .map_or(0, |d| d.seq);
-        Dot {
-            actor,
-            seq: base.max(cloud_max).saturating_add(1),
-        }
+        Dot { actor, seq: base.max(cloud_max).saturating_add(1) }
     }
 
     fn insert(&mut self, dot: Dot) {
@@ -389,10 +360,7 @@ impl CausalContext {
 /// `O(delta · log n)` instead of `O(n)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
-    bound(
-        serialize = "E: Serialize + Ord",
-        deserialize = "E: Deserialize<'de> + Ord + Clone"
-    ),
+    bound(serialize = "E: Serialize + Ord", deserialize = "E: Deserialize<'de> + Ord + Clone"),
     from = "OrSetRepr<E>"
 )]
 pub struct OrSet<E> {
@@ -412,11 +380,7 @@ struct OrSetRepr<E> {
 
 impl<E: Ord + Clone> From<OrSetRepr<E>> for OrSet<E> {
     fn from(r: OrSetRepr<E>) -> Self {
-        let mut s = Self {
-            entries: r.entries,
-            ctx: r.ctx,
-            index: BTreeMap::new(),
-        };
+        let mut s = Self { entries: r.entries, ctx: r.ctx, index: BTreeMap::new() };
         s.rebuild_index();
         s
     }
@@ -424,11 +388,7 @@ impl<E: Ord + Clone> From<OrSetRepr<E>> for OrSet<E> {
 
 impl<E: Ord> Default for OrSet<E> {
     fn default() -> Self {
-        Self {
-            entries: BTreeMap::new(),
-            ctx: CausalContext::default(),
-            index: BTreeMap::new(),
-        }
+        Self { entries: BTreeMap::new(), ctx: CausalContext::default(), index: BTreeMap::new() }
     }
 }
 
@@ -543,19 +503,9 @@ impl<E: Ord + Clone> Crdt for OrSet<E> {
         // Our dots that the other side has seen but no longer holds were removed there.
         let mut seen: Vec<Dot> = Vec::new();
         for (&actor, &upto) in &other.ctx.vv {
-            seen.extend(
-                self.index
-                    .range(Dot { actor, seq: 0 }..=Dot { actor, seq: upto })
-                    .map(|(d, _)| *d),
-            );
+            seen.extend(self.index.range(Dot { actor, seq: 0 }..=Dot { actor, seq: upto }).map(|(d, _)| *d));
         }
-        seen.extend(
-            other
-                .ctx
-                .cloud
-                .iter()
-                .filter(|d| self.index.contains_key(d)),
-        );
+        seen.extend(other.ctx.cloud.iter().filter(|d| self.index.contains_key(d)));
         for d in seen {
             let Some(e) = self.index.get(&d) else {
                 continue;
@@ -601,9 +551,7 @@ pub struct CrdtMap<K, V> {
 
 impl<K: Ord, V> Default for CrdtMap<K, V> {
     fn default() -> Self {
-        Self {
-            entries: BTreeMap::new(),
-        }
+        Self { entries: BTreeMap::new() }
     }
 }
 
@@ -783,9 +731,7 @@ mod tests {
     #[test]
     fn gcounter_normalize_dedups() {
         let kr = actor("kr", 1);
-        let mut g = GCounter {
-            entries: vec![(kr, 3), (kr, 5)],
-        };
+        let mut g = GCounter { entries: vec![(kr, 3), (kr, 5)] };
         g.normalize();
         assert_eq!(g.value(), 5);
     }

@@ -91,11 +91,7 @@ impl ScoreCell {
             (ScoreOperator::Best, _) => Self::Best(MaxRegister::new(value)),
             (ScoreOperator::Set, _) => Self::Set(LwwRegister::new(value, stamp)),
             (ScoreOperator::Incr | ScoreOperator::Decr, cur) => {
-                let signed = if op == ScoreOperator::Decr {
-                    value.saturating_neg()
-                } else {
-                    value
-                };
+                let signed = if op == ScoreOperator::Decr { value.saturating_neg() } else { value };
                 let mut c = match cur {
                     Some(Self::Counter(c)) => c.clone(),
                     _ => PnCounter::new(),
@@ -205,12 +201,7 @@ pub struct Leaderboard {
 impl Leaderboard {
     /// An empty leaderboard.
     pub fn new() -> Self {
-        Self {
-            nodes: Vec::new(),
-            free: Vec::new(),
-            root: NIL,
-            scores: HashMap::new(),
-        }
+        Self { nodes: Vec::new(), free: Vec::new(), root: NIL, scores: HashMap::new() }
     }
 
     /// An empty leaderboard with room for `players` without reallocating.
@@ -246,12 +237,7 @@ impl Leaderboard {
             if old == score {
                 return self.rank(player);
             }
-            self.root = Self::erase(
-                &mut self.nodes,
-                &mut self.free,
-                self.root,
-                sort_key(player, old),
-            );
+            self.root = Self::erase(&mut self.nodes, &mut self.free, self.root, sort_key(player, old));
         }
         let idx = match self.free.pop() {
             Some(i) => {
@@ -290,12 +276,7 @@ impl Leaderboard {
     /// Removes `player`; returns their last score.
     pub fn remove(&mut self, player: PlayerId) -> Option<i64> {
         let old = self.scores.remove(&player)?;
-        self.root = Self::erase(
-            &mut self.nodes,
-            &mut self.free,
-            self.root,
-            sort_key(player, old),
-        );
+        self.root = Self::erase(&mut self.nodes, &mut self.free, self.root, sort_key(player, old));
         Some(old)
     }
 
@@ -345,14 +326,7 @@ impl Leaderboard {
         out
     }
 
-    fn collect(
-        &self,
-        t: u32,
-        start: usize,
-        count: usize,
-        offset: usize,
-        out: &mut Vec<RankedEntry>,
-    ) {
+    fn collect(&self, t: u32, start: usize, count: usize, offset: usize, out: &mut Vec<RankedEntry>) {
         if t == NIL || out.len() >= count {
             return;
         }
@@ -364,11 +338,7 @@ impl Leaderboard {
         }
         if out.len() < count && my_pos >= start {
             let (player, score) = key_parts(n.key);
-            out.push(RankedEntry {
-                rank: my_pos as u64 + 1,
-                player,
-                score,
-            });
+            out.push(RankedEntry { rank: my_pos as u64 + 1, player, score });
         }
         if out.len() < count {
             self.collect(n.right, start, count, my_pos + 1, out);
@@ -377,11 +347,7 @@ impl Leaderboard {
 
     #[inline]
     fn size(&self, t: u32) -> u32 {
-        if t == NIL {
-            0
-        } else {
-            self.nodes[t as usize].size
-        }
+        if t == NIL { 0 } else { self.nodes[t as usize].size }
     }
 
     fn fix(nodes: &mut [Node], t: u32) {
@@ -486,14 +452,7 @@ impl GlobalLeaderboard {
                 true
             }
             None => {
-                self.modes.insert(
-                    mode,
-                    ModeBoard {
-                        op,
-                        declared: true,
-                        board: Leaderboard::new(),
-                    },
-                );
+                self.modes.insert(mode, ModeBoard { op, declared: true, board: Leaderboard::new() });
                 true
             }
         }
@@ -511,13 +470,7 @@ impl GlobalLeaderboard {
 
     /// Updates `player`'s score in `mode`, creating an index for a mode seen only from peers
     /// (its operator guessed from the score's CRDT until declared).
-    pub(crate) fn index(
-        &mut self,
-        mode: GameMode,
-        player: PlayerId,
-        score: i64,
-        op: ScoreOperator,
-    ) {
+    pub(crate) fn index(&mut self, mode: GameMode, player: PlayerId, score: i64, op: ScoreOperator) {
         let entry = self.modes.entry(mode).or_insert_with(|| ModeBoard {
             op,
             declared: false,
@@ -528,10 +481,7 @@ impl GlobalLeaderboard {
 
     /// Declared modes and their operators, in order.
     pub fn modes(&self) -> impl Iterator<Item = (GameMode, ScoreOperator)> + '_ {
-        self.modes
-            .iter()
-            .filter(|(_, m)| m.declared)
-            .map(|(mode, m)| (*mode, m.op))
+        self.modes.iter().filter(|(_, m)| m.declared).map(|(mode, m)| (*mode, m.op))
     }
 }
 
@@ -547,10 +497,7 @@ mod tests {
         assert!(g.define(GameMode(4), ScoreOperator::Decr));
         assert_eq!(g.operator(GameMode(4)), Some(ScoreOperator::Decr));
         assert!(!g.define(GameMode(4), ScoreOperator::Best));
-        assert_eq!(
-            g.mode(GameMode(4)).and_then(|b| b.score(PlayerId::new(1))),
-            Some(-3)
-        );
+        assert_eq!(g.mode(GameMode(4)).and_then(|b| b.score(PlayerId::new(1))), Some(-3));
     }
 
     #[test]

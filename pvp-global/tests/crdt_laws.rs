@@ -5,8 +5,7 @@ use proptest::prelude::*;
 use pvp_core::RegionId;
 use pvp_core::hlc::HlcStamp;
 use pvp_global::crdt::{
-    Actor, Crdt, GCounter, LwwRegister, MaxRegister, OrSet, PnCounter, Profile, ProfileField,
-    Scalar,
+    Actor, Crdt, GCounter, LwwRegister, MaxRegister, OrSet, PnCounter, Profile, ProfileField, Scalar,
 };
 use pvp_global::leaderboard::{ScoreCell, ScoreOperator};
 use std::fmt::Debug;
@@ -23,11 +22,7 @@ fn join<T: Crdt + Clone>(a: &T, b: &T) -> T {
     x
 }
 
-fn check_laws<T: Crdt + Clone + PartialEq + Debug>(
-    a: &T,
-    b: &T,
-    c: &T,
-) -> Result<(), TestCaseError> {
+fn check_laws<T: Crdt + Clone + PartialEq + Debug>(a: &T, b: &T, c: &T) -> Result<(), TestCaseError> {
     prop_assert_eq!(join(a, b), join(b, a), "commutative");
     prop_assert_eq!(join(&join(a, b), c), join(a, &join(b, c)), "associative");
     prop_assert_eq!(join(a, a), a.clone(), "idempotent");

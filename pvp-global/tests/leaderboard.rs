@@ -10,10 +10,7 @@ const T0: Duration = Duration::from_secs(1_700_000_000);
 
 fn cluster(seed: u64) -> (SimCluster, [RegionId; 3]) {
     let rs = ["kr", "jp", "sg"].map(|r| RegionId::new(r).unwrap());
-    let link = LinkConfig::new(Duration::from_millis(20))
-        .loss(0.05)
-        .duplicate(0.3)
-        .reorder(0.2);
+    let link = LinkConfig::new(Duration::from_millis(20)).loss(0.05).duplicate(0.3).reorder(0.2);
     let mut c = SimCluster::new(seed, &rs, link, T0, |_| {}).unwrap();
     for i in 0..3 {
         let n = c.node_mut(i).unwrap();
@@ -32,80 +29,35 @@ fn operators_converge_through_a_partition() {
     c.net().partition(rs[0], rs[1]);
     c.net().partition(rs[0], rs[2]);
     let now = c.now();
-    c.node_mut(1)
-        .unwrap()
-        .submit_score(GameMode(1), p, 10, now)
-        .unwrap();
-    c.node_mut(0)
-        .unwrap()
-        .submit_score(GameMode(2), p, 500, now)
-        .unwrap();
-    c.node_mut(1)
-        .unwrap()
-        .submit_score(GameMode(2), p, 300, now)
-        .unwrap();
+    c.node_mut(1).unwrap().submit_score(GameMode(1), p, 10, now).unwrap();
+    c.node_mut(0).unwrap().submit_score(GameMode(2), p, 500, now).unwrap();
+    c.node_mut(1).unwrap().submit_score(GameMode(2), p, 300, now).unwrap();
     for i in 0..3 {
         for _ in 0..4 {
             let now = c.now();
-            c.node_mut(i)
-                .unwrap()
-                .submit_score(GameMode(3), p, 5, now)
-                .unwrap();
-            c.node_mut(i)
-                .unwrap()
-                .submit_score(GameMode(4), p, 2, now)
-                .unwrap();
+            c.node_mut(i).unwrap().submit_score(GameMode(3), p, 5, now).unwrap();
+            c.node_mut(i).unwrap().submit_score(GameMode(4), p, 2, now).unwrap();
         }
     }
     c.run_for(Duration::from_millis(50));
     // kr writes `set` later than jp did: kr's value must win everywhere.
     let now = c.now();
-    c.node_mut(0)
-        .unwrap()
-        .submit_score(GameMode(1), p, 7, now)
-        .unwrap();
+    c.node_mut(0).unwrap().submit_score(GameMode(1), p, 7, now).unwrap();
     c.run_for(Duration::from_millis(500));
     c.net().heal();
     c.run_for(Duration::from_secs(3));
     assert!(c.converged());
     for i in 0..3 {
         let b = c.node(i).unwrap().leaderboards();
-        assert_eq!(
-            b.mode(GameMode(1)).unwrap().score(p),
-            Some(7),
-            "set: newest write wins"
-        );
-        assert_eq!(
-            b.mode(GameMode(2)).unwrap().score(p),
-            Some(500),
-            "best never goes backwards"
-        );
-        assert_eq!(
-            b.mode(GameMode(3)).unwrap().score(p),
-            Some(60),
-            "12 increments of 5, each once"
-        );
-        assert_eq!(
-            b.mode(GameMode(4)).unwrap().score(p),
-            Some(-24),
-            "12 decrements of 2"
-        );
+        assert_eq!(b.mode(GameMode(1)).unwrap().score(p), Some(7), "set: newest write wins");
+        assert_eq!(b.mode(GameMode(2)).unwrap().score(p), Some(500), "best never goes backwards");
+        assert_eq!(b.mode(GameMode(3)).unwrap().score(p), Some(60), "12 increments of 5, each once");
+        assert_eq!(b.mode(GameMode(4)).unwrap().score(p), Some(-24), "12 decrements of 2");
     }
     // A lower `best` submission changes nothing.
     let now = c.now();
-    c.node_mut(2)
-        .unwrap()
-        .submit_score(GameMode(2), p, 1, now)
-        .unwrap();
-    assert_eq!(
-        c.node(2)
-            .unwrap()
-            .leaderboards()
-            .mode(GameMode(2))
-            .unwrap()
-            .score(p),
-        Some(500)
-    );
+    c.node_mut(2).unwrap().submit_score(GameMode(2), p, 1, now).unwrap();
+    assert_eq!(c.node(2).unwrap().leaderboards().mode(GameMode(2)).unwrap().score(p), Some(500));
 }
 
 #[test]
@@ -122,16 +74,8 @@ fn ranks_agree_across_regions() {
         }
     }
     c.run_for(Duration::from_secs(2));
-    let boards: Vec<_> = (0..3)
-        .map(|i| {
-            c.node(i)
-                .unwrap()
-                .leaderboards()
-                .mode(GameMode(3))
-                .unwrap()
-                .top(40)
-        })
-        .collect();
+    let boards: Vec<_> =
+        (0..3).map(|i| c.node(i).unwrap().leaderboards().mode(GameMode(3)).unwrap().top(40)).collect();
     assert_eq!(boards[0].len(), 40);
     assert_eq!(boards[0], boards[1]);
     assert_eq!(boards[0], boards[2]);

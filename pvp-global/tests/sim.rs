@@ -21,11 +21,7 @@ const KILLS: GameMode = GameMode(1);
 const BEST: GameMode = GameMode(2);
 
 fn regions() -> [RegionId; 3] {
-    [
-        RegionId::new("kr").unwrap(),
-        RegionId::new("jp").unwrap(),
-        RegionId::new("sg").unwrap(),
-    ]
+    [RegionId::new("kr").unwrap(), RegionId::new("jp").unwrap(), RegionId::new("sg").unwrap()]
 }
 
 fn ms(n: u64) -> Duration {
@@ -34,15 +30,9 @@ fn ms(n: u64) -> Duration {
 
 fn cluster(seed: u64, loss: f64, full_state: bool) -> SimCluster {
     let [kr, jp, sg] = regions();
-    let link = LinkConfig::new(ms(35))
-        .jitter(ms(3))
-        .loss(loss)
-        .duplicate(0.01)
-        .reorder(0.05);
-    let mut c = SimCluster::new(seed, &regions(), link, T0, |cfg| {
-        cfg.full_state_shipping = full_state
-    })
-    .unwrap();
+    let link = LinkConfig::new(ms(35)).jitter(ms(3)).loss(loss).duplicate(0.01).reorder(0.05);
+    let mut c =
+        SimCluster::new(seed, &regions(), link, T0, |cfg| cfg.full_state_shipping = full_state).unwrap();
     c.net().set_rtt(kr, jp, ms(30));
     c.net().set_rtt(kr, sg, ms(70));
     c.net().set_rtt(jp, sg, ms(70));
@@ -83,33 +73,25 @@ fn write_load(c: &mut SimCluster, exp: &mut Expected, from: Duration, to: Durati
     while t < to {
         c.run_until(t);
         for r in 0..3 {
-            k = k
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            k = k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let player = (k >> 33) % 50;
             let now = c.now();
             let n = c.node_mut(r).unwrap();
             n.write(
                 Key::Profile(PlayerId::new(player)),
-                WriteOp::ProfileAdd {
-                    field: "wins".into(),
-                    delta: 1,
-                },
+                WriteOp::ProfileAdd { field: "wins".into(), delta: 1 },
                 now,
             )
             .unwrap();
             *exp.wins.entry(player).or_default() += 1;
-            n.submit_score(KILLS, PlayerId::new(player), 3, now)
-                .unwrap();
+            n.submit_score(KILLS, PlayerId::new(player), 3, now).unwrap();
             *exp.kills.entry(player).or_default() += 3;
             let best = ((k >> 20) % 1000) as i64;
-            n.submit_score(BEST, PlayerId::new(player), best, now)
-                .unwrap();
+            n.submit_score(BEST, PlayerId::new(player), best, now).unwrap();
             let e = exp.best.entry(player).or_insert(i64::MIN);
             *e = (*e).max(best);
             let friend = (k >> 40) % 50;
-            n.add_friend(PlayerId::new(player), PlayerId::new(friend), now)
-                .unwrap();
+            n.add_friend(PlayerId::new(player), PlayerId::new(friend), now).unwrap();
             exp.friends.entry(player).or_default().insert(friend);
             if (k >> 50) % 10 == 0 {
                 let banned = 1000 + (k >> 8) % 100;
@@ -133,29 +115,17 @@ fn assert_all_present(c: &SimCluster, exp: &Expected) {
         }
         let kills = n.leaderboards().mode(KILLS).unwrap();
         for (p, s) in &exp.kills {
-            assert_eq!(
-                kills.score(PlayerId::new(*p)),
-                Some(*s),
-                "region {r} kills of {p}"
-            );
+            assert_eq!(kills.score(PlayerId::new(*p)), Some(*s), "region {r} kills of {p}");
         }
         let best = n.leaderboards().mode(BEST).unwrap();
         for (p, s) in &exp.best {
-            assert_eq!(
-                best.score(PlayerId::new(*p)),
-                Some(*s),
-                "region {r} best of {p}"
-            );
+            assert_eq!(best.score(PlayerId::new(*p)), Some(*s), "region {r} best of {p}");
         }
         for b in &exp.bans {
             assert!(n.is_banned(PlayerId::new(*b)), "region {r} lost ban {b}");
         }
         for (p, fs) in &exp.friends {
-            let got: BTreeSet<u64> = n
-                .friends(PlayerId::new(*p))
-                .iter()
-                .map(|f| f.get())
-                .collect();
+            let got: BTreeSet<u64> = n.friends(PlayerId::new(*p)).iter().map(|f| f.get()).collect();
             assert_eq!(&got, fs, "region {r} friends of {p}");
         }
     }
@@ -171,42 +141,23 @@ fn kr_partitioned_then_healed_loses_nothing() {
     c.net().partition(kr, sg);
     // A STRONG ban in cut-off kr cannot reach a majority...
     let now = c.now();
-    let WriteReceipt::Pending(kr_ban) = c
-        .node_mut(KR)
-        .unwrap()
-        .ban(PlayerId::new(7777), now)
-        .unwrap()
-    else {
+    let WriteReceipt::Pending(kr_ban) = c.node_mut(KR).unwrap().ban(PlayerId::new(7777), now).unwrap() else {
         panic!("bans are STRONG by default")
     };
     exp.bans.insert(7777);
     // ...while one in jp can (jp + sg).
-    let WriteReceipt::Pending(jp_ban) = c
-        .node_mut(JP)
-        .unwrap()
-        .ban(PlayerId::new(8888), now)
-        .unwrap()
-    else {
+    let WriteReceipt::Pending(jp_ban) = c.node_mut(JP).unwrap().ban(PlayerId::new(8888), now).unwrap() else {
         panic!("bans are STRONG by default")
     };
     exp.bans.insert(8888);
     let now = c.now();
     write_load(&mut c, &mut exp, now, T0 + ms(3500), 2);
-    assert!(
-        !c.converged(),
-        "kr is cut off; it cannot have the others' writes"
-    );
+    assert!(!c.converged(), "kr is cut off; it cannot have the others' writes");
     assert_eq!(
         c.node(KR).unwrap().strong_status(kr_ban),
-        StrongStatus::Failed(SyncError::StrongTimeout {
-            acked: 1,
-            needed: 2
-        })
+        StrongStatus::Failed(SyncError::StrongTimeout { acked: 1, needed: 2 })
     );
-    assert_eq!(
-        c.node(JP).unwrap().strong_status(jp_ban),
-        StrongStatus::Committed
-    );
+    assert_eq!(c.node(JP).unwrap().strong_status(jp_ban), StrongStatus::Committed);
     assert!(!c.node(JP).unwrap().is_banned(PlayerId::new(7777)));
     c.net().heal();
     let now = c.now();
@@ -217,16 +168,8 @@ fn kr_partitioned_then_healed_loses_nothing() {
     // The failed STRONG ban was not rolled back: it is in force everywhere now.
     assert!(c.node(SG).unwrap().is_banned(PlayerId::new(7777)));
     // Leaderboards agree on every rank.
-    let top: Vec<_> = (0..3)
-        .map(|r| {
-            c.node(r)
-                .unwrap()
-                .leaderboards()
-                .mode(KILLS)
-                .unwrap()
-                .top(50)
-        })
-        .collect();
+    let top: Vec<_> =
+        (0..3).map(|r| c.node(r).unwrap().leaderboards().mode(KILLS).unwrap().top(50)).collect();
     assert_eq!(top[0], top[1]);
     assert_eq!(top[1], top[2]);
     assert!(c.node(KR).unwrap().stats().retransmits > 0);
@@ -246,8 +189,7 @@ fn full_state_shipping_baseline_also_converges() {
 fn strong_ban_is_in_force_in_a_majority_when_committed() {
     let mut c = cluster(3, 0.0, false);
     let now = c.now();
-    let WriteReceipt::Pending(id) = c.node_mut(SG).unwrap().ban(PlayerId::new(5), now).unwrap()
-    else {
+    let WriteReceipt::Pending(id) = c.node_mut(SG).unwrap().ban(PlayerId::new(5), now).unwrap() else {
         panic!("STRONG expected")
     };
     let mut committed_at = None;
@@ -256,13 +198,8 @@ fn strong_ban_is_in_force_in_a_majority_when_committed() {
         if let Some(ev) = c.node_mut(SG).unwrap().poll_event() {
             assert_eq!(ev, SyncEvent::StrongCommitted { id });
             committed_at = Some(c.now());
-            let in_force = (0..3)
-                .filter(|&r| c.node(r).unwrap().is_banned(PlayerId::new(5)))
-                .count();
-            assert!(
-                in_force >= 2,
-                "committed while only {in_force} regions enforce the ban"
-            );
+            let in_force = (0..3).filter(|&r| c.node(r).unwrap().is_banned(PlayerId::new(5))).count();
+            assert!(in_force >= 2, "committed while only {in_force} regions enforce the ban");
             break;
         }
     }
@@ -285,33 +222,22 @@ fn garbage_is_counted_and_dropped() {
     assert_eq!(s.oversized_dropped, 1);
 
     // A well-formed message from a region that is not a peer, or claiming another name.
-    let mut other = SyncNode::new(
-        SyncConfig::new(RegionId::new("eu").unwrap(), vec![kr]).unwrap(),
-        T0,
-    );
-    other
-        .write(Key::Custom(1), WriteOp::CounterAdd(5), T0)
-        .unwrap();
+    let mut other = SyncNode::new(SyncConfig::new(RegionId::new("eu").unwrap(), vec![kr]).unwrap(), T0);
+    other.write(Key::Custom(1), WriteOp::CounterAdd(5), T0).unwrap();
     other.handle_timeout(T0 + ms(100));
     let tx = other.poll_transmit().unwrap();
     n.handle_datagram(RegionId::new("eu").unwrap(), &tx.payload, T0);
     n.handle_datagram(jp, &tx.payload, T0);
     assert_eq!(n.stats().unknown_peer_dropped, 2);
-    assert!(
-        n.is_empty(),
-        "nothing from a dropped datagram may be applied"
-    );
+    assert!(n.is_empty(), "nothing from a dropped datagram may be applied");
 
     // A stamp far in the future.
-    let far =
-        pvp_core::hlc::HlcStamp::new((T0 + Duration::from_secs(60)).as_millis() as u64, 0, jp);
+    let far = pvp_core::hlc::HlcStamp::new((T0 + Duration::from_secs(60)).as_millis() as u64, 0, jp);
     let m = Message {
         from: jp,
         incarnation: 1,
         stamp: far,
-        body: Body::Digest {
-            buckets: vec![0; msg::DIGEST_BUCKETS],
-        },
+        body: Body::Digest { buckets: vec![0; msg::DIGEST_BUCKETS] },
     };
     let mut buf = Vec::new();
     msg::encode(&m, &mut buf).unwrap();
@@ -324,10 +250,7 @@ fn garbage_is_counted_and_dropped() {
         incarnation: 1,
         stamp: pvp_core::hlc::HlcStamp::new(0, 0, jp),
         body: Body::Repair {
-            entries: vec![(
-                Key::Ban(PlayerId::new(1)),
-                Value::Counter(Default::default()),
-            )],
+            entries: vec![(Key::Ban(PlayerId::new(1)), Value::Counter(Default::default()))],
         },
     };
     msg::encode(&bad, &mut buf).unwrap();
@@ -345,19 +268,13 @@ fn write_errors_are_typed() {
         Err(SyncError::UnknownMode(GameMode(9)))
     );
     n.define_mode(GameMode(9), ScoreOperator::Best).unwrap();
-    assert!(matches!(
-        n.define_mode(GameMode(9), ScoreOperator::Set),
-        Err(SyncError::ModeConflict { .. })
-    ));
+    assert!(matches!(n.define_mode(GameMode(9), ScoreOperator::Set), Err(SyncError::ModeConflict { .. })));
     assert_eq!(
         n.write(Key::Ban(PlayerId::new(1)), WriteOp::CounterAdd(1), T0),
         Err(SyncError::TypeMismatch(Key::Ban(PlayerId::new(1))))
     );
     n.write(Key::Custom(3), WriteOp::CounterAdd(1), T0).unwrap();
-    assert_eq!(
-        n.write(Key::Custom(3), WriteOp::SetAdd(1), T0),
-        Err(SyncError::TypeMismatch(Key::Custom(3)))
-    );
+    assert_eq!(n.write(Key::Custom(3), WriteOp::SetAdd(1), T0), Err(SyncError::TypeMismatch(Key::Custom(3))));
     let long = "x".repeat(300);
     assert_eq!(
         n.write(Key::Custom(4), WriteOp::RegisterSet(Scalar::Text(long)), T0),
@@ -383,10 +300,7 @@ fn restart_from_snapshot_loses_at_most_the_snapshot_interval() {
     for i in 0..230u64 {
         c.run_until(T0 + ms(10 * i));
         let now = c.now();
-        c.node_mut(KR)
-            .unwrap()
-            .write(Key::Custom(i), WriteOp::CounterAdd(1), now)
-            .unwrap();
+        c.node_mut(KR).unwrap().write(Key::Custom(i), WriteOp::CounterAdd(1), now).unwrap();
         written.push((now, i));
         if now >= next_snap {
             store.save_node(c.node(KR).unwrap()).unwrap();
@@ -399,25 +313,15 @@ fn restart_from_snapshot_loses_at_most_the_snapshot_interval() {
     c.restart(KR, Some(snap));
     let n = c.node(KR).unwrap();
     for (t, key) in &written {
-        let present =
-            matches!(n.get(&Key::Custom(*key)), Some(Value::Counter(v)) if v.value() == 1);
+        let present = matches!(n.get(&Key::Custom(*key)), Some(Value::Counter(v)) if v.value() == 1);
         if crash_at - *t > interval {
-            assert!(
-                present,
-                "write {key} from {:?} before the crash was lost",
-                crash_at - *t
-            );
+            assert!(present, "write {key} from {:?} before the crash was lost", crash_at - *t);
         }
     }
     // The new incarnation never reuses the old counters: a fresh increment adds.
     let now = c.now();
-    c.node_mut(KR)
-        .unwrap()
-        .write(Key::Custom(0), WriteOp::CounterAdd(1), now)
-        .unwrap();
-    assert!(
-        matches!(c.node(KR).unwrap().get(&Key::Custom(0)), Some(Value::Counter(v)) if v.value() == 2)
-    );
+    c.node_mut(KR).unwrap().write(Key::Custom(0), WriteOp::CounterAdd(1), now).unwrap();
+    assert!(matches!(c.node(KR).unwrap().get(&Key::Custom(0)), Some(Value::Counter(v)) if v.value() == 2));
     c.net().heal();
     c.run_for(ms(3000));
     assert!(c.converged());
@@ -435,11 +339,7 @@ fn corrupt_snapshot_is_detected_and_region_recovers_from_peers() {
     store.save(&c.node(KR).unwrap().snapshot()).unwrap();
     let copied = std::fs::read(store.path()).unwrap();
     store.save_node(c.node(KR).unwrap()).unwrap();
-    assert_eq!(
-        std::fs::read(store.path()).unwrap(),
-        copied,
-        "save_node writes what save(snapshot()) does"
-    );
+    assert_eq!(std::fs::read(store.path()).unwrap(), copied, "save_node writes what save(snapshot()) does");
     c.crash(KR);
     // Tear the file: flip one byte in the middle, then truncate another copy.
     let path = store.path();
@@ -536,10 +436,7 @@ fn eventual_writes_converge_within_a_second_at_one_percent_loss() {
             let now = c.now();
             pending.retain(|(at, w)| {
                 let all = (0..3).all(|r| {
-                    c.node(r)
-                        .unwrap()
-                        .friends(PlayerId::new(w % 25))
-                        .contains(&PlayerId::new(10_000 + w))
+                    c.node(r).unwrap().friends(PlayerId::new(w % 25)).contains(&PlayerId::new(10_000 + w))
                 });
                 if all {
                     lags.push(now - *at);
@@ -556,10 +453,7 @@ fn eventual_writes_converge_within_a_second_at_one_percent_loss() {
         let now = c.now();
         pending.retain(|(at, w)| {
             let all = (0..3).all(|r| {
-                c.node(r)
-                    .unwrap()
-                    .friends(PlayerId::new(w % 25))
-                    .contains(&PlayerId::new(10_000 + w))
+                c.node(r).unwrap().friends(PlayerId::new(w % 25)).contains(&PlayerId::new(10_000 + w))
             });
             if all {
                 lags.push(now - *at);
@@ -567,11 +461,7 @@ fn eventual_writes_converge_within_a_second_at_one_percent_loss() {
             !all
         });
     }
-    assert!(
-        pending.is_empty(),
-        "{} writes never converged",
-        pending.len()
-    );
+    assert!(pending.is_empty(), "{} writes never converged", pending.len());
     lags.sort();
     let p99 = lags[lags.len() * 99 / 100];
     assert!(p99 <= ms(1000), "p99 {p99:?}");
@@ -589,14 +479,8 @@ fn concurrent_adds_past_the_write_limit_still_replicate() {
     let half = pvp_global::sync::MAX_SET_LEN as u64 - 10;
     for f in 0..half {
         let now = c.now();
-        c.node_mut(KR)
-            .unwrap()
-            .add_friend(p, PlayerId::new(f), now)
-            .unwrap();
-        c.node_mut(JP)
-            .unwrap()
-            .add_friend(p, PlayerId::new(100_000 + f), now)
-            .unwrap();
+        c.node_mut(KR).unwrap().add_friend(p, PlayerId::new(f), now).unwrap();
+        c.node_mut(JP).unwrap().add_friend(p, PlayerId::new(100_000 + f), now).unwrap();
     }
     c.run_for(ms(500));
     c.net().heal();
@@ -606,9 +490,7 @@ fn concurrent_adds_past_the_write_limit_still_replicate() {
     // A local write past the limit is refused with a typed error.
     let now = c.now();
     assert_eq!(
-        c.node_mut(SG)
-            .unwrap()
-            .add_friend(p, PlayerId::new(999_999), now),
+        c.node_mut(SG).unwrap().add_friend(p, PlayerId::new(999_999), now),
         Err(SyncError::TooLarge(Key::Friends(p)))
     );
 }

@@ -7,19 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 fn regions() -> [RegionId; 3] {
-    [
-        RegionId::new("kr").unwrap(),
-        RegionId::new("jp").unwrap(),
-        RegionId::new("sg").unwrap(),
-    ]
+    [RegionId::new("kr").unwrap(), RegionId::new("jp").unwrap(), RegionId::new("sg").unwrap()]
 }
 
 fn drivers(strong_timeout: Duration) -> Vec<SyncDriver<UdpTransport>> {
     let rs = regions();
-    let mut ts: Vec<UdpTransport> = rs
-        .iter()
-        .map(|_| UdpTransport::bind("127.0.0.1:0".parse().unwrap()).unwrap())
-        .collect();
+    let mut ts: Vec<UdpTransport> =
+        rs.iter().map(|_| UdpTransport::bind("127.0.0.1:0".parse().unwrap()).unwrap()).collect();
     let addrs: Vec<_> = ts.iter().map(|t| t.local_addr().unwrap()).collect();
     for (i, t) in ts.iter_mut().enumerate() {
         for (j, r) in rs.iter().enumerate() {
@@ -63,10 +57,8 @@ fn strong_ban_and_eventual_writes_over_udp() {
                 })
             })
             .collect();
-        kr.write_blocking(Key::Ban(player), WriteOp::SetAdd(0))
-            .expect("majority reachable on loopback");
-        kr.write_blocking(Key::Friends(player), WriteOp::SetAdd(5))
-            .unwrap();
+        kr.write_blocking(Key::Ban(player), WriteOp::SetAdd(0)).expect("majority reachable on loopback");
+        kr.write_blocking(Key::Friends(player), WriteOp::SetAdd(5)).unwrap();
         assert_eq!(kr.node().stats().strong_committed, 1);
         // Keep kr flushing until both followers are done, bounded.
         let deadline = wall_now() + Duration::from_secs(10);
@@ -76,17 +68,8 @@ fn strong_ban_and_eventual_writes_over_udp() {
         stop.store(true, Ordering::Release);
         for f in followers {
             let d = f.join().unwrap();
-            assert!(
-                d.node().is_banned(player),
-                "{} lacks the ban",
-                d.node().region()
-            );
-            assert_eq!(
-                d.node().friends(player),
-                vec![PlayerId::new(5)],
-                "{}",
-                d.node().region()
-            );
+            assert!(d.node().is_banned(player), "{} lacks the ban", d.node().region());
+            assert_eq!(d.node().friends(player), vec![PlayerId::new(5)], "{}", d.node().region());
         }
     });
 }
@@ -95,19 +78,8 @@ fn strong_ban_and_eventual_writes_over_udp() {
 fn strong_write_without_majority_times_out_with_a_typed_error() {
     let mut ds = drivers(Duration::from_millis(200));
     let mut kr = ds.remove(0); // jp and sg sockets exist but nobody reads them
-    let err = kr
-        .write_blocking(Key::Ban(PlayerId::new(1)), WriteOp::SetAdd(0))
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DriverError::Sync(SyncError::StrongTimeout {
-                acked: 1,
-                needed: 2
-            })
-        ),
-        "{err:?}"
-    );
+    let err = kr.write_blocking(Key::Ban(PlayerId::new(1)), WriteOp::SetAdd(0)).unwrap_err();
+    assert!(matches!(err, DriverError::Sync(SyncError::StrongTimeout { acked: 1, needed: 2 })), "{err:?}");
     // Applied locally all the same.
     assert!(kr.node().is_banned(PlayerId::new(1)));
 }

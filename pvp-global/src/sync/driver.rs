@@ -22,9 +22,7 @@ pub enum DriverError {
 
 /// Time since the UNIX epoch (what [`SyncNode`] expects as `now` in production).
 pub fn wall_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
 }
 
 /// Runs a [`SyncNode`] over a transport with the system clock.
@@ -39,12 +37,7 @@ pub struct SyncDriver<T> {
 impl<T: Transport> SyncDriver<T> {
     /// Drives `node` over `transport`.
     pub fn new(node: SyncNode, transport: T) -> Self {
-        Self {
-            node,
-            transport,
-            buf: Vec::new(),
-            snapshots: None,
-        }
+        Self { node, transport, buf: Vec::new(), snapshots: None }
     }
 
     /// Saves a snapshot to `store` every `interval` (500 ms keeps the loss at a crash under 1 s).
@@ -93,11 +86,7 @@ impl<T: Transport> SyncDriver<T> {
     /// Polls, then blocks until the next timer or datagram (at most `max_wait`).
     pub fn step(&mut self, max_wait: Duration) -> Result<(), DriverError> {
         self.poll()?;
-        let until = self
-            .node
-            .poll_timeout()
-            .saturating_sub(wall_now())
-            .min(max_wait);
+        let until = self.node.poll_timeout().saturating_sub(wall_now()).min(max_wait);
         self.transport.wait(until)?;
         Ok(())
     }
@@ -135,11 +124,9 @@ impl<T: Transport> SyncDriver<T> {
         match self.node.strong_status(id) {
             StrongStatus::Committed => Ok(()),
             StrongStatus::Failed(e) => Err(e.into()),
-            StrongStatus::Pending | StrongStatus::Unknown => Err(SyncError::StrongTimeout {
-                acked: 0,
-                needed: self.node.majority(),
+            StrongStatus::Pending | StrongStatus::Unknown => {
+                Err(SyncError::StrongTimeout { acked: 0, needed: self.node.majority() }.into())
             }
-            .into()),
         }
     }
 }

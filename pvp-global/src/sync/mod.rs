@@ -174,8 +174,7 @@ impl Value {
         match self {
             Self::Register(r) => scalar_ok(r.value()),
             Self::Profile(p) => p.iter().all(|(k, f)| {
-                k.len() <= MAX_FIELD_NAME
-                    && !matches!(f, ProfileField::Register(r) if !scalar_ok(r.value()))
+                k.len() <= MAX_FIELD_NAME && !matches!(f, ProfileField::Register(r) if !scalar_ok(r.value()))
             }),
             Self::Set(_) | Self::Counter(_) | Self::Score(_) => true,
         }
@@ -628,12 +627,7 @@ impl SyncNode {
         for i in 0..node.peers.len() {
             let to = node.peers[i].region;
             for chunk in all.chunks(64) {
-                node.send(
-                    to,
-                    Body::RepairRequest {
-                        buckets: chunk.to_vec(),
-                    },
-                );
+                node.send(to, Body::RepairRequest { buckets: chunk.to_vec() });
             }
         }
         node
@@ -761,10 +755,7 @@ impl SyncNode {
         if self.boards.define(mode, op) {
             Ok(())
         } else {
-            Err(SyncError::ModeConflict {
-                mode,
-                existing: self.boards.operator(mode).unwrap_or(op),
-            })
+            Err(SyncError::ModeConflict { mode, existing: self.boards.operator(mode).unwrap_or(op) })
         }
     }
 
@@ -810,89 +801,80 @@ impl SyncNode {
     }
 
     /// Applies `op` to `key` locally and replicates it with the key class's strategy.
-    pub fn write(
-        &mut self,
-        key: Key,
-        op: WriteOp,
-        now: Duration,
-    ) -> Result<WriteReceipt, SyncError> {
+    pub fn write(&mut self, key: Key, op: WriteOp, now: Duration) -> Result<WriteReceipt, SyncError> {
         let stamp = self.hlc.now(ms(now));
         let actor = self.actor;
         let current = self.get(&key);
-        let delta = match (&key, op) {
-            (Key::Score(mode, _), WriteOp::Score(v)) => {
-                let op = self
-                    .boards
-                    .operator(*mode)
-                    .ok_or(SyncError::UnknownMode(*mode))?;
-                let cur = match current {
-                    Some(Value::Score(c)) if c.fits(op) => Some(c),
-                    Some(_) => return Err(SyncError::TypeMismatch(key)),
-                    None => None,
-                };
-                Value::Score(ScoreCell::submit(cur, op, v, actor, stamp).0)
-            }
-            (Key::Score(..), _) => return Err(SyncError::TypeMismatch(key)),
-            (Key::Ban(_) | Key::Friends(_) | Key::Custom(_), WriteOp::SetAdd(e)) => match current {
-                Some(Value::Set(s)) => {
-                    if !s.contains(&e) && s.len() >= MAX_SET_LEN {
-                        return Err(SyncError::TooLarge(key));
-                    }
-                    Value::Set(s.add_delta(actor, e))
+        let delta =
+            match (&key, op) {
+                (Key::Score(mode, _), WriteOp::Score(v)) => {
+                    let op = self.boards.operator(*mode).ok_or(SyncError::UnknownMode(*mode))?;
+                    let cur = match current {
+                        Some(Value::Score(c)) if c.fits(op) => Some(c),
+                        Some(_) => return Err(SyncError::TypeMismatch(key)),
+                        None => None,
+                    };
+                    Value::Score(ScoreCell::submit(cur, op, v, actor, stamp).0)
                 }
-                None => Value::Set(OrSet::new().add_delta(actor, e)),
-                Some(_) => return Err(SyncError::TypeMismatch(key)),
-            },
-            (Key::Ban(_) | Key::Friends(_) | Key::Custom(_), WriteOp::SetRemove(e)) => {
-                match current {
+                (Key::Score(..), _) => return Err(SyncError::TypeMismatch(key)),
+                (Key::Ban(_) | Key::Friends(_) | Key::Custom(_), WriteOp::SetAdd(e)) => match current {
+                    Some(Value::Set(s)) => {
+                        if !s.contains(&e) && s.len() >= MAX_SET_LEN {
+                            return Err(SyncError::TooLarge(key));
+                        }
+                        Value::Set(s.add_delta(actor, e))
+                    }
+                    None => Value::Set(OrSet::new().add_delta(actor, e)),
+                    Some(_) => return Err(SyncError::TypeMismatch(key)),
+                },
+                (Key::Ban(_) | Key::Friends(_) | Key::Custom(_), WriteOp::SetRemove(e)) => match current {
                     Some(Value::Set(s)) => match s.remove_delta(&e) {
                         Some(d) => Value::Set(d),
                         None => return Ok(WriteReceipt::Applied),
                     },
                     None => return Ok(WriteReceipt::Applied),
                     Some(_) => return Err(SyncError::TypeMismatch(key)),
-                }
-            }
-            (Key::Custom(_), WriteOp::CounterAdd(d)) => match current {
-                Some(Value::Counter(c)) => Value::Counter(c.clone().add(actor, d)),
-                None => Value::Counter(PnCounter::new().add(actor, d)),
-                Some(_) => return Err(SyncError::TypeMismatch(key)),
-            },
-            (Key::Custom(_), WriteOp::RegisterSet(v)) => {
-                if matches!(&v, Scalar::Text(t) if t.len() > MAX_TEXT) {
-                    return Err(SyncError::TooLarge(key));
-                }
-                match current {
-                    Some(Value::Register(_)) | None => Value::Register(LwwRegister::new(v, stamp)),
+                },
+                (Key::Custom(_), WriteOp::CounterAdd(d)) => match current {
+                    Some(Value::Counter(c)) => Value::Counter(c.clone().add(actor, d)),
+                    None => Value::Counter(PnCounter::new().add(actor, d)),
                     Some(_) => return Err(SyncError::TypeMismatch(key)),
-                }
-            }
-            (Key::Profile(_), WriteOp::ProfileSet { field, value }) => {
-                if matches!(&value, Scalar::Text(t) if t.len() > MAX_TEXT) {
-                    return Err(SyncError::TooLarge(key));
-                }
-                let f = ProfileField::Register(LwwRegister::new(value, stamp));
-                Value::Profile(self.profile_delta(key, current, field, f, |cur| {
-                    matches!(cur, ProfileField::Register(_))
-                })?)
-            }
-            (Key::Profile(_), WriteOp::ProfileAdd { field, delta }) => {
-                let counter = match current {
-                    Some(Value::Profile(p)) => match p.get(&field) {
-                        Some(ProfileField::Counter(c)) => c.clone(),
+                },
+                (Key::Custom(_), WriteOp::RegisterSet(v)) => {
+                    if matches!(&v, Scalar::Text(t) if t.len() > MAX_TEXT) {
+                        return Err(SyncError::TooLarge(key));
+                    }
+                    match current {
+                        Some(Value::Register(_)) | None => Value::Register(LwwRegister::new(v, stamp)),
                         Some(_) => return Err(SyncError::TypeMismatch(key)),
-                        None => PnCounter::new(),
-                    },
-                    _ => PnCounter::new(),
-                };
-                let mut c = counter;
-                let f = ProfileField::Counter(c.add(actor, delta));
-                Value::Profile(self.profile_delta(key, current, field, f, |cur| {
-                    matches!(cur, ProfileField::Counter(_))
-                })?)
-            }
-            _ => return Err(SyncError::TypeMismatch(key)),
-        };
+                    }
+                }
+                (Key::Profile(_), WriteOp::ProfileSet { field, value }) => {
+                    if matches!(&value, Scalar::Text(t) if t.len() > MAX_TEXT) {
+                        return Err(SyncError::TooLarge(key));
+                    }
+                    let f = ProfileField::Register(LwwRegister::new(value, stamp));
+                    Value::Profile(self.profile_delta(key, current, field, f, |cur| {
+                        matches!(cur, ProfileField::Register(_))
+                    })?)
+                }
+                (Key::Profile(_), WriteOp::ProfileAdd { field, delta }) => {
+                    let counter = match current {
+                        Some(Value::Profile(p)) => match p.get(&field) {
+                            Some(ProfileField::Counter(c)) => c.clone(),
+                            Some(_) => return Err(SyncError::TypeMismatch(key)),
+                            None => PnCounter::new(),
+                        },
+                        _ => PnCounter::new(),
+                    };
+                    let mut c = counter;
+                    let f = ProfileField::Counter(c.add(actor, delta));
+                    Value::Profile(self.profile_delta(key, current, field, f, |cur| {
+                        matches!(cur, ProfileField::Counter(_))
+                    })?)
+                }
+                _ => return Err(SyncError::TypeMismatch(key)),
+            };
         let strategy = self.cfg.strategy(key.class());
         if strategy == Strategy::Strong && self.strong.len() >= self.cfg.max_pending_strong {
             return Err(SyncError::StrongBacklogFull(self.strong.len()));
@@ -918,13 +900,7 @@ impl SyncNode {
         if self.strong.contains_key(&id) {
             for i in 0..self.peers.len() {
                 let to = self.peers[i].region;
-                self.send(
-                    to,
-                    Body::Strong {
-                        id,
-                        entries: entries.clone(),
-                    },
-                );
+                self.send(to, Body::Strong { id, entries: entries.clone() });
             }
         }
         Ok(WriteReceipt::Pending(id))
@@ -960,10 +936,7 @@ impl SyncNode {
         if self.strong.contains_key(&id) {
             return StrongStatus::Pending;
         }
-        self.strong_done
-            .get(&id)
-            .cloned()
-            .unwrap_or(StrongStatus::Unknown)
+        self.strong_done.get(&id).cloned().unwrap_or(StrongStatus::Unknown)
     }
 
     /// Regions needed for a majority (this one included).
@@ -1023,9 +996,7 @@ impl SyncNode {
         }
         {
             self.dirty.insert(key);
-            if let (Key::Score(mode, player), Some(Value::Score(cell))) =
-                (key, self.buckets[b].get(&key))
-            {
+            if let (Key::Score(mode, player), Some(Value::Score(cell))) = (key, self.buckets[b].get(&key)) {
                 let op = match cell {
                     ScoreCell::Best(_) => ScoreOperator::Best,
                     ScoreCell::Set(_) => ScoreOperator::Set,
@@ -1108,18 +1079,15 @@ impl SyncNode {
             Ok(m) => m,
             Err(e) => {
                 let (field, name) = match e {
-                    DecodeError::Oversized { .. } => (
-                        &mut self.stats.oversized_dropped,
-                        "pvp_global_sync_oversized_dropped",
-                    ),
-                    DecodeError::Version(_) => (
-                        &mut self.stats.version_dropped,
-                        "pvp_global_sync_version_dropped",
-                    ),
-                    DecodeError::Malformed => (
-                        &mut self.stats.malformed_dropped,
-                        "pvp_global_sync_malformed_dropped",
-                    ),
+                    DecodeError::Oversized { .. } => {
+                        (&mut self.stats.oversized_dropped, "pvp_global_sync_oversized_dropped")
+                    }
+                    DecodeError::Version(_) => {
+                        (&mut self.stats.version_dropped, "pvp_global_sync_version_dropped")
+                    }
+                    DecodeError::Malformed => {
+                        (&mut self.stats.malformed_dropped, "pvp_global_sync_malformed_dropped")
+                    }
                 };
                 *field += 1;
                 count(name, 1);
@@ -1131,8 +1099,7 @@ impl SyncNode {
             count("pvp_global_sync_unknown_peer_dropped", 1);
             return;
         };
-        if let Err(HlcError::TooFarInFuture { .. } | HlcError::LogicalOverflow) =
-            self.check_clock(&msg, now)
+        if let Err(HlcError::TooFarInFuture { .. } | HlcError::LogicalOverflow) = self.check_clock(&msg, now)
         {
             self.stats.clock_rejected += 1;
             count("pvp_global_sync_clock_rejected", 1);
@@ -1162,12 +1129,7 @@ impl SyncNode {
         self.stats.messages_received += 1;
         count("pvp_global_sync_messages_received", 1);
         match msg.body {
-            Body::Deltas {
-                floor,
-                first,
-                last,
-                entries,
-            } => {
+            Body::Deltas { floor, first, last, entries } => {
                 for (k, v) in &entries {
                     self.merge_entry(*k, v);
                 }
@@ -1177,13 +1139,7 @@ impl SyncNode {
                     peer.received_upto = peer.received_upto.max(last);
                 }
                 let upto = peer.received_upto;
-                self.send(
-                    from,
-                    Body::DeltaAck {
-                        incarnation: msg.incarnation,
-                        upto,
-                    },
-                );
+                self.send(from, Body::DeltaAck { incarnation: msg.incarnation, upto });
             }
             Body::DeltaAck { incarnation, upto } => {
                 if incarnation == self.actor.incarnation {
@@ -1200,10 +1156,8 @@ impl SyncNode {
             }
             Body::Digest { buckets } => {
                 let mine = self.digest();
-                let diff: Vec<u16> = (0..DIGEST_BUCKETS)
-                    .filter(|&b| mine[b] != buckets[b])
-                    .map(|b| b as u16)
-                    .collect();
+                let diff: Vec<u16> =
+                    (0..DIGEST_BUCKETS).filter(|&b| mine[b] != buckets[b]).map(|b| b as u16).collect();
                 if !diff.is_empty() {
                     self.send_buckets(from, &diff);
                     self.send(from, Body::RepairRequest { buckets: diff });
@@ -1222,13 +1176,7 @@ impl SyncNode {
                 for (k, v) in &entries {
                     self.merge_entry(*k, v);
                 }
-                self.send(
-                    from,
-                    Body::StrongAck {
-                        id,
-                        incarnation: msg.incarnation,
-                    },
-                );
+                self.send(from, Body::StrongAck { id, incarnation: msg.incarnation });
             }
             Body::StrongAck { id, incarnation } => {
                 if incarnation == self.actor.incarnation {
@@ -1245,9 +1193,7 @@ impl SyncNode {
         let now_ms = ms(now);
         self.hlc.check(msg.stamp, now_ms)?;
         let entries = match &msg.body {
-            Body::Deltas { entries, .. }
-            | Body::Repair { entries }
-            | Body::Strong { entries, .. } => entries,
+            Body::Deltas { entries, .. } | Body::Repair { entries } | Body::Strong { entries, .. } => entries,
             _ => return Ok(()),
         };
         for (_, v) in entries {
@@ -1293,12 +1239,7 @@ impl SyncNode {
     }
 
     fn trim_log(&mut self) {
-        let min_acked = self
-            .peers
-            .iter()
-            .map(|p| p.acked)
-            .min()
-            .unwrap_or(self.next_seq - 1);
+        let min_acked = self.peers.iter().map(|p| p.acked).min().unwrap_or(self.next_seq - 1);
         while self.log.front().is_some_and(|(s, _, _)| *s <= min_acked) {
             self.log.pop_front();
         }
@@ -1331,12 +1272,7 @@ impl SyncNode {
                     p.needs_repair = false;
                     let to = p.region;
                     self.stats.digests_sent += 1;
-                    self.send(
-                        to,
-                        Body::Digest {
-                            buckets: digest.clone(),
-                        },
-                    );
+                    self.send(to, Body::Digest { buckets: digest.clone() });
                 }
             }
         }
@@ -1350,13 +1286,8 @@ impl SyncNode {
                 failed.push((id, p.acks.len() + 1));
             } else if now >= p.next_retry {
                 p.next_retry = now + self.cfg.strong_retry;
-                let missing: Vec<RegionId> = self
-                    .cfg
-                    .peers
-                    .iter()
-                    .filter(|r| !p.acks.contains(r))
-                    .copied()
-                    .collect();
+                let missing: Vec<RegionId> =
+                    self.cfg.peers.iter().filter(|r| !p.acks.contains(r)).copied().collect();
                 retry.push((id, p.entries.clone(), missing));
             }
         }
@@ -1371,13 +1302,7 @@ impl SyncNode {
         }
         for (id, entries, missing) in retry {
             for to in missing {
-                self.send(
-                    to,
-                    Body::Strong {
-                        id,
-                        entries: entries.clone(),
-                    },
-                );
+                self.send(to, Body::Strong { id, entries: entries.clone() });
             }
         }
     }
@@ -1388,8 +1313,7 @@ impl SyncNode {
         let budget = self.cfg.max_message_bytes.saturating_sub(256);
         for pi in 0..self.peers.len() {
             let p = &mut self.peers[pi];
-            if p.acked < p.sent_upto && now.saturating_sub(p.window_at) >= self.cfg.retransmit_after
-            {
+            if p.acked < p.sent_upto && now.saturating_sub(p.window_at) >= self.cfg.retransmit_after {
                 p.sent_upto = p.acked;
                 p.window_at = now;
                 self.stats.retransmits += 1;
@@ -1439,15 +1363,7 @@ impl SyncNode {
                 let entries: Vec<(Key, Value)> = joined.into_iter().collect();
                 self.stats.delta_entries_sent += entries.len() as u64;
                 let first = self.peers[pi].sent_upto + 1;
-                self.send(
-                    to,
-                    Body::Deltas {
-                        floor: floor.min(first),
-                        first,
-                        last,
-                        entries,
-                    },
-                );
+                self.send(to, Body::Deltas { floor: floor.min(first), first, last, entries });
                 let p = &mut self.peers[pi];
                 p.sent_upto = last;
                 if self.cfg.full_state_shipping {

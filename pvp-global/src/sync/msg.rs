@@ -115,10 +115,7 @@ pub fn encoded_len(msg: &Message) -> usize {
 /// cannot leave a CRDT in a non-canonical shape.
 pub fn decode(bytes: &[u8], max: usize) -> Result<Message, DecodeError> {
     if bytes.len() > max {
-        return Err(DecodeError::Oversized {
-            len: bytes.len(),
-            max,
-        });
+        return Err(DecodeError::Oversized { len: bytes.len(), max });
     }
     match bytes.first() {
         Some(&PROTOCOL_VERSION) => {}
@@ -130,12 +127,7 @@ pub fn decode(bytes: &[u8], max: usize) -> Result<Message, DecodeError> {
         return Err(DecodeError::Malformed);
     }
     match &mut msg.body {
-        Body::Deltas {
-            entries,
-            floor,
-            first,
-            last,
-        } => {
+        Body::Deltas { entries, floor, first, last } => {
             if first > last || floor > first {
                 return Err(DecodeError::Malformed);
             }
@@ -145,9 +137,7 @@ pub fn decode(bytes: &[u8], max: usize) -> Result<Message, DecodeError> {
         Body::Digest { buckets } if buckets.len() != DIGEST_BUCKETS => {
             return Err(DecodeError::Malformed);
         }
-        Body::RepairRequest { buckets }
-            if buckets.iter().any(|&b| usize::from(b) >= DIGEST_BUCKETS) =>
-        {
+        Body::RepairRequest { buckets } if buckets.iter().any(|&b| usize::from(b) >= DIGEST_BUCKETS) => {
             return Err(DecodeError::Malformed);
         }
         _ => {}

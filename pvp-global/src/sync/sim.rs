@@ -47,13 +47,7 @@ pub struct LinkConfig {
 impl LinkConfig {
     /// A perfect link with one-way `latency`.
     pub const fn new(latency: Duration) -> Self {
-        Self {
-            latency,
-            jitter: Duration::ZERO,
-            loss: 0.0,
-            duplicate: 0.0,
-            reorder: 0.0,
-        }
+        Self { latency, jitter: Duration::ZERO, loss: 0.0, duplicate: 0.0, reorder: 0.0 }
     }
 
     /// Sets jitter.
@@ -184,10 +178,7 @@ impl SimNetwork {
 
     /// A transport endpoint for `region`.
     pub fn endpoint(&self, region: RegionId) -> SimEndpoint {
-        SimEndpoint {
-            net: self.clone(),
-            region,
-        }
+        SimEndpoint { net: self.clone(), region }
     }
 
     /// When the next in-flight datagram lands.
@@ -229,18 +220,16 @@ impl SimNetwork {
                 Duration::ZERO
             } else {
                 Duration::from_nanos(
-                    i.rng
-                        .random_range(0..=u64::try_from(cfg.jitter.as_nanos()).unwrap_or(u64::MAX)),
+                    i.rng.random_range(0..=u64::try_from(cfg.jitter.as_nanos()).unwrap_or(u64::MAX)),
                 )
             };
-            let hold =
-                if i.rng.random_bool(cfg.reorder.clamp(0.0, 1.0)) {
-                    Duration::from_nanos(i.rng.random_range(
-                        0..=u64::try_from(cfg.latency.as_nanos()).unwrap_or(u64::MAX),
-                    ))
-                } else {
-                    Duration::ZERO
-                };
+            let hold = if i.rng.random_bool(cfg.reorder.clamp(0.0, 1.0)) {
+                Duration::from_nanos(
+                    i.rng.random_range(0..=u64::try_from(cfg.latency.as_nanos()).unwrap_or(u64::MAX)),
+                )
+            } else {
+                Duration::ZERO
+            };
             let at = now + cfg.latency + jitter + hold;
             let seq = i.seq;
             i.seq += 1;
@@ -303,11 +292,7 @@ impl Transport for SimEndpoint {
         Ok(())
     }
 
-    fn recv(
-        &mut self,
-        now: Duration,
-        buf: &mut Vec<u8>,
-    ) -> Result<Option<RegionId>, TransportError> {
+    fn recv(&mut self, now: Duration, buf: &mut Vec<u8>) -> Result<Option<RegionId>, TransportError> {
         Ok(self.net.recv_for(now, self.region, buf))
     }
 }
@@ -347,14 +332,7 @@ impl SimCluster {
             configs.push(cfg);
             endpoints.push(net.endpoint(r));
         }
-        Ok(Self {
-            net,
-            nodes,
-            configs,
-            endpoints,
-            now: start,
-            buf: Vec::new(),
-        })
+        Ok(Self { net, nodes, configs, endpoints, now: start, buf: Vec::new() })
     }
 
     /// The network (to set links, partition, heal).

@@ -67,10 +67,7 @@ impl SnapshotStore {
     /// Snapshots of `region` under `dir` (created if missing).
     pub fn new(dir: impl AsRef<Path>, region: RegionId) -> Result<Self, SnapshotError> {
         fs::create_dir_all(dir.as_ref())?;
-        Ok(Self {
-            dir: dir.as_ref().to_path_buf(),
-            region,
-        })
+        Ok(Self { dir: dir.as_ref().to_path_buf(), region })
     }
 
     /// The snapshot file's path.

@@ -24,11 +24,7 @@ pub trait Transport {
 
     /// Takes the next datagram that has arrived by `now` into `buf` (cleared first) and returns
     /// its sender; `None` when nothing is waiting. Never blocks.
-    fn recv(
-        &mut self,
-        now: Duration,
-        buf: &mut Vec<u8>,
-    ) -> Result<Option<RegionId>, TransportError>;
+    fn recv(&mut self, now: Duration, buf: &mut Vec<u8>) -> Result<Option<RegionId>, TransportError>;
 
     /// Blocks up to `timeout` until a datagram may be waiting. Simulated transports return at
     /// once (their time is virtual).

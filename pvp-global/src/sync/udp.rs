@@ -71,11 +71,7 @@ impl Transport for UdpTransport {
         }
     }
 
-    fn recv(
-        &mut self,
-        _now: Duration,
-        buf: &mut Vec<u8>,
-    ) -> Result<Option<RegionId>, TransportError> {
+    fn recv(&mut self, _now: Duration, buf: &mut Vec<u8>) -> Result<Option<RegionId>, TransportError> {
         loop {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, src)) => {
