@@ -233,44 +233,63 @@ impl Leaderboard {
     /// The arena holds up to `u32::MAX - 1` players; past that a new player is not ranked and
     /// `None` is returned.
     pub fn update(&mut self, player: PlayerId, score: i64) -> Option<u64> {
+        if self.set_score(player, score) { self.rank(player) } else { None }
+    }
+
+    /// Sets `player`'s score (inserting them if new) without computing the new rank. Returns
+    /// `false` only when a new player does not fit the arena (`u32::MAX - 1` players).
+    pub fn set_score(&mut self, player: PlayerId, score: i64) -> bool {
         if let Some(old) = self.scores.get(&player).copied() {
             if old == score {
-                return self.rank(player);
+                return true;
             }
             self.root = Self::erase(&mut self.nodes, &mut self.free, self.root, sort_key(player, old));
         }
+        let key = sort_key(player, score);
+        let node = Node { key, prio: priority(player.get()), left: NIL, right: NIL, size: 1 };
         let idx = match self.free.pop() {
             Some(i) => {
-                self.nodes[i as usize] = Node {
-                    key: sort_key(player, score),
-                    prio: priority(player.get()),
-                    left: NIL,
-                    right: NIL,
-                    size: 1,
-                };
+                self.nodes[i as usize] = node;
                 i
             }
             None => {
                 let Some(i) = u32::try_from(self.nodes.len()).ok().filter(|&i| i != NIL) else {
                     self.scores.remove(&player);
-                    return None;
+                    return false;
                 };
-                self.nodes.push(Node {
-                    key: sort_key(player, score),
-                    prio: priority(player.get()),
-                    left: NIL,
-                    right: NIL,
-                    size: 1,
-                });
+                self.nodes.push(node);
                 i
             }
         };
-        let key = sort_key(player, score);
-        let (l, r) = Self::split(&mut self.nodes, self.root, key);
-        let m = Self::join(&mut self.nodes, l, idx);
-        self.root = Self::join(&mut self.nodes, m, r);
+        self.root = Self::insert(&mut self.nodes, self.root, idx);
         self.scores.insert(player, score);
-        self.rank(player)
+        true
+    }
+
+    /// Inserts node `idx` into the treap `t`: descends by key while the path's priorities are
+    /// higher, then splits only the subtree it takes the place of.
+    fn insert(nodes: &mut [Node], t: u32, idx: u32) -> u32 {
+        if t == NIL {
+            return idx;
+        }
+        let new = nodes[idx as usize];
+        let n = nodes[t as usize];
+        if new.prio > n.prio {
+            let (l, r) = Self::split(nodes, t, new.key);
+            nodes[idx as usize].left = l;
+            nodes[idx as usize].right = r;
+            Self::fix(nodes, idx);
+            return idx;
+        }
+        if new.key < n.key {
+            let c = Self::insert(nodes, n.left, idx);
+            nodes[t as usize].left = c;
+        } else {
+            let c = Self::insert(nodes, n.right, idx);
+            nodes[t as usize].right = c;
+        }
+        nodes[t as usize].size += 1;
+        t
     }
 
     /// Removes `player`; returns their last score.
@@ -476,7 +495,7 @@ impl GlobalLeaderboard {
             declared: false,
             board: Leaderboard::new(),
         });
-        entry.board.update(player, score);
+        entry.board.set_score(player, score);
     }
 
     /// Declared modes and their operators, in order.
