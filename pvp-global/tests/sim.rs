@@ -494,3 +494,18 @@ fn concurrent_adds_past_the_write_limit_still_replicate() {
         Err(SyncError::TooLarge(Key::Friends(p)))
     );
 }
+
+#[test]
+fn a_lone_region_commits_strong_writes_at_once() {
+    let [kr, ..] = regions();
+    let mut n = SyncNode::new(SyncConfig::new(kr, vec![]).unwrap(), Duration::ZERO);
+    assert_eq!(n.majority(), 1);
+    let WriteReceipt::Pending(id) = n.ban(PlayerId::new(3), Duration::ZERO).unwrap() else {
+        panic!("bans are STRONG")
+    };
+    assert_eq!(n.strong_status(id), StrongStatus::Committed);
+    assert_eq!(n.poll_event(), Some(SyncEvent::StrongCommitted { id }));
+    assert!(n.is_banned(PlayerId::new(3)));
+    assert_eq!(n.unban(PlayerId::new(3), ms(1)).map(|_| n.is_banned(PlayerId::new(3))), Ok(false));
+    assert_eq!(n.strong_status(id + 100), StrongStatus::Unknown);
+}
