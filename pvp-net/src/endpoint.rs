@@ -620,3 +620,118 @@ pub(crate) fn count_tx(stats: &SharedStats, out: &mut Outbox) {
         out.dropped = 0;
     }
 }
+
+/// A plain non-blocking UDP socket that sends and receives in batches (`sendmmsg` /
+/// `recvmmsg`), for clients and load generators.
+pub struct BatchSocket {
+    socket: UdpSocket,
+    recv: sys::MmsgRecv,
+    out: Outbox,
+    mm: Vec<libc::mmsghdr>,
+    received: usize,
+}
+
+impl std::fmt::Debug for BatchSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSocket")
+            .field("local_addr", &self.socket.local_addr().ok())
+            .finish()
+    }
+}
+
+impl BatchSocket {
+    /// Binds a socket that moves up to `batch` datagrams per system call.
+    pub fn bind(addr: SocketAddr, batch: usize) -> io::Result<Self> {
+        let batch = batch.clamp(1, 1024);
+        Ok(BatchSocket {
+            socket: sys::udp_socket(addr, false, 4 << 20)?,
+            recv: sys::MmsgRecv::new(batch, MAX_DATAGRAM + 1),
+            out: Outbox::new(batch),
+            mm: Vec::with_capacity(batch),
+            received: 0,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Queues a datagram written in place by `fill` (see [`Outbox::send_with`]); when the
+    /// batch is full it is sent first.
+    pub fn queue_with(
+        &mut self,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> io::Result<usize> {
+        if self.out.free_slots() == 0 {
+            self.flush()?;
+        }
+        Ok(self.out.send_with(to, fill).unwrap_or(0))
+    }
+
+    /// Sends everything queued; returns how many the kernel took (the rest are dropped when
+    /// its buffer is full, as UDP would).
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let mut sent = 0;
+        while !self.out.queued.is_empty() {
+            self.mm.clear();
+            for &idx in self.out.queued.iter() {
+                self.mm.push(libc::mmsghdr {
+                    msg_hdr: self.out.slots[idx as usize].msg,
+                    msg_len: 0,
+                });
+            }
+            let n = match sys::sendmmsg(self.socket.as_raw_fd_(), &mut self.mm) {
+                Ok(0) | Err(_) => 1, // full buffer or a bad destination: drop one, go on
+                Ok(n) => {
+                    sent += n;
+                    n
+                }
+            };
+            for _ in 0..n {
+                if let Some(idx) = self.out.queued.pop_front() {
+                    self.out.release(idx);
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Receives a batch, waiting up to `timeout` for the first datagram; returns how many
+    /// (read them with [`datagram`](Self::datagram)).
+    pub fn recv_batch(&mut self, timeout: Duration) -> io::Result<usize> {
+        let fd = self.socket.as_raw_fd_();
+        let mut n = self.recv.recv(fd)?;
+        if n == 0 && !timeout.is_zero() {
+            let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+            if sys::poll_readable(fd, ms)? {
+                n = self.recv.recv(fd)?;
+            }
+        }
+        self.received = n;
+        Ok(n)
+    }
+
+    /// Datagram `i` of the last [`recv_batch`](Self::recv_batch) (`None` past the end or
+    /// for a truncated one).
+    pub fn datagram(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        if i >= self.received {
+            return None;
+        }
+        match self.recv.get(i) {
+            (Some(a), d, false) => Some((a, d)),
+            _ => None,
+        }
+    }
+}
+
+trait RawFdExt {
+    fn as_raw_fd_(&self) -> i32;
+}
+
+impl RawFdExt for UdpSocket {
+    fn as_raw_fd_(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+}

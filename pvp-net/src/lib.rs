@@ -21,5 +21,5 @@ pub mod uring;
 
 pub use driver::{DriverChoice, DriverKind};
 pub use endpoint::{UdpServer, UdpServerConfig};
-pub use sys::{allowed_cpus, process_cpu_time, resident_bytes};
+pub use sys::{allowed_cpus, pin_to_cpu, process_cpu_time, resident_bytes};
 pub use uring::IoUringNetwork;

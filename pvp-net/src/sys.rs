@@ -160,9 +160,14 @@ pub(crate) fn udp_socket(
         setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
     let size = libc::c_int::try_from(buf_bytes).unwrap_or(libc::c_int::MAX);
-    // Buffer sizes are hints the kernel caps; failing to raise them is not fatal.
-    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, size);
-    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, size);
+    // Buffer sizes are hints the kernel caps at net.core.[rw]mem_max; with CAP_NET_ADMIN the
+    // FORCE variants pass the cap. Failing to raise them is not fatal.
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, size);
+    }
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, size);
+    }
     let raw = RawAddr::from_socket_addr(&bind);
     // SAFETY: `raw` holds a valid sockaddr of `raw.len` bytes.
     cvt(unsafe {
@@ -175,8 +180,8 @@ pub(crate) fn udp_socket(
     Ok(UdpSocket::from(owned))
 }
 
-/// Pins the calling thread to one CPU.
-pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+/// Pins the calling thread to one CPU (`sched_setaffinity`).
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
@@ -399,4 +404,19 @@ pub fn process_cpu_time() -> Option<std::time::Duration> {
         u64::try_from(ts.tv_sec).ok()?,
         u32::try_from(ts.tv_nsec).ok()?,
     ))
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passes; true if readable.
+pub(crate) fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd.
+    match cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) }) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
 }

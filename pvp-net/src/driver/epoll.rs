@@ -34,7 +34,7 @@ pub(crate) fn run<H: DatagramHandler>(
     };
     let batch = ctx.config.batch;
     let mut recv = MmsgRecv::new(batch, MAX_DATAGRAM + 1);
-    let mut out = Outbox::new(batch * 4);
+    let mut out = Outbox::new(batch * 8);
     let mut mm: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
     let tick_ms = i32::try_from(ctx.config.tick.as_millis().max(1)).unwrap_or(i32::MAX);

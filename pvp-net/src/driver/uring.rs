@@ -28,6 +28,8 @@ const SEND_TAG: u64 = 1 << 62;
 const CANCEL_TAG: u64 = 1 << 61;
 const INDEX_MASK: u64 = 0xffff_ffff;
 const BGID: u16 = 0;
+/// Completions handled between two hand-offs of replies to the kernel.
+const REAP_CHUNK: usize = 64;
 /// Each provided buffer: the kernel's `io_uring_recvmsg_out` header, an IPv6 socket address,
 /// then the payload.
 const BUF_SIZE: usize = 2048;
@@ -217,7 +219,9 @@ pub(crate) fn run<H: DatagramHandler>(
             ring = r;
             fixed = f;
             recv = rv;
-            out = Outbox::new(batch * 4);
+            // Send completions queue behind up to a full CQ (2 x SQ) of receive completions, so the
+            // outbox needs that many slots in flight plus a batch of new ones.
+            out = Outbox::new(sq as usize * 2 + batch * 4);
             let _ = ready.send(Ok(()));
         }
         Err(e) => {
@@ -254,13 +258,28 @@ pub(crate) fn run<H: DatagramHandler>(
             stats.tx_syscalls.fetch_add(1, Ordering::Relaxed);
         }
         let now = Instant::now();
-        in_flight_sends -= reap(
-            &mut ring,
-            &mut recv,
-            &mut out,
-            Some((&mut handler, now)),
-            stats,
-        );
+        // Reap in chunks; between chunks hand replies to the kernel so the outbox never
+        // fills while completions are still waiting.
+        loop {
+            let (done, seen) = reap(
+                &mut ring,
+                &mut recv,
+                &mut out,
+                Some((&mut handler, now)),
+                stats,
+                REAP_CHUNK,
+            );
+            in_flight_sends -= done;
+            if seen < REAP_CHUNK {
+                break;
+            }
+            if !out.queued.is_empty() {
+                in_flight_sends += queue_sends(&mut ring, &mut out, fd, fixed, stats);
+                if ring.submit().is_ok() {
+                    stats.tx_syscalls.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         handler.on_tick(now, &mut out);
     }
     // Shutdown: cancel receives, wait for every completion before memory is freed.
@@ -286,7 +305,7 @@ pub(crate) fn run<H: DatagramHandler>(
             break;
         }
         let _ = ring.submitter().submit_with_args(1, &short_args);
-        in_flight_sends -= reap::<H>(&mut ring, &mut recv, &mut out, None, stats);
+        in_flight_sends -= reap::<H>(&mut ring, &mut recv, &mut out, None, stats, usize::MAX).0;
     }
     if recv.armed() || in_flight_sends > 0 {
         tracing::warn!("io_uring operations outstanding at shutdown; leaking their buffers");
@@ -377,18 +396,21 @@ fn queue_sends(
     n
 }
 
-/// Handles every completion; returns how many sends completed.
+/// Handles up to `limit` completions; returns (sends completed, completions seen).
 fn reap<H: DatagramHandler>(
     ring: &mut IoUring,
     recv: &mut Recv,
     out: &mut Outbox,
     mut handler: Option<(&mut H, Instant)>,
     stats: &SharedStats,
-) -> usize {
+    limit: usize,
+) -> (usize, usize) {
     let mut sends_done = 0;
+    let mut seen = 0;
     let mut rx = 0u64;
     let mut tx = 0u64;
-    for cqe in ring.completion() {
+    for cqe in ring.completion().take(limit) {
+        seen += 1;
         let ud = cqe.user_data();
         let res = cqe.result();
         let flags = cqe.flags();
@@ -464,5 +486,5 @@ fn reap<H: DatagramHandler>(
     }
     stats.rx_packets.fetch_add(rx, Ordering::Relaxed);
     stats.tx_packets.fetch_add(tx, Ordering::Relaxed);
-    sends_done
+    (sends_done, seen)
 }

@@ -1,0 +1,199 @@
+//! UDP echo on loopback: packets/s of our io_uring driver, our epoll driver and a plain tokio
+//! `UdpSocket` echo, side by side in one run. The server is pinned to one CPU, the client
+//! (batched sendmmsg/recvmmsg, a window of packets in flight) to another.
+//!
+//! ```text
+//! cargo run --release -p pvp-net --example udp_echo -- --seconds 5 --server-cpu 0 --client-cpu 1
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pvp_net::endpoint::{BatchSocket, DatagramHandler, Outbox, UdpServer, UdpServerConfig};
+use pvp_net::{DriverChoice, DriverKind};
+
+struct Args {
+    seconds: f64,
+    server_cpu: usize,
+    client_cpu: usize,
+    window: usize,
+    payload: usize,
+    sockets: usize,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        seconds: 3.0,
+        server_cpu: 0,
+        client_cpu: 1,
+        window: 256,
+        payload: 64,
+        sockets: 4,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i + 1 < v.len() {
+        let val = &v[i + 1];
+        match v[i].as_str() {
+            "--seconds" => a.seconds = val.parse().unwrap_or(a.seconds),
+            "--server-cpu" => a.server_cpu = val.parse().unwrap_or(a.server_cpu),
+            "--client-cpu" => a.client_cpu = val.parse().unwrap_or(a.client_cpu),
+            "--window" => a.window = val.parse().unwrap_or(a.window),
+            "--payload" => a.payload = val.parse().unwrap_or(a.payload),
+            "--sockets" => a.sockets = val.parse().unwrap_or(a.sockets),
+            other => eprintln!("unknown flag {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+struct Echo;
+impl DatagramHandler for Echo {
+    fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+        let _ = out.send(from, data);
+    }
+}
+
+/// Drives `window` packets in flight per socket against `server` for `secs`; returns echoes/s.
+fn client(server: SocketAddr, a: &Args) -> f64 {
+    let _ = pvp_net::pin_to_cpu(a.client_cpu);
+    let mut socks: Vec<BatchSocket> = (0..a.sockets)
+        .map(|_| BatchSocket::bind("127.0.0.1:0".parse().unwrap(), 64).unwrap())
+        .collect();
+    let payload = vec![0xabu8; a.payload];
+    let fill = |s: &mut BatchSocket, n: usize| {
+        for _ in 0..n {
+            let _ = s.queue_with(server, |b| {
+                b[..payload.len()].copy_from_slice(&payload);
+                payload.len()
+            });
+        }
+        let _ = s.flush();
+    };
+    for s in socks.iter_mut() {
+        fill(s, a.window);
+    }
+    let warmup = Duration::from_millis(500);
+    let start = Instant::now();
+    let mut counted = 0u64;
+    let mut measuring_since = None;
+    let end = start + warmup + Duration::from_secs_f64(a.seconds);
+    let mut idle_rounds = 0;
+    while Instant::now() < end {
+        let mut got_any = 0;
+        for s in socks.iter_mut() {
+            let n = s.recv_batch(Duration::ZERO).unwrap_or(0);
+            got_any += n;
+            if n > 0 {
+                fill(s, n);
+            }
+            if measuring_since.is_some() {
+                counted += n as u64;
+            }
+        }
+        if measuring_since.is_none() && start.elapsed() >= warmup {
+            measuring_since = Some(Instant::now());
+        }
+        if got_any == 0 {
+            idle_rounds += 1;
+            // Packets lost to full socket buffers: top the window back up.
+            if idle_rounds > 20_000 {
+                idle_rounds = 0;
+                for s in socks.iter_mut() {
+                    fill(s, a.window / 4);
+                }
+            }
+        } else {
+            idle_rounds = 0;
+        }
+    }
+    let secs = measuring_since.map_or(1.0, |t| t.elapsed().as_secs_f64());
+    counted as f64 / secs
+}
+
+fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, DriverKind)> {
+    let mut cfg = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.driver = driver;
+    cfg.cpus = vec![a.server_cpu];
+    let server = match UdpServer::bind_with(cfg, |_| Echo) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{driver:?}: not available: {e}");
+            return None;
+        }
+    };
+    let kind = server.driver();
+    let pps = client(server.local_addr(), a);
+    let st = server.stats();
+    eprintln!(
+        "  {:?}: rx {} tx {} rx_syscalls {} tx_syscalls {} ({:.1} pkts/rx call)",
+        kind,
+        st.rx_packets,
+        st.tx_packets,
+        st.rx_syscalls,
+        st.tx_syscalls,
+        st.rx_packets as f64 / st.rx_syscalls.max(1) as f64
+    );
+    Some((pps, kind))
+}
+
+fn run_tokio(a: &Args) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let st = stop.clone();
+    let cpu = a.server_cpu;
+    let h = std::thread::spawn(move || {
+        let _ = pvp_net::pin_to_cpu(cpu);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            tx.send(sock.local_addr().unwrap()).unwrap();
+            let mut buf = [0u8; 2048];
+            while !st.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut buf))
+                    .await
+                {
+                    Ok(Ok((n, from))) => {
+                        let _ = sock.send_to(&buf[..n], from).await;
+                    }
+                    _ => continue,
+                }
+            }
+        });
+    });
+    let addr = rx.recv().unwrap();
+    let pps = client(addr, a);
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.join();
+    pps
+}
+
+fn main() {
+    let a = parse();
+    println!(
+        "udp echo, loopback, server cpu {}, client cpu {}, {} sockets x window {}, {} B payload, {} s",
+        a.server_cpu, a.client_cpu, a.sockets, a.window, a.payload, a.seconds
+    );
+    let uring = run_pvp(DriverChoice::IoUring, &a);
+    let epoll = run_pvp(DriverChoice::Epoll, &a);
+    let tokio = run_tokio(&a);
+    println!("{:<28} {:>12}", "server", "echoes/s");
+    if let Some((p, _)) = uring {
+        println!("{:<28} {:>12.0}", "pvp-net io_uring", p);
+    }
+    if let Some((p, _)) = epoll {
+        println!("{:<28} {:>12.0}", "pvp-net epoll+recvmmsg", p);
+    }
+    println!("{:<28} {:>12.0}", "tokio UdpSocket", tokio);
+    if let (Some((u, _)), Some((e, _))) = (uring, epoll) {
+        println!("io_uring / tokio = {:.2}x", u / tokio);
+        println!("io_uring / epoll = {:.2}x", u / e);
+        println!("epoll / tokio    = {:.2}x", e / tokio);
+    }
+}
