@@ -24,7 +24,7 @@ use pvp_net::DriverChoice;
 use pvp_net::endpoint::{BatchSocket, DatagramHandler, Outbox, UdpServer, UdpServerConfig};
 use pvp_net::proto::{
     Client, ClientConfig, ConnectionId, MAX_PACKET_LEN, Packet, Server, ServerConfig, TokenClaims,
-    TokenKey,
+    TokenKey, TokenLedger,
 };
 
 #[derive(Debug, Clone)]
@@ -148,8 +148,10 @@ fn run_server(a: &Args) {
     cfg.cpus = (0..a.workers).map(|i| a.server_cpu + i).collect();
     cfg.socket_buffer = 32 << 20;
     let sessions = a.sessions;
+    let ledger = TokenLedger::new(sessions * 2);
     let server = UdpServer::bind_with(cfg, move |_| {
         let mut sc = ServerConfig::new(TokenKey::from_bytes(KEY), addr);
+        sc.ledger = Some(ledger.clone());
         sc.max_sessions = sessions + 1024;
         sc.max_pending = 16_384;
         Game {

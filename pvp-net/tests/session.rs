@@ -484,3 +484,49 @@ fn hundred_thousand_sessions_fit_and_the_bound_holds() {
     assert_eq!(s.stats().denied_full, 1);
     assert!(s.stats().pending <= 1024);
 }
+
+#[test]
+fn a_shared_ledger_makes_tokens_single_use_across_servers() {
+    let now = Instant::now();
+    let key = TokenKey::from_bytes([3; 32]);
+    let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let ledger = TokenLedger::new(16);
+    let mk = || {
+        let mut cfg = ServerConfig::new(key.clone(), addr);
+        cfg.ledger = Some(ledger.clone());
+        Server::new(cfg, now, Duration::from_secs(1_000)).unwrap()
+    };
+    let (mut w1, mut w2) = (mk(), mk());
+    let token = key.issue(&TokenClaims {
+        token_id: 42,
+        match_id: MatchId::new(1),
+        player_id: PlayerId::new(1),
+        expires_at_unix_ms: 2_000_000,
+        server_addr: addr,
+    });
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let mut handshake = |s: &mut Server, from: SocketAddr| {
+        s.handle_datagram(now, from, &request(&token));
+        let t = s.poll_transmit(now, &mut buf).unwrap();
+        let Ok(Packet::Challenge {
+            token_id,
+            challenge,
+        }) = Packet::decode(&buf[..t.len])
+        else {
+            panic!("challenge expected")
+        };
+        let n = Packet::ChallengeResponse {
+            token_id,
+            challenge,
+        }
+        .encode(&mut buf)
+        .unwrap();
+        let r = buf[..n].to_vec();
+        s.handle_datagram(now, from, &r);
+        s.session_count()
+    };
+    assert_eq!(handshake(&mut w1, "10.0.0.1:1".parse().unwrap()), 1);
+    assert_eq!(handshake(&mut w2, "10.0.0.2:2".parse().unwrap()), 0);
+    assert_eq!(w2.drops().get(DropReason::TokenReplayed), 1);
+    assert_eq!(ledger.len(), 1);
+}

@@ -72,7 +72,7 @@ pub use packet::{
     Packet,
 };
 pub use server::{
-    ConfigError, Received, Server, ServerConfig, ServerEvent, ServerStats, SessionInfo,
+    ConfigError, Received, Server, ServerConfig, ServerEvent, ServerStats, SessionInfo, TokenLedger,
 };
 pub use token::{ConnectToken, TOKEN_LEN, TokenClaims, TokenError, TokenKey};
 

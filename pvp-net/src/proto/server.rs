@@ -39,11 +39,65 @@ pub struct ServerConfig {
     pub timer_granularity: Duration,
     /// Secret for challenges and connection ids (random by default).
     pub secret: [u8; 32],
+    /// A ledger of used tokens shared by several servers (one per worker thread), so a token
+    /// is single-use across all of them; `None`: this server's own table only.
+    pub ledger: Option<TokenLedger>,
+}
+
+/// Used token ids shared by the servers of several worker threads (a mutex-guarded map; taken
+/// once per completed handshake). Bounded: entries leave at their token's expiry.
+#[derive(Debug, Clone)]
+pub struct TokenLedger {
+    inner: std::sync::Arc<std::sync::Mutex<HashMap<u64, u64>>>,
+    capacity: usize,
+}
+
+impl TokenLedger {
+    /// A ledger holding at most `capacity` unexpired tokens.
+    pub fn new(capacity: usize) -> Self {
+        TokenLedger {
+            inner: std::sync::Arc::default(),
+            capacity,
+        }
+    }
+
+    /// Marks `token_id` used until `expires_at_unix_ms`; fails if it already was, or if the
+    /// ledger is full of unexpired tokens.
+    pub fn try_use(
+        &self,
+        token_id: u64,
+        expires_at_unix_ms: u64,
+        unix_now_ms: u64,
+    ) -> Result<(), DropReason> {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(&token_id) {
+            return Err(DropReason::TokenReplayed);
+        }
+        if map.len() >= self.capacity {
+            map.retain(|_, &mut exp| exp > unix_now_ms);
+            if map.len() >= self.capacity {
+                return Err(DropReason::TokenTableFull);
+            }
+        }
+        map.insert(token_id, expires_at_unix_ms);
+        Ok(())
+    }
+
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |m| m.len())
+    }
+
+    /// True when none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl ServerConfig {
     /// Defaults: 131,072 sessions, 4,096 pending handshakes, 5 s handshake, 10 s idle
-    /// timeout, 1 s keep-alive, 100 ms reliable resend, 50 ms timer granularity, random secret.
+    /// timeout, 1 s keep-alive, 100 ms reliable resend, 50 ms timer granularity, random secret,
+    /// no shared ledger.
     pub fn new(key: TokenKey, server_addr: SocketAddr) -> Self {
         let mut secret = [0u8; 32];
         {
@@ -61,6 +115,7 @@ impl ServerConfig {
             reliable_resend: Duration::from_millis(100),
             timer_granularity: Duration::from_millis(50),
             secret,
+            ledger: None,
         }
     }
 }
@@ -538,6 +593,13 @@ impl Server {
             if self.used_tokens.len() >= self.max_used_tokens {
                 self.pending.remove(&token_id);
                 return self.drop_packet(DropReason::TokenTableFull);
+            }
+        }
+        if let Some(ledger) = &self.config.ledger {
+            let unix = self.unix_ms(now);
+            if let Err(r) = ledger.try_use(token_id, claims.expires_at_unix_ms, unix) {
+                self.pending.remove(&token_id);
+                return self.drop_packet(r);
             }
         }
         let conn = self.new_connection_id();
