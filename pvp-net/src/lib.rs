@@ -7,6 +7,7 @@
 //!   [`driver`], chosen at start-up.
 //! - [`uring`]: [`IoUringNetwork`], a low-level io_uring wrapper for TCP and UDP that owns
 //!   every buffer while the kernel uses it.
+//! - `tokio_adapter` (feature `tokio`): the session server on a tokio `UdpSocket`.
 //! - [`sim`]: a simulated network with virtual time (latency, loss, reordering, duplication;
 //!   seeded) that drives clients and a server for tests.
 #![deny(missing_docs)]
@@ -17,6 +18,8 @@ pub mod endpoint;
 pub mod proto;
 pub mod sim;
 mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio_adapter;
 pub mod uring;
 
 pub use driver::{DriverChoice, DriverKind};
