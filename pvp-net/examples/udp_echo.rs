@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use pvp_net::DriverChoice;
 use pvp_net::endpoint::{BatchSocket, DatagramHandler, Outbox, UdpServer, UdpServerConfig};
-use pvp_net::{DriverChoice, DriverKind};
 
 struct Args {
     seconds: f64,
@@ -48,6 +48,30 @@ fn parse() -> Args {
         i += 2;
     }
     a
+}
+
+/// CPU time (user + system) of this process's threads whose name starts with `prefix`
+/// (from /proc/self/task/*/stat, in clock ticks of 10 ms).
+fn thread_cpu(prefix: &str) -> Duration {
+    let mut total = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            let p = e.path();
+            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+            if !comm.trim().starts_with(prefix) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            // Fields after the ")" that ends the name: state is field 3; utime 14, stime 15.
+            if let Some(rest) = stat.rsplit(')').next() {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+                total += ut + st;
+            }
+        }
+    }
+    Duration::from_millis(total * 10)
 }
 
 struct Echo;
@@ -114,7 +138,7 @@ fn client(server: SocketAddr, a: &Args) -> f64 {
     counted as f64 / secs
 }
 
-fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, DriverKind)> {
+fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, f64)> {
     let mut cfg = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
     cfg.driver = driver;
     cfg.cpus = vec![a.server_cpu];
@@ -126,8 +150,18 @@ fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, DriverKind)> {
         }
     };
     let kind = server.driver();
+    let cpu0 = thread_cpu("pvp-net");
+    let rx0 = server.stats().rx_packets;
     let pps = client(server.local_addr(), a);
+    let cpu = thread_cpu("pvp-net") - cpu0;
     let st = server.stats();
+    eprintln!(
+        "  {:?}: server cpu {:.2} s for {} packets = {:.0} ns/echo",
+        kind,
+        cpu.as_secs_f64(),
+        st.rx_packets - rx0,
+        cpu.as_nanos() as f64 / (st.rx_packets - rx0).max(1) as f64
+    );
     eprintln!(
         "  {:?}: rx {} tx {} rx_syscalls {} tx_syscalls {} ({:.1} pkts/rx call)",
         kind,
@@ -137,41 +171,50 @@ fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, DriverKind)> {
         st.tx_syscalls,
         st.rx_packets as f64 / st.rx_syscalls.max(1) as f64
     );
-    Some((pps, kind))
+    Some((
+        pps,
+        cpu.as_nanos() as f64 / (st.rx_packets - rx0).max(1) as f64,
+    ))
 }
 
-fn run_tokio(a: &Args) -> f64 {
+fn run_tokio(a: &Args) -> (f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let st = stop.clone();
     let cpu = a.server_cpu;
-    let h = std::thread::spawn(move || {
-        let _ = pvp_net::pin_to_cpu(cpu);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            tx.send(sock.local_addr().unwrap()).unwrap();
-            let mut buf = [0u8; 2048];
-            while !st.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut buf))
-                    .await
-                {
-                    Ok(Ok((n, from))) => {
-                        let _ = sock.send_to(&buf[..n], from).await;
+    let h = std::thread::Builder::new()
+        .name("tokio-echo".into())
+        .spawn(move || {
+            let _ = pvp_net::pin_to_cpu(cpu);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                tx.send(sock.local_addr().unwrap()).unwrap();
+                let mut buf = [0u8; 2048];
+                while !st.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut buf))
+                        .await
+                    {
+                        Ok(Ok((n, from))) => {
+                            let _ = sock.send_to(&buf[..n], from).await;
+                        }
+                        _ => continue,
                     }
-                    _ => continue,
                 }
-            }
-        });
-    });
+            });
+        })
+        .unwrap();
     let addr = rx.recv().unwrap();
+    let cpu0 = thread_cpu("tokio-echo");
     let pps = client(addr, a);
+    let cpu = thread_cpu("tokio-echo") - cpu0;
+    let total = pps * a.seconds;
     stop.store(true, Ordering::Relaxed);
     let _ = h.join();
-    pps
+    (pps, cpu.as_nanos() as f64 / total.max(1.0))
 }
 
 fn main() {
@@ -183,17 +226,30 @@ fn main() {
     let uring = run_pvp(DriverChoice::IoUring, &a);
     let epoll = run_pvp(DriverChoice::Epoll, &a);
     let tokio = run_tokio(&a);
-    println!("{:<28} {:>12}", "server", "echoes/s");
-    if let Some((p, _)) = uring {
-        println!("{:<28} {:>12.0}", "pvp-net io_uring", p);
+    println!(
+        "{:<28} {:>12} {:>16}",
+        "server", "echoes/s", "server ns/echo"
+    );
+    let row = |name: &str, r: (f64, f64)| println!("{:<28} {:>12.0} {:>16.0}", name, r.0, r.1);
+    if let Some(r) = uring {
+        row("pvp-net io_uring", r);
     }
-    if let Some((p, _)) = epoll {
-        println!("{:<28} {:>12.0}", "pvp-net epoll+recvmmsg", p);
+    if let Some(r) = epoll {
+        row("pvp-net epoll+recvmmsg", r);
     }
-    println!("{:<28} {:>12.0}", "tokio UdpSocket", tokio);
-    if let (Some((u, _)), Some((e, _))) = (uring, epoll) {
-        println!("io_uring / tokio = {:.2}x", u / tokio);
-        println!("io_uring / epoll = {:.2}x", u / e);
-        println!("epoll / tokio    = {:.2}x", e / tokio);
+    row("tokio UdpSocket", tokio);
+    if let (Some(u), Some(e)) = (uring, epoll) {
+        println!(
+            "throughput  io_uring/tokio {:.2}x  io_uring/epoll {:.2}x  epoll/tokio {:.2}x",
+            u.0 / tokio.0,
+            u.0 / e.0,
+            e.0 / tokio.0
+        );
+        println!(
+            "cpu/packet  tokio/io_uring {:.2}x  epoll/io_uring {:.2}x  tokio/epoll {:.2}x",
+            tokio.1 / u.1,
+            e.1 / u.1,
+            tokio.1 / e.1
+        );
     }
 }

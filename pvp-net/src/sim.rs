@@ -196,6 +196,11 @@ impl Harness {
     }
 
     /// A harness with the given server settings (its key signs the tokens).
+    ///
+    /// # Panics
+    ///
+    /// If the server refuses `cfg` (see [`Server::new`]); a test harness has no caller to
+    /// hand the error to.
     pub fn with_server_config(seed: u64, conditions: LinkConditions, cfg: ServerConfig) -> Self {
         let now = Instant::now();
         let unix_start = Duration::from_secs(1_700_000_000);
@@ -249,6 +254,10 @@ impl Harness {
     }
 
     /// Adds a client whose token has these claims.
+    ///
+    /// # Panics
+    ///
+    /// If the claims' server address cannot be encoded (never for `SocketAddr`s).
     pub fn add_client_with(&mut self, cfg: ClientConfig, claims: &TokenClaims) -> usize {
         let token = self.key.issue(claims);
         let i = self.clients.len();
