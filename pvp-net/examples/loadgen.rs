@@ -120,7 +120,9 @@ impl DatagramHandler for Game {
 
     fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
         self.server.handle_timeout(now);
-        while out.free_slots() > 0 {
+        // Keep a quarter of the slots for echoes: keep-alive bursts must not starve them.
+        let reserve = out.capacity() / 4;
+        while out.free_slots() > reserve {
             match self.server.poll_transmit(now, &mut self.buf[..]) {
                 Some(t) => {
                     let _ = out.send(t.destination, &self.buf[..t.len]);

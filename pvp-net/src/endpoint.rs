@@ -293,6 +293,12 @@ impl Outbox {
         Ok(len)
     }
 
+    /// Slots in all (a handler that queues many datagrams from `on_tick` should leave some
+    /// free for replies in `on_datagram`).
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Slots free now.
     pub fn free_slots(&self) -> usize {
         self.free.len()

@@ -307,3 +307,52 @@ fn session_protocol_end_to_end_over_sockets() {
         drop(server);
     }
 }
+
+#[test]
+fn ipv6_loopback_echo() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("note: skipping: no IPv6 loopback");
+        return;
+    }
+    for (driver, multishot) in drivers() {
+        let mut cfg = config(driver, multishot);
+        cfg.bind = "[::1]:0".parse().unwrap();
+        let server = UdpServer::bind_with(cfg, |_| Echo).unwrap();
+        let c = UdpSocket::bind("[::1]:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.send_to(b"v6", server.local_addr()).unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = recv(&c, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"v6", "{driver:?}");
+        assert_eq!(from, server.local_addr());
+    }
+}
+
+/// Replies to an address the socket cannot reach (IPv6 from an IPv4 socket) as well as to
+/// the sender: the bad send is counted and the good one still goes out.
+struct EchoAndBadSend;
+impl DatagramHandler for EchoAndBadSend {
+    fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+        let _ = out.send("[::1]:9".parse().unwrap(), data);
+        let _ = out.send(from, data);
+    }
+}
+
+#[test]
+fn failed_sends_are_counted_and_do_not_stall_the_worker() {
+    for (driver, multishot) in drivers() {
+        let server = UdpServer::bind_with(config(driver, multishot), |_| EchoAndBadSend).unwrap();
+        let c = client();
+        let mut buf = [0u8; 8];
+        for i in 0..5u8 {
+            c.send_to(&[i], server.local_addr()).unwrap();
+            let (n, _) = recv(&c, &mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i], "{driver:?}");
+        }
+        assert!(
+            eventually(|| server.stats().tx_errors == 5),
+            "{driver:?}: {:?}",
+            server.stats()
+        );
+    }
+}
