@@ -3,7 +3,7 @@
 //! (batched sendmmsg/recvmmsg, a window of packets in flight) to another.
 //!
 //! ```text
-//! cargo run --release -p pvp-net --example udp_echo -- --seconds 5 --server-cpu 0 --client-cpu 1
+//! cargo run --release -p pvp-net --example udp_echo -- --seconds 3 --rounds 3 --server-cpu 0 --client-cpu 1
 //! ```
 
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ struct Args {
     window: usize,
     payload: usize,
     sockets: usize,
+    rounds: usize,
 }
 
 fn parse() -> Args {
@@ -31,6 +32,7 @@ fn parse() -> Args {
         window: 256,
         payload: 64,
         sockets: 4,
+        rounds: 3,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -43,6 +45,7 @@ fn parse() -> Args {
             "--window" => a.window = val.parse().unwrap_or(a.window),
             "--payload" => a.payload = val.parse().unwrap_or(a.payload),
             "--sockets" => a.sockets = val.parse().unwrap_or(a.sockets),
+            "--rounds" => a.rounds = val.parse().unwrap_or(a.rounds).max(1),
             other => eprintln!("unknown flag {other}"),
         }
         i += 2;
@@ -223,9 +226,33 @@ fn main() {
         "udp echo, loopback, server cpu {}, client cpu {}, {} sockets x window {}, {} B payload, {} s",
         a.server_cpu, a.client_cpu, a.sockets, a.window, a.payload, a.seconds
     );
-    let uring = run_pvp(DriverChoice::IoUring, &a);
-    let epoll = run_pvp(DriverChoice::Epoll, &a);
-    let tokio = run_tokio(&a);
+    // Interleaved rounds, medians: other load on the machine shifts over time, and every
+    // server should see the same mix of it.
+    let (mut us, mut es, mut ts) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        eprintln!("round {round}");
+        if let Some(r) = run_pvp(DriverChoice::IoUring, &a) {
+            us.push(r);
+        }
+        if let Some(r) = run_pvp(DriverChoice::Epoll, &a) {
+            es.push(r);
+        }
+        ts.push(run_tokio(&a));
+    }
+    let median = |v: &mut Vec<(f64, f64)>| -> Option<(f64, f64)> {
+        if v.is_empty() {
+            return None;
+        }
+        let mut p: Vec<f64> = v.iter().map(|r| r.0).collect();
+        let mut c: Vec<f64> = v.iter().map(|r| r.1).collect();
+        p.sort_by(f64::total_cmp);
+        c.sort_by(f64::total_cmp);
+        Some((p[p.len() / 2], c[c.len() / 2]))
+    };
+    let uring = median(&mut us);
+    let epoll = median(&mut es);
+    let Some(tokio) = median(&mut ts) else { return };
+    println!("medians of {} interleaved rounds:", a.rounds);
     println!(
         "{:<28} {:>12} {:>16}",
         "server", "echoes/s", "server ns/echo"

@@ -169,7 +169,7 @@ pub(crate) fn run<H: DatagramHandler>(
     let setup = (|| -> io::Result<(IoUring, bool, Recv)> {
         let ring = IoUring::builder()
             .setup_single_issuer()
-            .setup_coop_taskrun()
+            .setup_defer_taskrun()
             .build(sq)
             .or_else(|_| IoUring::new(sq))?;
         let fixed = ring.submitter().register_files(&[fd]).is_ok();
