@@ -530,3 +530,32 @@ fn a_shared_ledger_makes_tokens_single_use_across_servers() {
     assert_eq!(w2.drops().get(DropReason::TokenReplayed), 1);
     assert_eq!(ledger.len(), 1);
 }
+
+#[test]
+fn client_restarts_a_handshake_the_server_forgot() {
+    let key = TokenKey::from_bytes([0x5a; 32]);
+    let mut cfg = ServerConfig::new(key, "10.0.0.1:7000".parse().unwrap());
+    cfg.handshake_timeout = Duration::from_millis(300);
+    let mut h = Harness::with_server_config(11, LinkConditions::clean(5 * MS), cfg);
+    let c = h.add_client(1);
+    // Let the challenge arrive, then lose everything the client sends for a while: the
+    // server's pending entry expires.
+    assert!(h.run_until(Duration::from_secs(1), |h| h.client(c).state()
+        == ClientState::Challenged));
+    h.net.set_conditions(LinkConditions {
+        loss: 1.0,
+        ..LinkConditions::clean(5 * MS)
+    });
+    h.advance(Duration::from_millis(350));
+    assert_eq!(h.server.stats().pending, 0);
+    h.net.set_conditions(LinkConditions::clean(5 * MS));
+    let ok = h.run_until(Duration::from_secs(3), |h| h.client(c).is_connected());
+    assert!(
+        ok,
+        "{:?} {:?} {:?}",
+        h.client(c).state(),
+        h.server.drops().snapshot(),
+        h.server.stats()
+    );
+    assert!(h.server.drops().get(DropReason::BadChallenge) >= 1);
+}

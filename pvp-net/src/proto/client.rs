@@ -64,6 +64,8 @@ pub enum ClientEvent {
 }
 
 const RTT_RING: usize = 64;
+/// Challenge responses sent without an answer before the client starts the handshake over.
+const CHALLENGE_RESPONSES_BEFORE_RESTART: u8 = 5;
 
 /// The client state machine. Call order as for the [server](super::Server).
 #[derive(Debug)]
@@ -84,6 +86,7 @@ pub struct Client {
     newest_acked: u32,
     rtt: Option<Duration>,
     disconnect_sends_left: u8,
+    challenge_sends: u8,
 }
 
 impl Client {
@@ -111,6 +114,7 @@ impl Client {
             newest_acked: 0,
             rtt: None,
             disconnect_sends_left: 0,
+            challenge_sends: 0,
         })
     }
 
@@ -183,6 +187,9 @@ impl Client {
                 token_id,
                 challenge,
             } if handshaking && token_id == self.token_id => {
+                if self.state != ClientState::Challenged || self.challenge != challenge {
+                    self.challenge_sends = 0;
+                }
                 self.state = ClientState::Challenged;
                 self.challenge = challenge;
                 self.next_handshake_send = now;
@@ -303,7 +310,20 @@ impl Client {
             ClientState::Connecting if now >= self.next_handshake_send => Packet::ConnectRequest {
                 token: &self.token.0,
             },
+            ClientState::Challenged
+                if now >= self.next_handshake_send
+                    && self.challenge_sends >= CHALLENGE_RESPONSES_BEFORE_RESTART =>
+            {
+                // The server forgot the handshake (it expired, or the answer was lost with
+                // the pending entry): start over with the token, which is still unused.
+                self.state = ClientState::Connecting;
+                self.challenge_sends = 0;
+                Packet::ConnectRequest {
+                    token: &self.token.0,
+                }
+            }
             ClientState::Challenged if now >= self.next_handshake_send => {
+                self.challenge_sends += 1;
                 Packet::ChallengeResponse {
                     token_id: self.token_id,
                     challenge: self.challenge,

@@ -284,7 +284,8 @@ pub struct Server {
     by_conn: HashMap<u64, u32>,
     pending: HashMap<u64, Pending>,
     recent: HashMap<u64, Recent>,
-    used_tokens: HashMap<u64, u64>,
+    /// Used token id -> (expiry, the connection it opened).
+    used_tokens: HashMap<u64, (u64, u64)>,
     max_used_tokens: usize,
     control: VecDeque<Control>,
     max_control: usize,
@@ -505,7 +506,16 @@ impl Server {
                 conn: r.conn,
             });
         }
-        if self.used_tokens.contains_key(&claims.token_id) {
+        if let Some(&(_, conn)) = self.used_tokens.get(&claims.token_id) {
+            // The client that opened the session lost every `Accepted` and started over:
+            // tell it again (smaller than the request). Anyone else is replaying.
+            if self.lookup(conn).is_some_and(|s| s.addr == from) {
+                return self.push_control(Control::Accepted {
+                    addr: from,
+                    token_id: claims.token_id,
+                    conn,
+                });
+            }
             return self.drop_packet(DropReason::TokenReplayed);
         }
         if self.pending.len() >= self.config.max_pending {
@@ -589,7 +599,7 @@ impl Server {
         }
         if self.used_tokens.len() >= self.max_used_tokens {
             let unix = self.unix_ms(now);
-            self.used_tokens.retain(|_, &mut exp| exp > unix);
+            self.used_tokens.retain(|_, &mut (exp, _)| exp > unix);
             if self.used_tokens.len() >= self.max_used_tokens {
                 self.pending.remove(&token_id);
                 return self.drop_packet(DropReason::TokenTableFull);
@@ -621,7 +631,8 @@ impl Server {
             flush_queued: false,
         });
         self.by_conn.insert(conn, slot);
-        self.used_tokens.insert(token_id, claims.expires_at_unix_ms);
+        self.used_tokens
+            .insert(token_id, (claims.expires_at_unix_ms, conn));
         if self.pending.remove(&token_id).is_some() {
             self.remember_recent(now, token_id, from, challenge, conn);
         }
@@ -939,7 +950,7 @@ impl Server {
         if now >= self.next_token_purge {
             self.next_token_purge = now + Duration::from_secs(1);
             let unix = self.unix_ms(now);
-            self.used_tokens.retain(|_, &mut exp| exp > unix);
+            self.used_tokens.retain(|_, &mut (exp, _)| exp > unix);
         }
         let idle = self.config.idle_timeout;
         let keepalive = self.config.keepalive_interval;
