@@ -116,7 +116,10 @@ impl InlineName {
             return Err(IdError::Empty);
         }
         if src.len() > MAX_NAME_LEN {
-            return Err(IdError::TooLong { len: src.len(), max: MAX_NAME_LEN });
+            return Err(IdError::TooLong {
+                len: src.len(),
+                max: MAX_NAME_LEN,
+            });
         }
         let mut bytes = [0u8; MAX_NAME_LEN];
         let mut i = 0;
@@ -128,7 +131,10 @@ impl InlineName {
             bytes[i] = b;
             i += 1;
         }
-        Ok(Self { bytes, len: src.len() as u8 })
+        Ok(Self {
+            bytes,
+            len: src.len() as u8,
+        })
     }
 
     fn as_str(&self) -> &str {
@@ -238,15 +244,27 @@ mod tests {
         assert_eq!(RegionId::new(""), Err(IdError::Empty));
         assert_eq!(
             RegionId::new("abcdefghijklmnop"),
-            Err(IdError::TooLong { len: 16, max: MAX_NAME_LEN })
+            Err(IdError::TooLong {
+                len: 16,
+                max: MAX_NAME_LEN
+            })
         );
-        assert_eq!(ZoneId::new("kr A"), Err(IdError::InvalidByte { byte: b' ', index: 2 }));
+        assert_eq!(
+            ZoneId::new("kr A"),
+            Err(IdError::InvalidByte {
+                byte: b' ',
+                index: 2
+            })
+        );
         assert!(ZoneId::new("abcdefghijklmno").is_ok());
     }
 
     #[test]
     fn names_order_like_strings() {
-        let mut v: Vec<RegionId> = ["sg", "kr", "jp", "kr2"].iter().map(|s| s.parse().unwrap()).collect();
+        let mut v: Vec<RegionId> = ["sg", "kr", "jp", "kr2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         v.sort();
         let s: Vec<&str> = v.iter().map(|r| r.as_str()).collect();
         assert_eq!(s, ["jp", "kr", "kr2", "sg"]);

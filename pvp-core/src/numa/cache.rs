@@ -1,0 +1,278 @@
+//! Per-thread caches: the allocator's fast path.
+//!
+//! Each thread has a few slots, each tied to one allocator state: slot 0 to the global
+//! allocator, the others to [`NumaAllocator`](super::NumaAllocator) instances. A slot keeps, per
+//! pool (node) and size class, a list of free blocks. Allocation pops from the list and freeing
+//! pushes to the list of the block's own node, with no lock, no atomic read-modify-write and no
+//! syscall; only an empty list (refill from the node pool) or a full one (hand the list back to
+//! the node pool's remote list) leaves the fast path.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ptr;
+use std::sync::Arc;
+
+use super::Inner;
+use super::classes::{CLASS_COUNT, cache_limit};
+use super::pool::{FreeBlock, Shared, next_of, set_next};
+
+/// Pools (node indices) a slot caches; blocks of higher indices take the uncached path.
+pub(crate) const CACHED_NODES: usize = 4;
+/// Slots per thread; slot 0 belongs to the global allocator.
+const SLOTS: usize = 5;
+
+#[derive(Clone, Copy)]
+struct ClassList {
+    head: *mut FreeBlock,
+    count: usize,
+}
+
+const EMPTY_LIST: ClassList = ClassList {
+    head: ptr::null_mut(),
+    count: 0,
+};
+
+/// One thread's cache for one allocator state.
+pub(crate) struct Slot {
+    shared: Cell<*const Shared>,
+    /// The instance whose strong count this slot holds (null for the global allocator).
+    owner: Cell<*const Inner>,
+    home: Cell<usize>,
+    busy: Cell<bool>,
+    lists: UnsafeCell<[[ClassList; CLASS_COUNT]; CACHED_NODES]>,
+}
+
+impl Slot {
+    const fn new() -> Self {
+        Self {
+            shared: Cell::new(ptr::null()),
+            owner: Cell::new(ptr::null()),
+            home: Cell::new(0),
+            busy: Cell::new(false),
+            lists: UnsafeCell::new([[EMPTY_LIST; CLASS_COUNT]; CACHED_NODES]),
+        }
+    }
+
+    /// The node index `allocate_local` uses on this thread.
+    #[inline(always)]
+    pub(crate) fn home(&self) -> usize {
+        self.home.get()
+    }
+
+    pub(crate) fn set_home(&self, node: usize) {
+        self.home.set(node);
+    }
+
+    /// Pops a block of `class` from pool `node` (a node index `< node_count + 1`).
+    ///
+    /// # Safety
+    /// `shared` is this slot's state.
+    #[inline(always)]
+    pub(crate) unsafe fn alloc(&self, shared: &Shared, node: usize, class: usize) -> *mut u8 {
+        if node >= CACHED_NODES {
+            return shared.alloc_uncached(node, class);
+        }
+        // SAFETY: the lists are only touched by this thread, and no other reference to this
+        // list lives while we hold this one (re-entrant calls use other slots).
+        let list = unsafe { &mut (*self.lists.get())[node][class] };
+        let block = list.head;
+        if block.is_null() {
+            // SAFETY: forwarded.
+            return unsafe { self.alloc_slow(shared, node, class) };
+        }
+        // SAFETY: blocks on a thread's list are free blocks the thread owns.
+        list.head = unsafe { next_of(block) };
+        list.count -= 1;
+        shared.debug_track(block.cast(), class, true);
+        block.cast()
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_slow(&self, shared: &Shared, node: usize, class: usize) -> *mut u8 {
+        self.busy.set(true);
+        let (head, count) = shared.refill(node, class);
+        self.busy.set(false);
+        if head.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: as in `alloc`.
+        let list = unsafe { &mut (*self.lists.get())[node][class] };
+        // SAFETY: the refilled chain is ours.
+        list.head = unsafe { next_of(head) };
+        list.count = count - 1;
+        shared.debug_track(head.cast(), class, true);
+        head.cast()
+    }
+
+    /// Frees a pool block of `class` into this thread's list for the block's own node.
+    ///
+    /// # Safety
+    /// `shared` is this slot's state; `block` is a block of `class` it handed out, not used any
+    /// more.
+    #[inline(always)]
+    pub(crate) unsafe fn free(&self, shared: &Shared, block: *mut u8, class: usize) {
+        shared.debug_track(block, class, false);
+        // SAFETY: per the caller, `block` is a pool block of `shared`.
+        let node = unsafe { Shared::pool_of(block) };
+        if node >= CACHED_NODES {
+            let b = block.cast::<FreeBlock>();
+            // SAFETY: a one-block chain we own.
+            unsafe { shared.give_back(node, class, b, b, 1) };
+            return;
+        }
+        // SAFETY: as in `alloc`.
+        let list = unsafe { &mut (*self.lists.get())[node][class] };
+        let b = block.cast::<FreeBlock>();
+        // SAFETY: the block is ours again.
+        unsafe { set_next(b, list.head) };
+        list.head = b;
+        list.count += 1;
+        if list.count >= cache_limit(class) {
+            // SAFETY: forwarded.
+            unsafe { self.flush_list(shared, node, class) };
+        }
+    }
+
+    #[inline(never)]
+    unsafe fn flush_list(&self, shared: &Shared, node: usize, class: usize) {
+        // SAFETY: as in `alloc`.
+        let list = unsafe { &mut (*self.lists.get())[node][class] };
+        let head = list.head;
+        if head.is_null() {
+            return;
+        }
+        let mut tail = head;
+        let mut count = 1;
+        loop {
+            // SAFETY: the list's blocks are ours.
+            let next = unsafe { next_of(tail) };
+            if next.is_null() {
+                break;
+            }
+            tail = next;
+            count += 1;
+        }
+        *list = EMPTY_LIST;
+        // SAFETY: the chain head..=tail holds blocks of pool (node, class) that we give up.
+        unsafe { shared.give_back(node, class, head, tail, count) };
+    }
+
+    /// Hands every cached block back to its pool.
+    fn flush_all(&self) {
+        let shared = self.shared.get();
+        if shared.is_null() {
+            return;
+        }
+        // SAFETY: a slot's state outlives the slot's use of it (the slot holds a strong count,
+        // or the state is the never-freed global one).
+        let shared = unsafe { &*shared };
+        for node in 0..CACHED_NODES.min(shared.node_count() + 1) {
+            for class in 0..CLASS_COUNT {
+                // SAFETY: this slot's own lists.
+                unsafe { self.flush_list(shared, node, class) };
+            }
+        }
+    }
+
+    /// Flushes and detaches the slot, releasing the instance it kept alive.
+    fn clear(&self) {
+        self.flush_all();
+        self.shared.set(ptr::null());
+        let owner = self.owner.replace(ptr::null());
+        if !owner.is_null() {
+            // SAFETY: the slot took one strong count of this Arc when it was attached.
+            unsafe { Arc::decrement_strong_count(owner) };
+        }
+    }
+}
+
+/// A thread's slots.
+pub(crate) struct ThreadCaches {
+    slots: [Slot; SLOTS],
+    next_evict: Cell<usize>,
+}
+
+impl ThreadCaches {
+    const fn new() -> Self {
+        Self {
+            slots: [const { Slot::new() }; SLOTS],
+            next_evict: Cell::new(1),
+        }
+    }
+
+    /// This thread's slot for an instance, attaching one (and evicting the least recently
+    /// attached idle slot if all are taken). `None` when every slot is busy.
+    #[inline(always)]
+    pub(crate) fn instance_slot(&self, inner: &Arc<Inner>) -> Option<&Slot> {
+        let shared = inner.shared_ptr();
+        for slot in &self.slots[1..] {
+            if ptr::eq(slot.shared.get(), shared) {
+                return Some(slot);
+            }
+        }
+        self.attach(inner)
+    }
+
+    /// This thread's slot for an instance if one is attached.
+    pub(crate) fn find(&self, shared: *const Shared) -> Option<&Slot> {
+        self.slots[1..]
+            .iter()
+            .find(|s| ptr::eq(s.shared.get(), shared))
+    }
+
+    #[inline(never)]
+    fn attach(&self, inner: &Arc<Inner>) -> Option<&Slot> {
+        let slot = match self.slots[1..].iter().find(|s| s.shared.get().is_null()) {
+            Some(s) => s,
+            None => {
+                let start = self.next_evict.get();
+                let pick = (0..SLOTS - 1)
+                    .map(|k| 1 + (start - 1 + k) % (SLOTS - 1))
+                    .find(|&i| !self.slots[i].busy.get())?;
+                self.next_evict.set(1 + pick % (SLOTS - 1));
+                let s = &self.slots[pick];
+                s.busy.set(true);
+                s.clear();
+                s.busy.set(false);
+                s
+            }
+        };
+        // SAFETY: `inner` is a live Arc; the slot keeps one strong count until `clear`.
+        unsafe { Arc::increment_strong_count(Arc::as_ptr(inner)) };
+        slot.owner.set(Arc::as_ptr(inner));
+        slot.home.set(inner.default_home());
+        slot.shared.set(inner.shared_ptr());
+        Some(slot)
+    }
+
+    /// Slot 0, attached to the global allocator state `shared`.
+    #[inline(always)]
+    pub(crate) fn global_slot(&self, shared: &'static Shared) -> &Slot {
+        let slot = &self.slots[0];
+        if slot.shared.get().is_null() {
+            slot.home.set(super::global::default_home(shared));
+            slot.shared.set(shared);
+        }
+        slot
+    }
+
+    /// Detaches this thread's slot for `shared`, if any.
+    pub(crate) fn release(&self, shared: *const Shared) {
+        if let Some(slot) = self.find(shared) {
+            if !slot.busy.get() {
+                slot.clear();
+            }
+        }
+    }
+}
+
+impl Drop for ThreadCaches {
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            slot.clear();
+        }
+    }
+}
+
+thread_local! {
+    pub(crate) static CACHES: ThreadCaches = const { ThreadCaches::new() };
+}
