@@ -25,14 +25,18 @@ fn std_collections_work_on_the_node_pools() {
     v.truncate(10);
     v.shrink_to_fit();
     assert_eq!(v, (0..10).collect::<Vec<u8>>());
-    let stats = ALLOC.stats().expect("the global allocator served this test");
+    let stats = ALLOC
+        .stats()
+        .expect("the global allocator served this test");
     assert!(stats.nodes.iter().map(|n| n.segments).sum::<u64>() > 0);
     assert!(stats.nodes.iter().map(|n| n.large_allocations).sum::<u64>() > 0);
 }
 
 #[test]
 fn memory_freed_on_other_threads_comes_back() {
-    let before = ALLOC.stats().map_or(0, |s| s.nodes.iter().map(|n| n.blocks_returned).sum());
+    let before = ALLOC
+        .stats()
+        .map_or(0, |s| s.nodes.iter().map(|n| n.blocks_returned).sum());
     let (tx, rx) = mpsc::channel::<Box<[u64; 16]>>();
     let consumer = std::thread::spawn(move || {
         let mut sum = 0;
@@ -50,7 +54,13 @@ fn memory_freed_on_other_threads_comes_back() {
     let sum = consumer.join().unwrap();
     assert_eq!(sum, 16 * (0..5_000u64).sum::<u64>());
     // Both threads have exited, so their caches went back to the pools.
-    let after: u64 = ALLOC.stats().unwrap().nodes.iter().map(|n| n.blocks_returned).sum();
+    let after: u64 = ALLOC
+        .stats()
+        .unwrap()
+        .nodes
+        .iter()
+        .map(|n| n.blocks_returned)
+        .sum();
     assert!(after >= before + 5_000, "before {before}, after {after}");
 }
 
@@ -63,7 +73,11 @@ fn realloc_keeps_contents_across_classes_and_sizes() {
             s.shrink_to_fit();
         }
     }
-    assert!(s.bytes().enumerate().all(|(i, b)| b == b'a' + (i % 26) as u8));
+    assert!(
+        s.bytes()
+            .enumerate()
+            .all(|(i, b)| b == b'a' + (i % 26) as u8)
+    );
     let v = vec![0xABu8; 1 << 16];
     if let Ok(node) = page_node(v.as_ptr()) {
         let nodes = ALLOC.stats().unwrap().nodes;

@@ -43,8 +43,14 @@ fn two_node_sysfs_tree() {
     t.write("cpu/online", "0-7\n");
     for cpu in 0..8 {
         // Two hyperthreads per core: cpu N and N+4 are siblings.
-        t.write(&format!("cpu/cpu{cpu}/topology/physical_package_id"), &format!("{}\n", (cpu % 4) / 2));
-        t.write(&format!("cpu/cpu{cpu}/topology/core_id"), &format!("{}\n", cpu % 2));
+        t.write(
+            &format!("cpu/cpu{cpu}/topology/physical_package_id"),
+            &format!("{}\n", (cpu % 4) / 2),
+        );
+        t.write(
+            &format!("cpu/cpu{cpu}/topology/core_id"),
+            &format!("{}\n", cpu % 2),
+        );
     }
     let topo = Topology::from_sysfs(t.path()).unwrap();
     assert_eq!(topo.source(), TopologySource::Sysfs);
@@ -89,9 +95,15 @@ fn kernel_without_numa_is_one_node() {
 fn garbage_sysfs_is_a_typed_error() {
     let t = TempTree::new("garbage");
     t.write("node/node0/cpulist", "zero-one\n");
-    assert!(matches!(Topology::from_sysfs(t.path()), Err(TopologyError::Parse { .. })));
+    assert!(matches!(
+        Topology::from_sysfs(t.path()),
+        Err(TopologyError::Parse { .. })
+    ));
     let empty = TempTree::new("empty");
-    assert!(matches!(Topology::from_sysfs(empty.path()), Err(TopologyError::Io { .. })));
+    assert!(matches!(
+        Topology::from_sysfs(empty.path()),
+        Err(TopologyError::Io { .. })
+    ));
 }
 
 #[test]
@@ -114,7 +126,10 @@ fn synthetic_machines_of_two_and_four_nodes() {
     assert_eq!(t.source(), TopologySource::Synthetic);
     let t = Topology::synthetic("pack:2 [numa(memory=1GB)] l3:1 core:4 pu:2").unwrap();
     assert_eq!(t.node(NodeId::new(0)).unwrap().memory_bytes(), 1 << 30);
-    assert_eq!(t.node(NodeId::new(1)).unwrap().cpus(), &(8..16).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        t.node(NodeId::new(1)).unwrap().cpus(),
+        &(8..16).collect::<Vec<_>>()[..]
+    );
     let t = Topology::synthetic("pack:2 group:2 [numa] core:2 pu:2").unwrap();
     assert_eq!(t.node_count(), 4);
     assert_eq!(t.node_of_cpu(13), Some(NodeId::new(3)));

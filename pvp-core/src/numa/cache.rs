@@ -52,6 +52,23 @@ impl Slot {
         }
     }
 
+    /// The free list of (`node`, `class`).
+    ///
+    /// # Safety
+    /// `node < CACHED_NODES`, `class < CLASS_COUNT`, and no other reference to this list is
+    /// alive (the lists are only touched by their thread; re-entrant calls use other slots).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn list(&self, node: usize, class: usize) -> &mut ClassList {
+        debug_assert!(node < CACHED_NODES && class < CLASS_COUNT);
+        // SAFETY: in bounds and unaliased per the caller.
+        unsafe {
+            (*self.lists.get())
+                .get_unchecked_mut(node)
+                .get_unchecked_mut(class)
+        }
+    }
+
     /// The node index `allocate_local` uses on this thread.
     #[inline(always)]
     pub(crate) fn home(&self) -> usize {
@@ -71,9 +88,9 @@ impl Slot {
         if node >= CACHED_NODES {
             return shared.alloc_uncached(node, class);
         }
-        // SAFETY: the lists are only touched by this thread, and no other reference to this
-        // list lives while we hold this one (re-entrant calls use other slots).
-        let list = unsafe { &mut (*self.lists.get())[node][class] };
+        debug_assert!(class < CLASS_COUNT);
+        // SAFETY: node checked above, class from `class_of`; see `list`.
+        let list = unsafe { self.list(node, class) };
         let block = list.head;
         if block.is_null() {
             // SAFETY: forwarded.
@@ -86,6 +103,55 @@ impl Slot {
         block.cast()
     }
 
+    /// Pops a block of `class` from the home node's list; null (and no change) when the list
+    /// is empty or the home node is not cached.
+    ///
+    /// # Safety
+    /// `shared` is this slot's state; `class < CLASS_COUNT`.
+    #[inline(always)]
+    pub(crate) unsafe fn try_pop_home(&self, shared: &Shared, class: usize) -> *mut u8 {
+        let node = self.home.get();
+        if node >= CACHED_NODES {
+            return ptr::null_mut();
+        }
+        // SAFETY: bounds checked / per the caller; see `list`.
+        let list = unsafe { self.list(node, class) };
+        let block = list.head;
+        if !block.is_null() {
+            // SAFETY: blocks on a thread's list are free blocks the thread owns.
+            list.head = unsafe { next_of(block) };
+            list.count -= 1;
+            shared.debug_track(block.cast(), class, true);
+        }
+        block.cast()
+    }
+
+    /// Pushes a freed block onto its node's list if that needs no flush; false (and no
+    /// change) otherwise.
+    ///
+    /// # Safety
+    /// As for [`Slot::free`]; `class < CLASS_COUNT`.
+    #[inline(always)]
+    pub(crate) unsafe fn try_push(&self, shared: &Shared, block: *mut u8, class: usize) -> bool {
+        // SAFETY: per the caller, `block` is a pool block of `shared`.
+        let node = unsafe { Shared::pool_of(block) };
+        if node >= CACHED_NODES {
+            return false;
+        }
+        // SAFETY: bounds checked / per the caller; see `list`.
+        let list = unsafe { self.list(node, class) };
+        if list.count + 1 >= cache_limit(class) {
+            return false;
+        }
+        shared.debug_track(block, class, false);
+        let b = block.cast::<FreeBlock>();
+        // SAFETY: the block is ours again.
+        unsafe { set_next(b, list.head) };
+        list.head = b;
+        list.count += 1;
+        true
+    }
+
     #[inline(never)]
     unsafe fn alloc_slow(&self, shared: &Shared, node: usize, class: usize) -> *mut u8 {
         self.busy.set(true);
@@ -95,7 +161,7 @@ impl Slot {
             return ptr::null_mut();
         }
         // SAFETY: as in `alloc`.
-        let list = unsafe { &mut (*self.lists.get())[node][class] };
+        let list = unsafe { self.list(node, class) };
         // SAFETY: the refilled chain is ours.
         list.head = unsafe { next_of(head) };
         list.count = count - 1;
@@ -120,7 +186,7 @@ impl Slot {
             return;
         }
         // SAFETY: as in `alloc`.
-        let list = unsafe { &mut (*self.lists.get())[node][class] };
+        let list = unsafe { self.list(node, class) };
         let b = block.cast::<FreeBlock>();
         // SAFETY: the block is ours again.
         unsafe { set_next(b, list.head) };
@@ -128,14 +194,45 @@ impl Slot {
         list.count += 1;
         if list.count >= cache_limit(class) {
             // SAFETY: forwarded.
-            unsafe { self.flush_list(shared, node, class) };
+            unsafe { self.flush_half(shared, node, class) };
         }
+    }
+
+    /// Keeps the newest half of a full list and hands the older half back to the pool.
+    #[inline(never)]
+    unsafe fn flush_half(&self, shared: &Shared, node: usize, class: usize) {
+        // SAFETY: as in `alloc`.
+        let list = unsafe { self.list(node, class) };
+        let keep = list.count / 2;
+        let mut last_kept = list.head;
+        for _ in 1..keep {
+            // SAFETY: the list's blocks are ours; it holds `count > keep` blocks.
+            last_kept = unsafe { next_of(last_kept) };
+        }
+        // SAFETY: as above.
+        let first = unsafe { next_of(last_kept) };
+        let mut tail = first;
+        let mut count = 1;
+        loop {
+            // SAFETY: as above.
+            let next = unsafe { next_of(tail) };
+            if next.is_null() {
+                break;
+            }
+            tail = next;
+            count += 1;
+        }
+        // SAFETY: as above; the kept part now ends at `last_kept`.
+        unsafe { set_next(last_kept, ptr::null_mut()) };
+        list.count = keep;
+        // SAFETY: the chain first..=tail holds blocks of pool (node, class) that we give up.
+        unsafe { shared.give_back(node, class, first, tail, count) };
     }
 
     #[inline(never)]
     unsafe fn flush_list(&self, shared: &Shared, node: usize, class: usize) {
         // SAFETY: as in `alloc`.
-        let list = unsafe { &mut (*self.lists.get())[node][class] };
+        let list = unsafe { self.list(node, class) };
         let head = list.head;
         if head.is_null() {
             return;
@@ -213,6 +310,7 @@ impl ThreadCaches {
     }
 
     /// This thread's slot for an instance if one is attached.
+    #[inline(always)]
     pub(crate) fn find(&self, shared: *const Shared) -> Option<&Slot> {
         self.slots[1..]
             .iter()
@@ -242,6 +340,13 @@ impl ThreadCaches {
         slot.home.set(inner.default_home());
         slot.shared.set(inner.shared_ptr());
         Some(slot)
+    }
+
+    /// Slot 0 if it is attached to the global state.
+    #[inline(always)]
+    pub(crate) fn global_slot_if_attached(&self) -> Option<&Slot> {
+        let slot = &self.slots[0];
+        (!slot.shared.get().is_null()).then_some(slot)
     }
 
     /// Slot 0, attached to the global allocator state `shared`.

@@ -64,6 +64,17 @@ pub(crate) fn class_of(layout: Layout) -> Option<usize> {
     }
 }
 
+/// The class of a layout of 1..=1024 bytes aligned to at most 16 (the fast paths' case).
+#[inline(always)]
+pub(crate) fn small_class_fast(layout: Layout) -> Option<usize> {
+    let size = layout.size();
+    if layout.align() <= 16 && size.wrapping_sub(1) < 1024 {
+        Some(SMALL_LOOKUP[size.div_ceil(16)] as usize)
+    } else {
+        None
+    }
+}
+
 #[inline]
 fn class_above_1k(size: usize) -> usize {
     // size in (2^k, 2^(k+1)] with k >= 10; four classes per doubling.
@@ -74,16 +85,35 @@ fn class_above_1k(size: usize) -> usize {
     7 + 4 * (k - 7) + within + 1
 }
 
-/// How many free blocks of a class a thread cache keeps before it hands them back to the pool.
+/// How many free blocks of each class a thread cache holds before it hands half of them back
+/// to the pool: about 64 KiB worth, 16..=512 blocks (a table: no division on the free path).
+pub(crate) const CACHE_LIMIT: [u32; CLASS_COUNT] = {
+    let mut limits = [0u32; CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        let mut n = 64 * 1024 / CLASS_SIZE[i];
+        if n < 16 {
+            n = 16;
+        }
+        if n > 512 {
+            n = 512;
+        }
+        limits[i] = n as u32;
+        i += 1;
+    }
+    limits
+};
+
+/// [`CACHE_LIMIT`] of `class`.
 #[inline(always)]
 pub(crate) fn cache_limit(class: usize) -> usize {
-    (16 * 1024 / CLASS_SIZE[class]).clamp(8, 256)
+    CACHE_LIMIT[class] as usize
 }
 
 /// How many fresh blocks a refill carves at once.
 #[inline]
 pub(crate) fn carve_batch(class: usize) -> usize {
-    (cache_limit(class) / 2).max(4)
+    (cache_limit(class) / 4).max(4)
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use super::AllocatorStats;
 use super::cache::CACHES;
-use super::classes::class_of;
+use super::classes::{class_of, small_class_fast};
 use super::pool::{MAX_NODES, Policy, Shared};
 use crate::sys;
 use crate::topology::NodeId;
 
 /// The process-wide allocator state; `BUSY` while one thread builds it.
 static GLOBAL: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
-const BUSY: *mut Shared = 1 as *mut Shared;
+const BUSY: *mut Shared = ptr::dangling_mut();
 
 /// A [`GlobalAlloc`] serving every Rust allocation of the process from NUMA-node pools: small
 /// blocks from the calling thread's node through a per-thread cache, large ones mapped with
@@ -153,43 +153,47 @@ fn home(shared: &'static Shared) -> usize {
 // SAFETY: blocks are handed out once until freed, aligned per `class_of`/`alloc_large`, and
 // freed into the pool (or unmapped) they came from; no method unwinds.
 unsafe impl GlobalAlloc for NumaGlobalAlloc {
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(shared) = shared() else {
-            return ptr::null_mut();
-        };
-        let Some(class) = class_of(layout) else {
-            let node = home(shared);
-            return shared.alloc_large(layout, Policy::Preferred(node), node);
-        };
-        CACHES
-            .try_with(|c| {
-                let slot = c.global_slot(shared);
-                // SAFETY: slot 0 belongs to the global state.
-                unsafe { slot.alloc(shared, slot.home(), class) }
-            })
-            .unwrap_or_else(|_| shared.alloc_uncached(default_home(shared), class))
+        if let Some(class) = small_class_fast(layout) {
+            let p = GLOBAL.load(Ordering::Acquire);
+            if !p.is_null() && p != BUSY {
+                // SAFETY: a published global state is never freed.
+                let shared = unsafe { &*p };
+                if let Ok(Some(block)) = CACHES.try_with(|c| {
+                    c.global_slot_if_attached()
+                        // SAFETY: slot 0 belongs to the global state; the class is in range.
+                        .map(|slot| unsafe { slot.try_pop_home(shared, class) })
+                }) {
+                    if !block.is_null() {
+                        return block;
+                    }
+                }
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { alloc_slow(layout) }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let Some(shared) = shared() else {
-            return;
-        };
-        let Some(class) = class_of(layout) else {
-            // SAFETY: GlobalAlloc's contract: a block of ours with this layout.
-            unsafe { shared.free_large(ptr, layout) };
-            return;
-        };
-        let done = CACHES.try_with(|c| {
-            // SAFETY: as above; slot 0 belongs to the global state.
-            unsafe { c.global_slot(shared).free(shared, ptr, class) }
-        });
-        if done.is_err() {
-            shared.debug_track(ptr, class, false);
-            // SAFETY: as above.
-            unsafe { shared.free_uncached(ptr, class) };
+        if let Some(class) = small_class_fast(layout) {
+            let p = GLOBAL.load(Ordering::Acquire);
+            if !p.is_null() && p != BUSY {
+                // SAFETY: a published global state is never freed.
+                let shared = unsafe { &*p };
+                let pushed = CACHES.try_with(|c| match c.global_slot_if_attached() {
+                    // SAFETY: GlobalAlloc's contract: a block of ours with this layout.
+                    Some(slot) => unsafe { slot.try_push(shared, ptr, class) },
+                    None => false,
+                });
+                if pushed == Ok(true) {
+                    return;
+                }
+            }
         }
+        // SAFETY: forwarded.
+        unsafe { dealloc_slow(ptr, layout) }
     }
 
     #[inline]
@@ -210,5 +214,44 @@ unsafe impl GlobalAlloc for NumaGlobalAlloc {
             }
         }
         new
+    }
+}
+
+#[inline(never)]
+unsafe fn alloc_slow(layout: Layout) -> *mut u8 {
+    let Some(shared) = shared() else {
+        return ptr::null_mut();
+    };
+    let Some(class) = class_of(layout) else {
+        let node = home(shared);
+        return shared.alloc_large(layout, Policy::Preferred(node), node);
+    };
+    CACHES
+        .try_with(|c| {
+            let slot = c.global_slot(shared);
+            // SAFETY: slot 0 belongs to the global state.
+            unsafe { slot.alloc(shared, slot.home(), class) }
+        })
+        .unwrap_or_else(|_| shared.alloc_uncached(default_home(shared), class))
+}
+
+#[inline(never)]
+unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
+    let Some(shared) = shared() else {
+        return;
+    };
+    let Some(class) = class_of(layout) else {
+        // SAFETY: GlobalAlloc's contract: a block of ours with this layout.
+        unsafe { shared.free_large(ptr, layout) };
+        return;
+    };
+    let done = CACHES.try_with(|c| {
+        // SAFETY: as above; slot 0 belongs to the global state.
+        unsafe { c.global_slot(shared).free(shared, ptr, class) }
+    });
+    if done.is_err() {
+        shared.debug_track(ptr, class, false);
+        // SAFETY: as above.
+        unsafe { shared.free_uncached(ptr, class) };
     }
 }

@@ -264,8 +264,24 @@ impl NumaAllocator {
 
     /// Allocates on the calling thread's home node (see [`NumaAllocator::home_node`]); large
     /// blocks get `MPOL_PREFERRED` for it. A zero-sized layout gets a dangling, aligned pointer.
-    #[inline]
+    #[inline(always)]
     pub fn allocate_local(&self, layout: Layout) -> Result<NonNull<u8>, NumaError> {
+        // Fast path: a small block from this thread's list; no lock, no syscall, no atomic RMW.
+        if let Some(class) = classes::small_class_fast(layout) {
+            let shared = self.inner.shared();
+            if let Ok(Some(p)) = CACHES.try_with(|c| {
+                c.find(shared)
+                    // SAFETY: the slot belongs to this state; the class is in range.
+                    .and_then(|slot| NonNull::new(unsafe { slot.try_pop_home(shared, class) }))
+            }) {
+                return Ok(p);
+            }
+        }
+        self.allocate_local_slow(layout)
+    }
+
+    #[inline(never)]
+    fn allocate_local_slow(&self, layout: Layout) -> Result<NonNull<u8>, NumaError> {
         let Some(class) = class_of(layout) else {
             let home = self.home_index();
             return self.large(layout, Policy::Preferred(home), home);
@@ -357,8 +373,25 @@ impl NumaAllocator {
     /// `ptr` was returned by an `allocate_*` method of this allocator (or a clone) with this
     /// `layout`, and is not used (or freed) again. Debug builds panic on double frees, on
     /// foreign pointers and on a layout of another size class.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if let Some(class) = classes::small_class_fast(layout) {
+            let shared = self.inner.shared();
+            let pushed = CACHES.try_with(|c| match c.find(shared) {
+                // SAFETY: per the caller, a block of this state and class, given up.
+                Some(slot) => unsafe { slot.try_push(shared, ptr.as_ptr(), class) },
+                None => false,
+            });
+            if pushed == Ok(true) {
+                return;
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { self.deallocate_slow(ptr, layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn deallocate_slow(&self, ptr: NonNull<u8>, layout: Layout) {
         let Some(class) = class_of(layout) else {
             // SAFETY: per the caller, a large block of ours with this layout.
             unsafe { self.inner.shared().free_large(ptr.as_ptr(), layout) };
