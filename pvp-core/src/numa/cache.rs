@@ -282,10 +282,14 @@ impl Slot {
     }
 }
 
-/// A thread's slots.
+/// A thread's slots. Deliberately without `Drop`: a thread-local without a destructor is a
+/// plain TLS access with no state check, which keeps the fast path short. Thread exit is
+/// handled by [`ExitGuard`], touched only on the slow path that attaches a slot.
 pub(crate) struct ThreadCaches {
     slots: [Slot; SLOTS],
     next_evict: Cell<usize>,
+    /// Set once the thread's exit guard ran: nothing may be cached any more.
+    dead: Cell<bool>,
 }
 
 impl ThreadCaches {
@@ -293,6 +297,7 @@ impl ThreadCaches {
         Self {
             slots: [const { Slot::new() }; SLOTS],
             next_evict: Cell::new(1),
+            dead: Cell::new(false),
         }
     }
 
@@ -317,8 +322,17 @@ impl ThreadCaches {
             .find(|s| ptr::eq(s.shared.get(), shared))
     }
 
+    /// Whether slots may be attached: the thread is not exiting, and its exit guard (which
+    /// flushes the caches) is registered.
+    fn may_attach(&self) -> bool {
+        !self.dead.get() && EXIT_GUARD.try_with(|_| ()).is_ok()
+    }
+
     #[inline(never)]
     fn attach(&self, inner: &Arc<Inner>) -> Option<&Slot> {
+        if !self.may_attach() {
+            return None;
+        }
         let slot = match self.slots[1..].iter().find(|s| s.shared.get().is_null()) {
             Some(s) => s,
             None => {
@@ -349,15 +363,19 @@ impl ThreadCaches {
         (!slot.shared.get().is_null()).then_some(slot)
     }
 
-    /// Slot 0, attached to the global allocator state `shared`.
-    #[inline(always)]
-    pub(crate) fn global_slot(&self, shared: &'static Shared) -> &Slot {
+    /// Slot 0, attached to the global allocator state `shared`; `None` while the thread
+    /// exits.
+    #[inline]
+    pub(crate) fn global_slot(&self, shared: &'static Shared) -> Option<&Slot> {
         let slot = &self.slots[0];
         if slot.shared.get().is_null() {
+            if !self.may_attach() {
+                return None;
+            }
             slot.home.set(super::global::default_home(shared));
             slot.shared.set(shared);
         }
-        slot
+        Some(slot)
     }
 
     /// Detaches this thread's slot for `shared`, if any.
@@ -370,14 +388,23 @@ impl ThreadCaches {
     }
 }
 
-impl Drop for ThreadCaches {
+/// Flushes the thread's caches back to the node pools when the thread exits.
+pub(crate) struct ExitGuard;
+
+impl Drop for ExitGuard {
     fn drop(&mut self) {
-        for slot in &self.slots {
-            slot.clear();
-        }
+        let _ = CACHES.try_with(|c| {
+            c.dead.set(true);
+            for slot in &c.slots {
+                if !slot.busy.get() {
+                    slot.clear();
+                }
+            }
+        });
     }
 }
 
 thread_local! {
     pub(crate) static CACHES: ThreadCaches = const { ThreadCaches::new() };
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
 }

@@ -146,8 +146,10 @@ pub(crate) fn default_home(shared: &Shared) -> usize {
 
 fn home(shared: &'static Shared) -> usize {
     CACHES
-        .try_with(|c| c.global_slot(shared).home())
-        .unwrap_or_else(|_| default_home(shared))
+        .try_with(|c| c.global_slot(shared).map(|s| s.home()))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| default_home(shared))
 }
 
 // SAFETY: blocks are handed out once until freed, aligned per `class_of`/`alloc_large`, and
@@ -228,11 +230,13 @@ unsafe fn alloc_slow(layout: Layout) -> *mut u8 {
     };
     CACHES
         .try_with(|c| {
-            let slot = c.global_slot(shared);
-            // SAFETY: slot 0 belongs to the global state.
-            unsafe { slot.alloc(shared, slot.home(), class) }
+            c.global_slot(shared)
+                // SAFETY: slot 0 belongs to the global state.
+                .map(|slot| unsafe { slot.alloc(shared, slot.home(), class) })
         })
-        .unwrap_or_else(|_| shared.alloc_uncached(default_home(shared), class))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| shared.alloc_uncached(default_home(shared), class))
 }
 
 #[inline(never)]
@@ -245,11 +249,15 @@ unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
         unsafe { shared.free_large(ptr, layout) };
         return;
     };
-    let done = CACHES.try_with(|c| {
-        // SAFETY: as above; slot 0 belongs to the global state.
-        unsafe { c.global_slot(shared).free(shared, ptr, class) }
+    let done = CACHES.try_with(|c| match c.global_slot(shared) {
+        Some(slot) => {
+            // SAFETY: as above; slot 0 belongs to the global state.
+            unsafe { slot.free(shared, ptr, class) };
+            true
+        }
+        None => false,
     });
-    if done.is_err() {
+    if done != Ok(true) {
         shared.debug_track(ptr, class, false);
         // SAFETY: as above.
         unsafe { shared.free_uncached(ptr, class) };

@@ -214,7 +214,14 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct NumaAllocator {
     inner: Arc<Inner>,
+    /// `inner.shared`, one load closer for the fast paths.
+    shared: NonNull<Shared>,
 }
+
+// SAFETY: `shared` is owned by `inner`, which is Send + Sync.
+unsafe impl Send for NumaAllocator {}
+// SAFETY: as above.
+unsafe impl Sync for NumaAllocator {}
 
 impl core::fmt::Debug for NumaAllocator {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -239,6 +246,7 @@ impl NumaAllocator {
             NonNull::new(Shared::create(&ids, true)).ok_or(NumaError::OutOfMemory { size: 0 })?;
         Ok(Self {
             inner: Arc::new(Inner { shared, topology }),
+            shared,
         })
     }
 
@@ -268,7 +276,8 @@ impl NumaAllocator {
     pub fn allocate_local(&self, layout: Layout) -> Result<NonNull<u8>, NumaError> {
         // Fast path: a small block from this thread's list; no lock, no syscall, no atomic RMW.
         if let Some(class) = classes::small_class_fast(layout) {
-            let shared = self.inner.shared();
+            // SAFETY: the state lives as long as `inner`.
+            let shared = unsafe { self.shared.as_ref() };
             if let Ok(Some(p)) = CACHES.try_with(|c| {
                 c.find(shared)
                     // SAFETY: the slot belongs to this state; the class is in range.
@@ -376,7 +385,8 @@ impl NumaAllocator {
     #[inline(always)]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if let Some(class) = classes::small_class_fast(layout) {
-            let shared = self.inner.shared();
+            // SAFETY: the state lives as long as `inner`.
+            let shared = unsafe { self.shared.as_ref() };
             let pushed = CACHES.try_with(|c| match c.find(shared) {
                 // SAFETY: per the caller, a block of this state and class, given up.
                 Some(slot) => unsafe { slot.try_push(shared, ptr.as_ptr(), class) },
