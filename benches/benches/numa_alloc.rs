@@ -84,19 +84,27 @@ struct SendPtr(*mut u8);
 unsafe impl Send for SendPtr {}
 
 fn cross_thread<C: Contender>(c: &C, layout: Layout, iters: u64) -> Duration {
-    let queue = ArrayQueue::<SendPtr>::new(1024);
+    // Deep enough that on a busy 2-core machine the threads rarely wait on each other, so the
+    // figure is allocator work rather than scheduler hand-offs.
+    let queue = ArrayQueue::<SendPtr>::new(1 << 16);
     std::thread::scope(|s| {
         let start = Instant::now();
         s.spawn(|| {
             let mut freed = 0;
+            let mut idle = 0u32;
             while freed < iters {
                 match queue.pop() {
                     Some(SendPtr(p)) => {
                         // SAFETY: allocated by the producer with `layout`, sent once.
                         unsafe { c.free(p, layout) };
                         freed += 1;
+                        idle = 0;
                     }
-                    None => std::hint::spin_loop(),
+                    None if idle < 64 => {
+                        idle += 1;
+                        std::hint::spin_loop();
+                    }
+                    None => std::thread::yield_now(),
                 }
             }
         });
