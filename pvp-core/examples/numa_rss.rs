@@ -1,6 +1,6 @@
 //! Resident-memory report for the NUMA allocator: RSS before and after 10^8 small-object
-//! alloc/free cycles (8-256 bytes, 1024 blocks live at any time), then 10^7 blocks allocated on
-//! one thread and freed on another.
+//! alloc/free cycles (8-256 bytes, 1024 blocks live at any time), then twice 10^7 blocks allocated
+//! on one thread and freed on another.
 //!
 //! `cargo run --release -p pvp-core --example numa_rss [cycles]`
 
@@ -73,40 +73,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  pool segments before {segments_before}, after {segments_after}");
 
     let cross = (cycles / 10).max(1);
-    let (tx, rx) = mpsc::sync_channel::<Block>(4096);
-    let start = Instant::now();
-    std::thread::scope(
-        |s| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            let consumer = s.spawn(|| {
-                for Block(p, l) in rx {
-                    // SAFETY: each block arrives once, allocated with this layout.
-                    unsafe { alloc.deallocate(p, l) };
+    // Two rounds: the first touches the pages the in-flight blocks need, the second must not
+    // grow.
+    for round in 1..=2 {
+        let (tx, rx) = mpsc::sync_channel::<Block>(4096);
+        let start = Instant::now();
+        std::thread::scope(
+            |s| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                let consumer = s.spawn(|| {
+                    for Block(p, l) in rx {
+                        // SAFETY: each block arrives once, allocated with this layout.
+                        unsafe { alloc.deallocate(p, l) };
+                    }
+                });
+                for i in 0..cross {
+                    let l = layout_for(i);
+                    let p = alloc.allocate_local(l)?;
+                    if tx.send(Block(p, l)).is_err() {
+                        break;
+                    }
                 }
-            });
-            for i in 0..cross {
-                let l = layout_for(i);
-                let p = alloc.allocate_local(l)?;
-                if tx.send(Block(p, l)).is_err() {
-                    break;
-                }
-            }
-            drop(tx);
-            consumer.join().map_err(|_| "consumer panicked")?;
-            Ok(())
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let elapsed = start.elapsed();
-    let cross_after = resident_memory_bytes()?;
-    let segments_cross: u64 = alloc.stats().nodes.iter().map(|n| n.segments).sum();
-    println!(
-        "cross-thread: {cross} blocks allocated on one thread, freed on another, in {elapsed:.2?}"
-    );
-    println!(
-        "  RSS after {:.2} MiB, growth since start {:+.2} MiB; pool segments {segments_cross}",
-        mib(cross_after),
-        (cross_after as f64 - before as f64) / (1024.0 * 1024.0)
-    );
+                drop(tx);
+                consumer.join().map_err(|_| "consumer panicked")?;
+                Ok(())
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let elapsed = start.elapsed();
+        let cross_after = resident_memory_bytes()?;
+        let segments_cross: u64 = alloc.stats().nodes.iter().map(|n| n.segments).sum();
+        println!(
+            "cross-thread round {round}: {cross} blocks allocated on one thread, freed on another, in {elapsed:.2?}"
+        );
+        println!(
+            "  RSS after {:.2} MiB, growth since start {:+.2} MiB; pool segments {segments_cross}",
+            mib(cross_after),
+            (cross_after as f64 - before as f64) / (1024.0 * 1024.0)
+        );
+    }
     for (p, l) in ring.into_iter().flatten() {
         // SAFETY: still-live blocks of the ring.
         unsafe { alloc.deallocate(p, l) };
