@@ -134,9 +134,11 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("pvp_numa", size), &layout, |b, &l| {
             b.iter(|| same_thread_one(&numa, l))
         });
-        g.bench_with_input(BenchmarkId::new("pvp_numa_global", size), &layout, |b, &l| {
-            b.iter(|| same_thread_one(&global, l))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("pvp_numa_global", size),
+            &layout,
+            |b, &l| b.iter(|| same_thread_one(&global, l)),
+        );
         g.bench_with_input(BenchmarkId::new("mimalloc", size), &layout, |b, &l| {
             b.iter(|| same_thread_one(&mimalloc, l))
         });
