@@ -111,6 +111,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (cross_after as f64 - before as f64) / (1024.0 * 1024.0)
         );
     }
+    println!(
+        "nodes {}, memory-policy refusals (plain pages used) {}",
+        alloc.topology().node_count(),
+        alloc.stats().policy_fallbacks()
+    );
     for (p, l) in ring.into_iter().flatten() {
         // SAFETY: still-live blocks of the ring.
         unsafe { alloc.deallocate(p, l) };
