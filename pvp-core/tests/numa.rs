@@ -136,7 +136,9 @@ fn unknown_nodes_are_typed_errors() {
             Err(NumaError::NoSuchNode { .. })
         ));
         assert!(alloc.set_home_node(bad).is_err());
-        assert!(NodeBox::new_on(&alloc, bad, 5u8).is_err());
+        let rejected = NodeBox::new_on(&alloc, bad, String::from("kept")).unwrap_err();
+        assert!(matches!(rejected.error(), NumaError::NoSuchNode { .. }));
+        assert_eq!(rejected.into_value(), "kept");
     }
     assert!(matches!(
         alloc.topology().node(NodeId::new(9)),
@@ -238,6 +240,62 @@ fn interleaved_memory_is_usable_and_separate() {
     }
     assert_eq!(alloc.stats().large_live_bytes, 0);
     assert_eq!(alloc.stats().large_frees, 1);
+}
+
+#[test]
+fn impossible_sizes_are_typed_errors() {
+    let alloc = real();
+    let layout = Layout::from_size_align(1 << 60, 8).unwrap();
+    assert!(matches!(
+        alloc.allocate_local(layout),
+        Err(NumaError::OutOfMemory { size }) if size == 1 << 60
+    ));
+    assert!(matches!(
+        alloc.allocate_interleaved(layout),
+        Err(NumaError::OutOfMemory { .. })
+    ));
+    assert_eq!(alloc.stats().large_live_bytes, 0);
+}
+
+#[test]
+fn nodes_beyond_the_thread_cache_work_across_threads() {
+    // Eight nodes: a thread caches four per allocator; the rest take the uncached path.
+    let alloc = NumaAllocator::new(Topology::synthetic("numa:8 core:1 pu:1").unwrap()).unwrap();
+    let layout = Layout::new::<[u64; 3]>();
+    let blocks: Vec<SendPtr> = (0..8u32)
+        .flat_map(|n| (0..50).map(move |_| n))
+        .map(|n| {
+            SendPtr(
+                alloc
+                    .allocate_on_node(NodeId::new(n), layout)
+                    .unwrap()
+                    .as_ptr(),
+            )
+        })
+        .collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for SendPtr(p) in blocks {
+                // SAFETY: each block allocated above with `layout`, freed once.
+                unsafe { alloc.deallocate(core::ptr::NonNull::new(p).unwrap(), layout) };
+            }
+            alloc.release_thread_cache();
+        });
+    });
+    let stats = alloc.stats();
+    for n in 0..8 {
+        assert_eq!(stats.nodes[n].blocks_returned, 50, "node {n}");
+        assert_eq!(stats.nodes[n].segments, 1, "node {n}");
+    }
+    alloc.set_home_node(NodeId::new(7)).unwrap();
+    let p = alloc.allocate_local(layout).unwrap();
+    assert_eq!(
+        alloc.stats().nodes[7].segments,
+        1,
+        "reused, not a new segment"
+    );
+    // SAFETY: allocated just above.
+    unsafe { alloc.deallocate(p, layout) };
 }
 
 #[test]

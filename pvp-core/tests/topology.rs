@@ -175,3 +175,22 @@ fn hwloc_and_sysfs_agree_on_this_machine() {
         assert_eq!(a.cpus(), b.cpus());
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn synthetic_parser_never_panics(desc in "[a-z0-9:\\[\\]()= ,]{0,40}") {
+        if let Ok(t) = Topology::synthetic(&desc) {
+            let cpus: usize = t.nodes().iter().map(|n| n.cpus().len()).sum();
+            proptest::prop_assert_eq!(cpus, t.pu_count());
+            proptest::prop_assert!(t.core_count() <= t.pu_count());
+        }
+    }
+
+    #[test]
+    fn synthetic_shapes_multiply_out(packs in 1usize..5, cores in 1usize..5, pus in 1usize..3) {
+        let t = Topology::synthetic(&format!("pack:{packs} [numa] core:{cores} pu:{pus}")).unwrap();
+        proptest::prop_assert_eq!(t.node_count(), packs);
+        proptest::prop_assert_eq!(t.core_count(), packs * cores);
+        proptest::prop_assert_eq!(t.pu_count(), packs * cores * pus);
+    }
+}

@@ -49,7 +49,7 @@ use core::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub use global::NumaGlobalAlloc;
-pub use node_box::{NodeBox, NodePlacement, NodeShardedStore};
+pub use node_box::{NodeBox, NodePlacement, NodeShardedStore, Rejected};
 
 use crate::sys;
 use crate::topology::{NodeId, Topology, TopologyError};

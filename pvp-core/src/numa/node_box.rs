@@ -12,6 +12,47 @@ use super::{NumaAllocator, NumaError};
 use crate::ids::PlayerId;
 use crate::topology::{NodeId, Topology};
 
+/// A value that could not be placed, handed back with the reason.
+///
+/// Converts into [`NumaError`] with `?` when the value is not needed back.
+#[derive(thiserror::Error)]
+#[error("cannot place the value: {error}")]
+pub struct Rejected<T> {
+    error: NumaError,
+    value: T,
+}
+
+impl<T> Rejected<T> {
+    /// Why the value was not placed.
+    pub fn error(&self) -> &NumaError {
+        &self.error
+    }
+
+    /// The value, unharmed.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    /// The reason and the value.
+    pub fn into_parts(self) -> (NumaError, T) {
+        (self.error, self.value)
+    }
+}
+
+impl<T> fmt::Debug for Rejected<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejected")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> From<Rejected<T>> for NumaError {
+    fn from(r: Rejected<T>) -> Self {
+        r.error
+    }
+}
+
 /// A `Box` whose value lives on a chosen NUMA node. Dropping it (on any thread) frees the memory
 /// back to that node's pool.
 ///
@@ -40,15 +81,19 @@ unsafe impl<T: Send> Send for NodeBox<T> {}
 unsafe impl<T: Sync> Sync for NodeBox<T> {}
 
 impl<T> NodeBox<T> {
-    /// Moves `value` into memory on `node`. Fails with [`NumaError::NoSuchNode`] (handing
-    /// nothing back: the value is dropped) for a node the allocator does not have.
-    pub fn new_on(alloc: &NumaAllocator, node: NodeId, value: T) -> Result<Self, NumaError> {
+    /// Moves `value` into memory on `node`. A node the allocator does not have
+    /// ([`NumaError::NoSuchNode`]) or no memory ([`NumaError::OutOfMemory`]) hands the value
+    /// back in [`Rejected`].
+    pub fn new_on(alloc: &NumaAllocator, node: NodeId, value: T) -> Result<Self, Rejected<T>> {
         let layout = Layout::new::<T>();
-        let ptr = if layout.size() == 0 {
-            alloc.index_of(node)?;
-            NonNull::dangling()
+        let placed = if layout.size() == 0 {
+            alloc.index_of(node).map(|_| NonNull::dangling())
         } else {
-            alloc.allocate_on_node(node, layout)?.cast::<T>()
+            alloc.allocate_on_node(node, layout).map(NonNull::cast::<T>)
+        };
+        let ptr = match placed {
+            Ok(p) => p,
+            Err(error) => return Err(Rejected { error, value }),
         };
         // SAFETY: fresh memory sized and aligned for T (or a dangling pointer for a ZST).
         unsafe { ptr.as_ptr().write(value) };
@@ -61,7 +106,7 @@ impl<T> NodeBox<T> {
     }
 
     /// Moves `value` onto the calling thread's home node ([`NumaAllocator::home_node`]).
-    pub fn new_local(alloc: &NumaAllocator, value: T) -> Result<Self, NumaError> {
+    pub fn new_local(alloc: &NumaAllocator, value: T) -> Result<Self, Rejected<T>> {
         Self::new_on(alloc, alloc.home_node(), value)
     }
 
@@ -235,8 +280,9 @@ impl<V> NodeShardedStore<V> {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores `value` for `player` on the player's node; returns the value it replaces.
-    pub fn insert(&self, player: PlayerId, value: V) -> Result<Option<V>, NumaError> {
+    /// Stores `value` for `player` on the player's node; returns the value it replaces. When no
+    /// memory is left the value comes back in [`Rejected`] and the store is unchanged.
+    pub fn insert(&self, player: PlayerId, value: V) -> Result<Option<V>, Rejected<V>> {
         let boxed = NodeBox::new_on(&self.alloc, self.node_of(player), value)?;
         Ok(self
             .shard(player)

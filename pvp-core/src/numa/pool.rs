@@ -406,8 +406,17 @@ impl Shared {
         self.carve(node, class, &mut state, carve_batch(class))
     }
 
-    /// One block without a thread cache (thread teardown, uncached nodes).
+    /// One block without a thread cache (thread teardown, uncached nodes); null when the
+    /// kernel has no memory.
     pub(crate) fn alloc_uncached(&self, node: usize, class: usize) -> *mut u8 {
+        let block = self.pop_uncached(node, class);
+        if !block.is_null() {
+            self.debug_track(block, class, true);
+        }
+        block
+    }
+
+    fn pop_uncached(&self, node: usize, class: usize) -> *mut u8 {
         let pool = self.pool(node, class);
         let mut state = pool.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.central.is_null() {
