@@ -20,6 +20,8 @@ pub(crate) const CACHED_NODES: usize = 4;
 /// Slots per thread; slot 0 belongs to the global allocator.
 const SLOTS: usize = 5;
 
+/// A thread's free list of one (node, class). `count` never exceeds the list's length (it may
+/// be less after a refill, whose chain is not walked); it only bounds how much a thread keeps.
 #[derive(Clone, Copy)]
 struct ClassList {
     head: *mut FreeBlock,
@@ -98,7 +100,7 @@ impl Slot {
         }
         // SAFETY: blocks on a thread's list are free blocks the thread owns.
         list.head = unsafe { next_of(block) };
-        list.count -= 1;
+        list.count = list.count.saturating_sub(1);
         shared.debug_track(block.cast(), class, true);
         block.cast()
     }
@@ -120,7 +122,7 @@ impl Slot {
         if !block.is_null() {
             // SAFETY: blocks on a thread's list are free blocks the thread owns.
             list.head = unsafe { next_of(block) };
-            list.count -= 1;
+            list.count = list.count.saturating_sub(1);
             shared.debug_track(block.cast(), class, true);
         }
         block.cast()
@@ -203,14 +205,17 @@ impl Slot {
     unsafe fn flush_half(&self, shared: &Shared, node: usize, class: usize) {
         // SAFETY: as in `alloc`.
         let list = unsafe { self.list(node, class) };
-        let keep = list.count / 2;
+        let keep = (list.count / 2).max(1);
         let mut last_kept = list.head;
         for _ in 1..keep {
-            // SAFETY: the list's blocks are ours; it holds `count > keep` blocks.
+            // SAFETY: the list's blocks are ours; it holds at least `count > keep` blocks.
             last_kept = unsafe { next_of(last_kept) };
         }
         // SAFETY: as above.
         let first = unsafe { next_of(last_kept) };
+        if first.is_null() {
+            return;
+        }
         let mut tail = first;
         let mut count = 1;
         loop {

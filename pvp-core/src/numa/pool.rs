@@ -371,37 +371,24 @@ impl Shared {
     }
 
     /// Refills an empty thread-cache list: the pool's remote list if anything came back, else
-    /// fresh blocks. Returns (head, count); head is null when memory is exhausted.
+    /// fresh blocks. Returns (head, a lower bound of the chain's length); head is null when
+    /// memory is exhausted.
+    ///
+    /// A chain taken from the remote list is not walked: its blocks were last written by other
+    /// threads, and walking them would stall on one cache miss after another; the pops that
+    /// follow take those misses one at a time, overlapped with the caller's work.
     #[inline(never)]
     pub(crate) fn refill(&self, node: usize, class: usize) -> (*mut FreeBlock, usize) {
         let pool = self.pool(node, class);
-        self.node(node)
-            .counters
-            .refills
-            .fetch_add(1, Ordering::Relaxed);
+        self.node(node).counters.refills.fetch_add(1, Ordering::Relaxed);
         let taken = pool.remote.take_all();
         if !taken.is_null() {
-            let mut count = 0;
-            let mut b = taken;
-            while !b.is_null() {
-                count += 1;
-                // SAFETY: the chain was handed to us whole by take_all.
-                b = unsafe { next_of(b) };
-            }
-            return (taken, count);
+            return (taken, 1);
         }
         let mut state = pool.state.lock().unwrap_or_else(|e| e.into_inner());
         if !state.central.is_null() {
             let head = core::mem::replace(&mut state.central, ptr::null_mut());
-            drop(state);
-            let mut count = 0;
-            let mut b = head;
-            while !b.is_null() {
-                count += 1;
-                // SAFETY: the central chain belonged to the pool, now to us.
-                b = unsafe { next_of(b) };
-            }
-            return (head, count);
+            return (head, 1);
         }
         self.carve(node, class, &mut state, carve_batch(class))
     }
