@@ -1,6 +1,6 @@
 //! Resident-memory report for the NUMA allocator: RSS before and after 10^8 small-object
-//! alloc/free cycles (8-256 bytes, 1024 blocks live at any time), then twice 10^7 blocks allocated
-//! on one thread and freed on another.
+//! alloc/free cycles (8-256 bytes, 1024 blocks live at any time), then four rounds of 10^7 blocks
+//! allocated on one thread and freed on another.
 //!
 //! `cargo run --release -p pvp-core --example numa_rss [cycles]`
 
@@ -73,9 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  pool segments before {segments_before}, after {segments_after}");
 
     let cross = (cycles / 10).max(1);
-    // Two rounds: the first touches the pages the in-flight blocks need, the second must not
-    // grow.
-    for round in 1..=2 {
+    // Four rounds: the first ones touch the pages the in-flight blocks need; the later ones
+    // must not grow.
+    for round in 1..=4 {
         let (tx, rx) = mpsc::sync_channel::<Block>(4096);
         let start = Instant::now();
         std::thread::scope(
