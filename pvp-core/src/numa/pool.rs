@@ -380,7 +380,10 @@ impl Shared {
     #[inline(never)]
     pub(crate) fn refill(&self, node: usize, class: usize) -> (*mut FreeBlock, usize) {
         let pool = self.pool(node, class);
-        self.node(node).counters.refills.fetch_add(1, Ordering::Relaxed);
+        self.node(node)
+            .counters
+            .refills
+            .fetch_add(1, Ordering::Relaxed);
         let taken = pool.remote.take_all();
         if !taken.is_null() {
             return (taken, 1);
