@@ -218,6 +218,25 @@ fn bind_thread_to_a_real_node() {
 }
 
 #[test]
+fn free_functions_for_the_running_machine() {
+    let topo = Topology::detect().unwrap();
+    let here = pvp_core::numa::current_node();
+    assert!(topo.node(here).is_ok());
+    assert!(matches!(
+        pvp_core::numa::bind_thread_to_node(NodeId::new(999)),
+        Err(NumaError::NoSuchNode { .. })
+    ));
+    let node0 = topo.nodes()[0].id();
+    std::thread::scope(|s| {
+        s.spawn(|| match pvp_core::numa::bind_thread_to_node(node0) {
+            Ok(()) => assert_eq!(pvp_core::numa::current_node(), node0),
+            Err(NumaError::Topology(TopologyError::Affinity { .. })) => {}
+            Err(e) => panic!("unexpected {e}"),
+        });
+    });
+}
+
+#[test]
 fn interleaved_memory_is_usable_and_separate() {
     let alloc = synthetic(2);
     let small = Layout::new::<[u64; 8]>();

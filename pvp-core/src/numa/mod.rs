@@ -485,6 +485,26 @@ fn dangling(layout: Layout) -> NonNull<u8> {
     NonNull::new(layout.align() as *mut u8).unwrap_or(NonNull::dangling())
 }
 
+/// The OS NUMA node of the CPU the calling thread runs on now (`getcpu`); node 0 when the
+/// kernel does not say. For a node of a particular [`Topology`], use
+/// [`Topology::current_node`].
+pub fn current_node() -> NodeId {
+    sys::getcpu().map_or(NodeId::new(0), |(_, node)| NodeId::new(node))
+}
+
+/// Pins the calling thread to the CPUs of `node` of the running machine
+/// ([`Topology::detect`]). For an allocator's home node as well, use
+/// [`NumaAllocator::bind_thread_to_node`].
+pub fn bind_thread_to_node(node: NodeId) -> Result<(), NumaError> {
+    let topology = Topology::detect()?;
+    topology.index_of(node).map_err(|_| NumaError::NoSuchNode {
+        node,
+        count: topology.node_count(),
+    })?;
+    topology.bind_thread_to_node(node)?;
+    Ok(())
+}
+
 /// The NUMA node the kernel placed the page holding `ptr` on (`get_mempolicy` with
 /// `MPOL_F_NODE | MPOL_F_ADDR`), faulting the page in if it was never touched. `ptr` must
 /// point into memory mapped in this process.
