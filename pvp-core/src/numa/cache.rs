@@ -20,17 +20,24 @@ pub(crate) const CACHED_NODES: usize = 4;
 /// Slots per thread; slot 0 belongs to the global allocator.
 const SLOTS: usize = 5;
 
-/// A thread's free list of one (node, class). `count` never exceeds the list's length (it may
-/// be less after a refill, whose chain is not walked); it only bounds how much a thread keeps.
+/// A thread's blocks of one (node, class), in two lists as mimalloc keeps them: allocation
+/// pops from `alloc`, freeing pushes onto `freed`. An alloc-free-alloc loop therefore never
+/// waits for the block it just freed (no store-to-load chain through one list head), and the
+/// freed list's exact length and tail make handing it back one CAS with no walk.
 #[derive(Clone, Copy)]
 struct ClassList {
-    head: *mut FreeBlock,
-    count: usize,
+    alloc: *mut FreeBlock,
+    freed: *mut FreeBlock,
+    /// The last block of `freed` (meaningless while `freed` is null).
+    freed_tail: *mut FreeBlock,
+    freed_count: usize,
 }
 
 const EMPTY_LIST: ClassList = ClassList {
-    head: ptr::null_mut(),
-    count: 0,
+    alloc: ptr::null_mut(),
+    freed: ptr::null_mut(),
+    freed_tail: ptr::null_mut(),
+    freed_count: 0,
 };
 
 /// One thread's cache for one allocator state.
@@ -41,6 +48,21 @@ pub(crate) struct Slot {
     home: Cell<usize>,
     busy: Cell<bool>,
     lists: UnsafeCell<[[ClassList; CLASS_COUNT]; CACHED_NODES]>,
+}
+
+/// Pushes `block` onto the freed list.
+///
+/// # Safety
+/// `block` is a free block the thread owns.
+#[inline(always)]
+unsafe fn push_freed(list: &mut ClassList, block: *mut FreeBlock) {
+    if list.freed.is_null() {
+        list.freed_tail = block;
+    }
+    // SAFETY: per the caller.
+    unsafe { set_next(block, list.freed) };
+    list.freed = block;
+    list.freed_count += 1;
 }
 
 impl Slot {
@@ -93,14 +115,13 @@ impl Slot {
         debug_assert!(class < CLASS_COUNT);
         // SAFETY: node checked above, class from `class_of`; see `list`.
         let list = unsafe { self.list(node, class) };
-        let block = list.head;
+        let block = list.alloc;
         if block.is_null() {
             // SAFETY: forwarded.
             return unsafe { self.alloc_slow(shared, node, class) };
         }
         // SAFETY: blocks on a thread's list are free blocks the thread owns.
-        list.head = unsafe { next_of(block) };
-        list.count = list.count.saturating_sub(1);
+        list.alloc = unsafe { next_of(block) };
         shared.debug_track(block.cast(), class, true);
         block.cast()
     }
@@ -118,17 +139,16 @@ impl Slot {
         }
         // SAFETY: bounds checked / per the caller; see `list`.
         let list = unsafe { self.list(node, class) };
-        let block = list.head;
+        let block = list.alloc;
         if !block.is_null() {
             // SAFETY: blocks on a thread's list are free blocks the thread owns.
-            list.head = unsafe { next_of(block) };
-            list.count = list.count.saturating_sub(1);
+            list.alloc = unsafe { next_of(block) };
             shared.debug_track(block.cast(), class, true);
         }
         block.cast()
     }
 
-    /// Pushes a freed block onto its node's list if that needs no flush; false (and no
+    /// Pushes a freed block onto its node's freed list if that needs no flush; false (and no
     /// change) otherwise.
     ///
     /// # Safety
@@ -142,31 +162,36 @@ impl Slot {
         }
         // SAFETY: bounds checked / per the caller; see `list`.
         let list = unsafe { self.list(node, class) };
-        if list.count + 1 >= cache_limit(class) {
+        if list.freed_count + 1 >= cache_limit(class) {
             return false;
         }
         shared.debug_track(block, class, false);
-        let b = block.cast::<FreeBlock>();
         // SAFETY: the block is ours again.
-        unsafe { set_next(b, list.head) };
-        list.head = b;
-        list.count += 1;
+        unsafe { push_freed(list, block.cast()) };
         true
     }
 
     #[inline(never)]
     unsafe fn alloc_slow(&self, shared: &Shared, node: usize, class: usize) -> *mut u8 {
-        self.busy.set(true);
-        let (head, count) = shared.refill(node, class);
-        self.busy.set(false);
+        // SAFETY: as in `alloc`.
+        let list = unsafe { self.list(node, class) };
+        let head = if !list.freed.is_null() {
+            // What this thread freed is the cheapest memory to reuse.
+            list.freed_count = 0;
+            core::mem::replace(&mut list.freed, ptr::null_mut())
+        } else {
+            self.busy.set(true);
+            let (head, _) = shared.refill(node, class);
+            self.busy.set(false);
+            head
+        };
         if head.is_null() {
             return ptr::null_mut();
         }
-        // SAFETY: as in `alloc`.
+        // SAFETY: as in `alloc` (re-borrowed: refill may have re-entered other slots).
         let list = unsafe { self.list(node, class) };
-        // SAFETY: the refilled chain is ours.
-        list.head = unsafe { next_of(head) };
-        list.count = count - 1;
+        // SAFETY: the chain is ours.
+        list.alloc = unsafe { next_of(head) };
         shared.debug_track(head.cast(), class, true);
         head.cast()
     }
@@ -189,56 +214,35 @@ impl Slot {
         }
         // SAFETY: as in `alloc`.
         let list = unsafe { self.list(node, class) };
-        let b = block.cast::<FreeBlock>();
         // SAFETY: the block is ours again.
-        unsafe { set_next(b, list.head) };
-        list.head = b;
-        list.count += 1;
-        if list.count >= cache_limit(class) {
+        unsafe { push_freed(list, block.cast()) };
+        if list.freed_count >= cache_limit(class) {
             // SAFETY: forwarded.
-            unsafe { self.flush_half(shared, node, class) };
+            unsafe { self.flush_freed(shared, node, class) };
         }
     }
 
-    /// Keeps the newest half of a full list and hands the older half back to the pool.
+    /// Hands the whole freed list back to the pool: one CAS, no walk.
     #[inline(never)]
-    unsafe fn flush_half(&self, shared: &Shared, node: usize, class: usize) {
+    unsafe fn flush_freed(&self, shared: &Shared, node: usize, class: usize) {
         // SAFETY: as in `alloc`.
         let list = unsafe { self.list(node, class) };
-        let keep = (list.count / 2).max(1);
-        let mut last_kept = list.head;
-        for _ in 1..keep {
-            // SAFETY: the list's blocks are ours; it holds at least `count > keep` blocks.
-            last_kept = unsafe { next_of(last_kept) };
-        }
-        // SAFETY: as above.
-        let first = unsafe { next_of(last_kept) };
-        if first.is_null() {
+        let head = core::mem::replace(&mut list.freed, ptr::null_mut());
+        if head.is_null() {
             return;
         }
-        let mut tail = first;
-        let mut count = 1;
-        loop {
-            // SAFETY: as above.
-            let next = unsafe { next_of(tail) };
-            if next.is_null() {
-                break;
-            }
-            tail = next;
-            count += 1;
-        }
-        // SAFETY: as above; the kept part now ends at `last_kept`.
-        unsafe { set_next(last_kept, ptr::null_mut()) };
-        list.count = keep;
-        // SAFETY: the chain first..=tail holds blocks of pool (node, class) that we give up.
-        unsafe { shared.give_back(node, class, first, tail, count) };
+        let count = core::mem::replace(&mut list.freed_count, 0);
+        // SAFETY: the chain head..=freed_tail holds blocks of pool (node, class) we give up.
+        unsafe { shared.give_back(node, class, head, list.freed_tail, count) };
     }
 
-    #[inline(never)]
+    /// Hands both lists of (`node`, `class`) back to the pool.
     unsafe fn flush_list(&self, shared: &Shared, node: usize, class: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.flush_freed(shared, node, class) };
         // SAFETY: as in `alloc`.
         let list = unsafe { self.list(node, class) };
-        let head = list.head;
+        let head = core::mem::replace(&mut list.alloc, ptr::null_mut());
         if head.is_null() {
             return;
         }
@@ -253,7 +257,6 @@ impl Slot {
             tail = next;
             count += 1;
         }
-        *list = EMPTY_LIST;
         // SAFETY: the chain head..=tail holds blocks of pool (node, class) that we give up.
         unsafe { shared.give_back(node, class, head, tail, count) };
     }
