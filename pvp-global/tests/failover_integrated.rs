@@ -73,3 +73,97 @@ fn same_seed_replays_exactly() {
     let (a, b) = (sim::run(3), sim::run(3));
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
 }
+
+mod gate {
+    use std::time::Duration;
+
+    use pvp_global::cluster::{JP, KR, SG};
+    use pvp_global::failover::{
+        FailoverError, HealthPolicy, LatencyMatrix, PlannerConfig, RegionAvailability, RegionFailover,
+        SyncProgress,
+    };
+    use pvp_global::sync::{Key, SyncConfig, SyncNode, WriteOp};
+
+    const EPOCH: Duration = Duration::from_secs(1_000);
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn exchange(a: &mut SyncNode, b: &mut SyncNode, from: Duration, rounds: u64) {
+        for i in 1..=rounds {
+            let now = EPOCH + from + ms(10 * i);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            while let Some(t) = a.poll_transmit() {
+                b.handle_datagram(a.region(), &t.payload, now);
+            }
+            while let Some(t) = b.poll_transmit() {
+                a.handle_datagram(b.region(), &t.payload, now);
+            }
+        }
+    }
+
+    /// kr returns with a result its peer never received: it stays out of routing until sync
+    /// delivered it, then comes back.
+    #[test]
+    fn returning_region_serves_only_after_its_writes_reached_its_peer() {
+        let mut latency = LatencyMatrix::default();
+        latency.set_symmetric(KR, JP, ms(35));
+        latency.set(KR, KR, ms(8));
+        latency.set(JP, JP, ms(8));
+        let mut f = RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), latency).unwrap();
+        f.add_region(ms(0), KR).unwrap();
+        f.add_region(ms(0), JP).unwrap();
+        let mut a = SyncNode::new(SyncConfig::new(KR, vec![JP]).unwrap(), EPOCH);
+        let mut b = SyncNode::new(SyncConfig::new(JP, vec![KR]).unwrap(), EPOCH);
+        exchange(&mut a, &mut b, ms(0), 5);
+
+        for t in (250..=2000).step_by(250) {
+            f.handle_heartbeat(ms(t), JP).unwrap();
+            f.handle_timeout(ms(t));
+        }
+        assert_eq!(f.availability(KR), Some(RegionAvailability::Down));
+        // kr records a match result while cut off; nothing is delivered.
+        a.write(Key::Custom(7), WriteOp::CounterAdd(1), EPOCH + ms(2100)).unwrap();
+        a.handle_timeout(EPOCH + ms(2200));
+        while a.poll_transmit().is_some() {}
+
+        for t in (2250..=4500).step_by(250) {
+            f.handle_heartbeat(ms(t), KR).unwrap();
+            f.handle_heartbeat(ms(t), JP).unwrap();
+            f.handle_timeout(ms(t));
+        }
+        assert_eq!(f.availability(KR), Some(RegionAvailability::CatchingUp));
+        for n in [&a, &b] {
+            f.handle_sync_progress(ms(4600), SyncProgress::of(n, ms(4600))).unwrap();
+        }
+        assert_eq!(f.availability(KR), Some(RegionAvailability::CatchingUp));
+        let status = f.catch_up(KR).expect("catching up");
+        assert!(status.waiting_on.contains(&KR), "{status:?}");
+        assert_eq!(f.route(KR, ms(50)), Some(JP));
+
+        // The sync path heals: the result reaches jp, and the gate opens.
+        exchange(&mut a, &mut b, ms(4600), 30);
+        assert!(b.get(&Key::Custom(7)).is_some());
+        for n in [&a, &b] {
+            f.handle_sync_progress(ms(5000), SyncProgress::of(n, ms(5000))).unwrap();
+        }
+        assert_eq!(f.availability(KR), Some(RegionAvailability::Serving));
+        assert_eq!(f.route(KR, ms(50)), Some(KR));
+        assert_eq!(f.stats().catch_ups_completed, 1);
+    }
+
+    #[test]
+    fn reports_from_unknown_regions_are_refused_and_counted() {
+        let mut f =
+            RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), LatencyMatrix::default())
+                .unwrap();
+        f.add_region(ms(0), KR).unwrap();
+        let node = SyncNode::new(SyncConfig::new(SG, vec![KR]).unwrap(), EPOCH);
+        let err = f.handle_sync_progress(ms(1), SyncProgress::of(&node, ms(1))).unwrap_err();
+        assert_eq!(err, FailoverError::UnknownRegion(SG));
+        assert_eq!(f.stats().rejected, 1);
+        assert_eq!(f.handle_heartbeat(ms(2), SG), Err(FailoverError::UnknownRegion(SG)));
+    }
+}

@@ -20,8 +20,7 @@ use pvp_core::ids::{MatchId, PlayerId, RegionId};
 use pvp_global::cluster::{FleetConfig, JP, KR, RegionHealth as ClusterHealth, SG};
 use pvp_global::coord::{CoordError, LeaseId, LocalCoordinator, WatchScope};
 use pvp_global::failover::{
-    FailoverDecision, HealthPolicy, LatencyMatrix, PlannerConfig, RegionAvailability, RegionFailover,
-    SyncProgress,
+    FailoverDecision, HealthPolicy, LatencyMatrix, PlannerConfig, RegionFailover, SyncProgress,
 };
 use pvp_global::leaderboard::{GameMode as BoardMode, ScoreOperator};
 use pvp_global::matchmaking::{GameMode, GlobalMatchmaking, MatchRequest, MatchmakingConfig};
