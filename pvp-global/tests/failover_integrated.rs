@@ -155,6 +155,16 @@ mod gate {
     }
 
     #[test]
+    fn progress_round_trips_through_postcard() {
+        let mut node = SyncNode::new(SyncConfig::new(KR, vec![JP, SG]).unwrap(), EPOCH);
+        node.write(Key::Custom(1), WriteOp::CounterAdd(1), EPOCH).unwrap();
+        let p = SyncProgress::of(&node, ms(5));
+        assert_eq!((p.head, p.towards(JP).map(|x| x.unacked())), (1, Some(1)));
+        let bytes = postcard::to_allocvec(&p).unwrap();
+        assert_eq!(postcard::from_bytes::<SyncProgress>(&bytes).unwrap(), p);
+    }
+
+    #[test]
     fn reports_from_unknown_regions_are_refused_and_counted() {
         let mut f =
             RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), LatencyMatrix::default())

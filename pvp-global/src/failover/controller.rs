@@ -17,8 +17,8 @@ use super::{
 /// One region's cross-region sync progress at one instant: how far each peer has received
 /// the region's local writes. Read it from the region's [`SyncNode`] with
 /// [`SyncProgress::of`] and carry it to the [`RegionFailover`] (e.g. in the region's
-/// heartbeat); it is plain data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// heartbeat); it is plain data (serde, e.g. postcard).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SyncProgress {
     /// The reporting region.
     pub region: RegionId,
@@ -243,7 +243,8 @@ impl RegionFailover {
     /// Registers every player of a new match as a session on its server, so that they are
     /// offered a reconnect if its region goes Down. `player_info` gives each player's origin
     /// region (row of the [`LatencyMatrix`]) and latency limit; players it does not know are
-    /// skipped. Returns how many sessions were registered.
+    /// skipped. Returns how many sessions were registered; a refused session (full table,
+    /// region not tracked) stops the registration there with its error.
     pub fn handle_match(
         &mut self,
         result: &MatchResult,
@@ -445,6 +446,7 @@ impl RegionFailover {
                     }
                     self.catch_ups.insert(*region, CatchUp { since: now, watermarks });
                     self.stats.catch_ups_started += 1;
+                    metrics::counter!("pvp_global_failover_catch_ups_started").increment(1);
                 }
                 FailoverDecision::RegionDown { region, .. } => {
                     self.catch_ups.remove(region);

@@ -467,7 +467,7 @@ pub struct Transmit {
 /// How far one peer has received this replica's local writes: what a caught-up check (e.g.
 /// failover's gate before a returning region takes matches again) reads. Plain data, so a
 /// region can report it to whoever decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PeerProgress {
     /// The peer.
