@@ -27,6 +27,7 @@ fn main() {
     let never = Duration::from_secs(3600);
     let (mut matches, mut over_limit, mut lost, mut missing, mut while_out) = (0, 0, 0, 0, 0);
     let (mut rerouted, mut results, mut cut_results, mut not_converged) = (0, 0, 0, 0);
+    let (mut blind, mut offers, mut stranded) = (0, 0, 0);
     for seed in 0..runs {
         let r = sim::run(seed);
         let gate = match (r.catch_up_started, r.restored_at) {
@@ -46,6 +47,9 @@ fn main() {
         results += r.results_recorded;
         cut_results += r.results_recorded_in_kr_while_cut;
         not_converged += u64::from(!r.converged);
+        blind += r.kr_matches_before_reroute;
+        offers += r.reconnect_offers;
+        stranded += r.stranded;
     }
     println!(
         "integrated failover simulation: {runs} seeded runs (RegionFailover + GlobalMatchmaking + \
@@ -65,6 +69,10 @@ fn main() {
     println!(
         "matches {matches}, Korean matches rerouted {rerouted}, kr matches while out {while_out}, \
          players over latency limit {over_limit}"
+    );
+    println!(
+        "kr matches formed between partition and reroute {blind}; players on kr servers when it \
+         went Down: {offers} reconnect offers, {stranded} stranded notices"
     );
     println!(
         "results recorded {results} ({cut_results} in cut-off kr), lost after heal {lost}, \
