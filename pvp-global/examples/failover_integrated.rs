@@ -27,7 +27,7 @@ fn main() {
     let never = Duration::from_secs(3600);
     let (mut matches, mut over_limit, mut lost, mut missing, mut while_out) = (0, 0, 0, 0, 0);
     let (mut rerouted, mut results, mut cut_results, mut not_converged) = (0, 0, 0, 0);
-    let (mut blind, mut offers, mut stranded) = (0, 0, 0);
+    let (mut blind, mut offers, mut stranded, mut overflows) = (0, 0, 0, 0);
     for seed in 0..runs {
         let r = sim::run(seed);
         let gate = match (r.catch_up_started, r.restored_at) {
@@ -50,6 +50,7 @@ fn main() {
         blind += r.kr_matches_before_reroute;
         offers += r.reconnect_offers;
         stranded += r.stranded;
+        overflows += r.log_overflows;
     }
     println!(
         "integrated failover simulation: {runs} seeded runs (RegionFailover + GlobalMatchmaking + \
@@ -76,6 +77,7 @@ fn main() {
     );
     println!(
         "results recorded {results} ({cut_results} in cut-off kr), lost after heal {lost}, \
-         missing in a replica at restore {missing}, runs not converged {not_converged}"
+         missing in a replica at restore {missing}, runs not converged {not_converged}, \
+         delta-log overflows {overflows}"
     );
 }

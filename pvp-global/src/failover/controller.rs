@@ -155,6 +155,7 @@ struct CatchUp {
 pub struct RegionFailover {
     health: RegionHealthTracker,
     planner: FailoverPlanner,
+    regions: BTreeSet<RegionId>,
     progress: BTreeMap<RegionId, SyncProgress>,
     catch_ups: BTreeMap<RegionId, CatchUp>,
     drained: BTreeSet<RegionId>,
@@ -174,6 +175,7 @@ impl RegionFailover {
         Ok(Self {
             health: RegionHealthTracker::new(policy)?,
             planner: FailoverPlanner::new(config, latency),
+            regions: BTreeSet::new(),
             progress: BTreeMap::new(),
             catch_ups: BTreeMap::new(),
             drained: BTreeSet::new(),
@@ -188,6 +190,7 @@ impl RegionFailover {
     pub fn add_region(&mut self, now: Duration, region: RegionId) -> Result<(), FailoverError> {
         self.health.add_region(now, region).map_err(|e| self.reject(e))?;
         self.planner.add_region(region).map_err(|e| self.reject(e))?;
+        self.regions.insert(region);
         self.pump(now);
         Ok(())
     }
@@ -389,11 +392,7 @@ impl RegionFailover {
     }
 
     fn availabilities(&self) -> impl Iterator<Item = (RegionId, RegionAvailability)> + '_ {
-        self.planner
-            .routing_table()
-            .routes
-            .into_keys()
-            .filter_map(|r| Some((r, self.planner.availability(r)?)))
+        self.regions.iter().filter_map(|&r| Some((r, self.planner.availability(r)?)))
     }
 
     fn reject(&mut self, e: FailoverError) -> FailoverError {
@@ -402,8 +401,8 @@ impl RegionFailover {
         e
     }
 
-    /// Health transitions into the planner, planner decisions out, then the catch-up gates;
-    /// repeated while a step produced something (a restore can re-route stranded players).
+    /// Health transitions into the planner, planner decisions out, then the catch-up gates
+    /// (and the decisions a restore produced).
     fn pump(&mut self, now: Duration) {
         self.now = self.now.max(now);
         let now = self.now;
