@@ -165,6 +165,34 @@ mod gate {
     }
 
     #[test]
+    fn apply_to_marks_drained_and_unknown_regions_and_clears_only_its_own_marks() {
+        use pvp_core::ids::RegionId;
+        use pvp_global::cluster::{FleetConfig, RegionHealth as ClusterHealth};
+        use pvp_global::matchmaking::{GlobalMatchmaking, MatchmakingConfig};
+
+        let xx = RegionId::new("xx").unwrap();
+        let mut f =
+            RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), LatencyMatrix::default())
+                .unwrap();
+        for r in [KR, JP, xx] {
+            f.add_region(ms(0), r).unwrap();
+        }
+        let mut mm =
+            GlobalMatchmaking::new(FleetConfig::reference(), MatchmakingConfig::default(), ms(0)).unwrap();
+        mm.set_region_health(SG, Some(ClusterHealth::Degraded)).unwrap(); // someone else's override
+        f.handle_drain(JP, true).unwrap();
+        // xx is unknown to the matchmaker: refused, but jp was still marked.
+        assert_eq!(f.apply_to(&mut mm), Err(FailoverError::UnknownRegion(xx)));
+        assert_eq!(mm.cluster(JP).unwrap().health_override(), Some(ClusterHealth::Down));
+        assert_eq!(mm.cluster(KR).unwrap().health_override(), None);
+        f.handle_drain(JP, false).unwrap();
+        assert_eq!(f.apply_to(&mut mm), Err(FailoverError::UnknownRegion(xx)));
+        assert_eq!(mm.cluster(JP).unwrap().health_override(), None);
+        assert_eq!(mm.cluster(SG).unwrap().health_override(), Some(ClusterHealth::Degraded));
+        assert_eq!(f.stats().matchmaking_updates, 2);
+    }
+
+    #[test]
     fn reports_from_unknown_regions_are_refused_and_counted() {
         let mut f =
             RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), LatencyMatrix::default())

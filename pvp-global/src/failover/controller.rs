@@ -324,6 +324,10 @@ impl RegionFailover {
         let mut missing = None;
         let regions: Vec<(RegionId, RegionAvailability)> = self.availabilities().collect();
         for (region, availability) in regions {
+            if mm.cluster(region).is_none() {
+                missing = missing.or(Some(region));
+                continue;
+            }
             let down = availability != RegionAvailability::Serving || self.drained.contains(&region);
             let result = if down && !self.marked_down.contains(&region) {
                 mm.mark_region_down(region).map(|()| self.marked_down.insert(region))

@@ -22,7 +22,9 @@
 //! Anti-entropy: every `anti_entropy_interval` a region sends each quiet peer a digest (a hash
 //! per bucket of keys); the peer answers mismatched buckets with their states and asks for ours,
 //! so a region that was cut off, restarted or lost its snapshot catches up without shipping the
-//! whole state.
+//! whole state. [`SyncNode::peer_progress`] tells how far each peer has acknowledged this
+//! region's writes ([`PeerProgress`]); failover reads it to decide when a returning region
+//! has caught up, and [`SyncNode::request_anti_entropy`] starts a digest round at once.
 //!
 //! ```
 //! use pvp_global::sync::{SyncConfig, SyncNode, SyncEvent, WriteReceipt};
