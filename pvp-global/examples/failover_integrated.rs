@@ -39,7 +39,7 @@ fn main() {
             h.record(v.unwrap_or(never).as_millis() as u64).expect("in range");
         }
         matches += r.matches;
-        over_limit += r.over_limit;
+        over_limit += r.over_limit + r.offers_over_limit;
         lost += r.lost_results;
         missing += r.missing_at_restore;
         while_out += r.kr_matches_while_out;
@@ -69,7 +69,7 @@ fn main() {
     }
     println!(
         "matches {matches}, Korean matches rerouted {rerouted}, kr matches while out {while_out}, \
-         players over latency limit {over_limit}"
+         players placed or offered over their latency limit {over_limit}"
     );
     println!(
         "kr matches formed between partition and reroute {blind}; players on kr servers when it \

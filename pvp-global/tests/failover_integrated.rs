@@ -24,6 +24,7 @@ fn check(seed: u64) -> sim::IntegratedReport {
     assert_eq!(r.kr_matches_while_out, 0, "kr took a match while out; {ctx}");
     assert!(r.matches > 500 && r.no_capacity == 0, "load did not run as meant; {ctx}");
     assert_eq!(r.over_limit, 0, "a player was placed over their latency limit; {ctx}");
+    assert_eq!(r.offers_over_limit, 0, "a reconnect offer broke a latency limit; {ctx}");
     // No match result lost: results recorded in kr while it was cut off, and everywhere else,
     // are in every replica after the heal.
     assert!(r.results_recorded_in_kr_while_cut > 0, "no result recorded in cut-off kr; {ctx}");

@@ -84,6 +84,8 @@ pub struct IntegratedReport {
     /// Whether every replica held the same wins leaderboard and the same state at the end.
     pub converged: bool,
     pub reconnect_offers: u64,
+    /// Reconnect offers to a region over the player's latency limit (must be 0).
+    pub offers_over_limit: u64,
     pub stranded: u64,
     pub no_capacity: u64,
     pub log_overflows: u64,
@@ -271,7 +273,13 @@ pub fn run(seed: u64) -> IntegratedReport {
                     let since = report.catch_up_started.unwrap_or(at);
                     report.missing_at_restore += missing_at(&sync, &results, since);
                 }
-                FailoverDecision::OfferReconnect { .. } => report.reconnect_offers += 1,
+                FailoverDecision::OfferReconnect { player, to, .. } => {
+                    report.reconnect_offers += 1;
+                    // The offered region must be within the player's own measured limit.
+                    if players.get(&player).is_none_or(|p| p.latency[index(to)] > p.limit) {
+                        report.offers_over_limit += 1;
+                    }
+                }
                 FailoverDecision::PlayerStranded { .. } => report.stranded += 1,
                 _ => {}
             }
