@@ -32,9 +32,8 @@ use super::QueueError;
 use crate::primitive::sync::atomic::{AtomicUsize, Ordering};
 use crate::primitive::{UnsafeCell, full_fence, spin_loop};
 
-/// One ring slot: a stamp and room for one value, 64-byte aligned together so that two
-/// threads working on neighbouring positions never write the same cache line.
-#[cfg_attr(not(pvp_queue_unpadded), repr(align(64)))]
+/// One ring slot: a stamp and room for one value, packed (not padded to a cache line: see
+/// docs/ARCHITECTURE.md for the measurement that decided it).
 struct Slot<T> {
     stamp: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
@@ -331,14 +330,20 @@ impl<T> LockFreeQueue<T> {
                         items.set_len(0);
                         let mut pos = tail;
                         for i in 0..ready {
-                            let slot = self.slot(pos);
                             let v = src.add(i).read();
-                            slot.value.with_mut(|p| p.write(MaybeUninit::new(v)));
-                            slot.stamp.store(pos + 1, Ordering::Release);
+                            self.slot(pos).value.with_mut(|p| p.write(MaybeUninit::new(v)));
                             pos = self.advance(pos, 1);
                         }
                         ptr::copy(src.add(ready), src, rest);
                         items.set_len(rest);
+                    }
+                    // Publish after all the writes: a consumer polling the run then finds it
+                    // ready at once, instead of taking it value by value while its cache lines
+                    // are still being written.
+                    let mut pos = tail;
+                    for _ in 0..ready {
+                        self.slot(pos).stamp.store(pos + 1, Ordering::Release);
+                        pos = self.advance(pos, 1);
                     }
                     return ready;
                 }
@@ -387,11 +392,15 @@ impl<T> LockFreeQueue<T> {
                         // acquired "full", so each value is initialised and read exactly once;
                         // `out` has room for `want >= ready` more values (reserved above).
                         unsafe { dst.add(len + i).write(slot.value.with(|p| p.read().assume_init())) };
-                        slot.stamp.store(pos.wrapping_add(self.one_lap), Ordering::Release);
                         pos = self.advance(pos, 1);
                     }
                     // SAFETY: the `ready` values after `len` were initialised just above.
                     unsafe { out.set_len(len + ready) };
+                    let mut pos = head;
+                    for _ in 0..ready {
+                        self.slot(pos).stamp.store(pos.wrapping_add(self.one_lap), Ordering::Release);
+                        pos = self.advance(pos, 1);
+                    }
                     return ready;
                 }
                 Err(current) => head = current,
