@@ -1,0 +1,2 @@
+//! The chaos failover run (filled in below).
+fn main() {}

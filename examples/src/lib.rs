@@ -1,0 +1,43 @@
+//! The assembled pvp backend: three regions (Korea, Japan, Singapore) on loopback, load bots,
+//! and a chaos failover run.
+//!
+//! - [`config`]: the session's settings from TOML ([`SessionConfig`]).
+//! - [`session`]: [`RunningSession`] brings every region up (game servers, sync node behind
+//!   fault proxies at the backbone latencies, the control plane with matchmaking, failover,
+//!   autoscaling and SLOs, `/metrics`) and the bots; [`RunningSession::finish`] drains,
+//!   snapshots and returns a [`Report`].
+//! - [`replica`]: each region's replica of the shared state and its log replication (the seam
+//!   for pvp-global's CrossRegionSync).
+//! - [`token`]: connect tokens (the seam for pvp-net's signed tokens).
+//! - [`wire`]: the datagrams.
+//! - [`chaos`]: the failover experiment of the `chaos-failover` binary.
+//! - [`cli`]: argument parsing shared by the binaries.
+//!
+//! ```no_run
+//! use std::sync::atomic::AtomicBool;
+//! use pvp_examples::{RunningSession, SessionConfig};
+//!
+//! let config = SessionConfig { players: 300, duration_secs: 3.0, ..SessionConfig::default() };
+//! let mut session = RunningSession::start(config)?;
+//! session.run_until(&AtomicBool::new(false), |p| println!("{p}"));
+//! let report = session.finish();
+//! assert!(report.converged);
+//! # Ok::<(), pvp_examples::session::SessionError>(())
+//! ```
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+pub mod bots;
+pub mod chaos;
+pub mod cli;
+pub mod config;
+mod region;
+pub mod replica;
+pub mod report;
+pub mod session;
+pub mod token;
+pub mod wire;
+
+pub use config::SessionConfig;
+pub use report::Report;
+pub use session::RunningSession;

@@ -1,0 +1,1024 @@
+//! A running multi-region session: start it, watch it, fault it, finish it into a [`Report`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use pvp_core::ids::{MatchId, PlayerId, RegionId, ServerId};
+use pvp_core::queue::UnboundedQueue;
+use pvp_global::cluster::ServerCounts;
+use pvp_global::failover::{HealthPolicy, RegionHealth, RegionHealthTracker};
+use pvp_global::matchmaking::{GlobalMatchmaking, MatchOutcome, MatchRequest, MatchResult};
+use pvp_ops::chaos::proxy::{Direction, FaultProxy, LinkConditions, LinkControl};
+use pvp_ops::metrics::{MetricsRegistry, MetricsServer};
+use pvp_ops::scale::{AutoScaler, FleetStatus, ScalingPolicy, TargetTracking};
+use pvp_ops::slo::{MonitorConfig, RegistrySli, SloMonitor, seed_slos};
+
+use crate::bots::{home_of, run_bots};
+use crate::config::{GAME_MODE, SessionConfig};
+use crate::region::{RegionSockets, hist, run_region};
+use crate::replica::{Replica, ReplicaSummary};
+use crate::report::{RegionReport, Report, SloLine};
+use crate::token::{TOKEN_LEN, TokenClaims, TokenKey};
+
+/// Why a session could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The config was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A socket could not be bound or a thread not started.
+    #[error("start-up I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A fault proxy could not start.
+    #[error("fault proxy: {0}")]
+    Proxy(#[from] pvp_ops::chaos::proxy::ProxyError),
+    /// The metrics endpoint could not start.
+    #[error("metrics server: {0}")]
+    Metrics(#[from] pvp_ops::metrics::ServerError),
+    /// The matchmaker refused the fleet.
+    #[error("matchmaking: {0}")]
+    Matchmaking(#[from] pvp_global::cluster::ConfigError),
+}
+
+/// What a bot asks the matchmaking front.
+#[derive(Debug, Clone)]
+pub(crate) struct TicketAsk {
+    pub(crate) player: PlayerId,
+    pub(crate) home: usize,
+    pub(crate) rtt: Vec<(RegionId, Duration)>,
+    #[allow(dead_code)]
+    pub(crate) asked: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) enum ControlEvent {
+    Ticket(TicketAsk),
+    MatchFinished { match_id: MatchId, winner: u8 },
+    MatchAborted { region: usize, match_id: MatchId, crashed: bool },
+    ServersCrashed { region: usize, servers: Vec<ServerId>, matches: Vec<MatchId> },
+}
+
+#[derive(Debug)]
+pub(crate) enum RegionCommand {
+    Host { match_id: MatchId, server: ServerId, players: Vec<(PlayerId, u8, Duration)> },
+    CrashServers { count: usize },
+    Ban { player: PlayerId },
+}
+
+#[derive(Debug)]
+pub(crate) enum BotCommand {
+    Assigned { player: PlayerId, match_id: MatchId, server: SocketAddr, token: [u8; TOKEN_LEN] },
+    TicketFailed { player: PlayerId },
+}
+
+/// Per-region counters, written by the region's threads.
+#[derive(Debug, Default)]
+pub(crate) struct RegionStats {
+    pub(crate) hosted: AtomicU64,
+    pub(crate) finished: AtomicU64,
+    pub(crate) crashed_matches: AtomicU64,
+    pub(crate) no_show_matches: AtomicU64,
+    pub(crate) bad_packets: AtomicU64,
+    pub(crate) bad_tokens: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) bot_matches: AtomicU64,
+    pub(crate) replaced: AtomicU64,
+    pub(crate) connect_failures: AtomicU64,
+    pub(crate) bots_online: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Hists {
+    pub(crate) net_rtt_us: Histogram<u64>,
+    pub(crate) player_rtt_us: Histogram<u64>,
+    pub(crate) interval_net_rtt_us: Histogram<u64>,
+    pub(crate) interval_player_rtt_us: Histogram<u64>,
+    pub(crate) sync_lag_ms: Vec<Histogram<u64>>,
+}
+
+/// What the control plane shows the outside (progress lines, chaos checks).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ControlView {
+    pub(crate) servers: Vec<ServerCounts>,
+    pub(crate) health: Vec<Option<RegionHealth>>,
+    pub(crate) matches_made: Vec<u64>,
+    pub(crate) running: u64,
+    pub(crate) queued: u64,
+    pub(crate) finished_results: u64,
+    pub(crate) reroute_watch: Option<(usize, Instant)>,
+    pub(crate) reroute_after: Option<Duration>,
+    pub(crate) transitions: Vec<(Duration, RegionId, RegionHealth, RegionHealth)>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: SessionConfig,
+    pub(crate) start: Instant,
+    unix_start_ms: u64,
+    pub(crate) token_key: TokenKey,
+    pub(crate) to_region: Vec<UnboundedQueue<RegionCommand>>,
+    pub(crate) to_bots: Vec<UnboundedQueue<BotCommand>>,
+    pub(crate) to_control: UnboundedQueue<ControlEvent>,
+    pub(crate) regions: Vec<RegionStats>,
+    /// `[observer][peer]`: ms since start + 1 when observer last heard peer (0 = never).
+    pub(crate) heard_ms: Vec<Vec<AtomicU64>>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) bots_stop: AtomicBool,
+    pub(crate) region_stop: AtomicBool,
+    pub(crate) control_stop: AtomicBool,
+    pub(crate) hists: Mutex<Hists>,
+    pub(crate) replica_view: Mutex<Vec<Option<ReplicaSummary>>>,
+    pub(crate) finished_replicas: Mutex<Vec<Option<Replica>>>,
+    pub(crate) view: Mutex<ControlView>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn unix_ms(&self, now: Instant) -> u64 {
+        self.unix_start_ms + now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    pub(crate) fn merge_region(
+        &self,
+        idx: usize,
+        net: &mut Histogram<u64>,
+        player: &mut Histogram<u64>,
+        replica: &Replica,
+    ) {
+        {
+            let mut h = lock(&self.hists);
+            let _ = h.net_rtt_us.add(&*net);
+            let _ = h.player_rtt_us.add(&*player);
+            let _ = h.interval_net_rtt_us.add(&*net);
+            let _ = h.interval_player_rtt_us.add(&*player);
+            if let Some(s) = h.sync_lag_ms.get_mut(idx) {
+                *s = replica.lag_ms().clone();
+            }
+        }
+        net.reset();
+        player.reset();
+        if let Some(v) = lock(&self.replica_view).get_mut(idx) {
+            *v = Some(replica.summary());
+        }
+    }
+
+    pub(crate) fn finish_region(&self, idx: usize, replica: Replica) {
+        if let Some(v) = lock(&self.finished_replicas).get_mut(idx) {
+            *v = Some(replica);
+        }
+    }
+}
+
+/// The process-wide metrics registry (a `metrics` recorder can be installed once per process).
+pub fn metrics_registry() -> MetricsRegistry {
+    static REGISTRY: OnceLock<MetricsRegistry> = OnceLock::new();
+    REGISTRY
+        .get_or_init(|| {
+            let r = MetricsRegistry::new();
+            // Another recorder installed first: our series stay empty, the session still runs.
+            let _ = r.install();
+            r
+        })
+        .clone()
+}
+
+/// Live numbers of a running session, for progress lines and chaos checks.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Time since start.
+    pub elapsed: Duration,
+    /// Bots queued, connecting or playing.
+    pub online: u64,
+    /// Matches formed so far.
+    pub matches_made: u64,
+    /// Matches finished so far (results recorded).
+    pub matches_finished: u64,
+    /// p99 of the network RTT since the previous call, µs.
+    pub p99_net_rtt_us: Option<u64>,
+    /// p99 of the player RTT (profile + network) since the previous call, µs.
+    pub p99_player_rtt_us: Option<u64>,
+    /// p99 of the sync lag over the session, ms (worst region).
+    pub p99_sync_lag_ms: Option<u64>,
+    /// Live servers per region.
+    pub servers: Vec<(RegionId, u32)>,
+    /// Each region's health as the control plane sees it.
+    pub health: Vec<(RegionId, Option<RegionHealth>)>,
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |v: Option<u64>, div: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v as f64 / div));
+        write!(
+            f,
+            "[{:>6.1}s] online {} | matches {} (finished {}) | p99 RTT net {} ms, player {} ms | sync lag p99 {} ms | servers",
+            self.elapsed.as_secs_f64(),
+            self.online,
+            self.matches_made,
+            self.matches_finished,
+            ms(self.p99_net_rtt_us, 1000.0),
+            ms(self.p99_player_rtt_us, 1000.0),
+            ms(self.p99_sync_lag_ms, 1.0),
+        )?;
+        for (r, n) in &self.servers {
+            write!(f, " {r} {n}")?;
+        }
+        for (r, h) in &self.health {
+            if let Some(h) = h {
+                if *h != RegionHealth::Healthy {
+                    write!(f, " | {r} {h:?}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One cross-region sync link (from → to) and the handle that changes its conditions.
+#[derive(Debug, Clone)]
+pub struct SyncLink {
+    /// Sending region.
+    pub from: RegionId,
+    /// Receiving region.
+    pub to: RegionId,
+    /// The link's fault proxy control.
+    pub control: LinkControl,
+}
+
+/// A running session. Drop it only after [`finish`](Self::finish); dropping it earlier stops
+/// the threads without a report.
+pub struct RunningSession {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    control: Option<JoinHandle<ControlOutcome>>,
+    proxies: Vec<FaultProxy>,
+    links: Vec<SyncLink>,
+    metrics: Option<MetricsServer>,
+    registry: MetricsRegistry,
+    game_addrs: Vec<SocketAddr>,
+    last_made: u64,
+}
+
+impl std::fmt::Debug for RunningSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSession").field("game_addrs", &self.game_addrs).finish_non_exhaustive()
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+impl RunningSession {
+    /// Brings every region up on loopback: sync sockets behind fault proxies set to the
+    /// backbone latencies, game servers, the control plane (matchmaking, health, autoscaling,
+    /// SLOs), `/metrics` and the bots.
+    pub fn start(config: SessionConfig) -> Result<Self, SessionError> {
+        config.validate()?;
+        let n = config.regions.len();
+        let start = Instant::now();
+        let unix_start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let fleet = config.fleet()?;
+        let mm = GlobalMatchmaking::new(fleet, config.matchmaking(), Duration::ZERO)?;
+        let registry = metrics_registry();
+        let metrics = if config.metrics_addr.is_empty() {
+            None
+        } else {
+            let addr: SocketAddr = config.metrics_addr.parse().map_err(|_| {
+                crate::config::ConfigError::Invalid { field: "metrics_addr", why: "not an address" }
+            })?;
+            Some(MetricsServer::bind(addr, registry.clone())?)
+        };
+        let mut sockets = Vec::with_capacity(n);
+        for _ in 0..n {
+            sockets.push(RegionSockets::bind()?);
+        }
+        let sync_addrs: Vec<SocketAddr> =
+            sockets.iter().map(|s| s.sync.local_addr()).collect::<Result<_, _>>()?;
+        let game_addrs: Vec<SocketAddr> =
+            sockets.iter().map(|s| s.game.local_addr()).collect::<Result<_, _>>()?;
+        // One proxy per directed link, delaying by half the backbone RTT.
+        let mut proxies = Vec::new();
+        let mut links = Vec::new();
+        let mut peer_addrs: Vec<Vec<(RegionId, SocketAddr)>> = vec![Vec::new(); n];
+        for (i, a) in config.regions.iter().enumerate() {
+            for (j, b) in config.regions.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let seed = config.seed ^ ((i * 16 + j) as u64);
+                let p = FaultProxy::udp("127.0.0.1:0".parse().unwrap_or(sync_addrs[j]), sync_addrs[j], seed)?;
+                let rtt = a.backbone_rtt_ms.get(&b.id).copied().unwrap_or(0);
+                p.control().set(
+                    Direction::Forward,
+                    LinkConditions::delay(Duration::from_millis(u64::from(rtt)) / 2),
+                )?;
+                peer_addrs[i].push((b.id, p.local_addr()));
+                links.push(SyncLink { from: a.id, to: b.id, control: p.control() });
+                proxies.push(p);
+            }
+        }
+        let ids: Vec<RegionId> = config.regions.iter().map(|r| r.id).collect();
+        let flush = Duration::from_millis(config.sync_flush_ms);
+        let heartbeat = Duration::from_millis(config.heartbeat_ms);
+        let bots_per_region = config.bots_per_region();
+        let shared = Arc::new(Shared {
+            start,
+            unix_start_ms,
+            token_key: TokenKey::new(config.seed ^ 0x70c3, 0xdead_beef ^ unix_start_ms),
+            to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
+            to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
+            to_control: UnboundedQueue::new(),
+            regions: (0..n).map(|_| RegionStats::default()).collect(),
+            heard_ms: (0..n).map(|_| (0..n).map(|_| AtomicU64::new(0)).collect()).collect(),
+            draining: AtomicBool::new(false),
+            bots_stop: AtomicBool::new(false),
+            region_stop: AtomicBool::new(false),
+            control_stop: AtomicBool::new(false),
+            hists: Mutex::new(Hists {
+                net_rtt_us: hist(),
+                player_rtt_us: hist(),
+                interval_net_rtt_us: hist(),
+                interval_player_rtt_us: hist(),
+                sync_lag_ms: (0..n).map(|_| hist()).collect(),
+            }),
+            replica_view: Mutex::new(vec![None; n]),
+            finished_replicas: Mutex::new((0..n).map(|_| None).collect()),
+            view: Mutex::new(ControlView::default()),
+            config,
+        });
+        let mut threads = Vec::new();
+        for (i, (s, peers)) in sockets.into_iter().zip(peer_addrs).enumerate() {
+            let sh = shared.clone();
+            let replica = Replica::new(ids[i], &ids, flush, heartbeat);
+            threads.push(spawn(format!("region-{}", ids[i]), move || run_region(sh, i, s, peers, replica))?);
+        }
+        let control = {
+            let sh = shared.clone();
+            let addrs = game_addrs.clone();
+            let reg = registry.clone();
+            Some(spawn("control".into(), move || run_control(sh, mm, addrs, reg))?)
+        };
+        for (i, count) in bots_per_region.into_iter().enumerate() {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            sock.set_nonblocking(true)?;
+            let sh = shared.clone();
+            threads.push(spawn(format!("bots-{}", ids[i]), move || run_bots(sh, i, sock, count as usize))?);
+        }
+        Ok(Self { shared, threads, control, proxies, links, metrics, registry, game_addrs, last_made: 0 })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &SessionConfig {
+        &self.shared.config
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The metrics registry the session records into.
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.registry
+    }
+
+    /// Every directed sync link and its fault proxy control.
+    pub fn sync_links(&self) -> &[SyncLink] {
+        &self.links
+    }
+
+    /// Crashes up to `count` game servers of `region` that host matches: their matches are
+    /// lost and their players queue again.
+    pub fn crash_servers(&self, region: RegionId, count: usize) -> bool {
+        match self.shared.config.region_index(region) {
+            Some(i) => {
+                self.shared.to_region[i].push(RegionCommand::CrashServers { count });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bans `player`, written in `region`'s replica (and replicated from there).
+    pub fn ban(&self, region: RegionId, player: PlayerId) -> bool {
+        match self.shared.config.region_index(region) {
+            Some(i) => {
+                self.shared.to_region[i].push(RegionCommand::Ban { player });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts measuring how long until a player whose home is `region` gets a match in
+    /// another region ([`reroute_time`](Self::reroute_time)).
+    pub fn watch_reroute(&self, region: RegionId) {
+        if let Some(i) = self.shared.config.region_index(region) {
+            let mut v = lock(&self.shared.view);
+            v.reroute_watch = Some((i, Instant::now()));
+            v.reroute_after = None;
+        }
+    }
+
+    /// Time from [`watch_reroute`](Self::watch_reroute) to the first such match, if any yet.
+    pub fn reroute_time(&self) -> Option<Duration> {
+        lock(&self.shared.view).reroute_after
+    }
+
+    /// The control plane's view of `region`'s health.
+    pub fn region_health(&self, region: RegionId) -> Option<RegionHealth> {
+        let i = self.shared.config.region_index(region)?;
+        lock(&self.shared.view).health.get(i).copied().flatten()
+    }
+
+    /// Matches finished so far (every region).
+    pub fn matches_finished(&self) -> u64 {
+        self.shared.regions.iter().map(|r| r.finished.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Matches formed so far in `region`.
+    pub fn matches_made_in(&self, region: RegionId) -> u64 {
+        let Some(i) = self.shared.config.region_index(region) else { return 0 };
+        lock(&self.shared.view).matches_made.get(i).copied().unwrap_or(0)
+    }
+
+    /// Whether every replica holds the same state and every write is acked (as last
+    /// published by the regions, every 250 ms).
+    pub fn replicas_converged(&self) -> bool {
+        let v = lock(&self.shared.replica_view);
+        let first = v.first().copied().flatten();
+        first.is_some()
+            && v.iter()
+                .all(|s| s.is_some_and(|s| Some(s.digest) == first.map(|f| f.digest) && s.unacked == 0))
+    }
+
+    /// Each region's replica summary, as last published.
+    pub fn replica_summaries(&self) -> Vec<(RegionId, Option<ReplicaSummary>)> {
+        let v = lock(&self.shared.replica_view);
+        self.shared.config.regions.iter().zip(v.iter()).map(|(r, s)| (r.id, *s)).collect()
+    }
+
+    /// Health transitions the control plane made so far (time since start, region, from, to).
+    pub fn health_transitions(&self) -> Vec<(Duration, RegionId, RegionHealth, RegionHealth)> {
+        lock(&self.shared.view).transitions.clone()
+    }
+
+    /// Live numbers; RTT percentiles cover the time since the previous call.
+    pub fn progress(&mut self) -> Progress {
+        let sh = &self.shared;
+        let online = sh.regions.iter().map(|r| r.bots_online.load(Ordering::Relaxed)).sum();
+        let (p99_net, p99_player, lag) = {
+            let mut h = lock(&sh.hists);
+            let q = |h: &Histogram<u64>| (!h.is_empty()).then(|| h.value_at_quantile(0.99));
+            let out = (
+                q(&h.interval_net_rtt_us),
+                q(&h.interval_player_rtt_us),
+                h.sync_lag_ms.iter().filter_map(q).max(),
+            );
+            h.interval_net_rtt_us.reset();
+            h.interval_player_rtt_us.reset();
+            out
+        };
+        let v = lock(&sh.view).clone();
+        let made: u64 = v.matches_made.iter().sum();
+        self.last_made = made;
+        let ids = sh.config.regions.iter().map(|r| r.id);
+        Progress {
+            elapsed: sh.start.elapsed(),
+            online,
+            matches_made: made,
+            matches_finished: self.matches_finished(),
+            p99_net_rtt_us: p99_net,
+            p99_player_rtt_us: p99_player,
+            p99_sync_lag_ms: lag,
+            servers: ids
+                .clone()
+                .zip(v.servers.iter())
+                .map(|(r, c)| (r, c.starting + c.ready + c.allocated + c.draining))
+                .collect(),
+            health: ids.zip(v.health.iter().copied()).collect(),
+        }
+    }
+
+    /// Runs until `duration` passed (if set) or `stop` is raised, printing progress lines to
+    /// `progress` every `progress_interval_secs`.
+    pub fn run_until(&mut self, stop: &AtomicBool, mut progress: impl FnMut(&Progress)) {
+        let cfg = &self.shared.config;
+        let end =
+            (cfg.duration_secs > 0.0).then(|| self.shared.start + Duration::from_secs_f64(cfg.duration_secs));
+        let every =
+            (cfg.progress_interval_secs > 0.0).then(|| Duration::from_secs_f64(cfg.progress_interval_secs));
+        let mut next = every.map(|e| Instant::now() + e);
+        loop {
+            let now = Instant::now();
+            if stop.load(Ordering::Acquire) || end.is_some_and(|e| now >= e) {
+                break;
+            }
+            if let (Some(n), Some(e)) = (next, every) {
+                if now >= n {
+                    let p = self.progress();
+                    progress(&p);
+                    next = Some(n + e);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Drains (no new tickets, running matches finish), waits for the replicas to converge,
+    /// writes each region's snapshot, stops every thread and reports.
+    pub fn finish(mut self) -> Report {
+        let sh = self.shared.clone();
+        let ran_for = sh.start.elapsed();
+        sh.draining.store(true, Ordering::Release);
+        let cfg = &sh.config;
+        let match_time = cfg.tick_interval() * (cfg.match_ticks + 2);
+        let drain_deadline = Instant::now()
+            + match_time
+            + Duration::from_millis(cfg.connect_timeout_ms * 2)
+            + Duration::from_secs(2);
+        while Instant::now() < drain_deadline {
+            let hosted: u64 = sh.regions.iter().map(|r| r.hosted.load(Ordering::Relaxed)).sum();
+            let running = lock(&sh.view).running;
+            if hosted == 0 && running == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let drained = {
+            let hosted: u64 = sh.regions.iter().map(|r| r.hosted.load(Ordering::Relaxed)).sum();
+            hosted == 0 && lock(&sh.view).running == 0
+        };
+        sh.bots_stop.store(true, Ordering::Release);
+        // Give replication time to converge (published every 250 ms).
+        let sync_deadline = Instant::now() + Duration::from_secs(10);
+        std::thread::sleep(Duration::from_millis(300));
+        while Instant::now() < sync_deadline && !self.replicas_converged() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sh.control_stop.store(true, Ordering::Release);
+        let outcome = self.control.take().and_then(|h| h.join().ok());
+        sh.region_stop.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.proxies.clear();
+        if let Some(m) = self.metrics.take() {
+            m.shutdown();
+        }
+        build_report(&sh, outcome, ran_for, drained, &self.game_addrs)
+    }
+}
+
+impl Drop for RunningSession {
+    fn drop(&mut self) {
+        self.shared.bots_stop.store(true, Ordering::Release);
+        self.shared.control_stop.store(true, Ordering::Release);
+        self.shared.region_stop.store(true, Ordering::Release);
+    }
+}
+
+/// What the control plane hands back when it stops.
+#[derive(Debug)]
+pub(crate) struct ControlOutcome {
+    mm: pvp_global::matchmaking::MatchmakingStats,
+    mm_wait_ms: Histogram<u64>,
+    matches_made: Vec<u64>,
+    cross_region: u64,
+    over_limit: u64,
+    finished: u64,
+    aborted_crash: u64,
+    aborted_no_show: u64,
+    ticket_errors: u64,
+    scale_up: Vec<u64>,
+    scale_down: Vec<u64>,
+    servers: Vec<ServerCounts>,
+    slo: Vec<SloLine>,
+    ratings_updated: u64,
+    top_changes: u64,
+}
+
+fn run_control(
+    sh: Arc<Shared>,
+    mut mm: GlobalMatchmaking,
+    game_addrs: Vec<SocketAddr>,
+    registry: MetricsRegistry,
+) -> ControlOutcome {
+    let cfg = &sh.config;
+    let n = cfg.regions.len();
+    let ids: Vec<RegionId> = cfg.regions.iter().map(|r| r.id).collect();
+    let interval = Duration::from_millis(cfg.matchmaking_interval_ms);
+    let max_latency = Duration::from_millis(u64::from(cfg.max_latency_ms));
+    mm.reserve(cfg.players as usize);
+    let mut tracker = RegionHealthTracker::new(HealthPolicy::default()).ok();
+    if let Some(t) = tracker.as_mut() {
+        for r in &ids {
+            let _ = t.add_region(Duration::ZERO, *r);
+        }
+    }
+    let mut last_heard = vec![0u64; n];
+    let mut scalers: Vec<Option<AutoScaler>> = (0..n)
+        .map(|_| {
+            AutoScaler::new(
+                ScalingPolicy::TargetTracking(TargetTracking::new(cfg.target_players_per_server)),
+                cfg.min_servers,
+                cfg.max_servers,
+            )
+            .ok()
+        })
+        .collect();
+    let mut slo = SloMonitor::new(MonitorConfig::default());
+    for s in seed_slos() {
+        let _ = slo.add_slo(s);
+    }
+    let mut sli = RegistrySli::new(registry);
+    let mut out = ControlOutcome {
+        mm: mm.stats(),
+        mm_wait_ms: hist(),
+        matches_made: vec![0; n],
+        cross_region: 0,
+        over_limit: 0,
+        finished: 0,
+        aborted_crash: 0,
+        aborted_no_show: 0,
+        ticket_errors: 0,
+        scale_up: vec![0; n],
+        scale_down: vec![0; n],
+        servers: Vec::new(),
+        slo: Vec::new(),
+        ratings_updated: 0,
+        top_changes: 0,
+    };
+    let mut running: HashMap<MatchId, MatchResult> = HashMap::new();
+    let mut crashed: Vec<HashSet<ServerId>> = vec![HashSet::new(); n];
+    let mut queued_home = vec![0i64; n];
+    let mut events = Vec::new();
+    let mut ids_buf: Vec<ServerId> = Vec::new();
+    let mut last_slow = Instant::now();
+    let mut top: Vec<PlayerId> = Vec::new();
+    let wait_metric = metrics::histogram!(pvp_ops::slo::names::MATCHMAKING_WAIT_SECONDS);
+    while !sh.control_stop.load(Ordering::Acquire) {
+        let tick_start = Instant::now();
+        let now = tick_start.duration_since(sh.start);
+        let draining = sh.draining.load(Ordering::Acquire);
+        events.clear();
+        sh.to_control.pop_batch(&mut events, usize::MAX);
+        for e in events.drain(..) {
+            match e {
+                ControlEvent::Ticket(ask) => {
+                    if draining {
+                        sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
+                        continue;
+                    }
+                    let rating = mm.ratings().matchmaking_rating(ask.player);
+                    let mut req = MatchRequest::new(ask.player, rating, ids[ask.home], GAME_MODE)
+                        .max_latency(max_latency);
+                    for (r, rtt) in &ask.rtt {
+                        req = req.latency(*r, *rtt);
+                    }
+                    match mm.find_match(req, now) {
+                        Ok(_) => queued_home[ask.home] += 1,
+                        Err(_) => {
+                            out.ticket_errors += 1;
+                            sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
+                        }
+                    }
+                }
+                ControlEvent::MatchFinished { match_id, winner, .. } => {
+                    if let Some(r) = running.remove(&match_id) {
+                        let o = if winner == 0 {
+                            MatchOutcome::FirstTeamWon
+                        } else {
+                            MatchOutcome::SecondTeamWon
+                        };
+                        if mm.report_outcome(&r, o).is_ok() {
+                            out.ratings_updated += r.players().len() as u64;
+                        }
+                    }
+                    out.finished += 1;
+                }
+                ControlEvent::MatchAborted { region, match_id, crashed: c } => {
+                    running.remove(&match_id);
+                    let _ = mm.release_match(ids[region], match_id);
+                    if c {
+                        out.aborted_crash += 1;
+                    } else {
+                        out.aborted_no_show += 1;
+                    }
+                }
+                ControlEvent::ServersCrashed { region, servers, matches } => {
+                    crashed[region].extend(servers);
+                    for m in matches {
+                        running.remove(&m);
+                        let _ = mm.release_match(ids[region], m);
+                        out.aborted_crash += 1;
+                    }
+                }
+            }
+        }
+        // Server heartbeats (crashed servers stay silent and turn Unhealthy).
+        for (i, r) in ids.iter().enumerate() {
+            if let Some(c) = mm.cluster_mut(*r) {
+                ids_buf.clear();
+                ids_buf.extend(c.servers().map(|s| s.id()).filter(|s| !crashed[i].contains(s)));
+                for s in &ids_buf {
+                    let _ = c.heartbeat(*s, now);
+                }
+            }
+        }
+        // Region health from the sync links: a region is heard when any other region heard it.
+        if let Some(t) = tracker.as_mut().filter(|_| n > 1) {
+            for j in 0..n {
+                let heard = (0..n)
+                    .filter(|i| *i != j)
+                    .map(|i| sh.heard_ms[i][j].load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0);
+                if heard > last_heard[j] {
+                    last_heard[j] = heard;
+                    let _ = t.handle_heartbeat(now, ids[j]);
+                }
+            }
+            t.handle_timeout(now);
+            while let Some(tr) = t.poll_transition() {
+                match tr.to {
+                    RegionHealth::Down => {
+                        let _ = mm.mark_region_down(tr.region);
+                    }
+                    _ => {
+                        if tr.from == RegionHealth::Down {
+                            let _ = mm.mark_region_up(tr.region);
+                        }
+                    }
+                }
+                lock(&sh.view).transitions.push((tr.at, tr.region, tr.from, tr.to));
+            }
+        }
+        if !draining {
+            mm.tick(now);
+        }
+        let unix_ms = sh.unix_ms(tick_start);
+        while let Some(r) = mm.poll_match() {
+            let Some(ri) = ids.iter().position(|x| *x == r.region()) else { continue };
+            out.matches_made[ri] += 1;
+            let mut cross = false;
+            let mut watch_hit = false;
+            let watch = lock(&sh.view).reroute_watch;
+            let server = r.server();
+            let expires = unix_ms + mm.config().grant_ttl.as_millis() as u64;
+            let mut seats = Vec::with_capacity(r.players().len());
+            for p in r.players() {
+                let (home, _) = home_of(p.player());
+                cross |= home != ri;
+                if p.latency() > max_latency {
+                    out.over_limit += 1;
+                }
+                let _ = out.mm_wait_ms.record((p.waited().as_millis() as u64).max(1));
+                wait_metric.record(p.waited().as_secs_f64());
+                if let Some((w, _)) = watch {
+                    watch_hit |= home == w && ri != w;
+                }
+                if let Some(q) = queued_home.get_mut(home) {
+                    *q -= 1;
+                }
+                seats.push((p.player(), p.team(), p.latency()));
+                let claims = TokenClaims {
+                    match_id: r.match_id(),
+                    player: p.player(),
+                    server: server.id,
+                    expires_unix_ms: expires,
+                };
+                let token = sh.token_key.issue(&claims);
+                if let Some(q) = sh.to_bots.get(home) {
+                    q.push(BotCommand::Assigned {
+                        player: p.player(),
+                        match_id: r.match_id(),
+                        server: game_addrs[ri],
+                        token,
+                    });
+                }
+            }
+            if cross {
+                out.cross_region += 1;
+            }
+            if watch_hit {
+                let mut v = lock(&sh.view);
+                if v.reroute_after.is_none() {
+                    if let Some((_, since)) = v.reroute_watch {
+                        v.reroute_after = Some(since.elapsed());
+                    }
+                }
+            }
+            sh.to_region[ri].push(RegionCommand::Host {
+                match_id: r.match_id(),
+                server: server.id,
+                players: seats,
+            });
+            running.insert(r.match_id(), r);
+        }
+        // Once a second: autoscaling, SLOs, the view.
+        if tick_start.duration_since(last_slow) >= Duration::from_secs(1) {
+            last_slow = tick_start;
+            let t = Instant::now();
+            for (i, r) in ids.iter().enumerate() {
+                let Some(c) = mm.cluster_mut(*r) else { continue };
+                let counts = c.server_counts();
+                let fleet = FleetStatus::new(counts.ready, counts.allocated, counts.starting);
+                let demand = c.current_player_count() as f64 + queued_home[i].max(0) as f64;
+                let Some(s) = scalers[i].as_mut() else { continue };
+                if let Ok(Some(d)) = s.handle_total(t, demand, fleet) {
+                    if d.to > d.from {
+                        let added = c.scale_up(d.to - d.from, now);
+                        if added > 0 {
+                            out.scale_up[i] += 1;
+                        }
+                    } else if d.remove_ready > 0 {
+                        let removed = c.scale_down(d.remove_ready);
+                        if removed > 0 {
+                            out.scale_down[i] += 1;
+                        }
+                    }
+                }
+                metrics::gauge!("pvp_examples_servers", "region" => r.to_string())
+                    .set(f64::from(counts.starting + counts.ready + counts.allocated + counts.draining));
+            }
+            slo.evaluate(t, &mut sli);
+            // Leaderboard moves: the top 10 by rating changed.
+            let mut best: Vec<(PlayerId, f64)> = Vec::new();
+            for (home, count) in sh.config.bots_per_region().iter().enumerate() {
+                for i in (0..*count as usize).step_by(((*count as usize) / 200).max(1)) {
+                    let p = crate::bots::player_id(home, i);
+                    best.push((p, mm.ratings().matchmaking_rating(p)));
+                }
+            }
+            best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let new_top: Vec<PlayerId> = best.iter().take(10).map(|x| x.0).collect();
+            if new_top != top {
+                out.top_changes += 1;
+                top = new_top;
+            }
+        }
+        {
+            let mut v = lock(&sh.view);
+            v.servers = ids.iter().filter_map(|r| mm.cluster(*r).map(|c| c.server_counts())).collect();
+            v.health = ids.iter().map(|r| tracker.as_ref().and_then(|t| t.health(*r))).collect();
+            v.matches_made = out.matches_made.clone();
+            v.running = running.len() as u64;
+            v.queued = mm.queued_players() as u64;
+            v.finished_results = out.finished;
+        }
+        let spent = tick_start.elapsed();
+        if spent < interval {
+            std::thread::sleep(interval - spent);
+        }
+    }
+    out.mm = mm.stats();
+    out.servers = ids.iter().filter_map(|r| mm.cluster(*r).map(|c| c.server_counts())).collect();
+    let t = Instant::now();
+    out.slo = slo
+        .slos()
+        .map(|s| s.name().to_string())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|name| {
+            let st = slo.status(&name, t);
+            SloLine {
+                budget_remaining: st.as_ref().and_then(|s| s.budget_remaining),
+                firing: st.as_ref().map_or(0, |s| s.firing.len()),
+                name,
+            }
+        })
+        .collect();
+    out
+}
+
+fn q(h: &Histogram<u64>, quantile: f64) -> Option<u64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(quantile))
+}
+
+fn build_report(
+    sh: &Shared,
+    outcome: Option<ControlOutcome>,
+    ran_for: Duration,
+    drained: bool,
+    game_addrs: &[SocketAddr],
+) -> Report {
+    let cfg = &sh.config;
+    let replicas: Vec<Option<Replica>> = std::mem::take(&mut *lock(&sh.finished_replicas));
+    let dir =
+        if cfg.snapshot_dir.as_os_str().is_empty() { std::env::temp_dir() } else { cfg.snapshot_dir.clone() };
+    let mut snapshots: Vec<PathBuf> = Vec::new();
+    let mut snapshot_errors = 0u64;
+    for r in replicas.iter().flatten() {
+        let path = dir.join(format!("pvp-{}-{}.snapshot", r.region(), std::process::id()));
+        match postcard::to_allocvec(r.state())
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&path, b))
+        {
+            Ok(()) => snapshots.push(path),
+            Err(_) => snapshot_errors += 1,
+        }
+    }
+    let h = lock(&sh.hists);
+    let mut lag = hist();
+    for l in &h.sync_lag_ms {
+        let _ = lag.add(l);
+    }
+    let o = outcome;
+    let all_results: HashSet<MatchId> =
+        replicas.iter().flatten().flat_map(|r| r.state().results.keys().copied()).collect();
+    let lost_results = replicas
+        .iter()
+        .flatten()
+        .map(|r| all_results.len() as u64 - r.state().results.len() as u64)
+        .max()
+        .unwrap_or(0);
+    let finished: u64 = sh.regions.iter().map(|r| r.finished.load(Ordering::Relaxed)).sum();
+    let digests: Vec<u64> = replicas.iter().flatten().map(|r| r.state().digest()).collect();
+    let converged = !digests.is_empty()
+        && digests.windows(2).all(|w| w[0] == w[1])
+        && replicas.iter().all(|r| r.is_some())
+        && all_results.len() as u64 == finished;
+    let regions = cfg
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let st = &sh.regions[i];
+            let rep = replicas.get(i).and_then(|x| x.as_ref());
+            RegionReport {
+                region: r.id,
+                matches_made: o.as_ref().map_or(0, |o| o.matches_made[i]),
+                matches_finished: st.finished.load(Ordering::Relaxed),
+                scale_up_actions: o.as_ref().map_or(0, |o| o.scale_up[i]),
+                scale_down_actions: o.as_ref().map_or(0, |o| o.scale_down[i]),
+                servers: o
+                    .as_ref()
+                    .and_then(|o| o.servers.get(i))
+                    .map_or(0, |c| c.starting + c.ready + c.allocated + c.draining),
+                replica: rep.map(Replica::summary),
+                sync_lag_p99_ms: q(&h.sync_lag_ms[i], 0.99),
+                game_addr: game_addrs[i],
+            }
+        })
+        .collect();
+    let sum = |f: fn(&RegionStats) -> &AtomicU64| {
+        sh.regions.iter().map(|r| f(r).load(Ordering::Relaxed)).sum::<u64>()
+    };
+    let bad_packets = sum(|r| &r.bad_packets);
+    let bad_tokens = sum(|r| &r.bad_tokens);
+    let replica_errors = sum(|r| &r.errors);
+    let connect_failures = sum(|r| &r.connect_failures);
+    let mm_dropped = o.as_ref().map_or(0, |o| o.mm.results_dropped);
+    let ticket_errors = o.as_ref().map_or(0, |o| o.ticket_errors);
+    let no_show = o.as_ref().map_or(0, |o| o.aborted_no_show);
+    Report {
+        duration: ran_for,
+        players: cfg.players,
+        driver: "std UdpSocket (non-blocking; pvp-net pending)".to_string(),
+        regions,
+        matches_made: o.as_ref().map_or(0, |o| o.matches_made.iter().sum()),
+        matches_finished: finished,
+        cross_region_matches: o.as_ref().map_or(0, |o| o.cross_region),
+        net_rtt_p50_us: q(&h.net_rtt_us, 0.5),
+        net_rtt_p99_us: q(&h.net_rtt_us, 0.99),
+        player_rtt_p50_us: q(&h.player_rtt_us, 0.5),
+        player_rtt_p99_us: q(&h.player_rtt_us, 0.99),
+        mm_wait_p50_ms: o.as_ref().and_then(|o| q(&o.mm_wait_ms, 0.5)),
+        mm_wait_p99_ms: o.as_ref().and_then(|o| q(&o.mm_wait_ms, 0.99)),
+        sync_lag_p50_ms: q(&lag, 0.5),
+        sync_lag_p99_ms: q(&lag, 0.99),
+        over_latency_limit: o.as_ref().map_or(0, |o| o.over_limit),
+        slo: o.as_ref().map_or_else(Vec::new, |o| o.slo.clone()),
+        converged,
+        lost_results,
+        crashed_matches: o.as_ref().map_or(0, |o| o.aborted_crash),
+        players_replaced: sum(|r| &r.replaced),
+        ratings_updated: o.as_ref().map_or(0, |o| o.ratings_updated),
+        leaderboard_moves: o.as_ref().map_or(0, |o| o.top_changes),
+        errors: bad_packets + bad_tokens + replica_errors + mm_dropped + ticket_errors + snapshot_errors,
+        connect_failures,
+        no_show_matches: no_show,
+        drained,
+        snapshots,
+    }
+}
