@@ -21,6 +21,9 @@ use crate::wire::{LoggedOp, MAX_DATAGRAM, SyncMessage, SyncOp};
 /// Ops kept in a log before writes are refused (a peer cut off for very long).
 pub const MAX_LOG: usize = 4_000_000;
 
+/// Ops past a gap kept per peer until the gap is filled; more are dropped (and resent).
+pub const MAX_PENDING: usize = 65_536;
+
 /// Why a write was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -116,6 +119,8 @@ struct Peer {
     applied: u64,
     /// Whether an ack of `applied` is owed.
     ack_due: bool,
+    /// Ops received past a gap, applied once the gap is filled (bounded by [`MAX_PENDING`]).
+    pending: BTreeMap<u64, LoggedOp>,
     last_heard: Option<Duration>,
     last_sent: Option<Duration>,
 }
@@ -167,6 +172,7 @@ impl Replica {
                 progress_at: Duration::ZERO,
                 applied: 0,
                 ack_due: false,
+                pending: BTreeMap::new(),
                 last_heard: None,
                 last_sent: None,
             })
@@ -179,7 +185,7 @@ impl Replica {
             peers,
             flush,
             heartbeat,
-            retransmit: Duration::from_millis(400).max(flush * 4),
+            retransmit: Duration::from_millis(250).max(flush * 4),
             next_flush: Duration::ZERO,
             lag_ms: Histogram::new_with_bounds(1, 3_600_000, 2)
                 .unwrap_or_else(|_| unreachable!("valid bounds")),
@@ -249,15 +255,27 @@ impl Replica {
                 };
                 self.peers[i].last_heard = Some(now);
                 for lop in ops {
-                    if lop.seq != self.peers[i].applied + 1 {
+                    let p = &mut self.peers[i];
+                    if lop.seq <= p.applied || p.pending.contains_key(&lop.seq) {
                         self.stats.out_of_order += 1;
                         continue;
                     }
-                    self.state.apply(&lop.op);
-                    self.peers[i].applied = lop.seq;
-                    self.stats.applied += 1;
-                    let lag = now_unix_ms.saturating_sub(lop.written_unix_ms).max(1);
-                    let _ = self.lag_ms.record(lag.min(3_600_000));
+                    if lop.seq > p.applied + 1 {
+                        if p.pending.len() < MAX_PENDING {
+                            p.pending.insert(lop.seq, lop);
+                        }
+                        self.stats.out_of_order += 1;
+                        continue;
+                    }
+                    let mut next = Some(lop);
+                    while let Some(op) = next {
+                        self.state.apply(&op.op);
+                        p.applied = op.seq;
+                        self.stats.applied += 1;
+                        let lag = now_unix_ms.saturating_sub(op.written_unix_ms).max(1);
+                        let _ = self.lag_ms.record(lag.min(3_600_000));
+                        next = p.pending.remove(&(p.applied + 1));
+                    }
                 }
                 self.peers[i].ack_due = true;
             }
@@ -316,11 +334,7 @@ impl Replica {
                     self.stats.sent += 1;
                 }
             }
-            if p.acked < end
-                && p.next <= end
-                && now.saturating_sub(p.progress_at) >= self.retransmit
-                && p.next > p.acked + 1
-            {
+            if p.acked < end && now.saturating_sub(p.progress_at) >= self.retransmit && p.next > p.acked + 1 {
                 // No ack progress for a while: go back to the first unacked op.
                 p.next = p.acked + 1;
                 p.progress_at = now;
