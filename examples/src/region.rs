@@ -122,6 +122,8 @@ pub(crate) fn run_region(
             match c {
                 RegionCommand::Host { match_id, server, players } => {
                     if crashed.contains(&server) {
+                        // Placed on a dead server before the fleet noticed: lost like the rest.
+                        stats.crashed_matches.fetch_add(1, Ordering::Relaxed);
                         shared.to_control.push(ControlEvent::MatchAborted {
                             region: idx,
                             match_id,

@@ -260,6 +260,80 @@ pub struct SyncLink {
     pub control: LinkControl,
 }
 
+/// A `Send + Clone` handle on a running session, for fault injectors and other threads.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl SessionHandle {
+    /// Crashes up to `count` game servers of `region` that host matches: their matches are
+    /// lost, the servers stop heartbeating (the fleet replaces them) and their players queue
+    /// again. False for an unknown region.
+    pub fn crash_servers(&self, region: RegionId, count: usize) -> bool {
+        match self.shared.config.region_index(region) {
+            Some(i) => {
+                self.shared.to_region[i].push(RegionCommand::CrashServers { count });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bans `player`, written in `region`'s replica (and replicated from there). False for
+    /// an unknown region.
+    pub fn ban(&self, region: RegionId, player: PlayerId) -> bool {
+        match self.shared.config.region_index(region) {
+            Some(i) => {
+                self.shared.to_region[i].push(RegionCommand::Ban { player });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether every region heard from every other region over the sync links within
+    /// `within`.
+    pub fn sync_links_fresh(&self, within: Duration) -> bool {
+        let now = self.shared.start.elapsed().as_millis() as u64 + 1;
+        let n = self.shared.heard_ms.len();
+        (0..n).all(|i| {
+            (0..n).filter(|j| *j != i).all(|j| {
+                let h = self.shared.heard_ms[i][j].load(Ordering::Relaxed);
+                h > 0 && now.saturating_sub(h) <= within.as_millis() as u64
+            })
+        })
+    }
+
+    /// Matches finished so far (every region).
+    pub fn matches_finished(&self) -> u64 {
+        self.shared.regions.iter().map(|r| r.finished.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Matches `region`'s game servers host now (0 for an unknown region).
+    pub fn hosted_matches(&self, region: RegionId) -> u64 {
+        self.shared
+            .config
+            .region_index(region)
+            .map_or(0, |i| self.shared.regions[i].hosted.load(Ordering::Relaxed))
+    }
+
+    /// Players whose match was lost (their server went silent, or never let them in) and
+    /// who queued again.
+    pub fn players_replaced(&self) -> u64 {
+        self.shared
+            .regions
+            .iter()
+            .map(|r| r.replaced.load(Ordering::Relaxed) + r.connect_failures.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Matches lost with crashed servers so far.
+    pub fn crashed_matches(&self) -> u64 {
+        self.shared.regions.iter().map(|r| r.crashed_matches.load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// A running session. Drop it only after [`finish`](Self::finish); dropping it earlier stops
 /// the threads without a report.
 pub struct RunningSession {
@@ -406,31 +480,29 @@ impl RunningSession {
         &self.links
     }
 
-    /// Crashes up to `count` game servers of `region` that host matches: their matches are
-    /// lost and their players queue again.
+    /// A cheap, `Send` handle for faults and writes from other threads.
+    pub fn handle(&self) -> SessionHandle {
+        SessionHandle { shared: self.shared.clone() }
+    }
+
+    /// See [`SessionHandle::crash_servers`].
     pub fn crash_servers(&self, region: RegionId, count: usize) -> bool {
-        match self.shared.config.region_index(region) {
-            Some(i) => {
-                self.shared.to_region[i].push(RegionCommand::CrashServers { count });
-                true
-            }
-            None => false,
-        }
+        self.handle().crash_servers(region, count)
     }
 
-    /// Bans `player`, written in `region`'s replica (and replicated from there).
+    /// See [`SessionHandle::ban`].
     pub fn ban(&self, region: RegionId, player: PlayerId) -> bool {
-        match self.shared.config.region_index(region) {
-            Some(i) => {
-                self.shared.to_region[i].push(RegionCommand::Ban { player });
-                true
-            }
-            None => false,
-        }
+        self.handle().ban(region, player)
     }
 
-    /// Starts measuring how long until a player whose home is `region` gets a match in
-    /// another region ([`reroute_time`](Self::reroute_time)).
+    /// Whether every region heard from every other region over the sync links within
+    /// `within`.
+    pub fn sync_links_fresh(&self, within: Duration) -> bool {
+        self.handle().sync_links_fresh(within)
+    }
+
+    /// Starts measuring how long until a match of only players whose home is `region` is
+    /// placed in another region ([`reroute_time`](Self::reroute_time)).
     pub fn watch_reroute(&self, region: RegionId) {
         if let Some(i) = self.shared.config.region_index(region) {
             let mut v = lock(&self.shared.view);
@@ -781,7 +853,7 @@ fn run_control(
             let Some(ri) = ids.iter().position(|x| *x == r.region()) else { continue };
             out.matches_made[ri] += 1;
             let mut cross = false;
-            let mut watch_hit = false;
+            let mut all_home_w = true;
             let watch = lock(&sh.view).reroute_watch;
             let server = r.server();
             let expires = unix_ms + mm.config().grant_ttl.as_millis() as u64;
@@ -795,7 +867,7 @@ fn run_control(
                 let _ = out.mm_wait_ms.record((p.waited().as_millis() as u64).max(1));
                 wait_metric.record(p.waited().as_secs_f64());
                 if let Some((w, _)) = watch {
-                    watch_hit |= home == w && ri != w;
+                    all_home_w &= home == w;
                 }
                 if let Some(q) = queued_home.get_mut(home) {
                     *q -= 1;
@@ -820,7 +892,8 @@ fn run_control(
             if cross {
                 out.cross_region += 1;
             }
-            if watch_hit {
+            // Rerouted: a match of only the watched region's players, placed elsewhere.
+            if watch.is_some_and(|(w, _)| all_home_w && ri != w) {
                 let mut v = lock(&sh.view);
                 if v.reroute_after.is_none() {
                     if let Some((_, since)) = v.reroute_watch {
