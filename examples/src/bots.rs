@@ -16,6 +16,9 @@ use crate::session::{BotCommand, ControlEvent, Shared, TicketAsk};
 use crate::token::TOKEN_LEN;
 use crate::wire::{GamePacket, MAX_DATAGRAM};
 
+/// A bot queued this long asks again (the matchmaker's queue timeout is 60 s).
+const QUEUE_GIVE_UP: Duration = Duration::from_secs(65);
+
 /// Player ids of region `idx` start at `idx * PLAYER_ID_STRIDE + 1`.
 pub const PLAYER_ID_STRIDE: u64 = 100_000_000;
 
@@ -33,7 +36,7 @@ pub fn home_of(player: PlayerId) -> (usize, usize) {
 #[derive(Debug, Clone, Copy)]
 enum BotState {
     Idle { until: Instant },
-    Queued,
+    Queued { since: Instant },
     Connecting { match_id: MatchId, server: SocketAddr, resend: Instant, deadline: Instant },
     Playing { match_id: MatchId, server: SocketAddr, heard: Instant },
     Done,
@@ -106,7 +109,7 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
                 BotCommand::TicketFailed { player } => {
                     let (_, i) = home_of(player);
                     if let Some(b) = bots.get_mut(i) {
-                        if matches!(b.state, BotState::Queued) {
+                        if matches!(b.state, BotState::Queued { .. }) {
                             b.state = BotState::Idle { until: now + think };
                         }
                     }
@@ -174,14 +177,9 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
             for (i, b) in bots.iter_mut().enumerate() {
                 match b.state {
                     BotState::Idle { until } if !draining && now >= until => {
-                        let ask = TicketAsk {
-                            player: player_id(idx, i),
-                            home: idx,
-                            rtt: b.rtt.clone(),
-                            asked: now,
-                        };
+                        let ask = TicketAsk { player: player_id(idx, i), home: idx, rtt: b.rtt.clone() };
                         shared.to_control.push(ControlEvent::Ticket(ask));
-                        b.state = BotState::Queued;
+                        b.state = BotState::Queued { since: now };
                         online += 1;
                     }
                     BotState::Connecting { match_id, server, resend, deadline } => {
@@ -207,7 +205,13 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
                             b.state = if draining { BotState::Done } else { BotState::Idle { until: now } };
                         }
                     }
-                    BotState::Queued => online += 1,
+                    BotState::Queued { since } => {
+                        online += 1;
+                        // The matchmaker times tickets out after 60 s without telling: ask again.
+                        if now.duration_since(since) >= QUEUE_GIVE_UP {
+                            b.state = BotState::Idle { until: now };
+                        }
+                    }
                     BotState::Idle { .. } | BotState::Done => {}
                 }
             }

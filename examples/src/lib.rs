@@ -28,6 +28,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod bots;
+mod bridge;
 pub mod chaos;
 pub mod cli;
 pub mod config;
@@ -40,4 +41,4 @@ pub mod wire;
 
 pub use config::SessionConfig;
 pub use report::Report;
-pub use session::RunningSession;
+pub use session::{ProcessRole, RunningSession, Topology};

@@ -57,6 +57,14 @@ impl RegionSockets {
         sync.set_nonblocking(true)?;
         Ok(Self { game, sync })
     }
+
+    pub(crate) fn bind_sync(sync: SocketAddr) -> std::io::Result<Self> {
+        let game = UdpSocket::bind("127.0.0.1:0")?;
+        let sync = UdpSocket::bind(sync)?;
+        game.set_nonblocking(true)?;
+        sync.set_nonblocking(true)?;
+        Ok(Self { game, sync })
+    }
 }
 
 /// Local histograms merged into the shared ones every so often.

@@ -91,7 +91,7 @@ impl ReplicaState {
 }
 
 /// A replica's numbers, for reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ReplicaSummary {
     /// Match results held.

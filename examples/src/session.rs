@@ -18,6 +18,7 @@ use pvp_ops::chaos::proxy::{Direction, FaultProxy, LinkConditions, LinkControl};
 use pvp_ops::metrics::{MetricsRegistry, MetricsServer};
 use pvp_ops::scale::{AutoScaler, FleetStatus, ScalingPolicy, TargetTracking};
 use pvp_ops::slo::{MonitorConfig, RegistrySli, SloMonitor, seed_slos};
+use serde::{Deserialize, Serialize};
 
 use crate::bots::{home_of, run_bots};
 use crate::config::{GAME_MODE, SessionConfig};
@@ -45,19 +46,46 @@ pub enum SessionError {
     /// The matchmaker refused the fleet.
     #[error("matchmaking: {0}")]
     Matchmaking(#[from] pvp_global::cluster::ConfigError),
+    /// The multi-process role names an unknown region, or lacks a peer's address.
+    #[error("multi-process role: {0}")]
+    Role(&'static str),
+}
+
+/// Where the regions of a session run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Topology {
+    /// Every region in this process.
+    #[default]
+    InProcess,
+    /// One region in this process; the others run in other processes (or hosts).
+    OneRegion(ProcessRole),
+}
+
+/// This process's part in a multi-process session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessRole {
+    /// The region this process runs.
+    pub region: RegionId,
+    /// Where this region's sync node listens (peers send to it).
+    pub sync_addr: SocketAddr,
+    /// Every other region's sync address.
+    pub peers: Vec<(RegionId, SocketAddr)>,
+    /// Where the matchmaking leader listens for the other regions (TCP).
+    pub control_addr: SocketAddr,
+    /// Whether this process is the matchmaking leader (runs the control plane for every
+    /// region).
+    pub leader: bool,
 }
 
 /// What a bot asks the matchmaking front.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TicketAsk {
     pub(crate) player: PlayerId,
     pub(crate) home: usize,
     pub(crate) rtt: Vec<(RegionId, Duration)>,
-    #[allow(dead_code)]
-    pub(crate) asked: Instant,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ControlEvent {
     Ticket(TicketAsk),
     MatchFinished { match_id: MatchId, winner: u8 },
@@ -65,7 +93,7 @@ pub(crate) enum ControlEvent {
     ServersCrashed { region: usize, servers: Vec<ServerId>, matches: Vec<MatchId> },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RegionCommand {
     Host { match_id: MatchId, server: ServerId, players: Vec<(PlayerId, u8, Duration)> },
     CrashServers { count: usize },
@@ -345,6 +373,8 @@ pub struct RunningSession {
     metrics: Option<MetricsServer>,
     registry: MetricsRegistry,
     game_addrs: Vec<SocketAddr>,
+    /// Connections to the other processes (multi-process mode), shut down at the end.
+    bridges: Vec<std::net::TcpStream>,
     last_made: u64,
 }
 
@@ -366,6 +396,13 @@ impl RunningSession {
     /// backbone latencies, game servers, the control plane (matchmaking, health, autoscaling,
     /// SLOs), `/metrics` and the bots.
     pub fn start(config: SessionConfig) -> Result<Self, SessionError> {
+        Self::start_with(config, Topology::InProcess)
+    }
+
+    /// Like [`start`](Self::start), for one region of a multi-process session (or all of
+    /// them in this process with [`Topology::InProcess`]). A multi-process session waits up to
+    /// 30 s for every region's process to join the leader.
+    pub fn start_with(config: SessionConfig, topology: Topology) -> Result<Self, SessionError> {
         config.validate()?;
         let n = config.regions.len();
         let start = Instant::now();
@@ -381,25 +418,53 @@ impl RunningSession {
             })?;
             Some(MetricsServer::bind(addr, registry.clone())?)
         };
-        let mut sockets = Vec::with_capacity(n);
-        for _ in 0..n {
-            sockets.push(RegionSockets::bind()?);
+        let (locals, role): (Vec<usize>, Option<&ProcessRole>) = match &topology {
+            Topology::InProcess => ((0..n).collect(), None),
+            Topology::OneRegion(r) => {
+                let i = config.region_index(r.region).ok_or(SessionError::Role("unknown region"))?;
+                (vec![i], Some(r))
+            }
+        };
+        let mut sockets: Vec<Option<RegionSockets>> = (0..n).map(|_| None).collect();
+        for &i in &locals {
+            sockets[i] = Some(match role {
+                Some(r) => RegionSockets::bind_sync(r.sync_addr)?,
+                None => RegionSockets::bind()?,
+            });
         }
-        let sync_addrs: Vec<SocketAddr> =
-            sockets.iter().map(|s| s.sync.local_addr()).collect::<Result<_, _>>()?;
-        let game_addrs: Vec<SocketAddr> =
-            sockets.iter().map(|s| s.game.local_addr()).collect::<Result<_, _>>()?;
-        // One proxy per directed link, delaying by half the backbone RTT.
+        let mut sync_addrs = Vec::with_capacity(n);
+        let mut game_addrs: Vec<SocketAddr> = Vec::with_capacity(n);
+        for (i, r) in config.regions.iter().enumerate() {
+            match (&sockets[i], role) {
+                (Some(s), _) => {
+                    sync_addrs.push(s.sync.local_addr()?);
+                    game_addrs.push(s.game.local_addr()?);
+                }
+                (None, Some(role)) => {
+                    let a = role
+                        .peers
+                        .iter()
+                        .find(|p| p.0 == r.id)
+                        .ok_or(SessionError::Role("a peer lacks an address"))?;
+                    sync_addrs.push(a.1);
+                    // Learnt from the region's hello (leader); followers never use it.
+                    game_addrs.push(a.1);
+                }
+                (None, None) => return Err(SessionError::Role("no socket for a local region")),
+            }
+        }
+        // One proxy per directed link from a local region, delaying by half the backbone RTT.
         let mut proxies = Vec::new();
         let mut links = Vec::new();
         let mut peer_addrs: Vec<Vec<(RegionId, SocketAddr)>> = vec![Vec::new(); n];
-        for (i, a) in config.regions.iter().enumerate() {
+        for &i in &locals {
+            let a = &config.regions[i];
             for (j, b) in config.regions.iter().enumerate() {
                 if i == j {
                     continue;
                 }
                 let seed = config.seed ^ ((i * 16 + j) as u64);
-                let p = FaultProxy::udp("127.0.0.1:0".parse().unwrap_or(sync_addrs[j]), sync_addrs[j], seed)?;
+                let p = FaultProxy::udp(SocketAddr::from(([127, 0, 0, 1], 0)), sync_addrs[j], seed)?;
                 let rtt = a.backbone_rtt_ms.get(&b.id).copied().unwrap_or(0);
                 p.control().set(
                     Direction::Forward,
@@ -417,7 +482,9 @@ impl RunningSession {
         let shared = Arc::new(Shared {
             start,
             unix_start_ms,
-            token_key: TokenKey::new(config.seed ^ 0x70c3, 0xdead_beef ^ unix_start_ms),
+            // Every process of a session derives the same key from the config; a deployment
+            // would distribute a secret instead.
+            token_key: TokenKey::new(config.seed ^ 0x70c3_5eed, config.seed.rotate_left(17) ^ 0xdead_beef),
             to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_control: UnboundedQueue::new(),
@@ -441,23 +508,60 @@ impl RunningSession {
         });
         let mut threads = Vec::new();
         for (i, (s, peers)) in sockets.into_iter().zip(peer_addrs).enumerate() {
+            let Some(s) = s else { continue };
             let sh = shared.clone();
             let replica = Replica::new(ids[i], &ids, flush, heartbeat);
             threads.push(spawn(format!("region-{}", ids[i]), move || run_region(sh, i, s, peers, replica))?);
         }
-        let control = {
+        let mut run_control_here = true;
+        let mut bridges = Vec::new();
+        if let Some(role) = role {
+            let own = locals[0];
+            let wait = Duration::from_secs(30);
+            if role.leader {
+                let listener = std::net::TcpListener::bind(role.control_addr)?;
+                let (addrs, t, s) =
+                    crate::bridge::lead(shared.clone(), listener, own, game_addrs[own], wait)?;
+                game_addrs = addrs;
+                threads.extend(t);
+                bridges.extend(s);
+            } else {
+                run_control_here = false;
+                let (t, s) =
+                    crate::bridge::follow(shared.clone(), role.control_addr, own, game_addrs[own], wait)?;
+                threads.extend(t);
+                bridges.push(s);
+            }
+        }
+        let control = if run_control_here {
             let sh = shared.clone();
             let addrs = game_addrs.clone();
             let reg = registry.clone();
             Some(spawn("control".into(), move || run_control(sh, mm, addrs, reg))?)
+        } else {
+            None
         };
         for (i, count) in bots_per_region.into_iter().enumerate() {
+            if !locals.contains(&i) {
+                continue;
+            }
             let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
             sock.set_nonblocking(true)?;
             let sh = shared.clone();
             threads.push(spawn(format!("bots-{}", ids[i]), move || run_bots(sh, i, sock, count as usize))?);
         }
-        Ok(Self { shared, threads, control, proxies, links, metrics, registry, game_addrs, last_made: 0 })
+        Ok(Self {
+            shared,
+            threads,
+            control,
+            proxies,
+            links,
+            metrics,
+            registry,
+            game_addrs,
+            bridges,
+            last_made: 0,
+        })
     }
 
     /// The config in force.
@@ -650,6 +754,9 @@ impl RunningSession {
         sh.control_stop.store(true, Ordering::Release);
         let outcome = self.control.take().and_then(|h| h.join().ok());
         sh.region_stop.store(true, Ordering::Release);
+        for b in self.bridges.drain(..) {
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -1026,11 +1133,17 @@ fn build_report(
         .max()
         .unwrap_or(0);
     let finished: u64 = sh.regions.iter().map(|r| r.finished.load(Ordering::Relaxed)).sum();
-    let digests: Vec<u64> = replicas.iter().flatten().map(|r| r.state().digest()).collect();
-    let converged = !digests.is_empty()
-        && digests.windows(2).all(|w| w[0] == w[1])
-        && replicas.iter().all(|r| r.is_some())
-        && all_results.len() as u64 == finished;
+    // Every region's last published summary (in multi-process mode the others' come over the
+    // bridge): same digest everywhere and nothing left unacked.
+    let view = lock(&sh.replica_view).clone();
+    let first = view.first().copied().flatten();
+    let all_local = replicas.iter().all(Option::is_some);
+    let converged = first.is_some()
+        && view
+            .iter()
+            .all(|v| v.is_some_and(|v| Some(v.digest) == first.map(|f| f.digest) && v.unacked == 0))
+        && replicas.iter().flatten().all(|r| Some(r.state().digest()) == first.map(|f| f.digest))
+        && (!all_local || all_results.len() as u64 == finished);
     let regions = cfg
         .regions
         .iter()

@@ -9,8 +9,8 @@ use pvp_examples::chaos::{FailoverConfig, run_failover};
 use pvp_examples::cli::{Command, HELP, parse};
 
 fn main() -> ExitCode {
-    let mut config = match parse(std::env::args().skip(1)) {
-        Ok(Command::Run(c)) => c,
+    let (mut config, topology) = match parse(std::env::args().skip(1)) {
+        Ok(Command::Run(c, t)) => (*c, t),
         Ok(_) => {
             println!("chaos-failover: partition kr under bot load, heal, crash servers\n{HELP}");
             return ExitCode::SUCCESS;
@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if topology != pvp_examples::Topology::InProcess {
+        eprintln!("chaos-failover: runs every region in one process (no --region)");
+        return ExitCode::from(2);
+    }
     config.progress_interval_secs = 0.0;
     println!("chaos-failover: {} bots; partitioning {} after warm-up", config.players, config.regions[0].id);
     match run_failover(FailoverConfig::new(config)) {

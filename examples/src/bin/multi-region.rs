@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pvp_examples::RunningSession;
 use pvp_examples::cli::{Command, HELP, parse};
+use pvp_examples::{RunningSession, Topology};
 
 fn main() -> ExitCode {
-    let config = match parse(std::env::args().skip(1)) {
-        Ok(Command::Run(c)) => c,
+    let (config, topology) = match parse(std::env::args().skip(1)) {
+        Ok(Command::Run(c, t)) => (*c, t),
         Ok(_) => {
             println!("multi-region: three regions on loopback with load bots\n{HELP}");
             return ExitCode::SUCCESS;
@@ -26,7 +26,10 @@ fn main() -> ExitCode {
     if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Release)) {
         eprintln!("multi-region: cannot handle Ctrl-C: {e}");
     }
-    let regions: Vec<String> = config.regions.iter().map(|r| r.id.to_string()).collect();
+    let regions: Vec<String> = match &topology {
+        Topology::OneRegion(role) => vec![format!("{} (one region of a multi-process session)", role.region)],
+        _ => config.regions.iter().map(|r| r.id.to_string()).collect(),
+    };
     println!(
         "multi-region: {} bots over {} for {}",
         config.players,
@@ -37,7 +40,7 @@ fn main() -> ExitCode {
             "ever (Ctrl-C stops)".into()
         }
     );
-    let mut session = match RunningSession::start(config) {
+    let mut session = match RunningSession::start_with(config, topology) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("multi-region: {e}");
