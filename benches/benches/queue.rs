@@ -184,12 +184,22 @@ fn transfer_batched(q: &LockFreeQueue<u64>, producers: usize, consumers: usize) 
     .elapsed()
 }
 
+/// Producer/consumer pairs to measure: `PVP_QUEUE_PAIRS=1,2,4,8` on a bigger machine; 1 and 2
+/// by default (this project's reference box has 2 cores).
+fn pairs() -> Vec<usize> {
+    std::env::var("PVP_QUEUE_PAIRS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).filter(|&p| p > 0).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 2])
+}
+
 fn timed(iters: u64, mut f: impl FnMut() -> Duration) -> Duration {
     (0..iters).map(|_| f()).sum()
 }
 
 fn bounded(c: &mut Criterion) {
-    for (p, cs) in [(1, 1), (2, 2)] {
+    for (p, cs) in pairs().into_iter().map(|n| (n, n)) {
         let mut g = c.benchmark_group(format!("bounded_{p}p{cs}c"));
         g.throughput(Throughput::Elements(MSGS));
         let ours = LockFreeQueue::<u64>::new(CAP).unwrap();
@@ -211,7 +221,7 @@ fn bounded(c: &mut Criterion) {
 }
 
 fn unbounded(c: &mut Criterion) {
-    for (p, cs) in [(1, 1), (2, 2)] {
+    for (p, cs) in pairs().into_iter().map(|n| (n, n)) {
         let mut g = c.benchmark_group(format!("unbounded_{p}p{cs}c"));
         g.throughput(Throughput::Elements(MSGS));
         let ours = UnboundedQueue::<u64>::new();

@@ -3,11 +3,13 @@
 //! - [`queue`]: [`LockFreeQueue`], a bounded lock-free MPMC ring with batch operations, and
 //!   [`UnboundedQueue`], its unbounded sibling with safe memory reclamation.
 //! - [`ids`]: players, matches, servers, regions and zones.
+//! - [`hlc`]: hybrid logical clock stamps that order events across regions.
 //!
 //! `pvp-core` depends on no other pvp crate; `pvp-net`, `pvp-global` and `pvp-ops` build on it.
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod hlc;
 pub mod ids;
 mod primitive;
 pub mod queue;

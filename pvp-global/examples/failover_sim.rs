@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p pvp-global --example failover_sim -- [runs]`
 
-#[path = "../tests/sim/mod.rs"]
+#[path = "../tests/failover_support/mod.rs"]
 mod sim;
 
 use std::time::Duration;

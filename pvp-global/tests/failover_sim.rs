@@ -1,6 +1,7 @@
 //! Deterministic simulation: three regions (kr, jp, sg), partition kr under match load, heal.
 //! Each seed replays exactly; a failing seed is printed.
 
+#[path = "failover_support/mod.rs"]
 mod sim;
 
 use std::time::Duration;
