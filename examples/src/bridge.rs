@@ -152,6 +152,7 @@ pub(crate) fn lead(
         addrs[region] = Some(game_addr);
         streams.push(stream.try_clone()?);
         let (sh_r, sh_w) = (sh.clone(), sh.clone());
+        sh.followers_open.fetch_add(1, Ordering::AcqRel);
         threads.push(std::thread::Builder::new().name(format!("bridge-rx-{region}")).spawn(move || {
             while let Ok(m) = read_msg(&mut reader) {
                 match m {
@@ -163,6 +164,7 @@ pub(crate) fn lead(
                     break;
                 }
             }
+            sh_r.followers_open.fetch_sub(1, Ordering::AcqRel);
         })?);
         let mut writer = BufWriter::new(stream);
         threads.push(std::thread::Builder::new().name(format!("bridge-tx-{region}")).spawn(move || {

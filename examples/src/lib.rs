@@ -6,8 +6,10 @@
 //!   fault proxies at the backbone latencies, the control plane with matchmaking, failover,
 //!   autoscaling and SLOs, `/metrics`) and the bots; [`RunningSession::finish`] drains,
 //!   snapshots and returns a [`Report`].
-//! - [`replica`]: each region's replica of the shared state and its log replication (the seam
-//!   for pvp-global's CrossRegionSync).
+//! - [`crdt`]: pvp-global's CrossRegionSync in each region: bans (STRONG) and the global
+//!   wins leaderboard.
+//! - [`replica`]: each region's exactly-once log of match results, replicated the same way
+//!   (it also measures the sync lag).
 //! - [`token`]: connect tokens (the seam for pvp-net's signed tokens).
 //! - [`wire`]: the datagrams.
 //! - [`chaos`]: the failover experiment of the `chaos-failover` binary.
@@ -32,6 +34,7 @@ mod bridge;
 pub mod chaos;
 pub mod cli;
 pub mod config;
+pub mod crdt;
 mod region;
 pub mod replica;
 pub mod report;

@@ -18,6 +18,7 @@ use pvp_core::ids::{MatchId, PlayerId, RegionId, ServerId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::crdt::{CrdtSync, TAG_CRDT, TAG_RESULTS};
 use crate::replica::Replica;
 use crate::session::{ControlEvent, RegionCommand, Shared};
 use crate::wire::{GamePacket, MAX_DATAGRAM, SyncOp};
@@ -84,6 +85,7 @@ pub(crate) fn run_region(
     sockets: RegionSockets,
     peer_addrs: Vec<(RegionId, SocketAddr)>,
     mut replica: Replica,
+    mut crdt: CrdtSync,
 ) {
     let region = shared.config.regions[idx].id;
     let cfg = &shared.config;
@@ -94,6 +96,7 @@ pub(crate) fn run_region(
     let mut timers: BinaryHeap<Reverse<(Instant, MatchId)>> = BinaryHeap::new();
     let mut crashed: HashSet<ServerId> = HashSet::new();
     let mut buf = [0u8; MAX_DATAGRAM];
+    let mut sync_buf = vec![0u8; 65_536];
     let mut out = [0u8; MAX_DATAGRAM];
     let mut cmds = Vec::new();
     let mut sync_out = Vec::new();
@@ -120,6 +123,7 @@ pub(crate) fn run_region(
         let now = Instant::now();
         let elapsed = now.duration_since(shared.start);
         let unix_ms = shared.unix_ms(now);
+        let wall = Duration::from_millis(unix_ms);
         let mut busy = false;
 
         // Commands from the control plane.
@@ -184,11 +188,7 @@ pub(crate) fn run_region(
                         matches: lost,
                     });
                 }
-                RegionCommand::Ban { player } => {
-                    if replica.write(SyncOp::Ban { player }, unix_ms).is_err() {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                RegionCommand::Ban { player } => crdt.ban(player, wall),
             }
         }
 
@@ -299,7 +299,9 @@ pub(crate) fn run_region(
                         send(&sockets.game, a, &p, &mut out);
                     }
                 }
-                let team = |t: u8| m.players.iter().filter(|s| s.team == t).map(|s| s.player).collect();
+                let team =
+                    |t: u8| m.players.iter().filter(|s| s.team == t).map(|s| s.player).collect::<Vec<_>>();
+                crdt.record_wins(&team(winner), wall);
                 let op =
                     SyncOp::MatchResult { match_id: id, region, team_a: team(0), team_b: team(1), winner };
                 if replica.write(op, unix_ms).is_err() {
@@ -328,16 +330,26 @@ pub(crate) fn run_region(
 
         // Sync.
         for _ in 0..1_024 {
-            let (n, _) = match sockets.sync.recv_from(&mut buf) {
+            let (n, _) = match sockets.sync.recv_from(&mut sync_buf) {
                 Ok(v) => v,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => break,
             };
             busy = true;
-            replica.handle_datagram(&buf[..n], elapsed, unix_ms);
+            match sync_buf[..n].split_first() {
+                Some((&TAG_RESULTS, rest)) => replica.handle_datagram(rest, elapsed, unix_ms),
+                Some((&TAG_CRDT, rest)) => crdt.handle_datagram(rest, wall),
+                _ => {
+                    stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         sync_out.clear();
         replica.poll_transmit(elapsed, &mut sync_out);
+        for (_, b) in sync_out.iter_mut() {
+            b.insert(0, TAG_RESULTS);
+        }
+        crdt.poll(wall, &mut sync_out);
         for (to, bytes) in sync_out.drain(..) {
             if let Some((_, addr)) = peer_addrs.iter().find(|(r, _)| *r == to) {
                 let _ = sockets.sync.send_to(&bytes, *addr);
@@ -352,12 +364,12 @@ pub(crate) fn run_region(
 
         if now.duration_since(last_merge) >= Duration::from_millis(250) {
             last_merge = now;
-            shared.merge_region(idx, &mut local.net_rtt_us, &mut local.player_rtt_us, &replica);
+            shared.merge_region(idx, &mut local.net_rtt_us, &mut local.player_rtt_us, &replica, &mut crdt);
         }
         if !busy {
             std::thread::sleep(Duration::from_micros(500));
         }
     }
-    shared.merge_region(idx, &mut local.net_rtt_us, &mut local.player_rtt_us, &replica);
-    shared.finish_region(idx, replica);
+    shared.merge_region(idx, &mut local.net_rtt_us, &mut local.player_rtt_us, &replica, &mut crdt);
+    shared.finish_region(idx, replica, crdt);
 }

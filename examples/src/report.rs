@@ -105,6 +105,14 @@ pub struct Report {
     pub drained: bool,
     /// Snapshot files written.
     pub snapshots: Vec<PathBuf>,
+    /// The global wins leaderboard's top 10 at the end (CrossRegionSync), as the first local
+    /// region sees it.
+    pub leaderboard_top: Vec<(pvp_core::ids::PlayerId, i64)>,
+    /// Bans (STRONG writes) committed by a majority of regions.
+    pub bans_committed: u64,
+    /// Bans whose STRONG commit timed out (cut off from the majority); they stay applied and
+    /// spread after the heal.
+    pub bans_failed: u64,
 }
 
 impl Report {
@@ -204,6 +212,16 @@ impl std::fmt::Display for Report {
             f,
             "faults              crashed matches {}, players re-placed {}, connect failures {}, no-show matches {}",
             self.crashed_matches, self.players_replaced, self.connect_failures, self.no_show_matches
+        )?;
+        if !self.leaderboard_top.is_empty() {
+            let top: Vec<String> =
+                self.leaderboard_top.iter().take(5).map(|(p, w)| format!("{p} {w}")).collect();
+            writeln!(f, "leaderboard top 5   {} (wins)", top.join(", "))?;
+        }
+        writeln!(
+            f,
+            "bans (STRONG)       committed {}, commit timed out {}",
+            self.bans_committed, self.bans_failed
         )?;
         writeln!(f, "errors              {}; drained {}", self.errors, self.drained)?;
         for s in &self.snapshots {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bots::{home_of, run_bots};
 use crate::config::{GAME_MODE, SessionConfig};
+use crate::crdt::CrdtSync;
 use crate::region::{RegionSockets, hist, run_region};
 use crate::replica::{Replica, ReplicaSummary};
 use crate::report::{RegionReport, Report, SloLine};
@@ -160,9 +161,11 @@ pub(crate) struct Shared {
     pub(crate) bots_stop: AtomicBool,
     pub(crate) region_stop: AtomicBool,
     pub(crate) control_stop: AtomicBool,
+    /// Follower connections still open (multi-process leader).
+    pub(crate) followers_open: AtomicU64,
     pub(crate) hists: Mutex<Hists>,
     pub(crate) replica_view: Mutex<Vec<Option<ReplicaSummary>>>,
-    pub(crate) finished_replicas: Mutex<Vec<Option<Replica>>>,
+    pub(crate) finished_replicas: Mutex<Vec<Option<(Replica, CrdtSync)>>>,
     pub(crate) view: Mutex<ControlView>,
 }
 
@@ -187,6 +190,7 @@ impl Shared {
         net: &mut Histogram<u64>,
         player: &mut Histogram<u64>,
         replica: &Replica,
+        crdt: &mut CrdtSync,
     ) {
         {
             let mut h = lock(&self.hists);
@@ -200,14 +204,18 @@ impl Shared {
         }
         net.reset();
         player.reset();
+        let mut summary = replica.summary();
+        summary.bans = crdt.bans();
+        summary.players = crdt.leaderboard_players();
+        summary.digest ^= crdt.digest().rotate_left(1);
         if let Some(v) = lock(&self.replica_view).get_mut(idx) {
-            *v = Some(replica.summary());
+            *v = Some(summary);
         }
     }
 
-    pub(crate) fn finish_region(&self, idx: usize, replica: Replica) {
+    pub(crate) fn finish_region(&self, idx: usize, replica: Replica, crdt: CrdtSync) {
         if let Some(v) = lock(&self.finished_replicas).get_mut(idx) {
-            *v = Some(replica);
+            *v = Some((replica, crdt));
         }
     }
 }
@@ -494,6 +502,7 @@ impl RunningSession {
             bots_stop: AtomicBool::new(false),
             region_stop: AtomicBool::new(false),
             control_stop: AtomicBool::new(false),
+            followers_open: AtomicU64::new(0),
             hists: Mutex::new(Hists {
                 net_rtt_us: hist(),
                 player_rtt_us: hist(),
@@ -511,7 +520,12 @@ impl RunningSession {
             let Some(s) = s else { continue };
             let sh = shared.clone();
             let replica = Replica::new(ids[i], &ids, flush, heartbeat);
-            threads.push(spawn(format!("region-{}", ids[i]), move || run_region(sh, i, s, peers, replica))?);
+            let wall = Duration::from_millis(shared.unix_ms(Instant::now()));
+            let crdt =
+                CrdtSync::new(&ids, i, flush, wall).map_err(|_| SessionError::Role("bad sync peers"))?;
+            threads.push(spawn(format!("region-{}", ids[i]), move || {
+                run_region(sh, i, s, peers, replica, crdt)
+            })?);
         }
         let mut run_control_here = true;
         let mut bridges = Vec::new();
@@ -749,6 +763,11 @@ impl RunningSession {
         let sync_deadline = Instant::now() + Duration::from_secs(10);
         std::thread::sleep(Duration::from_millis(300));
         while Instant::now() < sync_deadline && !self.replicas_converged() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A multi-process leader relays every region's status until the followers are done.
+        let linger = Instant::now() + Duration::from_secs(15);
+        while sh.followers_open.load(Ordering::Acquire) > 0 && Instant::now() < linger {
             std::thread::sleep(Duration::from_millis(50));
         }
         sh.control_stop.store(true, Ordering::Release);
@@ -1103,7 +1122,18 @@ fn build_report(
     game_addrs: &[SocketAddr],
 ) -> Report {
     let cfg = &sh.config;
-    let replicas: Vec<Option<Replica>> = std::mem::take(&mut *lock(&sh.finished_replicas));
+    let finished_nodes: Vec<Option<(Replica, CrdtSync)>> = std::mem::take(&mut *lock(&sh.finished_replicas));
+    let mut replicas: Vec<Option<Replica>> = Vec::with_capacity(finished_nodes.len());
+    let mut crdts: Vec<CrdtSync> = Vec::new();
+    for n in finished_nodes {
+        match n {
+            Some((r, c)) => {
+                replicas.push(Some(r));
+                crdts.push(c);
+            }
+            None => replicas.push(None),
+        }
+    }
     let dir =
         if cfg.snapshot_dir.as_os_str().is_empty() { std::env::temp_dir() } else { cfg.snapshot_dir.clone() };
     let mut snapshots: Vec<PathBuf> = Vec::new();
@@ -1118,6 +1148,17 @@ fn build_report(
             Err(_) => snapshot_errors += 1,
         }
     }
+    for c in &crdts {
+        let d = dir.join(format!("pvp-sync-{}", std::process::id()));
+        match std::fs::create_dir_all(&d).map_err(|_| ()).and_then(|()| c.save_snapshot(&d).map_err(|_| ())) {
+            Ok(p) => snapshots.push(p),
+            Err(()) => snapshot_errors += 1,
+        }
+    }
+    let leaderboard_top = crdts.first().map_or_else(Vec::new, |c| c.top(10));
+    let strong_committed = crdts.iter().map(|c| c.stats().strong_committed).sum();
+    let strong_failed = crdts.iter().map(|c| c.stats().strong_failed).sum();
+    let crdt_errors: u64 = crdts.iter().map(|c| c.stats().write_errors + c.stats().rejected).sum();
     let h = lock(&sh.hists);
     let mut lag = hist();
     for l in &h.sync_lag_ms {
@@ -1142,7 +1183,6 @@ fn build_report(
         && view
             .iter()
             .all(|v| v.is_some_and(|v| Some(v.digest) == first.map(|f| f.digest) && v.unacked == 0))
-        && replicas.iter().flatten().all(|r| Some(r.state().digest()) == first.map(|f| f.digest))
         && (!all_local || all_results.len() as u64 == finished);
     let regions = cfg
         .regions
@@ -1150,7 +1190,7 @@ fn build_report(
         .enumerate()
         .map(|(i, r)| {
             let st = &sh.regions[i];
-            let rep = replicas.get(i).and_then(|x| x.as_ref());
+            let rep = view.get(i).copied().flatten().filter(|_| replicas.get(i).is_some_and(Option::is_some));
             RegionReport {
                 region: r.id,
                 matches_made: o.as_ref().map_or(0, |o| o.matches_made[i]),
@@ -1161,7 +1201,7 @@ fn build_report(
                     .as_ref()
                     .and_then(|o| o.servers.get(i))
                     .map_or(0, |c| c.starting + c.ready + c.allocated + c.draining),
-                replica: rep.map(Replica::summary),
+                replica: rep,
                 sync_lag_p99_ms: q(&h.sync_lag_ms[i], 0.99),
                 game_addr: game_addrs[i],
             }
@@ -1201,7 +1241,16 @@ fn build_report(
         players_replaced: sum(|r| &r.replaced),
         ratings_updated: o.as_ref().map_or(0, |o| o.ratings_updated),
         leaderboard_moves: o.as_ref().map_or(0, |o| o.top_changes),
-        errors: bad_packets + bad_tokens + replica_errors + mm_dropped + ticket_errors + snapshot_errors,
+        errors: bad_packets
+            + bad_tokens
+            + replica_errors
+            + mm_dropped
+            + ticket_errors
+            + snapshot_errors
+            + crdt_errors,
+        leaderboard_top,
+        bans_committed: strong_committed,
+        bans_failed: strong_failed,
         connect_failures,
         no_show_matches: no_show,
         drained,
