@@ -1,0 +1,263 @@
+//! UDP echo on loopback: packets/s of our io_uring driver, our epoll driver and a plain tokio
+//! `UdpSocket` echo, side by side in one run. The server is pinned to one CPU, the client
+//! (batched sendmmsg/recvmmsg, a window of packets in flight) to another.
+//!
+//! ```text
+//! cargo run --release -p pvp-net --example udp_echo -- --seconds 3 --rounds 3 --server-cpu 0 --client-cpu 1
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pvp_net::DriverChoice;
+use pvp_net::endpoint::{BatchSocket, DatagramHandler, Outbox, UdpServer, UdpServerConfig};
+
+struct Args {
+    seconds: f64,
+    server_cpu: usize,
+    client_cpu: usize,
+    window: usize,
+    payload: usize,
+    sockets: usize,
+    rounds: usize,
+}
+
+fn parse() -> Args {
+    let mut a =
+        Args { seconds: 3.0, server_cpu: 0, client_cpu: 1, window: 256, payload: 64, sockets: 4, rounds: 3 };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i + 1 < v.len() {
+        let val = &v[i + 1];
+        match v[i].as_str() {
+            "--seconds" => a.seconds = val.parse().unwrap_or(a.seconds),
+            "--server-cpu" => a.server_cpu = val.parse().unwrap_or(a.server_cpu),
+            "--client-cpu" => a.client_cpu = val.parse().unwrap_or(a.client_cpu),
+            "--window" => a.window = val.parse().unwrap_or(a.window),
+            "--payload" => a.payload = val.parse().unwrap_or(a.payload),
+            "--sockets" => a.sockets = val.parse().unwrap_or(a.sockets),
+            "--rounds" => a.rounds = val.parse().unwrap_or(a.rounds).max(1),
+            other => eprintln!("unknown flag {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+/// CPU time (user + system) of this process's threads whose name starts with `prefix`
+/// (from /proc/self/task/*/stat, in clock ticks of 10 ms).
+fn thread_cpu(prefix: &str) -> Duration {
+    let mut total = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            let p = e.path();
+            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+            if !comm.trim().starts_with(prefix) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            // Fields after the ")" that ends the name: state is field 3; utime 14, stime 15.
+            if let Some(rest) = stat.rsplit(')').next() {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+                total += ut + st;
+            }
+        }
+    }
+    Duration::from_millis(total * 10)
+}
+
+struct Echo;
+impl DatagramHandler for Echo {
+    fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+        let _ = out.send(from, data);
+    }
+}
+
+/// Drives `window` packets in flight per socket against `server` for `secs`; returns echoes/s.
+fn client(server: SocketAddr, a: &Args) -> f64 {
+    let _ = pvp_net::pin_to_cpu(a.client_cpu);
+    let mut socks: Vec<BatchSocket> =
+        (0..a.sockets).map(|_| BatchSocket::bind("127.0.0.1:0".parse().unwrap(), 64).unwrap()).collect();
+    let payload = vec![0xabu8; a.payload];
+    let fill = |s: &mut BatchSocket, n: usize| {
+        for _ in 0..n {
+            let _ = s.queue_with(server, |b| {
+                b[..payload.len()].copy_from_slice(&payload);
+                payload.len()
+            });
+        }
+        let _ = s.flush();
+    };
+    for s in socks.iter_mut() {
+        fill(s, a.window);
+    }
+    let warmup = Duration::from_millis(500);
+    let start = Instant::now();
+    let mut counted = 0u64;
+    let mut measuring_since = None;
+    let end = start + warmup + Duration::from_secs_f64(a.seconds);
+    let mut idle_rounds = 0;
+    while Instant::now() < end {
+        let mut got_any = 0;
+        for s in socks.iter_mut() {
+            let n = s.recv_batch(Duration::ZERO).unwrap_or(0);
+            got_any += n;
+            if n > 0 {
+                fill(s, n);
+            }
+            if measuring_since.is_some() {
+                counted += n as u64;
+            }
+        }
+        if measuring_since.is_none() && start.elapsed() >= warmup {
+            measuring_since = Some(Instant::now());
+        }
+        if got_any == 0 {
+            idle_rounds += 1;
+            // Packets lost to full socket buffers: top the window back up.
+            if idle_rounds > 20_000 {
+                idle_rounds = 0;
+                for s in socks.iter_mut() {
+                    fill(s, a.window / 4);
+                }
+            }
+        } else {
+            idle_rounds = 0;
+        }
+    }
+    let secs = measuring_since.map_or(1.0, |t| t.elapsed().as_secs_f64());
+    counted as f64 / secs
+}
+
+fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, f64)> {
+    let mut cfg = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.driver = driver;
+    cfg.cpus = vec![a.server_cpu];
+    let server = match UdpServer::bind_with(cfg, |_| Echo) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{driver:?}: not available: {e}");
+            return None;
+        }
+    };
+    let kind = server.driver();
+    let cpu0 = thread_cpu("pvp-net");
+    let rx0 = server.stats().rx_packets;
+    let pps = client(server.local_addr(), a);
+    let cpu = thread_cpu("pvp-net") - cpu0;
+    let st = server.stats();
+    eprintln!(
+        "  {:?}: server cpu {:.2} s for {} packets = {:.0} ns/echo",
+        kind,
+        cpu.as_secs_f64(),
+        st.rx_packets - rx0,
+        cpu.as_nanos() as f64 / (st.rx_packets - rx0).max(1) as f64
+    );
+    eprintln!(
+        "  {:?}: rx {} tx {} rx_syscalls {} tx_syscalls {} ({:.1} pkts/rx call)",
+        kind,
+        st.rx_packets,
+        st.tx_packets,
+        st.rx_syscalls,
+        st.tx_syscalls,
+        st.rx_packets as f64 / st.rx_syscalls.max(1) as f64
+    );
+    Some((pps, cpu.as_nanos() as f64 / (st.rx_packets - rx0).max(1) as f64))
+}
+
+fn run_tokio(a: &Args) -> (f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let st = stop.clone();
+    let cpu = a.server_cpu;
+    let h = std::thread::Builder::new()
+        .name("tokio-echo".into())
+        .spawn(move || {
+            let _ = pvp_net::pin_to_cpu(cpu);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                tx.send(sock.local_addr().unwrap()).unwrap();
+                let mut buf = [0u8; 2048];
+                while !st.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut buf)).await {
+                        Ok(Ok((n, from))) => {
+                            let _ = sock.send_to(&buf[..n], from).await;
+                        }
+                        _ => continue,
+                    }
+                }
+            });
+        })
+        .unwrap();
+    let addr = rx.recv().unwrap();
+    let cpu0 = thread_cpu("tokio-echo");
+    let pps = client(addr, a);
+    let cpu = thread_cpu("tokio-echo") - cpu0;
+    let total = pps * a.seconds;
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.join();
+    (pps, cpu.as_nanos() as f64 / total.max(1.0))
+}
+
+fn main() {
+    let a = parse();
+    println!(
+        "udp echo, loopback, server cpu {}, client cpu {}, {} sockets x window {}, {} B payload, {} s",
+        a.server_cpu, a.client_cpu, a.sockets, a.window, a.payload, a.seconds
+    );
+    // Interleaved rounds, medians: other load on the machine shifts over time, and every
+    // server should see the same mix of it.
+    let (mut us, mut es, mut ts) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        eprintln!("round {round}");
+        if let Some(r) = run_pvp(DriverChoice::IoUring, &a) {
+            us.push(r);
+        }
+        if let Some(r) = run_pvp(DriverChoice::Epoll, &a) {
+            es.push(r);
+        }
+        ts.push(run_tokio(&a));
+    }
+    let median = |v: &mut Vec<(f64, f64)>| -> Option<(f64, f64)> {
+        if v.is_empty() {
+            return None;
+        }
+        let mut p: Vec<f64> = v.iter().map(|r| r.0).collect();
+        let mut c: Vec<f64> = v.iter().map(|r| r.1).collect();
+        p.sort_by(f64::total_cmp);
+        c.sort_by(f64::total_cmp);
+        Some((p[p.len() / 2], c[c.len() / 2]))
+    };
+    let uring = median(&mut us);
+    let epoll = median(&mut es);
+    let Some(tokio) = median(&mut ts) else { return };
+    println!("medians of {} interleaved rounds:", a.rounds);
+    println!("{:<28} {:>12} {:>16}", "server", "echoes/s", "server ns/echo");
+    let row = |name: &str, r: (f64, f64)| println!("{:<28} {:>12.0} {:>16.0}", name, r.0, r.1);
+    if let Some(r) = uring {
+        row("pvp-net io_uring", r);
+    }
+    if let Some(r) = epoll {
+        row("pvp-net epoll+recvmmsg", r);
+    }
+    row("tokio UdpSocket", tokio);
+    if let (Some(u), Some(e)) = (uring, epoll) {
+        println!(
+            "throughput  io_uring/tokio {:.2}x  io_uring/epoll {:.2}x  epoll/tokio {:.2}x",
+            u.0 / tokio.0,
+            u.0 / e.0,
+            e.0 / tokio.0
+        );
+        println!(
+            "cpu/packet  tokio/io_uring {:.2}x  epoll/io_uring {:.2}x  tokio/epoll {:.2}x",
+            tokio.1 / u.1,
+            e.1 / u.1,
+            tokio.1 / e.1
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! epoll + recvmmsg / sendmmsg worker loop.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use crate::endpoint::{DatagramHandler, MAX_DATAGRAM, Outbox, SharedStats, WorkerCtx, count_tx};
+use crate::sys::{self, Epoll, MmsgRecv};
+
+pub(crate) fn run<H: DatagramHandler>(
+    socket: UdpSocket,
+    mut handler: H,
+    ctx: WorkerCtx,
+    ready: Sender<io::Result<()>>,
+) -> io::Result<()> {
+    let fd = socket.as_raw_fd();
+    let setup = (|| -> io::Result<Epoll> {
+        let ep = Epoll::new()?;
+        ep.add(fd, libc::EPOLLIN as u32, 0)?;
+        Ok(ep)
+    })();
+    let ep = match setup {
+        Ok(ep) => {
+            let _ = ready.send(Ok(()));
+            ep
+        }
+        Err(e) => {
+            let _ = ready.send(Err(io::Error::new(e.kind(), e.to_string())));
+            return Err(e);
+        }
+    };
+    let batch = ctx.config.batch;
+    let mut recv = MmsgRecv::new(batch, MAX_DATAGRAM + 1);
+    let mut out = Outbox::new(batch * 8);
+    let mut mm: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+    let tick_ms = i32::try_from(ctx.config.tick.as_millis().max(1)).unwrap_or(i32::MAX);
+    let stats = &ctx.stats;
+    while !ctx.stop.load(Ordering::Acquire) {
+        let timeout = if out.queued.is_empty() { tick_ms } else { 0 };
+        ep.wait(&mut events, timeout)?;
+        let now = Instant::now();
+        // Bounded rounds so sends and ticks are not starved by a flood.
+        for _ in 0..16 {
+            let n = recv.recv(fd)?;
+            stats.rx_syscalls.fetch_add(1, Ordering::Relaxed);
+            if n == 0 {
+                break;
+            }
+            stats.rx_packets.fetch_add(n as u64, Ordering::Relaxed);
+            for i in 0..n {
+                let (from, data, truncated) = recv.get(i);
+                match from {
+                    Some(from) if !truncated => handler.on_datagram(now, from, data, &mut out),
+                    _ => {
+                        stats.rx_truncated.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            flush(fd, &mut out, &mut mm, batch, stats)?;
+            if n < batch {
+                break;
+            }
+        }
+        handler.on_tick(now, &mut out);
+        flush(fd, &mut out, &mut mm, batch, stats)?;
+    }
+    Ok(())
+}
+
+fn flush(
+    fd: i32,
+    out: &mut Outbox,
+    mm: &mut Vec<libc::mmsghdr>,
+    batch: usize,
+    stats: &SharedStats,
+) -> io::Result<()> {
+    count_tx(stats, out);
+    while !out.queued.is_empty() {
+        mm.clear();
+        for &idx in out.queued.iter().take(batch) {
+            mm.push(libc::mmsghdr { msg_hdr: out.slots[idx as usize].msg, msg_len: 0 });
+        }
+        stats.tx_syscalls.fetch_add(1, Ordering::Relaxed);
+        match sys::sendmmsg(fd, mm) {
+            Ok(0) => break, // socket buffer full: retry on the next loop
+            Ok(n) => {
+                stats.tx_packets.fetch_add(n as u64, Ordering::Relaxed);
+                for _ in 0..n {
+                    if let Some(idx) = out.queued.pop_front() {
+                        out.release(idx);
+                    }
+                }
+            }
+            Err(_) => {
+                // The first datagram failed (bad address, ICMP error): drop it, go on.
+                stats.tx_errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(idx) = out.queued.pop_front() {
+                    out.release(idx);
+                }
+            }
+        }
+    }
+    Ok(())
+}

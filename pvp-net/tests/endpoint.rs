@@ -1,0 +1,321 @@
+//! UdpServer on loopback under both drivers: echo through the queues and through inline
+//! handlers, several workers on one port, truncation, and the session protocol end to end.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pvp_core::{MatchId, PlayerId};
+use pvp_net::driver::{DRIVER_ENV, io_uring_unavailable};
+use pvp_net::endpoint::{Datagram, DatagramHandler, EndpointError, Outbox, UdpServer, UdpServerConfig};
+use pvp_net::proto::{Client, ClientConfig, MAX_PACKET_LEN, Server, ServerConfig, TokenClaims, TokenKey};
+use pvp_net::{DriverChoice, DriverKind};
+
+/// The drivers to test here: epoll always; io_uring when the kernel has it and the
+/// environment does not force epoll (CI's second pass).
+fn drivers() -> Vec<(DriverChoice, bool)> {
+    let mut v = vec![(DriverChoice::Epoll, true)];
+    let forced_epoll = std::env::var(DRIVER_ENV).as_deref() == Ok("epoll");
+    match io_uring_unavailable() {
+        None if !forced_epoll => {
+            v.push((DriverChoice::IoUring, true));
+            v.push((DriverChoice::IoUring, false));
+        }
+        None => {}
+        Some(e) => eprintln!("note: skipping io_uring cases: {e}"),
+    }
+    v
+}
+
+fn config(driver: DriverChoice, multishot: bool) -> UdpServerConfig {
+    let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+    c.driver = driver;
+    c.uring_multishot = multishot;
+    c
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// `recv_from`, retrying when a signal interrupts it.
+fn recv(c: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    loop {
+        match c.recv_from(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Polls `f` until it holds or 5 s pass (counters are updated just after the kernel acts).
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    f()
+}
+
+fn expected_kind(choice: DriverChoice) -> DriverKind {
+    if std::env::var(DRIVER_ENV).as_deref() == Ok("epoll") {
+        return DriverKind::Epoll;
+    }
+    match choice {
+        DriverChoice::Epoll => DriverKind::Epoll,
+        _ => DriverKind::IoUring,
+    }
+}
+
+#[test]
+fn queue_echo_on_every_driver() {
+    for (driver, multishot) in drivers() {
+        let server = UdpServer::bind(config(driver, multishot)).unwrap();
+        assert_eq!(server.driver(), expected_kind(driver));
+        let c = client();
+        let n = 200u32;
+        let mut got = 0;
+        let mut buf = [0u8; 64];
+        // Send in bursts of 10 so the socket buffers never overflow; echo each back.
+        for burst in 0..(n / 10) {
+            for i in 0..10 {
+                c.send_to(&(burst * 10 + i).to_le_bytes(), server.local_addr()).unwrap();
+            }
+            let mut echoed = 0;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while echoed < 10 && Instant::now() < deadline {
+                match server.recv() {
+                    Some(d) => {
+                        server.send(d.reply(d.payload()).unwrap()).unwrap();
+                        echoed += 1;
+                    }
+                    None => std::thread::yield_now(),
+                }
+            }
+            assert_eq!(echoed, 10, "{driver:?} burst {burst}");
+            for _ in 0..10 {
+                let (len, from) = recv(&c, &mut buf).unwrap();
+                assert_eq!(from, server.local_addr());
+                assert_eq!(len, 4);
+                got += 1;
+            }
+        }
+        assert_eq!(got, n);
+        assert!(eventually(|| server.stats().tx_packets == u64::from(n)), "{driver:?}");
+        assert_eq!(server.stats().rx_packets, u64::from(n), "{driver:?}");
+        server.shutdown().unwrap_or_else(|e| panic!("{driver:?} {multishot}: {e}"));
+    }
+}
+
+struct Echo;
+impl DatagramHandler for Echo {
+    fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+        let _ = out.send(from, data);
+    }
+}
+
+#[test]
+fn inline_handler_echo_with_several_workers_on_one_port() {
+    for (driver, multishot) in drivers() {
+        let mut cfg = config(driver, multishot);
+        cfg.workers = 2;
+        cfg.cpus = pvp_net::allowed_cpus();
+        let server = UdpServer::bind_with(cfg, |_| Echo).unwrap();
+        assert_eq!(server.workers(), 2);
+        // Many client sockets: SO_REUSEPORT spreads them over both workers.
+        let clients: Vec<UdpSocket> = (0..16).map(|_| client()).collect();
+        let mut buf = [0u8; 64];
+        for round in 0..20u8 {
+            for (i, c) in clients.iter().enumerate() {
+                c.send_to(&[round, i as u8], server.local_addr()).unwrap();
+            }
+            for (i, c) in clients.iter().enumerate() {
+                let (len, _) = recv(c, &mut buf).unwrap();
+                assert_eq!(&buf[..len], &[round, i as u8], "{driver:?}");
+            }
+        }
+        assert!(eventually(|| server.stats().tx_packets == 16 * 20), "{driver:?}");
+    }
+}
+
+#[test]
+fn oversized_datagrams_are_counted_not_delivered() {
+    for (driver, multishot) in drivers() {
+        let server = UdpServer::bind(config(driver, multishot)).unwrap();
+        let c = client();
+        c.send_to(&[7u8; 3000], server.local_addr()).unwrap();
+        c.send_to(b"ok", server.local_addr()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let d = loop {
+            if let Some(d) = server.recv() {
+                break Some(d);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!(d.map(|d| d.payload().to_vec()), Some(b"ok".to_vec()));
+        assert!(eventually(|| server.stats().rx_truncated == 1), "{driver:?} multishot {multishot}");
+    }
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let mut c = config(DriverChoice::Epoll, true);
+    c.workers = 0;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    let mut c = config(DriverChoice::Epoll, true);
+    c.ring_buffers = 1000;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    let mut c = config(DriverChoice::Epoll, true);
+    c.queue_capacity = 0;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    assert!(Datagram::new("127.0.0.1:1".parse().unwrap(), &[0; 1501]).is_err());
+}
+
+#[test]
+fn auto_driver_follows_kernel_and_environment() {
+    let server = UdpServer::bind(config(DriverChoice::Auto, true)).unwrap();
+    let forced = std::env::var(DRIVER_ENV).as_deref() == Ok("epoll");
+    let expected =
+        if forced || io_uring_unavailable().is_some() { DriverKind::Epoll } else { DriverKind::IoUring };
+    assert_eq!(server.driver(), expected, "reason: {}", server.driver_reason());
+}
+
+/// A game server worker: the sans-IO session server behind the inline handler.
+struct Game {
+    server: Server,
+    buf: Box<[u8; MAX_PACKET_LEN]>,
+}
+
+impl DatagramHandler for Game {
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+        let conn = self.server.handle_datagram(now, from, data).map(|r| (r.connection, r.payload.to_vec()));
+        if let Some((conn, payload)) = conn {
+            // Echo game data back on the session.
+            let server = &mut self.server;
+            let _ = out.send_with(from, |b| server.send(now, conn, &payload, b).map_or(0, |t| t.len));
+        }
+        self.on_tick(now, out);
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
+        self.server.handle_timeout(now);
+        while out.free_slots() > 0 {
+            match self.server.poll_transmit(now, &mut self.buf[..]) {
+                Some(t) => {
+                    let _ = out.send(t.destination, &self.buf[..t.len]);
+                }
+                None => break,
+            }
+        }
+        while self.server.poll_event().is_some() {}
+    }
+}
+
+#[test]
+fn session_protocol_end_to_end_over_sockets() {
+    for (driver, multishot) in drivers() {
+        let key = TokenKey::generate();
+        // Bind first to learn the port, then let the workers build servers that know it.
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let mut cfg = config(driver, multishot);
+        cfg.bind = addr;
+        let k = key.clone();
+        let server = UdpServer::bind_with(cfg, move |_| Game {
+            server: Server::new(
+                ServerConfig::new(k.clone(), addr),
+                Instant::now(),
+                SystemTime::now().duration_since(UNIX_EPOCH).unwrap(),
+            )
+            .unwrap(),
+            buf: Box::new([0; MAX_PACKET_LEN]),
+        })
+        .unwrap();
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let token = key.issue(&TokenClaims {
+            token_id: 1,
+            match_id: MatchId::new(5),
+            player_id: PlayerId::new(6),
+            expires_at_unix_ms: unix_ms + 30_000,
+            server_addr: addr,
+        });
+        let sock = client();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut c = Client::new(ClientConfig::default(), token, Instant::now()).unwrap();
+        let mut buf = [0u8; MAX_PACKET_LEN];
+        let mut echoed = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while echoed.is_none() && Instant::now() < deadline {
+            let now = Instant::now();
+            c.handle_timeout(now);
+            while let Some(t) = c.poll_transmit(now, &mut buf) {
+                sock.send_to(&buf[..t.len], t.destination).unwrap();
+            }
+            if c.is_connected() {
+                let t = c.send(now, b"state", &mut buf).unwrap();
+                sock.send_to(&buf[..t.len], t.destination).unwrap();
+            }
+            if let Ok((n, from)) = recv(&sock, &mut buf) {
+                let data = buf[..n].to_vec();
+                if let Some(p) = c.handle_datagram(Instant::now(), from, &data) {
+                    echoed = Some(p.to_vec());
+                }
+            }
+        }
+        assert_eq!(echoed.as_deref(), Some(&b"state"[..]), "{driver:?}");
+        drop(server);
+    }
+}
+
+#[test]
+fn ipv6_loopback_echo() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("note: skipping: no IPv6 loopback");
+        return;
+    }
+    for (driver, multishot) in drivers() {
+        let mut cfg = config(driver, multishot);
+        cfg.bind = "[::1]:0".parse().unwrap();
+        let server = UdpServer::bind_with(cfg, |_| Echo).unwrap();
+        let c = UdpSocket::bind("[::1]:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.send_to(b"v6", server.local_addr()).unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = recv(&c, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"v6", "{driver:?}");
+        assert_eq!(from, server.local_addr());
+    }
+}
+
+/// Replies to an address the socket cannot reach (IPv6 from an IPv4 socket) as well as to
+/// the sender: the bad send is counted and the good one still goes out.
+struct EchoAndBadSend;
+impl DatagramHandler for EchoAndBadSend {
+    fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+        let _ = out.send("[::1]:9".parse().unwrap(), data);
+        let _ = out.send(from, data);
+    }
+}
+
+#[test]
+fn failed_sends_are_counted_and_do_not_stall_the_worker() {
+    for (driver, multishot) in drivers() {
+        let server = UdpServer::bind_with(config(driver, multishot), |_| EchoAndBadSend).unwrap();
+        let c = client();
+        let mut buf = [0u8; 8];
+        for i in 0..5u8 {
+            c.send_to(&[i], server.local_addr()).unwrap();
+            let (n, _) = recv(&c, &mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i], "{driver:?}");
+        }
+        assert!(eventually(|| server.stats().tx_errors == 5), "{driver:?}: {:?}", server.stats());
+    }
+}

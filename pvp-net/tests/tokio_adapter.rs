@@ -1,0 +1,62 @@
+//! The tokio adapter: a proto Client over a plain socket connects, sends, gets its echo.
+#![cfg(feature = "tokio")]
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pvp_core::{MatchId, PlayerId};
+use pvp_net::proto::*;
+use pvp_net::tokio_adapter::{Incoming, SessionSocket};
+
+#[tokio::test]
+async fn connect_and_echo() {
+    let key = TokenKey::generate();
+    let k = key.clone();
+    let mut server =
+        SessionSocket::bind("127.0.0.1:0".parse().unwrap(), move |a| ServerConfig::new(k, a)).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let token = key.issue(&TokenClaims {
+        token_id: 9,
+        match_id: MatchId::new(1),
+        player_id: PlayerId::new(2),
+        expires_at_unix_ms: unix + 30_000,
+        server_addr: addr,
+    });
+    let server_task = tokio::spawn(async move {
+        loop {
+            match server.next().await.unwrap() {
+                Incoming::Payload { connection, bytes, .. } => {
+                    server.send(connection, &bytes).await.unwrap();
+                    return server.server().stats().sessions;
+                }
+                Incoming::Event(_) => {}
+                _ => {}
+            }
+        }
+    });
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut c = Client::new(ClientConfig::default(), token, Instant::now()).unwrap();
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let mut rx = [0u8; MAX_PACKET_LEN];
+    let mut echoed = None;
+    for _ in 0..200 {
+        let now = Instant::now();
+        while let Some(t) = c.poll_transmit(now, &mut buf) {
+            sock.send_to(&buf[..t.len], t.destination).await.unwrap();
+        }
+        if c.is_connected() {
+            let t = c.send(now, b"hi", &mut buf).unwrap();
+            sock.send_to(&buf[..t.len], t.destination).await.unwrap();
+        }
+        if let Ok(Ok((n, from))) =
+            tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut rx)).await
+        {
+            if let Some(p) = c.handle_datagram(Instant::now(), from, &rx[..n]) {
+                echoed = Some(p.to_vec());
+                break;
+            }
+        }
+    }
+    assert_eq!(echoed.as_deref(), Some(&b"hi"[..]));
+    assert_eq!(server_task.await.unwrap(), 1);
+}
