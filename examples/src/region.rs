@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use pvp_core::ids::{MatchId, PlayerId, RegionId, ServerId};
+use pvp_net::endpoint::Datagram;
+use pvp_net::{UdpServer, UdpServerConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::crdt::{CrdtSync, TAG_CRDT, TAG_RESULTS};
 use crate::replica::Replica;
-use crate::session::{ControlEvent, RegionCommand, Shared};
+use crate::session::{ControlEvent, RegionCommand, Shared, lock};
 use crate::wire::{GamePacket, MAX_DATAGRAM, SyncOp};
 
 /// A match hosted here.
@@ -46,25 +48,27 @@ struct Seat {
 /// Sockets a region thread owns.
 #[derive(Debug)]
 pub(crate) struct RegionSockets {
-    pub(crate) game: UdpSocket,
+    /// The game servers' endpoint: pvp-net's UdpServer (io_uring, or epoll where forbidden).
+    pub(crate) game: UdpServer,
     pub(crate) sync: UdpSocket,
+}
+
+fn game_server() -> std::io::Result<UdpServer> {
+    let mut cfg = UdpServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    // Deep queues: a tick sends a state to every player of every match due at once.
+    cfg.queue_capacity = 1 << 16;
+    UdpServer::bind(cfg).map_err(std::io::Error::other)
 }
 
 impl RegionSockets {
     pub(crate) fn bind() -> std::io::Result<Self> {
-        let game = UdpSocket::bind("127.0.0.1:0")?;
-        let sync = UdpSocket::bind("127.0.0.1:0")?;
-        game.set_nonblocking(true)?;
-        sync.set_nonblocking(true)?;
-        Ok(Self { game, sync })
+        Self::bind_sync(SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub(crate) fn bind_sync(sync: SocketAddr) -> std::io::Result<Self> {
-        let game = UdpSocket::bind("127.0.0.1:0")?;
         let sync = UdpSocket::bind(sync)?;
-        game.set_nonblocking(true)?;
         sync.set_nonblocking(true)?;
-        Ok(Self { game, sync })
+        Ok(Self { game: game_server()?, sync })
     }
 }
 
@@ -95,7 +99,6 @@ pub(crate) fn run_region(
     let mut matches: HashMap<MatchId, Hosted> = HashMap::new();
     let mut timers: BinaryHeap<Reverse<(Instant, MatchId)>> = BinaryHeap::new();
     let mut crashed: HashSet<ServerId> = HashSet::new();
-    let mut buf = [0u8; MAX_DATAGRAM];
     let mut sync_buf = vec![0u8; 65_536];
     let mut out = [0u8; MAX_DATAGRAM];
     let mut cmds = Vec::new();
@@ -110,11 +113,20 @@ pub(crate) fn run_region(
     let matches_metric =
         metrics::counter!("pvp_examples_matches_finished_total", "region" => region.to_string());
 
-    let send = |sock: &UdpSocket, to: SocketAddr, p: &GamePacket<'_>, out: &mut [u8]| {
-        if let Ok(b) = p.encode(out) {
-            let _ = sock.send_to(b, to);
+    let game_addr = sockets.game.local_addr();
+    *lock(&shared.driver) = Some(format!(
+        "pvp-net UdpServer, {:?} driver ({})",
+        sockets.game.driver(),
+        sockets.game.driver_reason()
+    ));
+    let tx_dropped = &stats.errors;
+    let send = |srv: &UdpServer, to: SocketAddr, p: &GamePacket<'_>, out: &mut [u8]| {
+        let sent = p.encode(out).ok().and_then(|b| Datagram::new(to, b).ok()).map(|d| srv.send(d).is_ok());
+        if sent != Some(true) {
+            tx_dropped.fetch_add(1, Ordering::Relaxed);
         }
     };
+    let mut inbound: Vec<Datagram> = Vec::with_capacity(2_048);
 
     loop {
         if shared.region_stop.load(Ordering::Acquire) {
@@ -193,21 +205,19 @@ pub(crate) fn run_region(
         }
 
         // Game datagrams.
-        for _ in 0..2_048 {
-            let (n, from) = match sockets.game.recv_from(&mut buf) {
-                Ok(v) => v,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => break,
-            };
+        inbound.clear();
+        sockets.game.recv_batch(&mut inbound, 2_048);
+        for d in &inbound {
+            let from = d.addr;
             busy = true;
-            let Ok(p) = GamePacket::decode(&buf[..n]) else {
+            let Ok(p) = GamePacket::decode(d.payload()) else {
                 stats.bad_packets.fetch_add(1, Ordering::Relaxed);
                 req_failed.increment(1);
                 continue;
             };
             match p {
                 GamePacket::Connect { token } => {
-                    let claims = match shared.token_key.open(token, unix_ms) {
+                    let claims = match shared.token_key.open(token, unix_ms, game_addr) {
                         Ok(c) => c,
                         Err(_) => {
                             stats.bad_tokens.fetch_add(1, Ordering::Relaxed);

@@ -167,6 +167,8 @@ pub(crate) struct Shared {
     pub(crate) replica_view: Mutex<Vec<Option<ReplicaSummary>>>,
     pub(crate) finished_replicas: Mutex<Vec<Option<(Replica, CrdtSync)>>>,
     pub(crate) view: Mutex<ControlView>,
+    /// The game servers' network driver, as the first region reported it.
+    pub(crate) driver: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -446,7 +448,7 @@ impl RunningSession {
             match (&sockets[i], role) {
                 (Some(s), _) => {
                     sync_addrs.push(s.sync.local_addr()?);
-                    game_addrs.push(s.game.local_addr()?);
+                    game_addrs.push(s.game.local_addr());
                 }
                 (None, Some(role)) => {
                     let a = role
@@ -492,7 +494,7 @@ impl RunningSession {
             unix_start_ms,
             // Every process of a session derives the same key from the config; a deployment
             // would distribute a secret instead.
-            token_key: TokenKey::new(config.seed ^ 0x70c3_5eed, config.seed.rotate_left(17) ^ 0xdead_beef),
+            token_key: TokenKey::from_seed(config.seed),
             to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_control: UnboundedQueue::new(),
@@ -513,6 +515,7 @@ impl RunningSession {
             replica_view: Mutex::new(vec![None; n]),
             finished_replicas: Mutex::new((0..n).map(|_| None).collect()),
             view: Mutex::new(ControlView::default()),
+            driver: Mutex::new(None),
             config,
         });
         let mut threads = Vec::new();
@@ -1003,6 +1006,7 @@ fn run_control(
                     match_id: r.match_id(),
                     player: p.player(),
                     server: server.id,
+                    server_addr: game_addrs[ri],
                     expires_unix_ms: expires,
                 };
                 let token = sh.token_key.issue(&claims);
@@ -1220,7 +1224,7 @@ fn build_report(
     Report {
         duration: ran_for,
         players: cfg.players,
-        driver: "std UdpSocket (non-blocking; pvp-net pending)".to_string(),
+        driver: lock(&sh.driver).clone().unwrap_or_else(|| "-".to_string()),
         regions,
         matches_made: o.as_ref().map_or(0, |o| o.matches_made.iter().sum()),
         matches_finished: finished,

@@ -1,19 +1,19 @@
 //! Connect tokens: what the matchmaking front hands a player so that the assigned game server
-//! lets them in.
+//! lets them in. They are pvp-net's [`ConnectToken`](pvp_net::proto::ConnectToken)s: claims
+//! in clear with an HMAC-SHA256 tag under the key the front and the servers share.
 //!
-//! This is the seam where pvp-net's signed `ConnectToken` plugs in. Until pvp-net is on main,
-//! the session signs its own claims with a keyed 64-bit hash (foldhash, seeded by the shared
-//! key): it catches forged and altered tokens from honest bots, but it is **not** a
-//! cryptographic MAC and must not face the internet.
+//! pvp-net's claims name the match, the player, the expiry and the server's address; the
+//! session puts the game server's id in the token id (a region's game servers share one
+//! address here), and the region checks that the match it hosts runs on that server.
 
-use std::hash::BuildHasher;
+use std::net::SocketAddr;
 
 use pvp_core::ids::{MatchId, PlayerId, ServerId};
+pub use pvp_net::proto::TOKEN_LEN;
+use pvp_net::proto::{ConnectToken, TokenClaims as NetClaims, TokenKey as NetKey};
 
-/// Bytes of an encoded token: four u64 claims and the tag.
-pub const TOKEN_LEN: usize = 40;
-
-/// What a token grants: `player` may join `match_id` on `server` until `expires_unix_ms`.
+/// What a token grants: `player` may join `match_id` on `server` (at `server_addr`) until
+/// `expires_unix_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenClaims {
     /// The match.
@@ -22,6 +22,8 @@ pub struct TokenClaims {
     pub player: PlayerId,
     /// The game server.
     pub server: ServerId,
+    /// Where the server listens.
+    pub server_addr: SocketAddr,
     /// Unix time in ms after which the token is void.
     pub expires_unix_ms: u64,
 }
@@ -33,75 +35,74 @@ pub enum TokenError {
     /// The bytes are not a token of this length.
     #[error("token has the wrong length")]
     Length,
-    /// The tag does not match the claims (forged or altered, or another key).
-    #[error("token signature does not match")]
-    Signature,
+    /// pvp-net refused it (signature, version, malformed claims).
+    #[error(transparent)]
+    Net(#[from] pvp_net::proto::TokenError),
     /// The token expired.
     #[error("token expired")]
     Expired,
+    /// The token is for another server address.
+    #[error("token is for another server")]
+    WrongServer,
 }
 
 /// The key shared by the matchmaking front (which issues) and the game servers (which check).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TokenKey([u64; 2]);
-
-impl std::fmt::Debug for TokenKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenKey(..)")
-    }
-}
+#[derive(Debug, Clone)]
+pub struct TokenKey(NetKey);
 
 impl TokenKey {
-    /// A key from its two halves (every region of a deployment uses the same).
-    pub fn new(a: u64, b: u64) -> Self {
-        Self([a, b])
+    /// A key from its 32 bytes (every region of a deployment uses the same).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(NetKey::from_bytes(bytes))
     }
 
-    fn tag(&self, c: &TokenClaims) -> u64 {
-        let s = foldhash::quality::FixedState::with_seed(self.0[0]);
-        s.hash_one((self.0[1], c.match_id.get(), c.player.get(), c.server.get(), c.expires_unix_ms))
+    /// A key derived from a seed (for sessions whose processes share only their config; a
+    /// deployment distributes a secret instead).
+    pub fn from_seed(seed: u64) -> Self {
+        let mut k = [0u8; 32];
+        for (i, c) in k.chunks_exact_mut(8).enumerate() {
+            let v = seed.rotate_left(13 * i as u32) ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1));
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+        Self::from_bytes(k)
     }
 
     /// Encodes and signs `claims`.
     pub fn issue(&self, claims: &TokenClaims) -> [u8; TOKEN_LEN] {
-        let mut out = [0u8; TOKEN_LEN];
-        let fields = [
-            claims.match_id.get(),
-            claims.player.get(),
-            claims.server.get(),
-            claims.expires_unix_ms,
-            self.tag(claims),
-        ];
-        for (chunk, v) in out.chunks_exact_mut(8).zip(fields) {
-            chunk.copy_from_slice(&v.to_le_bytes());
-        }
-        out
+        self.0
+            .issue(&NetClaims {
+                token_id: claims.server.get(),
+                match_id: claims.match_id,
+                player_id: claims.player,
+                expires_at_unix_ms: claims.expires_unix_ms,
+                server_addr: claims.server_addr,
+            })
+            .0
     }
 
-    /// Checks a token's tag and expiry (against `now_unix_ms`) and returns its claims.
-    pub fn open(&self, bytes: &[u8], now_unix_ms: u64) -> Result<TokenClaims, TokenError> {
-        if bytes.len() != TOKEN_LEN {
-            return Err(TokenError::Length);
-        }
-        let mut f = [0u64; 5];
-        for (v, chunk) in f.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            *v = u64::from_le_bytes(b);
-        }
-        let claims = TokenClaims {
-            match_id: MatchId::new(f[0]),
-            player: PlayerId::new(f[1]),
-            server: ServerId::new(f[2]),
-            expires_unix_ms: f[3],
-        };
-        if self.tag(&claims) != f[4] {
-            return Err(TokenError::Signature);
-        }
-        if now_unix_ms > claims.expires_unix_ms {
+    /// Checks a token's signature, expiry (against `now_unix_ms`) and server address, and
+    /// returns its claims.
+    pub fn open(
+        &self,
+        bytes: &[u8],
+        now_unix_ms: u64,
+        server_addr: SocketAddr,
+    ) -> Result<TokenClaims, TokenError> {
+        let token: [u8; TOKEN_LEN] = bytes.try_into().map_err(|_| TokenError::Length)?;
+        let c = self.0.open(&ConnectToken(token).0)?;
+        if now_unix_ms > c.expires_at_unix_ms {
             return Err(TokenError::Expired);
         }
-        Ok(claims)
+        if c.server_addr != server_addr {
+            return Err(TokenError::WrongServer);
+        }
+        Ok(TokenClaims {
+            match_id: c.match_id,
+            player: c.player_id,
+            server: ServerId::new(c.token_id),
+            server_addr: c.server_addr,
+            expires_unix_ms: c.expires_at_unix_ms,
+        })
     }
 }
 
@@ -111,20 +112,23 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusals() {
-        let key = TokenKey::new(1, 2);
+        let key = TokenKey::from_seed(1);
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
         let c = TokenClaims {
             match_id: MatchId::new(5),
             player: PlayerId::new(6),
             server: ServerId::new(7),
+            server_addr: addr,
             expires_unix_ms: 1_000,
         };
         let t = key.issue(&c);
-        assert_eq!(key.open(&t, 999), Ok(c));
-        assert_eq!(key.open(&t, 1_001), Err(TokenError::Expired));
-        assert_eq!(TokenKey::new(1, 3).open(&t, 0), Err(TokenError::Signature));
+        assert_eq!(key.open(&t, 999, addr), Ok(c));
+        assert_eq!(key.open(&t, 1_001, addr), Err(TokenError::Expired));
+        assert_eq!(key.open(&t, 0, "127.0.0.1:7001".parse().unwrap()), Err(TokenError::WrongServer));
+        assert!(matches!(TokenKey::from_seed(2).open(&t, 0, addr), Err(TokenError::Net(_))));
         let mut altered = t;
-        altered[8] ^= 1;
-        assert_eq!(key.open(&altered, 0), Err(TokenError::Signature));
-        assert_eq!(key.open(&t[..10], 0), Err(TokenError::Length));
+        altered[10] ^= 1;
+        assert!(matches!(key.open(&altered, 0, addr), Err(TokenError::Net(_))));
+        assert_eq!(key.open(&t[..10], 0, addr), Err(TokenError::Length));
     }
 }
