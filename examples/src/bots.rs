@@ -2,8 +2,9 @@
 //! a match, connects to its assigned server with the connect token, answers every state tick
 //! with an input, and requeues after the match (or when its server goes silent).
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
+
+use pvp_net::endpoint::BatchSocket;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::session::{BotCommand, ControlEvent, Shared, TicketAsk};
 use crate::token::TOKEN_LEN;
-use crate::wire::{GamePacket, MAX_DATAGRAM};
+use crate::wire::GamePacket;
 
 /// A bot queued this long asks again (the matchmaker's queue timeout is 60 s).
 const QUEUE_GIVE_UP: Duration = Duration::from_secs(65);
@@ -50,7 +51,25 @@ struct Bot {
     rtt: Vec<(RegionId, Duration)>,
 }
 
-pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count: usize) {
+/// Queues `p` to `to` on the batch socket (sent on the next flush, or at once when the batch
+/// is full).
+fn queue(sock: &mut BatchSocket, to: SocketAddr, p: &GamePacket<'_>) {
+    let _ = sock.queue_with(to, |buf| p.encode(buf).map_or(0, |b| b.len()));
+}
+
+/// A received packet without borrowed bytes (bots never receive `Connect`).
+fn owned(p: GamePacket<'_>) -> Option<GamePacket<'static>> {
+    Some(match p {
+        GamePacket::Accepted { match_id, player } => GamePacket::Accepted { match_id, player },
+        GamePacket::Denied { match_id, player } => GamePacket::Denied { match_id, player },
+        GamePacket::State { match_id, player, tick } => GamePacket::State { match_id, player, tick },
+        GamePacket::Input { match_id, player, tick } => GamePacket::Input { match_id, player, tick },
+        GamePacket::End { match_id, player, won } => GamePacket::End { match_id, player, won },
+        GamePacket::Connect { .. } => return None,
+    })
+}
+
+pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, mut socket: BatchSocket, count: usize) {
     let cfg = &shared.config;
     let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_mul(31) ^ (idx as u64 + 7));
     let home = &cfg.regions[idx];
@@ -76,15 +95,9 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
     let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms);
     let resend_every = Duration::from_millis(200);
     let stats = &shared.regions[idx];
-    let mut buf = [0u8; MAX_DATAGRAM];
-    let mut out = [0u8; MAX_DATAGRAM];
     let mut cmds = Vec::new();
+    let mut incoming: Vec<GamePacket<'static>> = Vec::with_capacity(1_024);
     let mut last_scan = Instant::now() - Duration::from_secs(1);
-    let send = |to: SocketAddr, p: &GamePacket<'_>, out: &mut [u8]| {
-        if let Ok(b) = p.encode(out) {
-            let _ = socket.send_to(b, to);
-        }
-    };
     while !shared.bots_stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let draining = shared.draining.load(Ordering::Acquire);
@@ -104,7 +117,7 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
                         resend: now + resend_every,
                         deadline: now + connect_timeout,
                     };
-                    send(server, &GamePacket::Connect { token: &b.token }, &mut out);
+                    queue(&mut socket, server, &GamePacket::Connect { token: &b.token });
                 }
                 BotCommand::TicketFailed { player } => {
                     let (_, i) = home_of(player);
@@ -116,17 +129,23 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
                 }
             }
         }
-        for _ in 0..4_096 {
-            let (n, _) = match socket.recv_from(&mut buf) {
-                Ok(v) => v,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => break,
-            };
+        incoming.clear();
+        for _ in 0..16 {
+            let n = socket.recv_batch(Duration::ZERO).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            for i in 0..n {
+                match socket.datagram(i).map(|(_, d)| GamePacket::decode(d).ok().and_then(owned)) {
+                    Some(Some(p)) => incoming.push(p),
+                    _ => {
+                        stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        for p in incoming.drain(..) {
             busy = true;
-            let Ok(p) = GamePacket::decode(&buf[..n]) else {
-                stats.bad_packets.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
             let (player, mid) = match p {
                 GamePacket::Accepted { match_id, player }
                 | GamePacket::Denied { match_id, player }
@@ -152,13 +171,13 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
                     if match_id == mid =>
                 {
                     b.state = BotState::Playing { match_id, server, heard: now };
-                    send(server, &GamePacket::Input { match_id, player, tick }, &mut out);
+                    queue(&mut socket, server, &GamePacket::Input { match_id, player, tick });
                 }
                 (BotState::Playing { match_id, server, .. }, GamePacket::State { tick, .. })
                     if match_id == mid =>
                 {
                     b.state = BotState::Playing { match_id, server, heard: now };
-                    send(server, &GamePacket::Input { match_id, player, tick }, &mut out);
+                    queue(&mut socket, server, &GamePacket::Input { match_id, player, tick });
                 }
                 (BotState::Playing { match_id, .. }, GamePacket::End { .. }) if match_id == mid => {
                     stats.bot_matches.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +207,7 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
                             stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                             b.state = BotState::Idle { until: now };
                         } else if now >= resend {
-                            send(server, &GamePacket::Connect { token: &b.token }, &mut out);
+                            queue(&mut socket, server, &GamePacket::Connect { token: &b.token });
                             b.state = BotState::Connecting {
                                 match_id,
                                 server,
@@ -217,6 +236,7 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, socket: UdpSocket, count
             }
             stats.bots_online.store(online, Ordering::Relaxed);
         }
+        let _ = socket.flush();
         if !busy {
             std::thread::sleep(Duration::from_micros(500));
         }

@@ -418,7 +418,15 @@ impl RunningSession {
         let start = Instant::now();
         let unix_start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let fleet = config.fleet()?;
-        let mm = GlobalMatchmaking::new(fleet, config.matchmaking(), Duration::ZERO)?;
+        let mut mm = GlobalMatchmaking::new(fleet, config.matchmaking(), Duration::ZERO)?;
+        // A warm pool sized for the bots that live in each region; the autoscaler adjusts it.
+        for (r, bots) in config.regions.iter().zip(config.bots_per_region()) {
+            let want = (f64::from(bots) / config.target_players_per_server).ceil() as u32;
+            if let Some(c) = mm.cluster_mut(r.id) {
+                let have = c.server_counts().starting + c.server_counts().ready;
+                c.scale_up(want.saturating_sub(have), Duration::ZERO);
+            }
+        }
         let registry = metrics_registry();
         let metrics = if config.metrics_addr.is_empty() {
             None
@@ -562,10 +570,17 @@ impl RunningSession {
             if !locals.contains(&i) {
                 continue;
             }
-            let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
-            sock.set_nonblocking(true)?;
             let sh = shared.clone();
-            threads.push(spawn(format!("bots-{}", ids[i]), move || run_bots(sh, i, sock, count as usize))?);
+            threads.push(spawn(format!("bots-{}", ids[i]), move || {
+                // recvmmsg/sendmmsg batches and 4 MiB buffers: a tick's burst of states fits.
+                // (The socket is not Send: it is made on its thread.)
+                match pvp_net::endpoint::BatchSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)), 256) {
+                    Ok(sock) => run_bots(sh, i, sock, count as usize),
+                    Err(_) => {
+                        sh.regions[i].errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })?);
         }
         Ok(Self {
             shared,
