@@ -1,5 +1,5 @@
 //! Connect tokens: what the matchmaking front hands a player so that the assigned game server
-//! lets them in. They are pvp-net's [`ConnectToken`](pvp_net::proto::ConnectToken)s: claims
+//! lets them in. They are pvp-net's `pvp_net::proto::ConnectToken`s: claims
 //! in clear with an HMAC-SHA256 tag under the key the front and the servers share.
 //!
 //! pvp-net's claims name the match, the player, the expiry and the server's address; the
