@@ -247,6 +247,8 @@ pub struct Progress {
     pub matches_made: u64,
     /// Matches finished so far (results recorded).
     pub matches_finished: u64,
+    /// Matches finished per second since the previous call.
+    pub matches_per_sec: f64,
     /// p99 of the network RTT since the previous call, µs.
     pub p99_net_rtt_us: Option<u64>,
     /// p99 of the player RTT (profile + network) since the previous call, µs.
@@ -264,9 +266,10 @@ impl std::fmt::Display for Progress {
         let ms = |v: Option<u64>, div: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v as f64 / div));
         write!(
             f,
-            "[{:>6.1}s] online {} | matches {} (finished {}) | p99 RTT net {} ms, player {} ms | sync lag p99 {} ms | servers",
+            "[{:>6.1}s] online {} | matches/s {:.0} (made {}, finished {}) | p99 RTT net {} ms, player {} ms | sync lag p99 {} ms | servers",
             self.elapsed.as_secs_f64(),
             self.online,
+            self.matches_per_sec,
             self.matches_made,
             self.matches_finished,
             ms(self.p99_net_rtt_us, 1000.0),
@@ -385,7 +388,7 @@ pub struct RunningSession {
     game_addrs: Vec<SocketAddr>,
     /// Connections to the other processes (multi-process mode), shut down at the end.
     bridges: Vec<std::net::TcpStream>,
-    last_made: u64,
+    last_progress: Option<(Instant, u64)>,
 }
 
 impl std::fmt::Debug for RunningSession {
@@ -592,7 +595,7 @@ impl RunningSession {
             registry,
             game_addrs,
             bridges,
-            last_made: 0,
+            last_progress: None,
         })
     }
 
@@ -708,13 +711,18 @@ impl RunningSession {
         };
         let v = lock(&sh.view).clone();
         let made: u64 = v.matches_made.iter().sum();
-        self.last_made = made;
+        let finished = self.matches_finished();
+        let now = Instant::now();
+        let (t0, f0) = self.last_progress.unwrap_or((sh.start, 0));
+        let rate = finished.saturating_sub(f0) as f64 / now.duration_since(t0).as_secs_f64().max(1e-3);
+        self.last_progress = Some((now, finished));
         let ids = sh.config.regions.iter().map(|r| r.id);
         Progress {
             elapsed: sh.start.elapsed(),
             online,
             matches_made: made,
-            matches_finished: self.matches_finished(),
+            matches_finished: finished,
+            matches_per_sec: rate,
             p99_net_rtt_us: p99_net,
             p99_player_rtt_us: p99_player,
             p99_sync_lag_ms: lag,
