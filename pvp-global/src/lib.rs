@@ -15,7 +15,8 @@
 //!   compare-and-set control records, watches), in-process ([`coord::LocalCoordinator`]) or on
 //!   etcd (`coord::EtcdCoordinator`, feature `etcd`).
 //! - [`failover`]: region health from leases and data-plane signals, and the failover planner
-//!   that reroutes players when a region is down and brings it back once it has caught up.
+//!   that reroutes players when a region is down and brings it back once it has caught up;
+//!   [`failover::RegionFailover`] wires both to [`GlobalMatchmaking`] and to sync progress.
 //!
 //! Everything that decides is sans-IO: time is an argument, decisions are returned as data;
 //! nothing spawns threads, opens sockets or sleeps except the thin drivers (`sync::SyncDriver`,

@@ -9,6 +9,12 @@
 //!   anti-entropy catch-up ([`FailoverDecision::AwaitingCatchUp`]) and routes to it again only
 //!   after [`FailoverPlanner::handle_caught_up`].
 //!
+//! - [`RegionFailover`] drives both together and wires them to the rest of the global layer:
+//!   it marks non-serving regions Down in [`GlobalMatchmaking`](crate::GlobalMatchmaking)
+//!   ([`RegionFailover::apply_to`]) and opens the catch-up gate of a returning region from
+//!   cross-region sync progress ([`SyncProgress`], read from each region's
+//!   [`SyncNode`](crate::SyncNode)).
+//!
 //! Inputs and outputs are plain data, so that matchmaking (which places players), cross-region
 //! sync (which reports catch-up) and the connect-token issuer can be wired to it by the
 //! assembling code.
@@ -50,11 +56,13 @@
 //! # Ok::<(), FailoverError>(())
 //! ```
 
+mod controller;
 mod health;
 mod planner;
 
 use pvp_core::ids::{PlayerId, RegionId};
 
+pub use controller::{CatchUpStatus, RegionFailover, RegionFailoverStats, SyncProgress};
 pub use health::{
     HealthPolicy, HealthStats, HealthTransition, MAX_REGIONS, RegionHealth, RegionHealthTracker,
 };

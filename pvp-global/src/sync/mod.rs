@@ -22,7 +22,9 @@
 //! Anti-entropy: every `anti_entropy_interval` a region sends each quiet peer a digest (a hash
 //! per bucket of keys); the peer answers mismatched buckets with their states and asks for ours,
 //! so a region that was cut off, restarted or lost its snapshot catches up without shipping the
-//! whole state.
+//! whole state. [`SyncNode::peer_progress`] tells how far each peer has acknowledged this
+//! region's writes ([`PeerProgress`]); failover reads it to decide when a returning region
+//! has caught up, and [`SyncNode::request_anti_entropy`] starts a digest round at once.
 //!
 //! ```
 //! use pvp_global::sync::{SyncConfig, SyncNode, SyncEvent, WriteReceipt};
@@ -462,6 +464,38 @@ pub struct Transmit {
     pub to: RegionId,
     /// Encoded [`Message`].
     pub payload: Vec<u8>,
+}
+
+/// How far one peer has received this replica's local writes: what a caught-up check (e.g.
+/// failover's gate before a returning region takes matches again) reads. Plain data, so a
+/// region can report it to whoever decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PeerProgress {
+    /// The peer.
+    pub peer: RegionId,
+    /// Sequence number of this replica's latest local write (0: none yet).
+    pub head: u64,
+    /// Every local write up to this sequence number has reached the peer (it acknowledged
+    /// them, or they were handed to anti-entropy, see `repair_pending`).
+    pub acked: u64,
+    /// An anti-entropy digest to the peer is owed and not yet sent: the peer lagged past the
+    /// delta log, restarted, was never contacted, or a repair was asked for
+    /// ([`SyncNode::request_anti_entropy`]).
+    pub repair_pending: bool,
+}
+
+impl PeerProgress {
+    /// Local writes the peer has not acknowledged yet.
+    pub const fn unacked(&self) -> u64 {
+        self.head.saturating_sub(self.acked)
+    }
+
+    /// Whether every local write up to `watermark` has reached the peer and no repair is
+    /// owed to it.
+    pub const fn delivered(&self, watermark: u64) -> bool {
+        self.acked >= watermark && !self.repair_pending
+    }
 }
 
 /// Counters of one [`SyncNode`]. Also reported through the `metrics` facade as
@@ -1374,6 +1408,40 @@ impl SyncNode {
         if self.cfg.full_state_shipping {
             self.trim_log();
         }
+    }
+
+    /// Sequence number of this replica's latest local write (0: none yet). Compare with a
+    /// peer's [`PeerProgress::acked`] to know whether writes made up to now have reached it.
+    pub const fn head_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Replication progress towards `peer`, or `None` if it is not a configured peer.
+    pub fn peer_progress(&self, peer: RegionId) -> Option<PeerProgress> {
+        self.peer_index(peer).map(|i| self.progress_of(i))
+    }
+
+    /// Replication progress towards every peer, in configuration order.
+    pub fn peers_progress(&self) -> impl Iterator<Item = PeerProgress> + '_ {
+        (0..self.peers.len()).map(|i| self.progress_of(i))
+    }
+
+    fn progress_of(&self, i: usize) -> PeerProgress {
+        let p = &self.peers[i];
+        let head = self.next_seq - 1;
+        PeerProgress { peer: p.region, head, acked: p.acked.min(head), repair_pending: p.needs_repair }
+    }
+
+    /// Asks for an anti-entropy round with `peer` at the next [`handle_timeout`](Self::handle_timeout)
+    /// at or after `now` (a digest even if the peer is busy), e.g. when a region returns after a
+    /// partition. Returns `false` if `peer` is not a configured peer.
+    pub fn request_anti_entropy(&mut self, peer: RegionId, now: Duration) -> bool {
+        let Some(i) = self.peer_index(peer) else {
+            return false;
+        };
+        self.peers[i].needs_repair = true;
+        self.next_anti_entropy = self.next_anti_entropy.min(now);
+        true
     }
 
     /// The next datagram to send.
