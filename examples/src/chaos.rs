@@ -106,6 +106,8 @@ pub struct FailoverOutcome {
     /// Health transitions the control plane made.
     pub transitions:
         Vec<(Duration, RegionId, pvp_global::failover::RegionHealth, pvp_global::failover::RegionHealth)>,
+    /// The failover's decisions (time since the session started, what).
+    pub decisions: Vec<(Duration, String)>,
     /// Every target.
     pub targets: Vec<Target>,
     /// The session's final report.
@@ -151,6 +153,9 @@ impl std::fmt::Display for FailoverOutcome {
                 "  health       {r}: {from:?} -> {to:?} at {:.2} s of the session",
                 at.as_secs_f64()
             )?;
+        }
+        for (at, what) in &self.decisions {
+            writeln!(f, "  failover     {what} at {:.2} s of the session", at.as_secs_f64())?;
         }
         print_experiment(f, "server crash", &self.crash)?;
         writeln!(f, "== targets ==")?;
@@ -246,7 +251,7 @@ pub fn run_failover(cfg: FailoverConfig) -> Result<FailoverOutcome, FailoverErro
     let ban_side = others.first().copied().unwrap_or(cut);
     let partition = engine.run_experiment(
         &format!(
-            "with {cut} cut off, its players' new matches move to another region within {:?}; after the heal every region hears every other and {cut} serves again",
+            "with {cut} cut off, its players' new matches move to another region within {:?}; after the heal every region hears every other and {cut}, caught up, serves again",
             cfg.reroute_target
         ),
         vec![fault],
@@ -265,13 +270,13 @@ pub fn run_failover(cfg: FailoverConfig) -> Result<FailoverOutcome, FailoverErro
                 written_bans.extend([a, b]);
                 bans_left -= 1;
             }
-            let healthy = session.region_health(cut).is_none_or(|h| h != pvp_global::failover::RegionHealth::Down);
-            healthy && handle.sync_links_fresh(Duration::from_secs(1))
+            session.region_serving(cut) && handle.sync_links_fresh(Duration::from_secs(1))
         },
     );
     let partition = partition?;
     let reroute_time = session.reroute_time();
     let transitions = session.health_transitions();
+    let decisions = session.failover_decisions();
 
     // Crash game servers mid-match, once the region hosts matches again.
     wait_until(Duration::from_secs(10), || handle.hosted_matches(cut) >= cfg.crash_servers as u64);
@@ -356,5 +361,5 @@ pub fn run_failover(cfg: FailoverConfig) -> Result<FailoverOutcome, FailoverErro
             met: report.crashed_matches > 0 && replaced_ok && replayed,
         },
     ];
-    Ok(FailoverOutcome { partition, crash, reroute_time, transitions, targets, report })
+    Ok(FailoverOutcome { partition, crash, reroute_time, transitions, decisions, targets, report })
 }

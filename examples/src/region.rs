@@ -374,6 +374,8 @@ pub(crate) fn run_region(
 
         if now.duration_since(last_merge) >= Duration::from_millis(250) {
             last_merge = now;
+            let progress = pvp_global::failover::SyncProgress::of(crdt.node(), wall);
+            shared.to_control.push(ControlEvent::SyncProgress(progress));
             shared.merge_region(idx, &mut local.net_rtt_us, &mut local.player_rtt_us, &replica, &mut crdt);
         }
         if !busy {

@@ -108,6 +108,8 @@ pub struct Report {
     /// The global wins leaderboard's top 10 at the end (CrossRegionSync), as the first local
     /// region sees it.
     pub leaderboard_top: Vec<(pvp_core::ids::PlayerId, i64)>,
+    /// Reconnect offers the failover planner made (players on a region that went Down).
+    pub reconnect_offers: u64,
     /// Bans (STRONG writes) committed by a majority of regions.
     pub bans_committed: u64,
     /// Bans whose STRONG commit timed out (cut off from the majority); they stay applied and
@@ -210,8 +212,12 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "faults              crashed matches {}, players re-placed {}, connect failures {}, no-show matches {}",
-            self.crashed_matches, self.players_replaced, self.connect_failures, self.no_show_matches
+            "faults              crashed matches {}, players re-placed {}, connect failures {}, no-show matches {}, reconnect offers {}",
+            self.crashed_matches,
+            self.players_replaced,
+            self.connect_failures,
+            self.no_show_matches,
+            self.reconnect_offers
         )?;
         if !self.leaderboard_top.is_empty() {
             let top: Vec<String> =

@@ -12,7 +12,10 @@ use hdrhistogram::Histogram;
 use pvp_core::ids::{MatchId, PlayerId, RegionId, ServerId};
 use pvp_core::queue::UnboundedQueue;
 use pvp_global::cluster::ServerCounts;
-use pvp_global::failover::{HealthPolicy, RegionHealth, RegionHealthTracker};
+use pvp_global::failover::{
+    FailoverDecision, HealthPolicy, LatencyMatrix, PlannerConfig, RegionAvailability, RegionFailover,
+    RegionHealth, SyncProgress,
+};
 use pvp_global::matchmaking::{GlobalMatchmaking, MatchOutcome, MatchRequest, MatchResult};
 use pvp_ops::chaos::proxy::{Direction, FaultProxy, LinkConditions, LinkControl};
 use pvp_ops::metrics::{MetricsRegistry, MetricsServer};
@@ -92,6 +95,7 @@ pub(crate) enum ControlEvent {
     MatchFinished { match_id: MatchId, winner: u8 },
     MatchAborted { region: usize, match_id: MatchId, crashed: bool },
     ServersCrashed { region: usize, servers: Vec<ServerId>, matches: Vec<MatchId> },
+    SyncProgress(SyncProgress),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,6 +148,8 @@ pub(crate) struct ControlView {
     pub(crate) reroute_watch: Option<(usize, Instant)>,
     pub(crate) reroute_after: Option<Duration>,
     pub(crate) transitions: Vec<(Duration, RegionId, RegionHealth, RegionHealth)>,
+    pub(crate) decisions: Vec<(Duration, String)>,
+    pub(crate) serving: Vec<bool>,
 }
 
 pub(crate) struct Shared {
@@ -688,6 +694,17 @@ impl RunningSession {
         self.shared.config.regions.iter().zip(v.iter()).map(|(r, s)| (r.id, *s)).collect()
     }
 
+    /// Whether the failover serves `region` (takes new matches): not Down and caught up.
+    pub fn region_serving(&self, region: RegionId) -> bool {
+        let Some(i) = self.shared.config.region_index(region) else { return false };
+        lock(&self.shared.view).serving.get(i).copied().unwrap_or(true)
+    }
+
+    /// The failover's decisions so far (time since start, what), reconnect offers left out.
+    pub fn failover_decisions(&self) -> Vec<(Duration, String)> {
+        lock(&self.shared.view).decisions.clone()
+    }
+
     /// Health transitions the control plane made so far (time since start, region, from, to).
     pub fn health_transitions(&self) -> Vec<(Duration, RegionId, RegionHealth, RegionHealth)> {
         lock(&self.shared.view).transitions.clone()
@@ -839,6 +856,8 @@ pub(crate) struct ControlOutcome {
     slo: Vec<SloLine>,
     ratings_updated: u64,
     top_changes: u64,
+    reconnect_offers: u64,
+    stranded: u64,
 }
 
 fn run_control(
@@ -853,12 +872,23 @@ fn run_control(
     let interval = Duration::from_millis(cfg.matchmaking_interval_ms);
     let max_latency = Duration::from_millis(u64::from(cfg.max_latency_ms));
     mm.reserve(cfg.players as usize);
-    let mut tracker = RegionHealthTracker::new(HealthPolicy::default()).ok();
-    if let Some(t) = tracker.as_mut() {
-        for r in &ids {
-            let _ = t.add_region(Duration::ZERO, *r);
+    // Failover runs on the wall clock (Unix time), which every process of a session shares.
+    let wall0 = Duration::from_millis(sh.unix_ms(Instant::now()));
+    let mut latency = LatencyMatrix::default();
+    for o in &cfg.regions {
+        for (t, ms) in &o.player_rtt_ms {
+            latency.set(o.id, *t, Duration::from_millis(u64::from(*ms)));
         }
     }
+    let mut planner = PlannerConfig::default();
+    planner.default_latency_limit = max_latency;
+    let mut failover = RegionFailover::new(HealthPolicy::default(), planner, latency).ok().filter(|_| n > 1);
+    if let Some(f) = failover.as_mut() {
+        for r in &ids {
+            let _ = f.add_region(wall0, *r);
+        }
+    }
+    let mut last_health: Vec<Option<RegionHealth>> = vec![Some(RegionHealth::Healthy); n];
     let mut last_heard = vec![0u64; n];
     let mut scalers: Vec<Option<AutoScaler>> = (0..n)
         .map(|_| {
@@ -891,6 +921,8 @@ fn run_control(
         slo: Vec::new(),
         ratings_updated: 0,
         top_changes: 0,
+        reconnect_offers: 0,
+        stranded: 0,
     };
     let mut running: HashMap<MatchId, MatchResult> = HashMap::new();
     let mut crashed: Vec<HashSet<ServerId>> = vec![HashSet::new(); n];
@@ -927,8 +959,18 @@ fn run_control(
                         }
                     }
                 }
+                ControlEvent::SyncProgress(p) => {
+                    if let Some(f) = failover.as_mut() {
+                        let _ = f.handle_sync_progress(Duration::from_millis(sh.unix_ms(Instant::now())), p);
+                    }
+                }
                 ControlEvent::MatchFinished { match_id, winner, .. } => {
                     if let Some(r) = running.remove(&match_id) {
+                        if let Some(f) = failover.as_mut() {
+                            for p in r.players() {
+                                let _ = f.handle_session_ended(p.player());
+                            }
+                        }
                         let o = if winner == 0 {
                             MatchOutcome::FirstTeamWon
                         } else {
@@ -941,7 +983,11 @@ fn run_control(
                     out.finished += 1;
                 }
                 ControlEvent::MatchAborted { region, match_id, crashed: c } => {
-                    running.remove(&match_id);
+                    if let (Some(r), Some(f)) = (running.remove(&match_id), failover.as_mut()) {
+                        for p in r.players() {
+                            let _ = f.handle_session_ended(p.player());
+                        }
+                    }
                     let _ = mm.release_match(ids[region], match_id);
                     if c {
                         out.aborted_crash += 1;
@@ -952,7 +998,11 @@ fn run_control(
                 ControlEvent::ServersCrashed { region, servers, matches } => {
                     crashed[region].extend(servers);
                     for m in matches {
-                        running.remove(&m);
+                        if let (Some(r), Some(f)) = (running.remove(&m), failover.as_mut()) {
+                            for p in r.players() {
+                                let _ = f.handle_session_ended(p.player());
+                            }
+                        }
                         let _ = mm.release_match(ids[region], m);
                         out.aborted_crash += 1;
                     }
@@ -970,7 +1020,10 @@ fn run_control(
             }
         }
         // Region health from the sync links: a region is heard when any other region heard it.
-        if let Some(t) = tracker.as_mut().filter(|_| n > 1) {
+        // RegionFailover turns health and sync progress into routing, and marks the
+        // matchmaker's regions Down / back (a returning region first catches up).
+        let wall = Duration::from_millis(sh.unix_ms(tick_start));
+        if let Some(f) = failover.as_mut() {
             for j in 0..n {
                 let heard = (0..n)
                     .filter(|i| *i != j)
@@ -979,23 +1032,50 @@ fn run_control(
                     .unwrap_or(0);
                 if heard > last_heard[j] {
                     last_heard[j] = heard;
-                    let _ = t.handle_heartbeat(now, ids[j]);
+                    let _ = f.handle_heartbeat(wall, ids[j]);
                 }
             }
-            t.handle_timeout(now);
-            while let Some(tr) = t.poll_transition() {
-                match tr.to {
-                    RegionHealth::Down => {
-                        let _ = mm.mark_region_down(tr.region);
+            f.handle_timeout(wall);
+            while let Some(d) = f.poll_decision() {
+                let what = match &d {
+                    FailoverDecision::RegionDown { region, .. } => {
+                        Some(format!("{region} down: new matches routed away"))
                     }
-                    _ => {
-                        if tr.from == RegionHealth::Down {
-                            let _ = mm.mark_region_up(tr.region);
-                        }
+                    FailoverDecision::AwaitingCatchUp { region } => {
+                        Some(format!("{region} back, catching up"))
                     }
+                    FailoverDecision::RegionRestored { region, .. } => {
+                        Some(format!("{region} restored: caught up, takes matches again"))
+                    }
+                    FailoverDecision::RouteChanged { origin, to } => Some(format!(
+                        "default route of {origin} players -> {}",
+                        to.map_or("none".into(), |t| t.to_string())
+                    )),
+                    FailoverDecision::OfferReconnect { .. } => {
+                        out.reconnect_offers += 1;
+                        None
+                    }
+                    FailoverDecision::PlayerStranded { .. } => {
+                        out.stranded += 1;
+                        None
+                    }
+                };
+                if let Some(w) = what {
+                    lock(&sh.view).decisions.push((now, w));
                 }
-                lock(&sh.view).transitions.push((tr.at, tr.region, tr.from, tr.to));
             }
+            let _ = f.apply_to(&mut mm);
+            let mut v = lock(&sh.view);
+            for (j, r) in ids.iter().enumerate() {
+                let h = f.health(*r);
+                if h != last_health[j] {
+                    if let (Some(from), Some(to)) = (last_health[j], h) {
+                        v.transitions.push((now, *r, from, to));
+                    }
+                    last_health[j] = h;
+                }
+            }
+            v.serving = ids.iter().map(|r| f.availability(*r) == Some(RegionAvailability::Serving)).collect();
         }
         if !draining {
             mm.tick(now);
@@ -1106,7 +1186,7 @@ fn run_control(
         {
             let mut v = lock(&sh.view);
             v.servers = ids.iter().filter_map(|r| mm.cluster(*r).map(|c| c.server_counts())).collect();
-            v.health = ids.iter().map(|r| tracker.as_ref().and_then(|t| t.health(*r))).collect();
+            v.health = ids.iter().map(|r| failover.as_ref().and_then(|f| f.health(*r))).collect();
             v.matches_made = out.matches_made.clone();
             v.running = running.len() as u64;
             v.queued = mm.queued_players() as u64;
@@ -1276,6 +1356,7 @@ fn build_report(
             + snapshot_errors
             + crdt_errors,
         leaderboard_top,
+        reconnect_offers: o.as_ref().map_or(0, |o| o.reconnect_offers),
         bans_committed: strong_committed,
         bans_failed: strong_failed,
         connect_failures,
