@@ -95,7 +95,8 @@ pub struct Report {
     /// Times the top 10 of the leaderboard changed (checked once a second).
     pub leaderboard_moves: u64,
     /// Errors: malformed datagrams, refused tokens, refused tickets, dropped results,
-    /// replication or snapshot failures.
+    /// replication or snapshot failures, inputs the failover refused, datagrams the game
+    /// servers could not queue.
     pub errors: u64,
     /// Bots that could not connect to their server in time.
     pub connect_failures: u64,

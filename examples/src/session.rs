@@ -858,6 +858,7 @@ pub(crate) struct ControlOutcome {
     top_changes: u64,
     reconnect_offers: u64,
     stranded: u64,
+    failover_rejected: u64,
 }
 
 fn run_control(
@@ -923,6 +924,7 @@ fn run_control(
         top_changes: 0,
         reconnect_offers: 0,
         stranded: 0,
+        failover_rejected: 0,
     };
     let mut running: HashMap<MatchId, MatchResult> = HashMap::new();
     let mut crashed: Vec<HashSet<ServerId>> = vec![HashSet::new(); n];
@@ -1134,6 +1136,10 @@ fn run_control(
                     }
                 }
             }
+            if let Some(f) = failover.as_mut() {
+                // Each player's origin is their home region; their limit the session's.
+                let _ = f.handle_match(&r, |p| Some((ids[home_of(p).0.min(n - 1)], max_latency)));
+            }
             sh.to_region[ri].push(RegionCommand::Host {
                 match_id: r.match_id(),
                 server: server.id,
@@ -1198,6 +1204,7 @@ fn run_control(
         }
     }
     out.mm = mm.stats();
+    out.failover_rejected = failover.as_ref().map_or(0, |f| f.stats().rejected);
     out.servers = ids.iter().filter_map(|r| mm.cluster(*r).map(|c| c.server_counts())).collect();
     let t = Instant::now();
     out.slo = slo
@@ -1324,6 +1331,7 @@ fn build_report(
     let mm_dropped = o.as_ref().map_or(0, |o| o.mm.results_dropped);
     let ticket_errors = o.as_ref().map_or(0, |o| o.ticket_errors);
     let no_show = o.as_ref().map_or(0, |o| o.aborted_no_show);
+    let failover_rejected = o.as_ref().map_or(0, |o| o.failover_rejected);
     Report {
         duration: ran_for,
         players: cfg.players,
@@ -1354,7 +1362,8 @@ fn build_report(
             + mm_dropped
             + ticket_errors
             + snapshot_errors
-            + crdt_errors,
+            + crdt_errors
+            + failover_rejected,
         leaderboard_top,
         reconnect_offers: o.as_ref().map_or(0, |o| o.reconnect_offers),
         bans_committed: strong_committed,
