@@ -26,6 +26,18 @@
 //! assert!(report.converged);
 //! # Ok::<(), pvp_examples::session::SessionError>(())
 //! ```
+//!
+//! # Multi-process mode
+//!
+//! The same binary runs one region per process (on one host or three); every process uses
+//! the same config, one of them is the matchmaking leader:
+//!
+//! ```sh
+//! P="--players 10000 --duration 60 --control 127.0.0.1:7100"
+//! multi-region $P --region kr --sync 127.0.0.1:7101 --peers jp=127.0.0.1:7102,sg=127.0.0.1:7103 --leader &
+//! multi-region $P --region jp --sync 127.0.0.1:7102 --peers kr=127.0.0.1:7101,sg=127.0.0.1:7103 &
+//! multi-region $P --region sg --sync 127.0.0.1:7103 --peers kr=127.0.0.1:7101,jp=127.0.0.1:7102 &
+//! ```
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
