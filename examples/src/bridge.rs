@@ -1,0 +1,309 @@
+//! Multi-process mode: one region per process. The matchmaking leader (the process started
+//! with `--leader`) runs the control plane for every region; the others connect to it over TCP
+//! and forward their bots' tickets and their servers' match events, and receive the matches
+//! to host and the assignments of their bots. Each process also reports its replica and what
+//! its sync node heard, so every process can see the others' health and convergence.
+//!
+//! Frames: a u32 little-endian length, then a postcard-encoded [`BridgeMsg`].
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pvp_core::ids::{MatchId, PlayerId};
+use serde::{Deserialize, Serialize};
+
+use crate::replica::ReplicaSummary;
+use crate::session::{BotCommand, ControlEvent, RegionCommand, Shared, lock};
+use crate::token::TOKEN_LEN;
+
+/// One region's status row: its replica summary, its hosted matches, and ms since it heard
+/// each region (`None`: never).
+type StatusRow = (usize, Option<ReplicaSummary>, u64, Vec<Option<u64>>);
+
+/// What the leader hands back once every region joined.
+type Joined = (Vec<SocketAddr>, Vec<std::thread::JoinHandle<()>>, Vec<TcpStream>);
+
+/// Largest frame accepted.
+const MAX_FRAME: usize = 1 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum BridgeMsg {
+    Hello {
+        region: usize,
+        game_addr: SocketAddr,
+    },
+    Control(ControlEvent),
+    Region(RegionCommand),
+    Assigned {
+        player: PlayerId,
+        match_id: MatchId,
+        server: SocketAddr,
+        token: Vec<u8>,
+    },
+    TicketFailed {
+        player: PlayerId,
+    },
+    /// Per region: replica summary, hosted matches, and ms since it heard each region (None:
+    /// never).
+    Status(Vec<StatusRow>),
+}
+
+fn write_msg(w: &mut impl Write, m: &BridgeMsg) -> std::io::Result<()> {
+    let b = postcard::to_allocvec(m).map_err(std::io::Error::other)?;
+    w.write_all(&(b.len() as u32).to_le_bytes())?;
+    w.write_all(&b)
+}
+
+fn read_msg(r: &mut impl Read) -> std::io::Result<BridgeMsg> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"));
+    }
+    let mut b = vec![0u8; len];
+    r.read_exact(&mut b)?;
+    postcard::from_bytes(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The status rows this process knows: its own region, plus (leader) what others sent.
+fn status(sh: &Shared, regions: &[usize]) -> BridgeMsg {
+    let now = sh.start.elapsed().as_millis() as u64 + 1;
+    let view = lock(&sh.replica_view).clone();
+    let rows = regions
+        .iter()
+        .map(|&i| {
+            let heard = sh.heard_ms[i]
+                .iter()
+                .map(|h| {
+                    let h = h.load(Ordering::Relaxed);
+                    (h > 0).then(|| now.saturating_sub(h))
+                })
+                .collect();
+            (i, view.get(i).copied().flatten(), sh.regions[i].hosted.load(Ordering::Relaxed), heard)
+        })
+        .collect();
+    BridgeMsg::Status(rows)
+}
+
+fn apply_status(sh: &Shared, rows: Vec<StatusRow>, own: usize) {
+    let now = sh.start.elapsed().as_millis() as u64 + 1;
+    for (i, summary, hosted, heard) in rows {
+        if i == own || i >= sh.regions.len() {
+            continue;
+        }
+        if let Some(v) = lock(&sh.replica_view).get_mut(i) {
+            *v = summary;
+        }
+        sh.regions[i].hosted.store(hosted, Ordering::Relaxed);
+        for (j, age) in heard.into_iter().enumerate().take(sh.regions.len()) {
+            if let Some(age) = age {
+                sh.heard_ms[i][j].store(now.saturating_sub(age).max(1), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn stopped(sh: &Shared) -> bool {
+    sh.region_stop.load(Ordering::Acquire)
+}
+
+/// Leader: accepts one connection per other region, then serves them until the session
+/// stops. Returns each region's game address once every region said hello (or an error after
+/// `wait`).
+pub(crate) fn lead(
+    sh: Arc<Shared>,
+    listener: TcpListener,
+    own: usize,
+    own_game: SocketAddr,
+    wait: Duration,
+) -> std::io::Result<Joined> {
+    let n = sh.regions.len();
+    let mut addrs: Vec<Option<SocketAddr>> = vec![None; n];
+    addrs[own] = Some(own_game);
+    let mut threads = Vec::new();
+    let mut streams = Vec::new();
+    let deadline = Instant::now() + wait;
+    listener.set_nonblocking(true)?;
+    while addrs.iter().any(Option::is_none) {
+        if Instant::now() > deadline {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "not every region connected"));
+        }
+        let (stream, _) = match listener.accept() {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let BridgeMsg::Hello { region, game_addr } = read_msg(&mut reader)? else {
+            continue;
+        };
+        if region >= n || region == own {
+            continue;
+        }
+        addrs[region] = Some(game_addr);
+        streams.push(stream.try_clone()?);
+        let (sh_r, sh_w) = (sh.clone(), sh.clone());
+        sh.followers_open.fetch_add(1, Ordering::AcqRel);
+        threads.push(std::thread::Builder::new().name(format!("bridge-rx-{region}")).spawn(move || {
+            while let Ok(m) = read_msg(&mut reader) {
+                match m {
+                    BridgeMsg::Control(e) => sh_r.to_control.push(e),
+                    BridgeMsg::Status(rows) => apply_status(&sh_r, rows, own),
+                    _ => {}
+                }
+                if stopped(&sh_r) {
+                    break;
+                }
+            }
+            sh_r.followers_open.fetch_sub(1, Ordering::AcqRel);
+        })?);
+        let mut writer = BufWriter::new(stream);
+        threads.push(std::thread::Builder::new().name(format!("bridge-tx-{region}")).spawn(move || {
+            let all: Vec<usize> = (0..n).collect();
+            serve_writer(&sh_w, &mut writer, region, &all);
+        })?);
+    }
+    Ok((addrs.into_iter().map(|a| a.unwrap_or(own_game)).collect(), threads, streams))
+}
+
+/// Forwards what the control plane queued for `region` (leader side).
+fn serve_writer(sh: &Shared, w: &mut impl Write, region: usize, status_rows: &[usize]) {
+    let mut regions = Vec::new();
+    let mut bots = Vec::new();
+    let mut last_status = Instant::now();
+    while !stopped(sh) {
+        let mut busy = false;
+        regions.clear();
+        sh.to_region[region].pop_batch(&mut regions, 4_096);
+        for c in regions.drain(..) {
+            busy = true;
+            if write_msg(w, &BridgeMsg::Region(c)).is_err() {
+                return;
+            }
+        }
+        bots.clear();
+        sh.to_bots[region].pop_batch(&mut bots, 4_096);
+        for c in bots.drain(..) {
+            busy = true;
+            let m = match c {
+                BotCommand::Assigned { player, match_id, server, token } => {
+                    BridgeMsg::Assigned { player, match_id, server, token: token.to_vec() }
+                }
+                BotCommand::TicketFailed { player } => BridgeMsg::TicketFailed { player },
+            };
+            if write_msg(w, &m).is_err() {
+                return;
+            }
+        }
+        if last_status.elapsed() >= Duration::from_millis(200) {
+            last_status = Instant::now();
+            if write_msg(w, &status(sh, status_rows)).is_err() {
+                return;
+            }
+        }
+        if w.flush().is_err() {
+            return;
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Follower: connects to the leader (retrying until `wait`), says hello, then forwards its
+/// control events and takes its commands until the session stops.
+pub(crate) fn follow(
+    sh: Arc<Shared>,
+    leader: SocketAddr,
+    own: usize,
+    own_game: SocketAddr,
+    wait: Duration,
+) -> std::io::Result<(Vec<std::thread::JoinHandle<()>>, TcpStream)> {
+    let deadline = Instant::now() + wait;
+    let stream = loop {
+        match TcpStream::connect_timeout(&leader, Duration::from_secs(1)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    stream.set_nodelay(true)?;
+    let mut writer = BufWriter::new(stream.try_clone()?);
+    write_msg(&mut writer, &BridgeMsg::Hello { region: own, game_addr: own_game })?;
+    writer.flush()?;
+    let handle = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let sh_r = sh.clone();
+    let rx = std::thread::Builder::new().name("bridge-rx".into()).spawn(move || {
+        while let Ok(m) = read_msg(&mut reader) {
+            match m {
+                BridgeMsg::Region(c) => sh_r.to_region[own].push(c),
+                BridgeMsg::Assigned { player, match_id, server, token } => {
+                    if let Ok(token) = <[u8; TOKEN_LEN]>::try_from(token.as_slice()) {
+                        sh_r.to_bots[own].push(BotCommand::Assigned { player, match_id, server, token });
+                    }
+                }
+                BridgeMsg::TicketFailed { player } => {
+                    sh_r.to_bots[own].push(BotCommand::TicketFailed { player })
+                }
+                BridgeMsg::Status(rows) => apply_status(&sh_r, rows, own),
+                _ => {}
+            }
+            if stopped(&sh_r) {
+                break;
+            }
+        }
+    })?;
+    let tx = std::thread::Builder::new().name("bridge-tx".into()).spawn(move || {
+        let mut events = Vec::new();
+        let mut last_status = Instant::now();
+        while !stopped(&sh) {
+            events.clear();
+            sh.to_control.pop_batch(&mut events, 4_096);
+            let busy = !events.is_empty();
+            for e in events.drain(..) {
+                if write_msg(&mut writer, &BridgeMsg::Control(e)).is_err() {
+                    return;
+                }
+            }
+            if last_status.elapsed() >= Duration::from_millis(200) {
+                last_status = Instant::now();
+                if write_msg(&mut writer, &status(&sh, &[own])).is_err() {
+                    return;
+                }
+            }
+            if writer.flush().is_err() {
+                return;
+            }
+            if !busy {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    })?;
+    Ok((vec![rx, tx], handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversize_is_refused() {
+        let mut buf = Vec::new();
+        write_msg(&mut buf, &BridgeMsg::TicketFailed { player: PlayerId::new(3) }).unwrap();
+        let m = read_msg(&mut buf.as_slice()).unwrap();
+        assert!(matches!(m, BridgeMsg::TicketFailed { player } if player == PlayerId::new(3)));
+        let huge = (MAX_FRAME as u32 + 1).to_le_bytes();
+        assert!(read_msg(&mut huge.as_slice()).is_err());
+        assert!(read_msg(&mut [1u8, 0, 0, 0, 200].as_slice()).is_err());
+    }
+}

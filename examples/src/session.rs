@@ -1,0 +1,1376 @@
+//! A running multi-region session: start it, watch it, fault it, finish it into a [`Report`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use pvp_core::ids::{MatchId, PlayerId, RegionId, ServerId};
+use pvp_core::queue::UnboundedQueue;
+use pvp_global::cluster::ServerCounts;
+use pvp_global::failover::{
+    FailoverDecision, HealthPolicy, LatencyMatrix, PlannerConfig, RegionAvailability, RegionFailover,
+    RegionHealth, SyncProgress,
+};
+use pvp_global::matchmaking::{GlobalMatchmaking, MatchOutcome, MatchRequest, MatchResult};
+use pvp_ops::chaos::proxy::{Direction, FaultProxy, LinkConditions, LinkControl};
+use pvp_ops::metrics::{MetricsRegistry, MetricsServer};
+use pvp_ops::scale::{AutoScaler, FleetStatus, ScalingPolicy, TargetTracking};
+use pvp_ops::slo::{MonitorConfig, RegistrySli, SloMonitor, seed_slos};
+use serde::{Deserialize, Serialize};
+
+use crate::bots::{home_of, run_bots};
+use crate::config::{GAME_MODE, SessionConfig};
+use crate::crdt::CrdtSync;
+use crate::region::{RegionSockets, hist, run_region};
+use crate::replica::{Replica, ReplicaSummary};
+use crate::report::{RegionReport, Report, SloLine};
+use crate::token::{TOKEN_LEN, TokenClaims, TokenKey};
+
+/// Why a session could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The config was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A socket could not be bound or a thread not started.
+    #[error("start-up I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A fault proxy could not start.
+    #[error("fault proxy: {0}")]
+    Proxy(#[from] pvp_ops::chaos::proxy::ProxyError),
+    /// The metrics endpoint could not start.
+    #[error("metrics server: {0}")]
+    Metrics(#[from] pvp_ops::metrics::ServerError),
+    /// The matchmaker refused the fleet.
+    #[error("matchmaking: {0}")]
+    Matchmaking(#[from] pvp_global::cluster::ConfigError),
+    /// The multi-process role names an unknown region, or lacks a peer's address.
+    #[error("multi-process role: {0}")]
+    Role(&'static str),
+}
+
+/// Where the regions of a session run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Topology {
+    /// Every region in this process.
+    #[default]
+    InProcess,
+    /// One region in this process; the others run in other processes (or hosts).
+    OneRegion(ProcessRole),
+}
+
+/// This process's part in a multi-process session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessRole {
+    /// The region this process runs.
+    pub region: RegionId,
+    /// Where this region's sync node listens (peers send to it).
+    pub sync_addr: SocketAddr,
+    /// Every other region's sync address.
+    pub peers: Vec<(RegionId, SocketAddr)>,
+    /// Where the matchmaking leader listens for the other regions (TCP).
+    pub control_addr: SocketAddr,
+    /// Whether this process is the matchmaking leader (runs the control plane for every
+    /// region).
+    pub leader: bool,
+}
+
+/// What a bot asks the matchmaking front.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TicketAsk {
+    pub(crate) player: PlayerId,
+    pub(crate) home: usize,
+    pub(crate) rtt: Vec<(RegionId, Duration)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ControlEvent {
+    Ticket(TicketAsk),
+    MatchFinished { match_id: MatchId, winner: u8 },
+    MatchAborted { region: usize, match_id: MatchId, crashed: bool },
+    ServersCrashed { region: usize, servers: Vec<ServerId>, matches: Vec<MatchId> },
+    SyncProgress(SyncProgress),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RegionCommand {
+    Host { match_id: MatchId, server: ServerId, players: Vec<(PlayerId, u8, Duration)> },
+    CrashServers { count: usize },
+    Ban { player: PlayerId },
+}
+
+#[derive(Debug)]
+pub(crate) enum BotCommand {
+    Assigned { player: PlayerId, match_id: MatchId, server: SocketAddr, token: [u8; TOKEN_LEN] },
+    TicketFailed { player: PlayerId },
+}
+
+/// Per-region counters, written by the region's threads.
+#[derive(Debug, Default)]
+pub(crate) struct RegionStats {
+    pub(crate) hosted: AtomicU64,
+    pub(crate) finished: AtomicU64,
+    pub(crate) crashed_matches: AtomicU64,
+    pub(crate) no_show_matches: AtomicU64,
+    pub(crate) bad_packets: AtomicU64,
+    pub(crate) bad_tokens: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) bot_matches: AtomicU64,
+    pub(crate) replaced: AtomicU64,
+    pub(crate) connect_failures: AtomicU64,
+    pub(crate) bots_online: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Hists {
+    pub(crate) net_rtt_us: Histogram<u64>,
+    pub(crate) player_rtt_us: Histogram<u64>,
+    pub(crate) interval_net_rtt_us: Histogram<u64>,
+    pub(crate) interval_player_rtt_us: Histogram<u64>,
+    pub(crate) sync_lag_ms: Vec<Histogram<u64>>,
+}
+
+/// What the control plane shows the outside (progress lines, chaos checks).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ControlView {
+    pub(crate) servers: Vec<ServerCounts>,
+    pub(crate) health: Vec<Option<RegionHealth>>,
+    pub(crate) matches_made: Vec<u64>,
+    pub(crate) running: u64,
+    pub(crate) queued: u64,
+    pub(crate) finished_results: u64,
+    pub(crate) reroute_watch: Option<(usize, Instant)>,
+    pub(crate) reroute_after: Option<Duration>,
+    pub(crate) transitions: Vec<(Duration, RegionId, RegionHealth, RegionHealth)>,
+    pub(crate) decisions: Vec<(Duration, String)>,
+    pub(crate) serving: Vec<bool>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: SessionConfig,
+    pub(crate) start: Instant,
+    unix_start_ms: u64,
+    pub(crate) token_key: TokenKey,
+    pub(crate) to_region: Vec<UnboundedQueue<RegionCommand>>,
+    pub(crate) to_bots: Vec<UnboundedQueue<BotCommand>>,
+    pub(crate) to_control: UnboundedQueue<ControlEvent>,
+    pub(crate) regions: Vec<RegionStats>,
+    /// `[observer][peer]`: ms since start + 1 when observer last heard peer (0 = never).
+    pub(crate) heard_ms: Vec<Vec<AtomicU64>>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) bots_stop: AtomicBool,
+    pub(crate) region_stop: AtomicBool,
+    pub(crate) control_stop: AtomicBool,
+    /// Follower connections still open (multi-process leader).
+    pub(crate) followers_open: AtomicU64,
+    pub(crate) hists: Mutex<Hists>,
+    pub(crate) replica_view: Mutex<Vec<Option<ReplicaSummary>>>,
+    pub(crate) finished_replicas: Mutex<Vec<Option<(Replica, CrdtSync)>>>,
+    pub(crate) view: Mutex<ControlView>,
+    /// The game servers' network driver, as the first region reported it.
+    pub(crate) driver: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn unix_ms(&self, now: Instant) -> u64 {
+        self.unix_start_ms + now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    pub(crate) fn merge_region(
+        &self,
+        idx: usize,
+        net: &mut Histogram<u64>,
+        player: &mut Histogram<u64>,
+        replica: &Replica,
+        crdt: &mut CrdtSync,
+    ) {
+        {
+            let mut h = lock(&self.hists);
+            let _ = h.net_rtt_us.add(&*net);
+            let _ = h.player_rtt_us.add(&*player);
+            let _ = h.interval_net_rtt_us.add(&*net);
+            let _ = h.interval_player_rtt_us.add(&*player);
+            if let Some(s) = h.sync_lag_ms.get_mut(idx) {
+                *s = replica.lag_ms().clone();
+            }
+        }
+        net.reset();
+        player.reset();
+        let mut summary = replica.summary();
+        summary.bans = crdt.bans();
+        summary.players = crdt.leaderboard_players();
+        summary.digest ^= crdt.digest().rotate_left(1);
+        if let Some(v) = lock(&self.replica_view).get_mut(idx) {
+            *v = Some(summary);
+        }
+    }
+
+    pub(crate) fn finish_region(&self, idx: usize, replica: Replica, crdt: CrdtSync) {
+        if let Some(v) = lock(&self.finished_replicas).get_mut(idx) {
+            *v = Some((replica, crdt));
+        }
+    }
+}
+
+/// The process-wide metrics registry (a `metrics` recorder can be installed once per process).
+pub fn metrics_registry() -> MetricsRegistry {
+    static REGISTRY: OnceLock<MetricsRegistry> = OnceLock::new();
+    REGISTRY
+        .get_or_init(|| {
+            let r = MetricsRegistry::new();
+            // Another recorder installed first: our series stay empty, the session still runs.
+            let _ = r.install();
+            r
+        })
+        .clone()
+}
+
+/// Live numbers of a running session, for progress lines and chaos checks.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Time since start.
+    pub elapsed: Duration,
+    /// Bots queued, connecting or playing.
+    pub online: u64,
+    /// Matches formed so far.
+    pub matches_made: u64,
+    /// Matches finished so far (results recorded).
+    pub matches_finished: u64,
+    /// Matches finished per second since the previous call.
+    pub matches_per_sec: f64,
+    /// p99 of the network RTT since the previous call, µs.
+    pub p99_net_rtt_us: Option<u64>,
+    /// p99 of the player RTT (profile + network) since the previous call, µs.
+    pub p99_player_rtt_us: Option<u64>,
+    /// p99 of the sync lag over the session, ms (worst region).
+    pub p99_sync_lag_ms: Option<u64>,
+    /// Live servers per region.
+    pub servers: Vec<(RegionId, u32)>,
+    /// Each region's health as the control plane sees it.
+    pub health: Vec<(RegionId, Option<RegionHealth>)>,
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |v: Option<u64>, div: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v as f64 / div));
+        write!(
+            f,
+            "[{:>6.1}s] online {} | matches/s {:.0} (made {}, finished {}) | p99 RTT net {} ms, player {} ms | sync lag p99 {} ms | servers",
+            self.elapsed.as_secs_f64(),
+            self.online,
+            self.matches_per_sec,
+            self.matches_made,
+            self.matches_finished,
+            ms(self.p99_net_rtt_us, 1000.0),
+            ms(self.p99_player_rtt_us, 1000.0),
+            ms(self.p99_sync_lag_ms, 1.0),
+        )?;
+        for (r, n) in &self.servers {
+            write!(f, " {r} {n}")?;
+        }
+        for (r, h) in &self.health {
+            if let Some(h) = h {
+                if *h != RegionHealth::Healthy {
+                    write!(f, " | {r} {h:?}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One cross-region sync link (from → to) and the handle that changes its conditions.
+#[derive(Debug, Clone)]
+pub struct SyncLink {
+    /// Sending region.
+    pub from: RegionId,
+    /// Receiving region.
+    pub to: RegionId,
+    /// The link's fault proxy control.
+    pub control: LinkControl,
+}
+
+/// A `Send + Clone` handle on a running session, for fault injectors and other threads.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl SessionHandle {
+    /// Crashes up to `count` game servers of `region` that host matches: their matches are
+    /// lost, the servers stop heartbeating (the fleet replaces them) and their players queue
+    /// again. False for an unknown region.
+    pub fn crash_servers(&self, region: RegionId, count: usize) -> bool {
+        match self.shared.config.region_index(region) {
+            Some(i) => {
+                self.shared.to_region[i].push(RegionCommand::CrashServers { count });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bans `player`, written in `region`'s replica (and replicated from there). False for
+    /// an unknown region.
+    pub fn ban(&self, region: RegionId, player: PlayerId) -> bool {
+        match self.shared.config.region_index(region) {
+            Some(i) => {
+                self.shared.to_region[i].push(RegionCommand::Ban { player });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether every region heard from every other region over the sync links within
+    /// `within`.
+    pub fn sync_links_fresh(&self, within: Duration) -> bool {
+        let now = self.shared.start.elapsed().as_millis() as u64 + 1;
+        let n = self.shared.heard_ms.len();
+        (0..n).all(|i| {
+            (0..n).filter(|j| *j != i).all(|j| {
+                let h = self.shared.heard_ms[i][j].load(Ordering::Relaxed);
+                h > 0 && now.saturating_sub(h) <= within.as_millis() as u64
+            })
+        })
+    }
+
+    /// Matches finished so far (every region).
+    pub fn matches_finished(&self) -> u64 {
+        self.shared.regions.iter().map(|r| r.finished.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Matches `region`'s game servers host now (0 for an unknown region).
+    pub fn hosted_matches(&self, region: RegionId) -> u64 {
+        self.shared
+            .config
+            .region_index(region)
+            .map_or(0, |i| self.shared.regions[i].hosted.load(Ordering::Relaxed))
+    }
+
+    /// Players whose match was lost (their server went silent, or never let them in) and
+    /// who queued again.
+    pub fn players_replaced(&self) -> u64 {
+        self.shared
+            .regions
+            .iter()
+            .map(|r| r.replaced.load(Ordering::Relaxed) + r.connect_failures.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Matches lost with crashed servers so far.
+    pub fn crashed_matches(&self) -> u64 {
+        self.shared.regions.iter().map(|r| r.crashed_matches.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A running session. Drop it only after [`finish`](Self::finish); dropping it earlier stops
+/// the threads without a report.
+pub struct RunningSession {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    control: Option<JoinHandle<ControlOutcome>>,
+    proxies: Vec<FaultProxy>,
+    links: Vec<SyncLink>,
+    metrics: Option<MetricsServer>,
+    registry: MetricsRegistry,
+    game_addrs: Vec<SocketAddr>,
+    /// Connections to the other processes (multi-process mode), shut down at the end.
+    bridges: Vec<std::net::TcpStream>,
+    last_progress: Option<(Instant, u64)>,
+}
+
+impl std::fmt::Debug for RunningSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSession").field("game_addrs", &self.game_addrs).finish_non_exhaustive()
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+impl RunningSession {
+    /// Brings every region up on loopback: sync sockets behind fault proxies set to the
+    /// backbone latencies, game servers, the control plane (matchmaking, health, autoscaling,
+    /// SLOs), `/metrics` and the bots.
+    pub fn start(config: SessionConfig) -> Result<Self, SessionError> {
+        Self::start_with(config, Topology::InProcess)
+    }
+
+    /// Like [`start`](Self::start), for one region of a multi-process session (or all of
+    /// them in this process with [`Topology::InProcess`]). A multi-process session waits up to
+    /// 30 s for every region's process to join the leader.
+    pub fn start_with(config: SessionConfig, topology: Topology) -> Result<Self, SessionError> {
+        config.validate()?;
+        let n = config.regions.len();
+        let start = Instant::now();
+        let unix_start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let fleet = config.fleet()?;
+        let mut mm = GlobalMatchmaking::new(fleet, config.matchmaking(), Duration::ZERO)?;
+        // A warm pool sized for the bots that live in each region; the autoscaler adjusts it.
+        for (r, bots) in config.regions.iter().zip(config.bots_per_region()) {
+            let want = (f64::from(bots) / config.target_players_per_server).ceil() as u32;
+            if let Some(c) = mm.cluster_mut(r.id) {
+                let have = c.server_counts().starting + c.server_counts().ready;
+                c.scale_up(want.saturating_sub(have), Duration::ZERO);
+            }
+        }
+        let registry = metrics_registry();
+        let metrics = if config.metrics_addr.is_empty() {
+            None
+        } else {
+            let addr: SocketAddr = config.metrics_addr.parse().map_err(|_| {
+                crate::config::ConfigError::Invalid { field: "metrics_addr", why: "not an address" }
+            })?;
+            Some(MetricsServer::bind(addr, registry.clone())?)
+        };
+        let (locals, role): (Vec<usize>, Option<&ProcessRole>) = match &topology {
+            Topology::InProcess => ((0..n).collect(), None),
+            Topology::OneRegion(r) => {
+                let i = config.region_index(r.region).ok_or(SessionError::Role("unknown region"))?;
+                (vec![i], Some(r))
+            }
+        };
+        let mut sockets: Vec<Option<RegionSockets>> = (0..n).map(|_| None).collect();
+        for &i in &locals {
+            sockets[i] = Some(match role {
+                Some(r) => RegionSockets::bind_sync(r.sync_addr)?,
+                None => RegionSockets::bind()?,
+            });
+        }
+        let mut sync_addrs = Vec::with_capacity(n);
+        let mut game_addrs: Vec<SocketAddr> = Vec::with_capacity(n);
+        for (i, r) in config.regions.iter().enumerate() {
+            match (&sockets[i], role) {
+                (Some(s), _) => {
+                    sync_addrs.push(s.sync.local_addr()?);
+                    game_addrs.push(s.game.local_addr());
+                }
+                (None, Some(role)) => {
+                    let a = role
+                        .peers
+                        .iter()
+                        .find(|p| p.0 == r.id)
+                        .ok_or(SessionError::Role("a peer lacks an address"))?;
+                    sync_addrs.push(a.1);
+                    // Learnt from the region's hello (leader); followers never use it.
+                    game_addrs.push(a.1);
+                }
+                (None, None) => return Err(SessionError::Role("no socket for a local region")),
+            }
+        }
+        // One proxy per directed link from a local region, delaying by half the backbone RTT.
+        let mut proxies = Vec::new();
+        let mut links = Vec::new();
+        let mut peer_addrs: Vec<Vec<(RegionId, SocketAddr)>> = vec![Vec::new(); n];
+        for &i in &locals {
+            let a = &config.regions[i];
+            for (j, b) in config.regions.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let seed = config.seed ^ ((i * 16 + j) as u64);
+                let p = FaultProxy::udp(SocketAddr::from(([127, 0, 0, 1], 0)), sync_addrs[j], seed)?;
+                let rtt = a.backbone_rtt_ms.get(&b.id).copied().unwrap_or(0);
+                p.control().set(
+                    Direction::Forward,
+                    LinkConditions::delay(Duration::from_millis(u64::from(rtt)) / 2),
+                )?;
+                peer_addrs[i].push((b.id, p.local_addr()));
+                links.push(SyncLink { from: a.id, to: b.id, control: p.control() });
+                proxies.push(p);
+            }
+        }
+        let ids: Vec<RegionId> = config.regions.iter().map(|r| r.id).collect();
+        let flush = Duration::from_millis(config.sync_flush_ms);
+        let heartbeat = Duration::from_millis(config.heartbeat_ms);
+        let bots_per_region = config.bots_per_region();
+        let shared = Arc::new(Shared {
+            start,
+            unix_start_ms,
+            // Every process of a session derives the same key from the config; a deployment
+            // would distribute a secret instead.
+            token_key: TokenKey::from_seed(config.seed),
+            to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
+            to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
+            to_control: UnboundedQueue::new(),
+            regions: (0..n).map(|_| RegionStats::default()).collect(),
+            heard_ms: (0..n).map(|_| (0..n).map(|_| AtomicU64::new(0)).collect()).collect(),
+            draining: AtomicBool::new(false),
+            bots_stop: AtomicBool::new(false),
+            region_stop: AtomicBool::new(false),
+            control_stop: AtomicBool::new(false),
+            followers_open: AtomicU64::new(0),
+            hists: Mutex::new(Hists {
+                net_rtt_us: hist(),
+                player_rtt_us: hist(),
+                interval_net_rtt_us: hist(),
+                interval_player_rtt_us: hist(),
+                sync_lag_ms: (0..n).map(|_| hist()).collect(),
+            }),
+            replica_view: Mutex::new(vec![None; n]),
+            finished_replicas: Mutex::new((0..n).map(|_| None).collect()),
+            view: Mutex::new(ControlView::default()),
+            driver: Mutex::new(None),
+            config,
+        });
+        let mut threads = Vec::new();
+        for (i, (s, peers)) in sockets.into_iter().zip(peer_addrs).enumerate() {
+            let Some(s) = s else { continue };
+            let sh = shared.clone();
+            let replica = Replica::new(ids[i], &ids, flush, heartbeat);
+            let wall = Duration::from_millis(shared.unix_ms(Instant::now()));
+            let crdt =
+                CrdtSync::new(&ids, i, flush, wall).map_err(|_| SessionError::Role("bad sync peers"))?;
+            threads.push(spawn(format!("region-{}", ids[i]), move || {
+                run_region(sh, i, s, peers, replica, crdt)
+            })?);
+        }
+        let mut run_control_here = true;
+        let mut bridges = Vec::new();
+        if let Some(role) = role {
+            let own = locals[0];
+            let wait = Duration::from_secs(30);
+            if role.leader {
+                let listener = std::net::TcpListener::bind(role.control_addr)?;
+                let (addrs, t, s) =
+                    crate::bridge::lead(shared.clone(), listener, own, game_addrs[own], wait)?;
+                game_addrs = addrs;
+                threads.extend(t);
+                bridges.extend(s);
+            } else {
+                run_control_here = false;
+                let (t, s) =
+                    crate::bridge::follow(shared.clone(), role.control_addr, own, game_addrs[own], wait)?;
+                threads.extend(t);
+                bridges.push(s);
+            }
+        }
+        let control = if run_control_here {
+            let sh = shared.clone();
+            let addrs = game_addrs.clone();
+            let reg = registry.clone();
+            Some(spawn("control".into(), move || run_control(sh, mm, addrs, reg))?)
+        } else {
+            None
+        };
+        for (i, count) in bots_per_region.into_iter().enumerate() {
+            if !locals.contains(&i) {
+                continue;
+            }
+            let sh = shared.clone();
+            threads.push(spawn(format!("bots-{}", ids[i]), move || {
+                // recvmmsg/sendmmsg batches and 4 MiB buffers: a tick's burst of states fits.
+                // (The socket is not Send: it is made on its thread.)
+                match pvp_net::endpoint::BatchSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)), 256) {
+                    Ok(sock) => run_bots(sh, i, sock, count as usize),
+                    Err(_) => {
+                        sh.regions[i].errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })?);
+        }
+        Ok(Self {
+            shared,
+            threads,
+            control,
+            proxies,
+            links,
+            metrics,
+            registry,
+            game_addrs,
+            bridges,
+            last_progress: None,
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &SessionConfig {
+        &self.shared.config
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The metrics registry the session records into.
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.registry
+    }
+
+    /// Every directed sync link and its fault proxy control.
+    pub fn sync_links(&self) -> &[SyncLink] {
+        &self.links
+    }
+
+    /// A cheap, `Send` handle for faults and writes from other threads.
+    pub fn handle(&self) -> SessionHandle {
+        SessionHandle { shared: self.shared.clone() }
+    }
+
+    /// See [`SessionHandle::crash_servers`].
+    pub fn crash_servers(&self, region: RegionId, count: usize) -> bool {
+        self.handle().crash_servers(region, count)
+    }
+
+    /// See [`SessionHandle::ban`].
+    pub fn ban(&self, region: RegionId, player: PlayerId) -> bool {
+        self.handle().ban(region, player)
+    }
+
+    /// Whether every region heard from every other region over the sync links within
+    /// `within`.
+    pub fn sync_links_fresh(&self, within: Duration) -> bool {
+        self.handle().sync_links_fresh(within)
+    }
+
+    /// Starts measuring how long until a match of only players whose home is `region` is
+    /// placed in another region ([`reroute_time`](Self::reroute_time)).
+    pub fn watch_reroute(&self, region: RegionId) {
+        if let Some(i) = self.shared.config.region_index(region) {
+            let mut v = lock(&self.shared.view);
+            v.reroute_watch = Some((i, Instant::now()));
+            v.reroute_after = None;
+        }
+    }
+
+    /// Time from [`watch_reroute`](Self::watch_reroute) to the first such match, if any yet.
+    pub fn reroute_time(&self) -> Option<Duration> {
+        lock(&self.shared.view).reroute_after
+    }
+
+    /// The control plane's view of `region`'s health.
+    pub fn region_health(&self, region: RegionId) -> Option<RegionHealth> {
+        let i = self.shared.config.region_index(region)?;
+        lock(&self.shared.view).health.get(i).copied().flatten()
+    }
+
+    /// Matches finished so far (every region).
+    pub fn matches_finished(&self) -> u64 {
+        self.shared.regions.iter().map(|r| r.finished.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Matches formed so far in `region`.
+    pub fn matches_made_in(&self, region: RegionId) -> u64 {
+        let Some(i) = self.shared.config.region_index(region) else { return 0 };
+        lock(&self.shared.view).matches_made.get(i).copied().unwrap_or(0)
+    }
+
+    /// Whether every replica holds the same state and every write is acked (as last
+    /// published by the regions, every 250 ms).
+    pub fn replicas_converged(&self) -> bool {
+        let v = lock(&self.shared.replica_view);
+        let first = v.first().copied().flatten();
+        first.is_some()
+            && v.iter()
+                .all(|s| s.is_some_and(|s| Some(s.digest) == first.map(|f| f.digest) && s.unacked == 0))
+    }
+
+    /// Each region's replica summary, as last published.
+    pub fn replica_summaries(&self) -> Vec<(RegionId, Option<ReplicaSummary>)> {
+        let v = lock(&self.shared.replica_view);
+        self.shared.config.regions.iter().zip(v.iter()).map(|(r, s)| (r.id, *s)).collect()
+    }
+
+    /// Whether the failover serves `region` (takes new matches): not Down and caught up.
+    pub fn region_serving(&self, region: RegionId) -> bool {
+        let Some(i) = self.shared.config.region_index(region) else { return false };
+        lock(&self.shared.view).serving.get(i).copied().unwrap_or(true)
+    }
+
+    /// The failover's decisions so far (time since start, what), reconnect offers left out.
+    pub fn failover_decisions(&self) -> Vec<(Duration, String)> {
+        lock(&self.shared.view).decisions.clone()
+    }
+
+    /// Health transitions the control plane made so far (time since start, region, from, to).
+    pub fn health_transitions(&self) -> Vec<(Duration, RegionId, RegionHealth, RegionHealth)> {
+        lock(&self.shared.view).transitions.clone()
+    }
+
+    /// Live numbers; RTT percentiles cover the time since the previous call.
+    pub fn progress(&mut self) -> Progress {
+        let sh = &self.shared;
+        let online = sh.regions.iter().map(|r| r.bots_online.load(Ordering::Relaxed)).sum();
+        let (p99_net, p99_player, lag) = {
+            let mut h = lock(&sh.hists);
+            let q = |h: &Histogram<u64>| (!h.is_empty()).then(|| h.value_at_quantile(0.99));
+            let out = (
+                q(&h.interval_net_rtt_us),
+                q(&h.interval_player_rtt_us),
+                h.sync_lag_ms.iter().filter_map(q).max(),
+            );
+            h.interval_net_rtt_us.reset();
+            h.interval_player_rtt_us.reset();
+            out
+        };
+        let v = lock(&sh.view).clone();
+        let made: u64 = v.matches_made.iter().sum();
+        let finished = self.matches_finished();
+        let now = Instant::now();
+        let (t0, f0) = self.last_progress.unwrap_or((sh.start, 0));
+        let rate = finished.saturating_sub(f0) as f64 / now.duration_since(t0).as_secs_f64().max(1e-3);
+        self.last_progress = Some((now, finished));
+        let ids = sh.config.regions.iter().map(|r| r.id);
+        Progress {
+            elapsed: sh.start.elapsed(),
+            online,
+            matches_made: made,
+            matches_finished: finished,
+            matches_per_sec: rate,
+            p99_net_rtt_us: p99_net,
+            p99_player_rtt_us: p99_player,
+            p99_sync_lag_ms: lag,
+            servers: ids
+                .clone()
+                .zip(v.servers.iter())
+                .map(|(r, c)| (r, c.starting + c.ready + c.allocated + c.draining))
+                .collect(),
+            health: ids.zip(v.health.iter().copied()).collect(),
+        }
+    }
+
+    /// Runs until `duration` passed (if set) or `stop` is raised, printing progress lines to
+    /// `progress` every `progress_interval_secs`.
+    pub fn run_until(&mut self, stop: &AtomicBool, mut progress: impl FnMut(&Progress)) {
+        let cfg = &self.shared.config;
+        let end =
+            (cfg.duration_secs > 0.0).then(|| self.shared.start + Duration::from_secs_f64(cfg.duration_secs));
+        let every =
+            (cfg.progress_interval_secs > 0.0).then(|| Duration::from_secs_f64(cfg.progress_interval_secs));
+        let mut next = every.map(|e| Instant::now() + e);
+        loop {
+            let now = Instant::now();
+            if stop.load(Ordering::Acquire) || end.is_some_and(|e| now >= e) {
+                break;
+            }
+            if let (Some(n), Some(e)) = (next, every) {
+                if now >= n {
+                    let p = self.progress();
+                    progress(&p);
+                    next = Some(n + e);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Drains (no new tickets, running matches finish), waits for the replicas to converge,
+    /// writes each region's snapshot, stops every thread and reports.
+    pub fn finish(mut self) -> Report {
+        let sh = self.shared.clone();
+        let ran_for = sh.start.elapsed();
+        sh.draining.store(true, Ordering::Release);
+        let cfg = &sh.config;
+        let match_time = cfg.tick_interval() * (cfg.match_ticks + 2);
+        let drain_deadline = Instant::now()
+            + match_time
+            + Duration::from_millis(cfg.connect_timeout_ms * 2)
+            + Duration::from_secs(2);
+        while Instant::now() < drain_deadline {
+            let hosted: u64 = sh.regions.iter().map(|r| r.hosted.load(Ordering::Relaxed)).sum();
+            let running = lock(&sh.view).running;
+            if hosted == 0 && running == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let drained = {
+            let hosted: u64 = sh.regions.iter().map(|r| r.hosted.load(Ordering::Relaxed)).sum();
+            hosted == 0 && lock(&sh.view).running == 0
+        };
+        sh.bots_stop.store(true, Ordering::Release);
+        // Give replication time to converge (published every 250 ms).
+        let sync_deadline = Instant::now() + Duration::from_secs(10);
+        std::thread::sleep(Duration::from_millis(300));
+        while Instant::now() < sync_deadline && !self.replicas_converged() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A multi-process leader relays every region's status until the followers are done.
+        let linger = Instant::now() + Duration::from_secs(15);
+        while sh.followers_open.load(Ordering::Acquire) > 0 && Instant::now() < linger {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sh.control_stop.store(true, Ordering::Release);
+        let outcome = self.control.take().and_then(|h| h.join().ok());
+        sh.region_stop.store(true, Ordering::Release);
+        for b in self.bridges.drain(..) {
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.proxies.clear();
+        if let Some(m) = self.metrics.take() {
+            m.shutdown();
+        }
+        build_report(&sh, outcome, ran_for, drained, &self.game_addrs)
+    }
+}
+
+impl Drop for RunningSession {
+    fn drop(&mut self) {
+        self.shared.bots_stop.store(true, Ordering::Release);
+        self.shared.control_stop.store(true, Ordering::Release);
+        self.shared.region_stop.store(true, Ordering::Release);
+    }
+}
+
+/// What the control plane hands back when it stops.
+#[derive(Debug)]
+pub(crate) struct ControlOutcome {
+    mm: pvp_global::matchmaking::MatchmakingStats,
+    mm_wait_ms: Histogram<u64>,
+    matches_made: Vec<u64>,
+    cross_region: u64,
+    over_limit: u64,
+    finished: u64,
+    aborted_crash: u64,
+    aborted_no_show: u64,
+    ticket_errors: u64,
+    scale_up: Vec<u64>,
+    scale_down: Vec<u64>,
+    servers: Vec<ServerCounts>,
+    slo: Vec<SloLine>,
+    ratings_updated: u64,
+    top_changes: u64,
+    reconnect_offers: u64,
+    stranded: u64,
+    failover_rejected: u64,
+}
+
+fn run_control(
+    sh: Arc<Shared>,
+    mut mm: GlobalMatchmaking,
+    game_addrs: Vec<SocketAddr>,
+    registry: MetricsRegistry,
+) -> ControlOutcome {
+    let cfg = &sh.config;
+    let n = cfg.regions.len();
+    let ids: Vec<RegionId> = cfg.regions.iter().map(|r| r.id).collect();
+    let interval = Duration::from_millis(cfg.matchmaking_interval_ms);
+    let max_latency = Duration::from_millis(u64::from(cfg.max_latency_ms));
+    mm.reserve(cfg.players as usize);
+    // Failover runs on the wall clock (Unix time), which every process of a session shares.
+    let wall0 = Duration::from_millis(sh.unix_ms(Instant::now()));
+    let mut latency = LatencyMatrix::default();
+    for o in &cfg.regions {
+        for (t, ms) in &o.player_rtt_ms {
+            latency.set(o.id, *t, Duration::from_millis(u64::from(*ms)));
+        }
+    }
+    let mut planner = PlannerConfig::default();
+    planner.default_latency_limit = max_latency;
+    let mut failover = RegionFailover::new(HealthPolicy::default(), planner, latency).ok().filter(|_| n > 1);
+    if let Some(f) = failover.as_mut() {
+        for r in &ids {
+            let _ = f.add_region(wall0, *r);
+        }
+    }
+    let mut last_health: Vec<Option<RegionHealth>> = vec![Some(RegionHealth::Healthy); n];
+    let mut last_heard = vec![0u64; n];
+    let mut scalers: Vec<Option<AutoScaler>> = (0..n)
+        .map(|_| {
+            AutoScaler::new(
+                ScalingPolicy::TargetTracking(TargetTracking::new(cfg.target_players_per_server)),
+                cfg.min_servers,
+                cfg.max_servers,
+            )
+            .ok()
+        })
+        .collect();
+    let mut slo = SloMonitor::new(MonitorConfig::default());
+    for s in seed_slos() {
+        let _ = slo.add_slo(s);
+    }
+    let mut sli = RegistrySli::new(registry);
+    let mut out = ControlOutcome {
+        mm: mm.stats(),
+        mm_wait_ms: hist(),
+        matches_made: vec![0; n],
+        cross_region: 0,
+        over_limit: 0,
+        finished: 0,
+        aborted_crash: 0,
+        aborted_no_show: 0,
+        ticket_errors: 0,
+        scale_up: vec![0; n],
+        scale_down: vec![0; n],
+        servers: Vec::new(),
+        slo: Vec::new(),
+        ratings_updated: 0,
+        top_changes: 0,
+        reconnect_offers: 0,
+        stranded: 0,
+        failover_rejected: 0,
+    };
+    let mut running: HashMap<MatchId, MatchResult> = HashMap::new();
+    let mut crashed: Vec<HashSet<ServerId>> = vec![HashSet::new(); n];
+    let mut queued_home = vec![0i64; n];
+    let mut events = Vec::new();
+    let mut ids_buf: Vec<ServerId> = Vec::new();
+    let mut last_slow = Instant::now();
+    let mut top: Vec<PlayerId> = Vec::new();
+    let wait_metric = metrics::histogram!(pvp_ops::slo::names::MATCHMAKING_WAIT_SECONDS);
+    while !sh.control_stop.load(Ordering::Acquire) {
+        let tick_start = Instant::now();
+        let now = tick_start.duration_since(sh.start);
+        let draining = sh.draining.load(Ordering::Acquire);
+        events.clear();
+        sh.to_control.pop_batch(&mut events, usize::MAX);
+        for e in events.drain(..) {
+            match e {
+                ControlEvent::Ticket(ask) => {
+                    if draining {
+                        sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
+                        continue;
+                    }
+                    let rating = mm.ratings().matchmaking_rating(ask.player);
+                    let mut req = MatchRequest::new(ask.player, rating, ids[ask.home], GAME_MODE)
+                        .max_latency(max_latency);
+                    for (r, rtt) in &ask.rtt {
+                        req = req.latency(*r, *rtt);
+                    }
+                    match mm.find_match(req, now) {
+                        Ok(_) => queued_home[ask.home] += 1,
+                        Err(_) => {
+                            out.ticket_errors += 1;
+                            sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
+                        }
+                    }
+                }
+                ControlEvent::SyncProgress(p) => {
+                    if let Some(f) = failover.as_mut() {
+                        let _ = f.handle_sync_progress(Duration::from_millis(sh.unix_ms(Instant::now())), p);
+                    }
+                }
+                ControlEvent::MatchFinished { match_id, winner, .. } => {
+                    if let Some(r) = running.remove(&match_id) {
+                        if let Some(f) = failover.as_mut() {
+                            for p in r.players() {
+                                let _ = f.handle_session_ended(p.player());
+                            }
+                        }
+                        let o = if winner == 0 {
+                            MatchOutcome::FirstTeamWon
+                        } else {
+                            MatchOutcome::SecondTeamWon
+                        };
+                        if mm.report_outcome(&r, o).is_ok() {
+                            out.ratings_updated += r.players().len() as u64;
+                        }
+                    }
+                    out.finished += 1;
+                }
+                ControlEvent::MatchAborted { region, match_id, crashed: c } => {
+                    if let (Some(r), Some(f)) = (running.remove(&match_id), failover.as_mut()) {
+                        for p in r.players() {
+                            let _ = f.handle_session_ended(p.player());
+                        }
+                    }
+                    let _ = mm.release_match(ids[region], match_id);
+                    if c {
+                        out.aborted_crash += 1;
+                    } else {
+                        out.aborted_no_show += 1;
+                    }
+                }
+                ControlEvent::ServersCrashed { region, servers, matches } => {
+                    crashed[region].extend(servers);
+                    for m in matches {
+                        if let (Some(r), Some(f)) = (running.remove(&m), failover.as_mut()) {
+                            for p in r.players() {
+                                let _ = f.handle_session_ended(p.player());
+                            }
+                        }
+                        let _ = mm.release_match(ids[region], m);
+                        out.aborted_crash += 1;
+                    }
+                }
+            }
+        }
+        // Server heartbeats (crashed servers stay silent and turn Unhealthy).
+        for (i, r) in ids.iter().enumerate() {
+            if let Some(c) = mm.cluster_mut(*r) {
+                ids_buf.clear();
+                ids_buf.extend(c.servers().map(|s| s.id()).filter(|s| !crashed[i].contains(s)));
+                for s in &ids_buf {
+                    let _ = c.heartbeat(*s, now);
+                }
+            }
+        }
+        // Region health from the sync links: a region is heard when any other region heard it.
+        // RegionFailover turns health and sync progress into routing, and marks the
+        // matchmaker's regions Down / back (a returning region first catches up).
+        let wall = Duration::from_millis(sh.unix_ms(tick_start));
+        if let Some(f) = failover.as_mut() {
+            for j in 0..n {
+                let heard = (0..n)
+                    .filter(|i| *i != j)
+                    .map(|i| sh.heard_ms[i][j].load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0);
+                if heard > last_heard[j] {
+                    last_heard[j] = heard;
+                    let _ = f.handle_heartbeat(wall, ids[j]);
+                }
+            }
+            f.handle_timeout(wall);
+            while let Some(d) = f.poll_decision() {
+                let what = match &d {
+                    FailoverDecision::RegionDown { region, .. } => {
+                        Some(format!("{region} down: new matches routed away"))
+                    }
+                    FailoverDecision::AwaitingCatchUp { region } => {
+                        Some(format!("{region} back, catching up"))
+                    }
+                    FailoverDecision::RegionRestored { region, .. } => {
+                        Some(format!("{region} restored: caught up, takes matches again"))
+                    }
+                    FailoverDecision::RouteChanged { origin, to } => Some(format!(
+                        "default route of {origin} players -> {}",
+                        to.map_or("none".into(), |t| t.to_string())
+                    )),
+                    FailoverDecision::OfferReconnect { .. } => {
+                        out.reconnect_offers += 1;
+                        None
+                    }
+                    FailoverDecision::PlayerStranded { .. } => {
+                        out.stranded += 1;
+                        None
+                    }
+                };
+                if let Some(w) = what {
+                    lock(&sh.view).decisions.push((now, w));
+                }
+            }
+            let _ = f.apply_to(&mut mm);
+            let mut v = lock(&sh.view);
+            for (j, r) in ids.iter().enumerate() {
+                let h = f.health(*r);
+                if h != last_health[j] {
+                    if let (Some(from), Some(to)) = (last_health[j], h) {
+                        v.transitions.push((now, *r, from, to));
+                    }
+                    last_health[j] = h;
+                }
+            }
+            v.serving = ids.iter().map(|r| f.availability(*r) == Some(RegionAvailability::Serving)).collect();
+        }
+        if !draining {
+            mm.tick(now);
+        }
+        let unix_ms = sh.unix_ms(tick_start);
+        while let Some(r) = mm.poll_match() {
+            let Some(ri) = ids.iter().position(|x| *x == r.region()) else { continue };
+            out.matches_made[ri] += 1;
+            let mut cross = false;
+            let mut all_home_w = true;
+            let watch = lock(&sh.view).reroute_watch;
+            let server = r.server();
+            let expires = unix_ms + mm.config().grant_ttl.as_millis() as u64;
+            let mut seats = Vec::with_capacity(r.players().len());
+            for p in r.players() {
+                let (home, _) = home_of(p.player());
+                cross |= home != ri;
+                if p.latency() > max_latency {
+                    out.over_limit += 1;
+                }
+                let _ = out.mm_wait_ms.record((p.waited().as_millis() as u64).max(1));
+                wait_metric.record(p.waited().as_secs_f64());
+                if let Some((w, _)) = watch {
+                    all_home_w &= home == w;
+                }
+                if let Some(q) = queued_home.get_mut(home) {
+                    *q -= 1;
+                }
+                seats.push((p.player(), p.team(), p.latency()));
+                let claims = TokenClaims {
+                    match_id: r.match_id(),
+                    player: p.player(),
+                    server: server.id,
+                    server_addr: game_addrs[ri],
+                    expires_unix_ms: expires,
+                };
+                let token = sh.token_key.issue(&claims);
+                if let Some(q) = sh.to_bots.get(home) {
+                    q.push(BotCommand::Assigned {
+                        player: p.player(),
+                        match_id: r.match_id(),
+                        server: game_addrs[ri],
+                        token,
+                    });
+                }
+            }
+            if cross {
+                out.cross_region += 1;
+            }
+            // Rerouted: a match of only the watched region's players, placed elsewhere.
+            if watch.is_some_and(|(w, _)| all_home_w && ri != w) {
+                let mut v = lock(&sh.view);
+                if v.reroute_after.is_none() {
+                    if let Some((_, since)) = v.reroute_watch {
+                        v.reroute_after = Some(since.elapsed());
+                    }
+                }
+            }
+            if let Some(f) = failover.as_mut() {
+                // Each player's origin is their home region; their limit the session's.
+                let _ = f.handle_match(&r, |p| Some((ids[home_of(p).0.min(n - 1)], max_latency)));
+            }
+            sh.to_region[ri].push(RegionCommand::Host {
+                match_id: r.match_id(),
+                server: server.id,
+                players: seats,
+            });
+            running.insert(r.match_id(), r);
+        }
+        // Once a second: autoscaling, SLOs, the view.
+        if tick_start.duration_since(last_slow) >= Duration::from_secs(1) {
+            last_slow = tick_start;
+            let t = Instant::now();
+            for (i, r) in ids.iter().enumerate() {
+                let Some(c) = mm.cluster_mut(*r) else { continue };
+                let counts = c.server_counts();
+                let fleet = FleetStatus::new(counts.ready, counts.allocated, counts.starting);
+                let demand = c.current_player_count() as f64 + queued_home[i].max(0) as f64;
+                let Some(s) = scalers[i].as_mut() else { continue };
+                if let Ok(Some(d)) = s.handle_total(t, demand, fleet) {
+                    if d.to > d.from {
+                        let added = c.scale_up(d.to - d.from, now);
+                        if added > 0 {
+                            out.scale_up[i] += 1;
+                        }
+                    } else if d.remove_ready > 0 {
+                        let removed = c.scale_down(d.remove_ready);
+                        if removed > 0 {
+                            out.scale_down[i] += 1;
+                        }
+                    }
+                }
+                metrics::gauge!("pvp_examples_servers", "region" => r.to_string())
+                    .set(f64::from(counts.starting + counts.ready + counts.allocated + counts.draining));
+            }
+            slo.evaluate(t, &mut sli);
+            // Leaderboard moves: the top 10 by rating changed.
+            let mut best: Vec<(PlayerId, f64)> = Vec::new();
+            for (home, count) in sh.config.bots_per_region().iter().enumerate() {
+                for i in (0..*count as usize).step_by(((*count as usize) / 200).max(1)) {
+                    let p = crate::bots::player_id(home, i);
+                    best.push((p, mm.ratings().matchmaking_rating(p)));
+                }
+            }
+            best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let new_top: Vec<PlayerId> = best.iter().take(10).map(|x| x.0).collect();
+            if new_top != top {
+                out.top_changes += 1;
+                top = new_top;
+            }
+        }
+        {
+            let mut v = lock(&sh.view);
+            v.servers = ids.iter().filter_map(|r| mm.cluster(*r).map(|c| c.server_counts())).collect();
+            v.health = ids.iter().map(|r| failover.as_ref().and_then(|f| f.health(*r))).collect();
+            v.matches_made = out.matches_made.clone();
+            v.running = running.len() as u64;
+            v.queued = mm.queued_players() as u64;
+            v.finished_results = out.finished;
+        }
+        let spent = tick_start.elapsed();
+        if spent < interval {
+            std::thread::sleep(interval - spent);
+        }
+    }
+    out.mm = mm.stats();
+    out.failover_rejected = failover.as_ref().map_or(0, |f| f.stats().rejected);
+    out.servers = ids.iter().filter_map(|r| mm.cluster(*r).map(|c| c.server_counts())).collect();
+    let t = Instant::now();
+    out.slo = slo
+        .slos()
+        .map(|s| s.name().to_string())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|name| {
+            let st = slo.status(&name, t);
+            SloLine {
+                budget_remaining: st.as_ref().and_then(|s| s.budget_remaining),
+                firing: st.as_ref().map_or(0, |s| s.firing.len()),
+                name,
+            }
+        })
+        .collect();
+    out
+}
+
+fn q(h: &Histogram<u64>, quantile: f64) -> Option<u64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(quantile))
+}
+
+fn build_report(
+    sh: &Shared,
+    outcome: Option<ControlOutcome>,
+    ran_for: Duration,
+    drained: bool,
+    game_addrs: &[SocketAddr],
+) -> Report {
+    let cfg = &sh.config;
+    let finished_nodes: Vec<Option<(Replica, CrdtSync)>> = std::mem::take(&mut *lock(&sh.finished_replicas));
+    let mut replicas: Vec<Option<Replica>> = Vec::with_capacity(finished_nodes.len());
+    let mut crdts: Vec<CrdtSync> = Vec::new();
+    for n in finished_nodes {
+        match n {
+            Some((r, c)) => {
+                replicas.push(Some(r));
+                crdts.push(c);
+            }
+            None => replicas.push(None),
+        }
+    }
+    let dir =
+        if cfg.snapshot_dir.as_os_str().is_empty() { std::env::temp_dir() } else { cfg.snapshot_dir.clone() };
+    let mut snapshots: Vec<PathBuf> = Vec::new();
+    let mut snapshot_errors = 0u64;
+    for r in replicas.iter().flatten() {
+        let path = dir.join(format!("pvp-{}-{}.snapshot", r.region(), std::process::id()));
+        match postcard::to_allocvec(r.state())
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&path, b))
+        {
+            Ok(()) => snapshots.push(path),
+            Err(_) => snapshot_errors += 1,
+        }
+    }
+    for c in &crdts {
+        let d = dir.join(format!("pvp-sync-{}", std::process::id()));
+        match std::fs::create_dir_all(&d).map_err(|_| ()).and_then(|()| c.save_snapshot(&d).map_err(|_| ())) {
+            Ok(p) => snapshots.push(p),
+            Err(()) => snapshot_errors += 1,
+        }
+    }
+    let leaderboard_top = crdts.first().map_or_else(Vec::new, |c| c.top(10));
+    let strong_committed = crdts.iter().map(|c| c.stats().strong_committed).sum();
+    let strong_failed = crdts.iter().map(|c| c.stats().strong_failed).sum();
+    let crdt_errors: u64 = crdts.iter().map(|c| c.stats().write_errors + c.stats().rejected).sum();
+    let h = lock(&sh.hists);
+    let mut lag = hist();
+    for l in &h.sync_lag_ms {
+        let _ = lag.add(l);
+    }
+    let o = outcome;
+    let all_results: HashSet<MatchId> =
+        replicas.iter().flatten().flat_map(|r| r.state().results.keys().copied()).collect();
+    let lost_results = replicas
+        .iter()
+        .flatten()
+        .map(|r| all_results.len() as u64 - r.state().results.len() as u64)
+        .max()
+        .unwrap_or(0);
+    let finished: u64 = sh.regions.iter().map(|r| r.finished.load(Ordering::Relaxed)).sum();
+    // Every region's last published summary (in multi-process mode the others' come over the
+    // bridge): same digest everywhere and nothing left unacked.
+    let view = lock(&sh.replica_view).clone();
+    let first = view.first().copied().flatten();
+    let all_local = replicas.iter().all(Option::is_some);
+    let converged = first.is_some()
+        && view
+            .iter()
+            .all(|v| v.is_some_and(|v| Some(v.digest) == first.map(|f| f.digest) && v.unacked == 0))
+        && (!all_local || all_results.len() as u64 == finished);
+    let regions = cfg
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let st = &sh.regions[i];
+            let rep = view.get(i).copied().flatten().filter(|_| replicas.get(i).is_some_and(Option::is_some));
+            RegionReport {
+                region: r.id,
+                matches_made: o.as_ref().map_or(0, |o| o.matches_made[i]),
+                matches_finished: st.finished.load(Ordering::Relaxed),
+                scale_up_actions: o.as_ref().map_or(0, |o| o.scale_up[i]),
+                scale_down_actions: o.as_ref().map_or(0, |o| o.scale_down[i]),
+                servers: o
+                    .as_ref()
+                    .and_then(|o| o.servers.get(i))
+                    .map_or(0, |c| c.starting + c.ready + c.allocated + c.draining),
+                replica: rep,
+                sync_lag_p99_ms: q(&h.sync_lag_ms[i], 0.99),
+                game_addr: game_addrs[i],
+            }
+        })
+        .collect();
+    let sum = |f: fn(&RegionStats) -> &AtomicU64| {
+        sh.regions.iter().map(|r| f(r).load(Ordering::Relaxed)).sum::<u64>()
+    };
+    let bad_packets = sum(|r| &r.bad_packets);
+    let bad_tokens = sum(|r| &r.bad_tokens);
+    let replica_errors = sum(|r| &r.errors);
+    let connect_failures = sum(|r| &r.connect_failures);
+    let mm_dropped = o.as_ref().map_or(0, |o| o.mm.results_dropped);
+    let ticket_errors = o.as_ref().map_or(0, |o| o.ticket_errors);
+    let no_show = o.as_ref().map_or(0, |o| o.aborted_no_show);
+    let failover_rejected = o.as_ref().map_or(0, |o| o.failover_rejected);
+    Report {
+        duration: ran_for,
+        players: cfg.players,
+        driver: lock(&sh.driver).clone().unwrap_or_else(|| "-".to_string()),
+        regions,
+        matches_made: o.as_ref().map_or(0, |o| o.matches_made.iter().sum()),
+        matches_finished: finished,
+        cross_region_matches: o.as_ref().map_or(0, |o| o.cross_region),
+        net_rtt_p50_us: q(&h.net_rtt_us, 0.5),
+        net_rtt_p99_us: q(&h.net_rtt_us, 0.99),
+        player_rtt_p50_us: q(&h.player_rtt_us, 0.5),
+        player_rtt_p99_us: q(&h.player_rtt_us, 0.99),
+        mm_wait_p50_ms: o.as_ref().and_then(|o| q(&o.mm_wait_ms, 0.5)),
+        mm_wait_p99_ms: o.as_ref().and_then(|o| q(&o.mm_wait_ms, 0.99)),
+        sync_lag_p50_ms: q(&lag, 0.5),
+        sync_lag_p99_ms: q(&lag, 0.99),
+        over_latency_limit: o.as_ref().map_or(0, |o| o.over_limit),
+        slo: o.as_ref().map_or_else(Vec::new, |o| o.slo.clone()),
+        converged,
+        lost_results,
+        crashed_matches: o.as_ref().map_or(0, |o| o.aborted_crash),
+        players_replaced: sum(|r| &r.replaced),
+        ratings_updated: o.as_ref().map_or(0, |o| o.ratings_updated),
+        leaderboard_moves: o.as_ref().map_or(0, |o| o.top_changes),
+        errors: bad_packets
+            + bad_tokens
+            + replica_errors
+            + mm_dropped
+            + ticket_errors
+            + snapshot_errors
+            + crdt_errors
+            + failover_rejected,
+        leaderboard_top,
+        reconnect_offers: o.as_ref().map_or(0, |o| o.reconnect_offers),
+        bans_committed: strong_committed,
+        bans_failed: strong_failed,
+        connect_failures,
+        no_show_matches: no_show,
+        drained,
+        snapshots,
+    }
+}

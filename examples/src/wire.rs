@@ -1,0 +1,160 @@
+//! Datagrams between bots and game servers, and between regions' sync nodes (serde +
+//! postcard; every decode of received bytes returns a typed error, never panics).
+
+use pvp_core::ids::{MatchId, PlayerId, RegionId};
+use serde::{Deserialize, Serialize};
+
+/// Largest datagram either side sends.
+pub const MAX_DATAGRAM: usize = 1_400;
+
+/// Why received bytes were refused.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed datagram: {0}")]
+pub struct WireError(#[from] postcard::Error);
+
+/// A bot ↔ game-server datagram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GamePacket<'a> {
+    /// Bot → server: join with a connect token.
+    Connect {
+        /// The token bytes.
+        #[serde(borrow)]
+        token: &'a [u8],
+    },
+    /// Server → bot: joined.
+    Accepted {
+        /// The match.
+        match_id: MatchId,
+        /// The player.
+        player: PlayerId,
+    },
+    /// Server → bot: refused (bad token, unknown match, server gone).
+    Denied {
+        /// The match.
+        match_id: MatchId,
+        /// The player.
+        player: PlayerId,
+    },
+    /// Server → bot: the match state of one tick.
+    State {
+        /// The match.
+        match_id: MatchId,
+        /// The player.
+        player: PlayerId,
+        /// The tick.
+        tick: u32,
+    },
+    /// Bot → server: the player's input for a tick (its arrival gives the RTT).
+    Input {
+        /// The match.
+        match_id: MatchId,
+        /// The player.
+        player: PlayerId,
+        /// The tick answered.
+        tick: u32,
+    },
+    /// Server → bot: the match ended.
+    End {
+        /// The match.
+        match_id: MatchId,
+        /// The player.
+        player: PlayerId,
+        /// Whether this player's team won.
+        won: bool,
+    },
+}
+
+impl<'a> GamePacket<'a> {
+    /// Encodes into `buf`, returning the bytes written.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], WireError> {
+        Ok(postcard::to_slice(self, buf)?)
+    }
+    /// Decodes received bytes.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, WireError> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+}
+
+/// One replicated write, as its origin region logged it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SyncOp {
+    /// A finished match: its players by team and the winning team.
+    MatchResult {
+        /// The match.
+        match_id: MatchId,
+        /// Where it was played.
+        region: RegionId,
+        /// Team 0.
+        team_a: Vec<PlayerId>,
+        /// Team 1.
+        team_b: Vec<PlayerId>,
+        /// The winning team (0 or 1).
+        winner: u8,
+    },
+    /// A player banned.
+    Ban {
+        /// The player.
+        player: PlayerId,
+    },
+}
+
+/// An op with its place in the origin's log and its write time (Unix ms, for the sync lag).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedOp {
+    /// Position in the origin's log, from 1.
+    pub seq: u64,
+    /// When the origin wrote it (Unix ms).
+    pub written_unix_ms: u64,
+    /// The write.
+    pub op: SyncOp,
+}
+
+/// A sync-link datagram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SyncMessage {
+    /// Ops of `origin`'s log, in order, starting right after what the receiver acked; an
+    /// empty one is a heartbeat.
+    Ops {
+        /// The sender (and origin of the ops).
+        origin: RegionId,
+        /// The ops.
+        ops: Vec<LoggedOp>,
+    },
+    /// The receiver has applied `origin`'s ops up to `upto` (go-back-N ack).
+    Ack {
+        /// The region acking.
+        from: RegionId,
+        /// The region whose log is acked.
+        origin: RegionId,
+        /// Highest contiguous seq applied.
+        upto: u64,
+    },
+}
+
+impl SyncMessage {
+    /// Encodes to bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        Ok(postcard::to_allocvec(self)?)
+    }
+    /// Decodes received bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_round_trip_and_garbage_is_an_error() {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let p = GamePacket::State { match_id: MatchId::new(9), player: PlayerId::new(3), tick: 4 };
+        let n = p.encode(&mut buf).unwrap().len();
+        assert_eq!(GamePacket::decode(&buf[..n]).unwrap(), p);
+        assert!(GamePacket::decode(&[200, 1, 2]).is_err());
+        let m = SyncMessage::Ack { from: "kr".parse().unwrap(), origin: "jp".parse().unwrap(), upto: 7 };
+        assert_eq!(SyncMessage::decode(&m.encode().unwrap()).unwrap(), m);
+        assert!(SyncMessage::decode(&[9, 9, 9]).is_err());
+    }
+}
