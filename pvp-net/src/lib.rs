@@ -15,6 +15,7 @@
 
 pub mod driver;
 pub mod endpoint;
+mod gso;
 pub mod proto;
 pub mod sim;
 mod sys;

@@ -68,6 +68,18 @@ impl RawAddr {
         }
     }
 
+    /// The address bytes the kernel reads (equal keys: same peer).
+    pub(crate) fn key(&self) -> &[u8] {
+        // SAFETY: `storage` is fully initialised (zeroed, then written by us or the kernel).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&self.storage as *const libc::sockaddr_storage).cast::<u8>(),
+                size_of::<libc::sockaddr_storage>(),
+            )
+        };
+        &bytes[..(self.len as usize).min(bytes.len())]
+    }
+
     pub(crate) fn socket_addr(&self) -> Option<SocketAddr> {
         // SAFETY: `storage` is fully initialised (zeroed, then written by us or the kernel).
         let bytes = unsafe {
@@ -331,5 +343,39 @@ pub(crate) fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
         Ok(n) => Ok(n > 0),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// `UDP_SEGMENT` (linux/udp.h; not in the libc crate).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Whether the kernel knows `UDP_SEGMENT` (Linux >= 4.18): `getsockopt` on the socket.
+pub(crate) fn gso_supported(fd: RawFd) -> bool {
+    let mut val: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `val` and `len` are live and sized as declared; fd is a socket we own.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_UDP, UDP_SEGMENT, (&mut val as *mut libc::c_int).cast(), &mut len)
+    };
+    r == 0
+}
+
+/// Points `msg`'s control data at `buf` holding one `UDP_SEGMENT` cmsg with `segment` bytes
+/// per datagram. `buf` must be aligned for `cmsghdr` and outlive every use of `msg`.
+pub(crate) fn set_udp_segment_cmsg(msg: &mut libc::msghdr, buf: &mut [u8; 32], segment: u16) {
+    buf.fill(0);
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+    debug_assert!(space <= buf.len());
+    msg.msg_control = buf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points at `buf` (aligned for cmsghdr by the caller's type, at least
+    // `space` bytes); CMSG_FIRSTHDR/CMSG_DATA stay inside it; the u16 write is unaligned-safe.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
     }
 }

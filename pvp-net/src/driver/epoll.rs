@@ -8,6 +8,7 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use crate::endpoint::{DatagramHandler, MAX_DATAGRAM, Outbox, SharedStats, WorkerCtx, count_tx};
+use crate::gso::{Gso, GsoMsg};
 use crate::sys::{self, Epoll, MmsgRecv};
 
 pub(crate) fn run<H: DatagramHandler>(
@@ -36,6 +37,8 @@ pub(crate) fn run<H: DatagramHandler>(
     let mut recv = MmsgRecv::new(batch, MAX_DATAGRAM + 1);
     let mut out = Outbox::new(batch * 8);
     let mut mm: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
+    let mut gso = Gso::new(ctx.config.gso, fd, 0);
+    let mut runs: Vec<usize> = Vec::with_capacity(batch);
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
     let tick_ms = i32::try_from(ctx.config.tick.as_millis().max(1)).unwrap_or(i32::MAX);
     let stats = &ctx.stats;
@@ -60,13 +63,13 @@ pub(crate) fn run<H: DatagramHandler>(
                     }
                 }
             }
-            flush(fd, &mut out, &mut mm, batch, stats)?;
+            flush(fd, &mut out, &mut mm, &mut gso, &mut runs, batch, stats)?;
             if n < batch {
                 break;
             }
         }
         handler.on_tick(now, &mut out);
-        flush(fd, &mut out, &mut mm, batch, stats)?;
+        flush(fd, &mut out, &mut mm, &mut gso, &mut runs, batch, stats)?;
     }
     Ok(())
 }
@@ -75,25 +78,55 @@ fn flush(
     fd: i32,
     out: &mut Outbox,
     mm: &mut Vec<libc::mmsghdr>,
+    gso: &mut Gso,
+    runs: &mut Vec<usize>,
     batch: usize,
     stats: &SharedStats,
 ) -> io::Result<()> {
     count_tx(stats, out);
     while !out.queued.is_empty() {
+        // Up to `batch` messages; a run of same-peer, same-size datagrams is one GSO message.
         mm.clear();
-        for &idx in out.queued.iter().take(batch) {
-            mm.push(libc::mmsghdr { msg_hdr: out.slots[idx as usize].msg, msg_len: 0 });
+        runs.clear();
+        let mut pos = 0;
+        while mm.len() < batch && pos < out.queued.len() {
+            let n = gso.run_at(out, pos);
+            let hdr = if n > 1 {
+                let g = runs.iter().filter(|&&r| r > 1).count();
+                if g == gso.pool.len() {
+                    gso.pool.push(GsoMsg::new());
+                }
+                gso.pool[g].build(out, out.queued.range(pos..pos + n).copied());
+                gso.pool[g].msg
+            } else {
+                out.slots[out.queued[pos] as usize].msg
+            };
+            mm.push(libc::mmsghdr { msg_hdr: hdr, msg_len: 0 });
+            runs.push(n);
+            pos += n;
         }
         stats.tx_syscalls.fetch_add(1, Ordering::Relaxed);
         match sys::sendmmsg(fd, mm) {
             Ok(0) => break, // socket buffer full: retry on the next loop
-            Ok(n) => {
-                stats.tx_packets.fetch_add(n as u64, Ordering::Relaxed);
-                for _ in 0..n {
-                    if let Some(idx) = out.queued.pop_front() {
-                        out.release(idx);
+            Ok(k) => {
+                for &n in &runs[..k.min(runs.len())] {
+                    for _ in 0..n {
+                        if let Some(idx) = out.queued.pop_front() {
+                            out.release(idx);
+                        }
+                    }
+                    gso.popped(n);
+                    stats.tx_packets.fetch_add(n as u64, Ordering::Relaxed);
+                    if n > 1 {
+                        stats.tx_gso_sends.fetch_add(1, Ordering::Relaxed);
+                        stats.tx_gso_segments.fetch_add(n as u64, Ordering::Relaxed);
                     }
                 }
+            }
+            Err(e) if runs.first().is_some_and(|&n| n > 1) => {
+                // The GSO message failed (no segmentation on the device, segment above the
+                // route's MTU): send its datagrams one by one.
+                gso.failed(e.raw_os_error().unwrap_or(0), runs[0]);
             }
             Err(_) => {
                 // The first datagram failed (bad address, ICMP error): drop it, go on.
@@ -101,6 +134,7 @@ fn flush(
                 if let Some(idx) = out.queued.pop_front() {
                     out.release(idx);
                 }
+                gso.popped(1);
             }
         }
     }

@@ -64,6 +64,15 @@ pub fn io_uring_unavailable() -> Option<io::Error> {
     None
 }
 
+/// Whether the kernel supports UDP GSO (`UDP_SEGMENT`, Linux >= 4.18), probed on a fresh
+/// loopback socket; [`UdpServerConfig::gso`](crate::UdpServerConfig::gso) takes effect only
+/// where it does.
+pub fn udp_gso_available() -> bool {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .map(|s| sys::gso_supported(std::os::fd::AsRawFd::as_raw_fd(&s)))
+        .unwrap_or(false)
+}
+
 pub(crate) fn choose(configured: DriverChoice) -> Result<(DriverKind, String), EndpointError> {
     let mut choice = configured;
     let mut why = "configured";

@@ -21,11 +21,15 @@ use io_uring::types::{BufRingEntry, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::endpoint::{DatagramHandler, MAX_DATAGRAM, Outbox, SharedStats, WorkerCtx, count_tx};
+use crate::gso::Gso;
 use crate::sys::{self, RawAddr};
 
 const RECV_TAG: u64 = 1 << 63;
 const SEND_TAG: u64 = 1 << 62;
 const CANCEL_TAG: u64 = 1 << 61;
+const GSO_TAG: u64 = 1 << 60;
+/// GSO messages one worker may have in flight.
+const GSO_POOL: usize = 64;
 const INDEX_MASK: u64 = 0xffff_ffff;
 const BGID: u16 = 0;
 /// Completions handled between two hand-offs of replies to the kernel.
@@ -216,13 +220,14 @@ pub(crate) fn run<H: DatagramHandler>(
     let ts = Timespec::from(ctx.config.tick);
     let args = SubmitArgs::new().timespec(&ts);
     let mut in_flight_sends = 0usize;
+    let mut gso = Gso::new(ctx.config.gso, fd, GSO_POOL);
     let mut result = Ok(());
     while !ctx.stop.load(Ordering::Acquire) {
         if let Err(e) = arm(&mut ring, &mut recv, fd, fixed) {
             result = Err(e);
             break;
         }
-        let sends = queue_sends(&mut ring, &mut out, fd, fixed, stats);
+        let sends = queue_sends(&mut ring, &mut out, &mut gso, fd, fixed, stats);
         in_flight_sends += sends;
         match ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
@@ -241,13 +246,13 @@ pub(crate) fn run<H: DatagramHandler>(
         // fills while completions are still waiting.
         loop {
             let (done, seen) =
-                reap(&mut ring, &mut recv, &mut out, Some((&mut handler, now)), stats, REAP_CHUNK);
+                reap(&mut ring, &mut recv, &mut out, &mut gso, Some((&mut handler, now)), stats, REAP_CHUNK);
             in_flight_sends -= done;
             if seen < REAP_CHUNK {
                 break;
             }
             if !out.queued.is_empty() {
-                in_flight_sends += queue_sends(&mut ring, &mut out, fd, fixed, stats);
+                in_flight_sends += queue_sends(&mut ring, &mut out, &mut gso, fd, fixed, stats);
                 if ring.submit().is_ok() {
                     stats.tx_syscalls.fetch_add(1, Ordering::Relaxed);
                 }
@@ -274,13 +279,14 @@ pub(crate) fn run<H: DatagramHandler>(
             break;
         }
         let _ = ring.submitter().submit_with_args(1, &short_args);
-        in_flight_sends -= reap::<H>(&mut ring, &mut recv, &mut out, None, stats, usize::MAX).0;
+        in_flight_sends -= reap::<H>(&mut ring, &mut recv, &mut out, &mut gso, None, stats, usize::MAX).0;
     }
     if recv.armed() || in_flight_sends > 0 {
         tracing::warn!("io_uring operations outstanding at shutdown; leaking their buffers");
         drop(ring);
         std::mem::forget(recv);
         std::mem::forget(out);
+        std::mem::forget(gso);
     } else {
         drop(ring);
     }
@@ -335,10 +341,40 @@ fn arm(ring: &mut IoUring, recv: &mut Recv, fd: i32, fixed: bool) -> io::Result<
     Ok(())
 }
 
-fn queue_sends(ring: &mut IoUring, out: &mut Outbox, fd: i32, fixed: bool, stats: &SharedStats) -> usize {
+fn queue_sends(
+    ring: &mut IoUring,
+    out: &mut Outbox,
+    gso: &mut Gso,
+    fd: i32,
+    fixed: bool,
+    stats: &SharedStats,
+) -> usize {
     count_tx(stats, out);
     let mut n = 0;
-    while let Some(idx) = out.queued.pop_front() {
+    while !out.queued.is_empty() {
+        let run = gso.run_at(out, 0);
+        if run > 1
+            && let Some(g) = gso.free.pop()
+        {
+            let m = &mut gso.pool[g as usize];
+            m.build(out, out.queued.range(..run).copied());
+            out.queued.drain(..run);
+            let e = with_fd!(fixed, fd, |f| opcode::SendMsg::new(f, &m.msg)
+                .build()
+                .user_data(GSO_TAG | u64::from(g)));
+            if push(ring, &e).is_err() {
+                stats.tx_dropped.fetch_add(run as u64, Ordering::Relaxed);
+                for &idx in &m.members {
+                    out.release(idx);
+                }
+                gso.free.push(g);
+                continue;
+            }
+            n += 1;
+            continue;
+        }
+        let Some(idx) = out.queued.pop_front() else { break };
+        gso.popped(1);
         let slot = &out.slots[idx as usize];
         let e = with_fd!(fixed, fd, |f| opcode::SendMsg::new(f, &slot.msg)
             .build()
@@ -358,6 +394,7 @@ fn reap<H: DatagramHandler>(
     ring: &mut IoUring,
     recv: &mut Recv,
     out: &mut Outbox,
+    gso: &mut Gso,
     mut handler: Option<(&mut H, Instant)>,
     stats: &SharedStats,
     limit: usize,
@@ -371,7 +408,28 @@ fn reap<H: DatagramHandler>(
         let ud = cqe.user_data();
         let res = cqe.result();
         let flags = cqe.flags();
-        if ud & SEND_TAG != 0 {
+        if ud & GSO_TAG != 0 {
+            sends_done += 1;
+            let g = (ud & INDEX_MASK) as u32;
+            let Some(m) = gso.pool.get(g as usize) else { continue };
+            let segs = m.members.len();
+            if res < 0 {
+                // No segmentation on the device, or a segment above the route's MTU: requeue
+                // the datagrams at the front, in order, to go one by one.
+                for &idx in m.members.iter().rev() {
+                    out.queued.push_front(idx);
+                }
+                gso.failed(-res, segs);
+            } else {
+                for &idx in &m.members {
+                    out.release(idx);
+                }
+                tx += segs as u64;
+                stats.tx_gso_sends.fetch_add(1, Ordering::Relaxed);
+                stats.tx_gso_segments.fetch_add(segs as u64, Ordering::Relaxed);
+            }
+            gso.free.push(g);
+        } else if ud & SEND_TAG != 0 {
             sends_done += 1;
             out.release((ud & INDEX_MASK) as u32);
             if res < 0 {
