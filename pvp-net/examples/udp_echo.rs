@@ -5,6 +5,10 @@
 //! ```text
 //! cargo run --release -p pvp-net --example udp_echo -- --seconds 3 --rounds 3 --server-cpu 0 --client-cpu 1
 //! ```
+//!
+//! `--burst N`: the server answers each datagram with N datagrams of the same size to the same
+//! peer (a snapshot split over N datagrams), and pvp-net runs with UDP GSO on and off; the
+//! figure is then server CPU per datagram sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,11 +26,20 @@ struct Args {
     payload: usize,
     sockets: usize,
     rounds: usize,
+    burst: usize,
 }
 
 fn parse() -> Args {
-    let mut a =
-        Args { seconds: 3.0, server_cpu: 0, client_cpu: 1, window: 256, payload: 64, sockets: 4, rounds: 3 };
+    let mut a = Args {
+        seconds: 3.0,
+        server_cpu: 0,
+        client_cpu: 1,
+        window: 256,
+        payload: 64,
+        sockets: 4,
+        rounds: 3,
+        burst: 1,
+    };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i + 1 < v.len() {
@@ -38,6 +51,7 @@ fn parse() -> Args {
             "--window" => a.window = val.parse().unwrap_or(a.window),
             "--payload" => a.payload = val.parse().unwrap_or(a.payload),
             "--sockets" => a.sockets = val.parse().unwrap_or(a.sockets),
+            "--burst" => a.burst = val.parse().unwrap_or(a.burst).clamp(1, 64),
             "--rounds" => a.rounds = val.parse().unwrap_or(a.rounds).max(1),
             other => eprintln!("unknown flag {other}"),
         }
@@ -70,10 +84,12 @@ fn thread_cpu(prefix: &str) -> Duration {
     Duration::from_millis(total * 10)
 }
 
-struct Echo;
+struct Echo(usize);
 impl DatagramHandler for Echo {
     fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
-        let _ = out.send(from, data);
+        for _ in 0..self.0 {
+            let _ = out.send(from, data);
+        }
     }
 }
 
@@ -101,13 +117,17 @@ fn client(server: SocketAddr, a: &Args) -> f64 {
     let mut measuring_since = None;
     let end = start + warmup + Duration::from_secs_f64(a.seconds);
     let mut idle_rounds = 0;
+    // Replies not yet answered by a new request (with --burst N, N replies per request).
+    let mut acc = vec![0usize; socks.len()];
     while Instant::now() < end {
         let mut got_any = 0;
-        for s in socks.iter_mut() {
+        for (s, acc) in socks.iter_mut().zip(acc.iter_mut()) {
             let n = s.recv_batch(Duration::ZERO).unwrap_or(0);
             got_any += n;
-            if n > 0 {
-                fill(s, n);
+            *acc += n;
+            if *acc >= a.burst {
+                fill(s, *acc / a.burst);
+                *acc %= a.burst;
             }
             if measuring_since.is_some() {
                 counted += n as u64;
@@ -122,7 +142,7 @@ fn client(server: SocketAddr, a: &Args) -> f64 {
             if idle_rounds > 20_000 {
                 idle_rounds = 0;
                 for s in socks.iter_mut() {
-                    fill(s, a.window / 4);
+                    fill(s, (a.window / 4).max(1));
                 }
             }
         } else {
@@ -133,11 +153,13 @@ fn client(server: SocketAddr, a: &Args) -> f64 {
     counted as f64 / secs
 }
 
-fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, f64)> {
+fn run_pvp(driver: DriverChoice, gso: bool, a: &Args) -> Option<(f64, f64)> {
     let mut cfg = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
     cfg.driver = driver;
+    cfg.gso = gso;
     cfg.cpus = vec![a.server_cpu];
-    let server = match UdpServer::bind_with(cfg, |_| Echo) {
+    let burst = a.burst;
+    let server = match UdpServer::bind_with(cfg, move |_| Echo(burst)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{driver:?}: not available: {e}");
@@ -146,16 +168,18 @@ fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, f64)> {
     };
     let kind = server.driver();
     let cpu0 = thread_cpu("pvp-net");
-    let rx0 = server.stats().rx_packets;
+    let tx0 = server.stats().tx_packets;
     let pps = client(server.local_addr(), a);
     let cpu = thread_cpu("pvp-net") - cpu0;
     let st = server.stats();
     eprintln!(
-        "  {:?}: server cpu {:.2} s for {} packets = {:.0} ns/echo",
+        "  {:?} gso={gso}: server cpu {:.2} s for {} packets sent = {:.0} ns/packet; gso sends {} segments {}",
         kind,
         cpu.as_secs_f64(),
-        st.rx_packets - rx0,
-        cpu.as_nanos() as f64 / (st.rx_packets - rx0).max(1) as f64
+        st.tx_packets - tx0,
+        cpu.as_nanos() as f64 / (st.tx_packets - tx0).max(1) as f64,
+        st.tx_gso_sends,
+        st.tx_gso_segments,
     );
     eprintln!(
         "  {:?}: rx {} tx {} rx_syscalls {} tx_syscalls {} ({:.1} pkts/rx call)",
@@ -166,7 +190,7 @@ fn run_pvp(driver: DriverChoice, a: &Args) -> Option<(f64, f64)> {
         st.tx_syscalls,
         st.rx_packets as f64 / st.rx_syscalls.max(1) as f64
     );
-    Some((pps, cpu.as_nanos() as f64 / (st.rx_packets - rx0).max(1) as f64))
+    Some((pps, cpu.as_nanos() as f64 / (st.tx_packets - tx0).max(1) as f64))
 }
 
 fn run_tokio(a: &Args) -> (f64, f64) {
@@ -174,6 +198,7 @@ fn run_tokio(a: &Args) -> (f64, f64) {
     let (tx, rx) = std::sync::mpsc::channel();
     let st = stop.clone();
     let cpu = a.server_cpu;
+    let burst = a.burst;
     let h = std::thread::Builder::new()
         .name("tokio-echo".into())
         .spawn(move || {
@@ -186,7 +211,9 @@ fn run_tokio(a: &Args) -> (f64, f64) {
                 while !st.load(Ordering::Relaxed) {
                     match tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut buf)).await {
                         Ok(Ok((n, from))) => {
-                            let _ = sock.send_to(&buf[..n], from).await;
+                            for _ in 0..burst {
+                                let _ = sock.send_to(&buf[..n], from).await;
+                            }
                         }
                         _ => continue,
                     }
@@ -207,23 +234,37 @@ fn run_tokio(a: &Args) -> (f64, f64) {
 fn main() {
     let a = parse();
     println!(
-        "udp echo, loopback, server cpu {}, client cpu {}, {} sockets x window {}, {} B payload, {} s",
-        a.server_cpu, a.client_cpu, a.sockets, a.window, a.payload, a.seconds
+        "udp echo, loopback, server cpu {}, client cpu {}, {} sockets x window {}, {} B payload, burst {}, {} s",
+        a.server_cpu, a.client_cpu, a.sockets, a.window, a.payload, a.burst, a.seconds
     );
+    // pvp-net with GSO on; with --burst > 1 also with GSO off (a 1-datagram reply never
+    // coalesces, so the two would be the same server).
+    let mut servers: Vec<(&str, Option<(DriverChoice, bool)>)> =
+        vec![("pvp-net io_uring", Some((DriverChoice::IoUring, true)))];
+    if a.burst > 1 {
+        servers.push(("pvp-net io_uring, no GSO", Some((DriverChoice::IoUring, false))));
+    }
+    servers.push(("pvp-net epoll+recvmmsg", Some((DriverChoice::Epoll, true))));
+    if a.burst > 1 {
+        servers.push(("pvp-net epoll, no GSO", Some((DriverChoice::Epoll, false))));
+    }
+    servers.push(("tokio UdpSocket", None));
     // Interleaved rounds, medians: other load on the machine shifts over time, and every
     // server should see the same mix of it.
-    let (mut us, mut es, mut ts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
     for round in 0..a.rounds {
         eprintln!("round {round}");
-        if let Some(r) = run_pvp(DriverChoice::IoUring, &a) {
-            us.push(r);
+        for (i, (_, s)) in servers.iter().enumerate() {
+            let r = match s {
+                Some((d, gso)) => run_pvp(*d, *gso, &a),
+                None => Some(run_tokio(&a)),
+            };
+            if let Some(r) = r {
+                results[i].push(r);
+            }
         }
-        if let Some(r) = run_pvp(DriverChoice::Epoll, &a) {
-            es.push(r);
-        }
-        ts.push(run_tokio(&a));
     }
-    let median = |v: &mut Vec<(f64, f64)>| -> Option<(f64, f64)> {
+    let median = |v: &[(f64, f64)]| -> Option<(f64, f64)> {
         if v.is_empty() {
             return None;
         }
@@ -233,31 +274,42 @@ fn main() {
         c.sort_by(f64::total_cmp);
         Some((p[p.len() / 2], c[c.len() / 2]))
     };
-    let uring = median(&mut us);
-    let epoll = median(&mut es);
-    let Some(tokio) = median(&mut ts) else { return };
+    let meds: Vec<Option<(f64, f64)>> = results.iter().map(|v| median(v)).collect();
     println!("medians of {} interleaved rounds:", a.rounds);
-    println!("{:<28} {:>12} {:>16}", "server", "echoes/s", "server ns/echo");
-    let row = |name: &str, r: (f64, f64)| println!("{:<28} {:>12.0} {:>16.0}", name, r.0, r.1);
-    if let Some(r) = uring {
-        row("pvp-net io_uring", r);
+    let unit = if a.burst > 1 { "server ns/datagram sent" } else { "server ns/echo" };
+    println!("{:<28} {:>14} {:>24}", "server", "datagrams/s", unit);
+    for ((name, _), m) in servers.iter().zip(&meds) {
+        if let Some(r) = m {
+            println!("{:<28} {:>14.0} {:>24.0}", name, r.0, r.1);
+        }
     }
-    if let Some(r) = epoll {
-        row("pvp-net epoll+recvmmsg", r);
-    }
-    row("tokio UdpSocket", tokio);
-    if let (Some(u), Some(e)) = (uring, epoll) {
+    let find = |name: &str| servers.iter().position(|s| s.0 == name).and_then(|i| meds[i]);
+    let tokio = find("tokio UdpSocket");
+    let (uring, epoll) = (find("pvp-net io_uring"), find("pvp-net epoll+recvmmsg"));
+    if let (Some(u), Some(e), Some(t)) = (uring, epoll, tokio) {
         println!(
             "throughput  io_uring/tokio {:.2}x  io_uring/epoll {:.2}x  epoll/tokio {:.2}x",
-            u.0 / tokio.0,
+            u.0 / t.0,
             u.0 / e.0,
-            e.0 / tokio.0
+            e.0 / t.0
         );
         println!(
             "cpu/packet  tokio/io_uring {:.2}x  epoll/io_uring {:.2}x  tokio/epoll {:.2}x",
-            tokio.1 / u.1,
+            t.1 / u.1,
             e.1 / u.1,
-            tokio.1 / e.1
+            t.1 / e.1
         );
+    }
+    for (on, off, name) in [
+        ("pvp-net io_uring", "pvp-net io_uring, no GSO", "io_uring"),
+        ("pvp-net epoll+recvmmsg", "pvp-net epoll, no GSO", "epoll"),
+    ] {
+        if let (Some(g), Some(n)) = (find(on), find(off)) {
+            println!(
+                "GSO effect ({name}): cpu/datagram no-GSO/GSO {:.2}x, throughput GSO/no-GSO {:.2}x",
+                n.1 / g.1,
+                g.0 / n.0
+            );
+        }
     }
 }
