@@ -81,6 +81,12 @@ pub struct UdpServerConfig {
     /// start-up); if a GSO send fails with `EIO` (no segmentation on the route's device) the
     /// worker turns it off and resends the datagrams one by one.
     pub gso: bool,
+    /// io_uring: single datagrams of at least this many bytes leave by zero-copy
+    /// `SendMsgZc` where the kernel has it (probed at start-up; otherwise plain `SendMsg`);
+    /// the slot stays owned by the kernel until its notification completion. GSO runs always
+    /// use plain `SendMsg` (zero-copy over up to 64 slot buffers needs more page fragments
+    /// than the kernel allows). `None` (the default): off. Ignored by the epoll driver.
+    pub uring_send_zc: Option<usize>,
 }
 
 impl UdpServerConfig {
@@ -99,6 +105,7 @@ impl UdpServerConfig {
             tick: Duration::from_millis(1),
             uring_multishot: true,
             gso: true,
+            uring_send_zc: None,
         }
     }
 }
@@ -227,6 +234,8 @@ pub(crate) struct SendSlot {
     pub(crate) iov: libc::iovec,
     pub(crate) msg: libc::msghdr,
     pub(crate) len: usize,
+    /// io_uring SEND_ZC: the send's result, held until the kernel's notification.
+    pub(crate) zc_res: i32,
     pub(crate) buf: [u8; MAX_DATAGRAM],
 }
 
@@ -244,6 +253,7 @@ impl Outbox {
                 // SAFETY: msghdr is plain old data; zero is a valid (empty) value.
                 msg: unsafe { std::mem::zeroed() },
                 len: 0,
+                zc_res: 0,
                 buf: [0; MAX_DATAGRAM],
             })
             .collect();
@@ -322,6 +332,7 @@ pub(crate) struct SharedStats {
     pub(crate) tx_syscalls: AtomicU64,
     pub(crate) tx_gso_sends: AtomicU64,
     pub(crate) tx_gso_segments: AtomicU64,
+    pub(crate) tx_zc_sends: AtomicU64,
 }
 
 /// A snapshot of a server's counters.
@@ -348,6 +359,8 @@ pub struct EndpointStats {
     pub tx_gso_sends: u64,
     /// Datagrams that left inside GSO sends (also counted in `tx_packets`).
     pub tx_gso_segments: u64,
+    /// io_uring zero-copy sends completed (see [`UdpServerConfig::uring_send_zc`]).
+    pub tx_zc_sends: u64,
 }
 
 pub(crate) struct WorkerCtx {
@@ -585,6 +598,7 @@ impl UdpServer {
             tx_syscalls: l(&s.tx_syscalls),
             tx_gso_sends: l(&s.tx_gso_sends),
             tx_gso_segments: l(&s.tx_gso_segments),
+            tx_zc_sends: l(&s.tx_zc_sends),
         }
     }
 

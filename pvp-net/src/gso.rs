@@ -47,6 +47,8 @@ pub(crate) struct GsoMsg {
     iovs: [libc::iovec; MAX_SEGMENTS],
     cmsg: CmsgBuf,
     pub(crate) msg: libc::msghdr,
+    /// io_uring SEND_ZC: the send's result, held until the kernel's notification.
+    pub(crate) zc_res: i32,
     /// Outbox slot indices, in send order.
     pub(crate) members: Vec<u32>,
 }
@@ -58,6 +60,7 @@ impl GsoMsg {
             cmsg: CmsgBuf([0; 32]),
             // SAFETY: msghdr is plain old data; zero is a valid (empty) value.
             msg: unsafe { std::mem::zeroed() },
+            zc_res: 0,
             members: Vec::with_capacity(MAX_SEGMENTS),
         })
     }

@@ -73,6 +73,18 @@ pub fn udp_gso_available() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether io_uring here has the zero-copy `SendMsgZc` opcode (Linux >= 6.1), used by
+/// [`UdpServerConfig::uring_send_zc`](crate::UdpServerConfig::uring_send_zc).
+pub fn io_uring_send_zc_available() -> bool {
+    io_uring_unavailable().is_none() && probe_opcode(io_uring::opcode::SendMsgZc::CODE)
+}
+
+pub(crate) fn probe_opcode(code: u8) -> bool {
+    let Ok(ring) = io_uring::IoUring::new(8) else { return false };
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
+}
+
 pub(crate) fn choose(configured: DriverChoice) -> Result<(DriverKind, String), EndpointError> {
     let mut choice = configured;
     let mut why = "configured";

@@ -28,6 +28,8 @@ const RECV_TAG: u64 = 1 << 63;
 const SEND_TAG: u64 = 1 << 62;
 const CANCEL_TAG: u64 = 1 << 61;
 const GSO_TAG: u64 = 1 << 60;
+/// With SEND_TAG or GSO_TAG: a zero-copy send (a result CQE, then a notification CQE).
+const ZC_TAG: u64 = 1 << 59;
 /// GSO messages one worker may have in flight.
 const GSO_POOL: usize = 64;
 const INDEX_MASK: u64 = 0xffff_ffff;
@@ -221,13 +223,14 @@ pub(crate) fn run<H: DatagramHandler>(
     let args = SubmitArgs::new().timespec(&ts);
     let mut in_flight_sends = 0usize;
     let mut gso = Gso::new(ctx.config.gso, fd, GSO_POOL);
+    let zc = ctx.config.uring_send_zc.filter(|_| super::probe_opcode(opcode::SendMsgZc::CODE));
     let mut result = Ok(());
     while !ctx.stop.load(Ordering::Acquire) {
         if let Err(e) = arm(&mut ring, &mut recv, fd, fixed) {
             result = Err(e);
             break;
         }
-        let sends = queue_sends(&mut ring, &mut out, &mut gso, fd, fixed, stats);
+        let sends = queue_sends(&mut ring, &mut out, &mut gso, zc, fd, fixed, stats);
         in_flight_sends += sends;
         match ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
@@ -252,7 +255,7 @@ pub(crate) fn run<H: DatagramHandler>(
                 break;
             }
             if !out.queued.is_empty() {
-                in_flight_sends += queue_sends(&mut ring, &mut out, &mut gso, fd, fixed, stats);
+                in_flight_sends += queue_sends(&mut ring, &mut out, &mut gso, zc, fd, fixed, stats);
                 if ring.submit().is_ok() {
                     stats.tx_syscalls.fetch_add(1, Ordering::Relaxed);
                 }
@@ -345,10 +348,12 @@ fn queue_sends(
     ring: &mut IoUring,
     out: &mut Outbox,
     gso: &mut Gso,
+    zc: Option<usize>,
     fd: i32,
     fixed: bool,
     stats: &SharedStats,
 ) -> usize {
+    let zc_for = |bytes: usize| zc.is_some_and(|t| bytes >= t);
     count_tx(stats, out);
     let mut n = 0;
     while !out.queued.is_empty() {
@@ -359,6 +364,8 @@ fn queue_sends(
             let m = &mut gso.pool[g as usize];
             m.build(out, out.queued.range(..run).copied());
             out.queued.drain(..run);
+            // Never zero-copy: a zero-copy GSO send over up to 64 separate slot buffers needs
+            // more page fragments than an skb holds (the kernel answers EMSGSIZE).
             let e = with_fd!(fixed, fd, |f| opcode::SendMsg::new(f, &m.msg)
                 .build()
                 .user_data(GSO_TAG | u64::from(g)));
@@ -376,9 +383,15 @@ fn queue_sends(
         let Some(idx) = out.queued.pop_front() else { break };
         gso.popped(1);
         let slot = &out.slots[idx as usize];
-        let e = with_fd!(fixed, fd, |f| opcode::SendMsg::new(f, &slot.msg)
-            .build()
-            .user_data(SEND_TAG | u64::from(idx)));
+        let e = if zc_for(slot.len) {
+            with_fd!(fixed, fd, |f| opcode::SendMsgZc::new(f, &slot.msg)
+                .build()
+                .user_data(SEND_TAG | ZC_TAG | u64::from(idx)))
+        } else {
+            with_fd!(fixed, fd, |f| opcode::SendMsg::new(f, &slot.msg)
+                .build()
+                .user_data(SEND_TAG | u64::from(idx)))
+        };
         if push(ring, &e).is_err() {
             stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
             out.release(idx);
@@ -406,8 +419,28 @@ fn reap<H: DatagramHandler>(
     for cqe in ring.completion().take(limit) {
         seen += 1;
         let ud = cqe.user_data();
-        let res = cqe.result();
+        let mut res = cqe.result();
         let flags = cqe.flags();
+        if ud & ZC_TAG != 0 && ud & (SEND_TAG | GSO_TAG) != 0 {
+            // Zero-copy: the first CQE carries the result and, with MORE, promises a
+            // notification; the buffers stay the kernel's until that notification.
+            let i = (ud & INDEX_MASK) as usize;
+            let held = if ud & GSO_TAG != 0 {
+                gso.pool.get_mut(i).map(|m| &mut m.zc_res)
+            } else {
+                out.slots.get_mut(i).map(|s| &mut s.zc_res)
+            };
+            let Some(held) = held else { continue };
+            if cqueue::notif(flags) {
+                res = *held;
+            } else if cqueue::more(flags) {
+                *held = res;
+                continue;
+            }
+            if res >= 0 {
+                stats.tx_zc_sends.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if ud & GSO_TAG != 0 {
             sends_done += 1;
             let g = (ud & INDEX_MASK) as u32;
