@@ -7,8 +7,8 @@
 //! ```
 //!
 //! `--burst N`: the server answers each datagram with N datagrams of the same size to the same
-//! peer (a snapshot split over N datagrams), and pvp-net runs with UDP GSO on and off; the
-//! figure is then server CPU per datagram sent.
+//! peer (a snapshot split over N datagrams); the figure is then server CPU per datagram sent.
+//! pvp-net always runs twice, with UDP GSO on and off.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -237,17 +237,13 @@ fn main() {
         "udp echo, loopback, server cpu {}, client cpu {}, {} sockets x window {}, {} B payload, burst {}, {} s",
         a.server_cpu, a.client_cpu, a.sockets, a.window, a.payload, a.burst, a.seconds
     );
-    // pvp-net with GSO on; with --burst > 1 also with GSO off (a 1-datagram reply never
-    // coalesces, so the two would be the same server).
+    // pvp-net with GSO on and off (even with one reply per request, replies queued together
+    // for one client socket coalesce).
     let mut servers: Vec<(&str, Option<(DriverChoice, bool)>)> =
         vec![("pvp-net io_uring", Some((DriverChoice::IoUring, true)))];
-    if a.burst > 1 {
-        servers.push(("pvp-net io_uring, no GSO", Some((DriverChoice::IoUring, false))));
-    }
+    servers.push(("pvp-net io_uring, no GSO", Some((DriverChoice::IoUring, false))));
     servers.push(("pvp-net epoll+recvmmsg", Some((DriverChoice::Epoll, true))));
-    if a.burst > 1 {
-        servers.push(("pvp-net epoll, no GSO", Some((DriverChoice::Epoll, false))));
-    }
+    servers.push(("pvp-net epoll, no GSO", Some((DriverChoice::Epoll, false))));
     servers.push(("tokio UdpSocket", None));
     // Interleaved rounds, medians: other load on the machine shifts over time, and every
     // server should see the same mix of it.
