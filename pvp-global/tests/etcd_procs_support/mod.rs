@@ -407,11 +407,11 @@ fn free_udp_ports(n: usize) -> Result<Vec<u16>> {
     Ok(sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<std::io::Result<Vec<_>>>()?)
 }
 
+/// When a query was sent and what came back (`None`: nothing within 200 ms).
+type Answer = (Instant, Option<String>);
+
 /// Asks jp and sg in turn, every 20 ms, where a Korean player's new match goes.
-fn client(
-    ports: [u16; 2],
-    stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<Vec<(Instant, Option<String>)>>> {
+fn client(ports: [u16; 2], stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<Vec<Answer>>> {
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
     Ok(std::thread::spawn(move || {
@@ -530,8 +530,7 @@ pub(crate) fn run_once(
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let seen = client_thread.join().map_err(|_| "client panicked")?;
-    let after_cut: Vec<&(Instant, Option<String>)> =
-        seen.iter().filter(|(t, _)| *t >= cut && *t < restart).collect();
+    let after_cut: Vec<&Answer> = seen.iter().filter(|(t, _)| *t >= cut && *t < restart).collect();
     report.client_queries = after_cut.len() as u64;
     report.client_stale = after_cut.iter().filter(|(_, a)| a.as_deref() == Some("kr")).count() as u64;
     report.client_errors = after_cut.iter().filter(|(_, a)| a.is_none()).count() as u64;
