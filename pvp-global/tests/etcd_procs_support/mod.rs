@@ -483,6 +483,9 @@ pub(crate) fn run_once(
     }
     let (mut down, mut pdown, mut away) = (Vec::new(), Vec::new(), Vec::new());
     wait_for(&events, Duration::from_secs(15), |at, who, e| {
+        if at < cut {
+            return false; // seen during the steady state (e.g. a spurious Degraded under load)
+        }
         let since = at.saturating_duration_since(cut);
         match e {
             "lease_down kr" if who != "kr" && !down.contains(&who.to_owned()) => down.push(who.to_owned()),
@@ -518,7 +521,7 @@ pub(crate) fn run_once(
     spawn_region(&mut procs, command, &args_of("kr"), &tx)?;
     let mut back = Vec::new();
     wait_for(&events, Duration::from_secs(20), |at, who, e| {
-        if e == "route kr kr" && who != "kr" && !back.contains(&who.to_owned()) {
+        if at >= restart && e == "route kr kr" && who != "kr" && !back.contains(&who.to_owned()) {
             back.push(who.to_owned());
         }
         if back.len() == 2 {
