@@ -4,7 +4,8 @@
 //! Each region process is this binary re-executed with `--role region --region kr
 //! --endpoints ...`: `EtcdCoordinator` with a 2 s lease kept alive every 500 ms, a membership
 //! watch, UDP heartbeats every 250 ms, `RegionHealthTracker` + `FailoverPlanner`, a campaign for
-//! the global job, and a route service a client polls. kr is killed (SIGKILL), then restarted.
+//! the global job, and a route service a client polls. kr is killed (SIGKILL) and restarted,
+//! then (second table) frozen (SIGSTOP) past its lease and resumed (SIGCONT).
 //!
 //! `cargo run --release -p pvp-global --features etcd --example etcd_failover_procs -- [runs]`
 
@@ -41,19 +42,36 @@ fn main() -> procs::Result<()> {
         c.args(a.to_args());
         c
     };
+    for fault in [procs::Fault::Crash, procs::Fault::Freeze] {
+        measure(&command, &urls, runs, fault)?;
+    }
+    Ok(())
+}
+
+fn measure(
+    command: &dyn Fn(&procs::RegionArgs) -> Command,
+    urls: &[String],
+    runs: u32,
+    fault: procs::Fault,
+) -> procs::Result<()> {
+    let (what, back) = match fault {
+        procs::Fault::Crash => ("SIGKILLed, then a fresh kr process started", "restart"),
+        procs::Fault::Freeze => ("SIGSTOPped (frozen past its lease), then SIGCONTed", "SIGCONT"),
+    };
     let names = [
-        "detection (kill -> jp and sg see kr's lease expire)",
-        "planner Down (kill -> both planners mark kr Down)",
-        "reroute (kill -> both route Korean players away)",
-        "leader takeover (kill -> jp/sg wins kr's global job)",
-        "client gap (kill -> client last told 'kr')",
-        "return (restart kr -> both route Korean players to kr)",
-        "client return (restart kr -> client told 'kr')",
+        "detection (fault -> jp and sg see kr's lease expire)".to_owned(),
+        "planner Down (fault -> both planners mark kr Down)".to_owned(),
+        "reroute (fault -> both route Korean players away)".to_owned(),
+        "leader takeover (fault -> jp/sg wins kr's global job)".to_owned(),
+        "client gap (fault -> client last told 'kr')".to_owned(),
+        format!("return ({back} -> both route Korean players to kr)"),
+        format!("client return ({back} -> client told 'kr')"),
     ];
     let mut hists: Vec<Histogram<u64>> = (0..names.len()).map(|_| Histogram::new(3).expect("hist")).collect();
     let (mut queries, mut stale, mut errors, mut failed) = (0, 0, 0, 0);
     for run in 0..runs {
-        let r = match procs::run_once(&command, &urls, run) {
+        let run_id = run + if fault == procs::Fault::Freeze { 10_000 } else { 0 };
+        let r = match procs::run_once(command, urls, run_id, fault) {
             Ok(r) => r,
             Err(e) => {
                 println!("run {run} failed: {e}");
@@ -72,15 +90,14 @@ fn main() -> procs::Result<()> {
         stale += r.client_stale;
         errors += r.client_errors;
     }
-    println!(
-        "three region processes + 3-member etcd on loopback, {runs} runs ({failed} failed), lease TTL 2 s,"
-    );
-    println!("keep-alive 500 ms, heartbeats 250 ms; kr SIGKILLed then restarted; seed failover 30 s");
-    println!("{:<56} {:>7} {:>7} {:>7} {:>9}", "", "p50 ms", "p99 ms", "max ms", "p99/30 s");
+    println!();
+    println!("three region processes + 3-member etcd on loopback, {runs} runs ({failed} failed): kr {what}");
+    println!("lease TTL 2 s, keep-alive 500 ms, heartbeats 250 ms; seed failover 30 s");
+    println!("{:<58} {:>7} {:>7} {:>7} {:>9}", "", "p50 ms", "p99 ms", "max ms", "p99/30 s");
     for (name, h) in names.iter().zip(&hists) {
         let p99 = h.value_at_quantile(0.99);
         println!(
-            "{name:<56} {:>7} {:>7} {:>7} {:>9.3}",
+            "{name:<58} {:>7} {:>7} {:>7} {:>9.3}",
             h.value_at_quantile(0.5),
             p99,
             h.max(),
@@ -88,7 +105,7 @@ fn main() -> procs::Result<()> {
         );
     }
     println!(
-        "client (polls jp and sg every 20 ms for a Korean player's route) between kill and restart: \
+        "client (polls jp and sg every 20 ms for a Korean player's route) between fault and {back}: \
          {queries} queries, {stale} answered 'kr' (dead region), {errors} unanswered"
     );
     Ok(())

@@ -26,20 +26,25 @@ fn region_process_entry() {
     procs::region_main(region).expect("region process");
 }
 
-#[test]
-fn three_region_processes_kr_killed_detected_and_rerouted_within_5s() {
+fn start_cluster() -> Option<LoopbackEtcdCluster> {
     if !LoopbackEtcdCluster::available() {
         eprintln!("NOTE: skipping etcd process test, no etcd binary (apt-get install etcd-server)");
-        return;
+        return None;
     }
     let cluster = LoopbackEtcdCluster::start(3).expect("start etcd");
-    let urls = cluster.client_urls();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(LoopbackEtcdCluster::wait_healthy(&urls, Duration::from_secs(30)))
+        .block_on(LoopbackEtcdCluster::wait_healthy(&cluster.client_urls(), Duration::from_secs(30)))
         .expect("etcd healthy");
+    Some(cluster)
+}
+
+fn scenario(fault: procs::Fault) {
+    let Some(cluster) = start_cluster() else {
+        return;
+    };
     let exe = std::env::current_exe().expect("test binary");
     let command = |a: &procs::RegionArgs| {
         let mut c = Command::new(&exe);
@@ -47,8 +52,8 @@ fn three_region_processes_kr_killed_detected_and_rerouted_within_5s() {
             .env(ROLE_ENV, a.to_args().join(" "));
         c
     };
-    let r = procs::run_once(&command, &urls, 0).expect("scenario");
-    let ctx = format!("{r:#?}");
+    let r = procs::run_once(&command, &cluster.client_urls(), 0, fault).expect("scenario");
+    let ctx = format!("{fault:?}: {r:#?}");
     let detection = r.detection.unwrap_or_else(|| panic!("kr's lease expiry never seen; {ctx}"));
     let reroute = r.reroute.unwrap_or_else(|| panic!("never rerouted; {ctx}"));
     let takeover = r.takeover.unwrap_or_else(|| panic!("no leader takeover; {ctx}"));
@@ -59,4 +64,14 @@ fn three_region_processes_kr_killed_detected_and_rerouted_within_5s() {
     assert!(gap <= GOAL, "client gap {gap:?} > 5 s; {ctx}");
     assert!(r.client_queries > 0, "client asked nothing; {ctx}");
     assert!(r.route_back.is_some(), "routing never returned to kr; {ctx}");
+}
+
+#[test]
+fn three_region_processes_kr_killed_detected_and_rerouted_within_5s() {
+    scenario(procs::Fault::Crash);
+}
+
+#[test]
+fn three_region_processes_kr_frozen_detected_rerouted_and_rejoins() {
+    scenario(procs::Fault::Freeze);
 }

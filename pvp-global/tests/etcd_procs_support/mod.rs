@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use pvp_core::ids::RegionId;
 use pvp_global::coord::{
-    CasOutcome, ChangeFeed, ChangeKind, Coordinator, EtcdCoordinator, EtcdCoordinatorConfig, Expected,
-    WatchScope,
+    CasOutcome, ChangeFeed, ChangeKind, CoordError, Coordinator, EtcdCoordinator, EtcdCoordinatorConfig,
+    Expected, LeaseId, WatchScope,
 };
 use pvp_global::failover::{
     FailoverDecision, FailoverPlanner, HealthPolicy, LatencyMatrix, PlannerConfig, RegionHealthTracker,
@@ -128,6 +128,44 @@ pub(crate) fn region_main(args: RegionArgs) -> Result<()> {
     rt.block_on(region_async(args))
 }
 
+/// Joins (or re-joins after the lease was lost): a fresh lease kept alive until etcd says it is
+/// gone, catch-up (read the routing record the leader keeps), the announcement, then a new
+/// version of `caughtup/<me>`.
+async fn join(
+    coord: &Arc<EtcdCoordinator>,
+    me: RegionId,
+    lost: &tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<LeaseId> {
+    let lease = coord.grant_lease(TTL).await?;
+    let _ = coord.read_record("routing").await?;
+    coord.announce_region(me, lease).await?;
+    let (c, lost) = (coord.clone(), lost.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEEP_ALIVE);
+        loop {
+            tick.tick().await;
+            if let Err(CoordError::LeaseNotFound(_)) = c.keep_alive(lease).await {
+                let _ = lost.send(());
+                return;
+            }
+        }
+    });
+    let name = format!("caughtup/{me}");
+    for _ in 0..5 {
+        let expected = match coord.read_record(&name).await? {
+            Some(r) => Expected::Version(r.version),
+            None => Expected::Absent,
+        };
+        if matches!(
+            coord.compare_and_set(&name, expected, lease.0.to_le_bytes().to_vec()).await?,
+            CasOutcome::Applied { .. }
+        ) {
+            break;
+        }
+    }
+    Ok(lease)
+}
+
 async fn region_async(args: RegionArgs) -> Result<()> {
     let me = rid(&args.region)?;
     let own_port = args.ports.iter().find(|(r, _)| *r == args.region).map(|p| p.1).ok_or("no own port")?;
@@ -171,35 +209,9 @@ async fn region_async(args: RegionArgs) -> Result<()> {
         .with_namespace(args.namespace.clone())
         .with_op_timeout(Duration::from_millis(500));
     let coord = Arc::new(EtcdCoordinator::connect(config).await?);
-    let lease = coord.grant_lease(TTL).await?;
     let mut feed = coord.watch(WatchScope::Regions).await?;
-    // Catch up: read the routing record the leader keeps (what changed while we were away).
-    let _ = coord.read_record("routing").await?;
-    coord.announce_region(me, lease).await?;
-    {
-        let c = coord.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(KEEP_ALIVE);
-            loop {
-                tick.tick().await;
-                let _ = c.keep_alive(lease).await;
-            }
-        });
-    }
-    // Say we caught up (a new version of `caughtup/<me>`).
-    let name = format!("caughtup/{me}");
-    for _ in 0..5 {
-        let expected = match coord.read_record(&name).await? {
-            Some(r) => Expected::Version(r.version),
-            None => Expected::Absent,
-        };
-        if matches!(
-            coord.compare_and_set(&name, expected, lease.0.to_le_bytes().to_vec()).await?,
-            CasOutcome::Applied { .. }
-        ) {
-            break;
-        }
-    }
+    let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut lease = join(&coord, me, &lost_tx).await?;
     ev("ready");
 
     let start = Instant::now();
@@ -233,6 +245,13 @@ async fn region_async(args: RegionArgs) -> Result<()> {
     let mut routing_dirty = false;
     loop {
         tokio::select! {
+            Some(()) = lost_rx.recv() => {
+                // Frozen or cut off past the TTL: everything under the old lease is gone.
+                ev("lease_lost");
+                leading = false;
+                lease = join(&coord, me, &lost_tx).await?;
+                ev("rejoined");
+            }
             Some(r) = hb_rx.recv() => {
                 let _ = health.handle_heartbeat(start.elapsed(), r);
             }
@@ -325,9 +344,9 @@ pub(crate) struct ProcsReport {
     pub(crate) client_errors: u64,
     /// Queries after the kill.
     pub(crate) client_queries: u64,
-    /// Restart of kr -> both survivors route Korean players to kr again.
+    /// kr back (restart or SIGCONT) -> both survivors route Korean players to kr again.
     pub(crate) route_back: Option<Duration>,
-    /// Restart of kr -> the client is first told kr again.
+    /// kr back -> the client is first told kr again.
     pub(crate) client_back: Option<Duration>,
 }
 
@@ -442,11 +461,28 @@ fn client(ports: [u16; 2], stop: Arc<AtomicBool>) -> Result<std::thread::JoinHan
     }))
 }
 
-/// Runs the scenario once: three region processes made by `command`, kr killed and restarted.
+/// How kr fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// SIGKILL, then a fresh kr process (a crash and a restart).
+    Crash,
+    /// SIGSTOP, then SIGCONT (a partition or a long pause: kr comes back with a dead lease and
+    /// must notice, re-grant and re-announce).
+    Freeze,
+}
+
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let status = Command::new("kill").args([sig, &pid.to_string()]).status()?;
+    if status.success() { Ok(()) } else { Err(format!("kill {sig} {pid} failed").into()) }
+}
+
+/// Runs the scenario once: three region processes made by `command`; kr fails as `fault` says,
+/// then comes back.
 pub(crate) fn run_once(
     command: &dyn Fn(&RegionArgs) -> Command,
     endpoints: &[String],
     run: u32,
+    fault: Fault,
 ) -> Result<ProcsReport> {
     let ports = free_udp_ports(3)?;
     let ports: Vec<(String, u16)> = REGIONS.iter().map(|r| (*r).to_owned()).zip(ports).collect();
@@ -477,9 +513,15 @@ pub(crate) fn run_once(
     let client_thread = client([ports[1].1, ports[2].1], stop.clone())?;
     std::thread::sleep(Duration::from_millis(200)); // the client's baseline before the kill
     let cut = Instant::now();
-    if let Some(mut kr) = procs.children.remove("kr") {
-        kr.kill()?;
-        kr.wait()?;
+    let kr_pid = procs.children.get("kr").map(Child::id).ok_or("no kr process")?;
+    match fault {
+        Fault::Crash => {
+            if let Some(mut kr) = procs.children.remove("kr") {
+                kr.kill()?;
+                kr.wait()?;
+            }
+        }
+        Fault::Freeze => signal(kr_pid, "-STOP")?,
     }
     let (mut down, mut pdown, mut away) = (Vec::new(), Vec::new(), Vec::new());
     wait_for(&events, Duration::from_secs(15), |at, who, e| {
@@ -516,9 +558,12 @@ pub(crate) fn run_once(
         report.detection.is_some() && report.reroute.is_some() && report.takeover.is_some()
     })?;
 
-    // Restart kr; wait until both survivors route Korean players back to it.
+    // Bring kr back; wait until both survivors route Korean players back to it.
     let restart = Instant::now();
-    spawn_region(&mut procs, command, &args_of("kr"), &tx)?;
+    match fault {
+        Fault::Crash => spawn_region(&mut procs, command, &args_of("kr"), &tx)?,
+        Fault::Freeze => signal(kr_pid, "-CONT")?,
+    }
     let mut back = Vec::new();
     wait_for(&events, Duration::from_secs(20), |at, who, e| {
         if at >= restart && e == "route kr kr" && who != "kr" && !back.contains(&who.to_owned()) {
