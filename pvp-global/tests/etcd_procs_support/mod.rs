@@ -9,8 +9,9 @@
 //! `EV ...` lines on stdout; the driver timestamps them on arrival. A region exits when its
 //! stdin closes (the driver died or is done).
 //!
-//! The driver kills kr (SIGKILL: a crash), measures detection, reroute, leader takeover and what
-//! a client polling the surviving regions' route service sees, then restarts kr and measures
+//! The driver fails kr ([`Fault::Crash`]: SIGKILL, or [`Fault::Freeze`]: SIGSTOP past its
+//! lease), measures detection, reroute, leader takeover and what a client polling the surviving
+//! regions' route service sees, then brings kr back (a fresh process, or SIGCONT) and measures
 //! routing returning once kr announced itself, caught up (read the routing record) and said so
 //! (the `caughtup/kr` record).
 
