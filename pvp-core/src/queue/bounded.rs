@@ -158,12 +158,15 @@ impl<T> LockFreeQueue<T> {
         self.tail.load(Ordering::Relaxed) == head
     }
 
-    /// Appends `value` at the back of the queue.
-    ///
-    /// # Errors
-    /// Hands `value` back when the queue is full.
-    #[inline]
-    pub fn push(&self, value: T) -> Result<(), T> {
+    /// The push loop `push` and `force_push` share: claims the slot at `tail` once it is free
+    /// and writes `value` there. When the slot still holds last lap's value, `on_full(value,
+    /// tail, slot)` decides: `Ok(value)` to try again, `Err(r)` to return `r`.
+    #[inline(always)]
+    fn push_or_else<R>(
+        &self,
+        mut value: T,
+        mut on_full: impl FnMut(T, usize, &Slot<T>) -> Result<T, R>,
+    ) -> Result<(), R> {
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             let slot = self.slot(tail);
@@ -181,19 +184,26 @@ impl<T> LockFreeQueue<T> {
                     }
                     Err(current) => tail = current,
                 }
-            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
-                // The slot still holds last lap's value.
-                if self.full_at(tail) {
-                    return Err(value);
-                }
-                spin_loop();
-                tail = self.tail.load(Ordering::Relaxed);
             } else {
-                // Another producer took this position, or a consumer is still reading it.
+                if stamp.wrapping_add(self.one_lap) == tail + 1 {
+                    // The slot still holds last lap's value.
+                    value = on_full(value, tail, slot)?;
+                }
+                // Otherwise another producer took this position, or a consumer is still
+                // reading it.
                 spin_loop();
                 tail = self.tail.load(Ordering::Relaxed);
             }
         }
+    }
+
+    /// Appends `value` at the back of the queue.
+    ///
+    /// # Errors
+    /// Hands `value` back when the queue is full.
+    #[inline]
+    pub fn push(&self, value: T) -> Result<(), T> {
+        self.push_or_else(value, |value, tail, _| if self.full_at(tail) { Err(value) } else { Ok(value) })
     }
 
     /// Appends `value`, overwriting and returning the oldest value if the queue is full.
@@ -211,50 +221,26 @@ impl<T> LockFreeQueue<T> {
     /// # Ok::<(), pvp_core::queue::QueueError>(())
     /// ```
     pub fn force_push(&self, value: T) -> Option<T> {
-        let mut tail = self.tail.load(Ordering::Relaxed);
-        loop {
-            let slot = self.slot(tail);
-            let stamp = slot.stamp.load(Ordering::Acquire);
-            if stamp == tail {
-                let next = self.advance(tail, 1);
-                match self.tail.compare_exchange_weak(tail, next, Ordering::SeqCst, Ordering::Relaxed) {
-                    Ok(_) => {
-                        // SAFETY: as in `push`: position `tail` belongs to this thread alone.
-                        slot.value.with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
-                        slot.stamp.store(tail + 1, Ordering::Release);
-                        return None;
-                    }
-                    Err(current) => tail = current,
-                }
-            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
-                // Full at this slot: take the oldest value by moving head past it first, so no
-                // consumer can claim it, then move tail over the same slot.
-                full_fence();
-                let next = self.advance(tail, 1);
-                let head = tail.wrapping_sub(self.one_lap);
-                let new_head = next.wrapping_sub(self.one_lap);
-                if self
-                    .head
-                    .compare_exchange_weak(head, new_head, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.tail.store(next, Ordering::SeqCst);
-                    // SAFETY: moving head past position `head` took it from every consumer, and
-                    // the slot's stamp (still "full") keeps every other producer out until the
-                    // store below, so this thread alone touches the value. The value was
-                    // initialised by the push that set the stamp we acquired.
-                    let old =
-                        slot.value.with_mut(|p| unsafe { p.replace(MaybeUninit::new(value)).assume_init() });
-                    slot.stamp.store(tail + 1, Ordering::Release);
-                    return Some(old);
-                }
-                spin_loop();
-                tail = self.tail.load(Ordering::Relaxed);
-            } else {
-                spin_loop();
-                tail = self.tail.load(Ordering::Relaxed);
+        let taken = self.push_or_else(value, |value, tail, slot| {
+            // Full at this slot: take the oldest value by moving head past it first, so no
+            // consumer can claim it, then move tail over the same slot.
+            full_fence();
+            let next = self.advance(tail, 1);
+            let head = tail.wrapping_sub(self.one_lap);
+            let new_head = next.wrapping_sub(self.one_lap);
+            if self.head.compare_exchange_weak(head, new_head, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                return Ok(value);
             }
-        }
+            self.tail.store(next, Ordering::SeqCst);
+            // SAFETY: moving head past position `head` took it from every consumer, and the
+            // slot's stamp (still "full") keeps every other producer out until the store
+            // below, so this thread alone touches the value. The value was initialised by the
+            // push that set the stamp we acquired.
+            let old = slot.value.with_mut(|p| unsafe { p.replace(MaybeUninit::new(value)).assume_init() });
+            slot.stamp.store(tail + 1, Ordering::Release);
+            Err(old)
+        });
+        taken.err()
     }
 
     /// Removes the value at the front of the queue, or returns `None` if it is empty.
