@@ -244,17 +244,17 @@ fn single_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("single_thread_push_pop");
     const N: u64 = 512;
     g.throughput(Throughput::Elements(N));
+    /// N pushes then N pops through one queue, via the shared `Queue` trait.
+    fn round_trip<Q: Queue>(q: &Q) {
+        for i in 0..N {
+            let _ = q.push(black_box(i));
+        }
+        for _ in 0..N {
+            black_box(q.pop());
+        }
+    }
     let ours = LockFreeQueue::<u64>::new(CAP).unwrap();
-    g.bench_function(BenchmarkId::new("pvp_LockFreeQueue", N), |b| {
-        b.iter(|| {
-            for i in 0..N {
-                let _ = ours.push(black_box(i));
-            }
-            for _ in 0..N {
-                black_box(ours.pop());
-            }
-        })
-    });
+    g.bench_function(BenchmarkId::new("pvp_LockFreeQueue", N), |b| b.iter(|| round_trip(&ours)));
     let mut buf = Vec::with_capacity(BATCH);
     g.bench_function(BenchmarkId::new("pvp_LockFreeQueue_batch32", N), |b| {
         b.iter(|| {
@@ -270,38 +270,11 @@ fn single_thread(c: &mut Criterion) {
         })
     });
     let cb = crossbeam_queue::ArrayQueue::<u64>::new(CAP);
-    g.bench_function(BenchmarkId::new("crossbeam_ArrayQueue", N), |b| {
-        b.iter(|| {
-            for i in 0..N {
-                let _ = cb.push(black_box(i));
-            }
-            for _ in 0..N {
-                black_box(cb.pop());
-            }
-        })
-    });
+    g.bench_function(BenchmarkId::new("crossbeam_ArrayQueue", N), |b| b.iter(|| round_trip(&cb)));
     let ub = UnboundedQueue::<u64>::new();
-    g.bench_function(BenchmarkId::new("pvp_UnboundedQueue", N), |b| {
-        b.iter(|| {
-            for i in 0..N {
-                ub.push(black_box(i));
-            }
-            for _ in 0..N {
-                black_box(ub.pop());
-            }
-        })
-    });
+    g.bench_function(BenchmarkId::new("pvp_UnboundedQueue", N), |b| b.iter(|| round_trip(&ub)));
     let seg = crossbeam_queue::SegQueue::<u64>::new();
-    g.bench_function(BenchmarkId::new("crossbeam_SegQueue", N), |b| {
-        b.iter(|| {
-            for i in 0..N {
-                seg.push(black_box(i));
-            }
-            for _ in 0..N {
-                black_box(seg.pop());
-            }
-        })
-    });
+    g.bench_function(BenchmarkId::new("crossbeam_SegQueue", N), |b| b.iter(|| round_trip(&seg)));
     g.finish();
 }
 

@@ -17,36 +17,46 @@ fn check_all(mut got: Vec<u32>, expected: &[u32]) {
     assert_eq!(got, expected);
 }
 
+/// Two producers push `0` and `1` (retrying while full), two consumers pop once each; returns
+/// everything the consumers got plus what was left in the queue.
+fn two_by_two<Q: Send + Sync + 'static>(
+    q: Arc<Q>,
+    push: fn(&Q, u32) -> Result<(), u32>,
+    pop: fn(&Q) -> Option<u32>,
+) -> Vec<u32> {
+    let producers: Vec<_> = (0..2u32)
+        .map(|p| {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut v = p;
+                while let Err(back) = push(&q, v) {
+                    v = back;
+                    thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let q = q.clone();
+            thread::spawn(move || pop(&q))
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let mut got: Vec<u32> = consumers.into_iter().filter_map(|c| c.join().unwrap()).collect();
+    while let Some(v) = pop(&q) {
+        got.push(v);
+    }
+    got
+}
+
 #[test]
 fn bounded_2p2c_push_pop() {
     loom::model(|| {
         let q = Arc::new(LockFreeQueue::new(2).unwrap());
-        let producers: Vec<_> = (0..2u32)
-            .map(|p| {
-                let q = q.clone();
-                thread::spawn(move || {
-                    let mut v = p;
-                    while let Err(back) = q.push(v) {
-                        v = back;
-                        thread::yield_now();
-                    }
-                })
-            })
-            .collect();
-        let consumers: Vec<_> = (0..2)
-            .map(|_| {
-                let q = q.clone();
-                thread::spawn(move || q.pop())
-            })
-            .collect();
-        for p in producers {
-            p.join().unwrap();
-        }
-        let mut got: Vec<u32> = consumers.into_iter().filter_map(|c| c.join().unwrap()).collect();
-        while let Some(v) = q.pop() {
-            got.push(v);
-        }
-        check_all(got, &[0, 1]);
+        check_all(two_by_two(q, LockFreeQueue::push, LockFreeQueue::pop), &[0, 1]);
     });
 }
 
@@ -161,25 +171,7 @@ fn unbounded_2p2c_across_segment_handover() {
             q.push(100 + i);
         }
         q.pop().unwrap();
-        let producers: Vec<_> = (0..2u32)
-            .map(|p| {
-                let q = q.clone();
-                thread::spawn(move || q.push(p))
-            })
-            .collect();
-        let consumers: Vec<_> = (0..2)
-            .map(|_| {
-                let q = q.clone();
-                thread::spawn(move || q.pop())
-            })
-            .collect();
-        for p in producers {
-            p.join().unwrap();
-        }
-        let mut got: Vec<u32> = consumers.into_iter().filter_map(|c| c.join().unwrap()).collect();
-        while let Some(v) = q.pop() {
-            got.push(v);
-        }
+        let got = two_by_two(q, |q, v| Ok(q.push(v)), UnboundedQueue::pop);
         check_all(got, &[0, 1, 101]);
     });
 }
