@@ -87,16 +87,29 @@ fn wait(spins: &mut u32) {
     }
 }
 
+/// The wall time of one transfer: from the first thread's start to the last thread's end,
+/// each taken by the worker threads themselves, so a main thread that is scheduled late (on a
+/// machine with fewer cores than threads) cannot shorten the measured interval.
+fn span(handles: Vec<thread::ScopedJoinHandle<'_, (Instant, Instant)>>) -> Duration {
+    let times: Vec<(Instant, Instant)> =
+        handles.into_iter().map(|h| h.join().expect("bench thread")).collect();
+    let start = times.iter().map(|t| t.0).min().expect("threads");
+    let end = times.iter().map(|t| t.1).max().expect("threads");
+    end - start
+}
+
 /// `producers` threads push MSGS values in all, `consumers` threads pop them all; returns the
-/// wall time from the common start to the last pop.
+/// wall time from the first thread's start to the last pop.
 fn transfer<Q: Queue>(q: &Q, producers: usize, consumers: usize) -> Duration {
     let per_p = MSGS / producers as u64;
     let per_c = MSGS / consumers as u64;
-    let barrier = Barrier::new(producers + consumers + 1);
+    let barrier = Barrier::new(producers + consumers);
     thread::scope(|s| {
+        let mut handles = Vec::new();
         for _ in 0..producers {
-            s.spawn(|| {
+            handles.push(s.spawn(|| {
                 barrier.wait();
+                let start = Instant::now();
                 for i in 0..per_p {
                     let mut v = i;
                     let mut spins = 0;
@@ -105,11 +118,13 @@ fn transfer<Q: Queue>(q: &Q, producers: usize, consumers: usize) -> Duration {
                         wait(&mut spins);
                     }
                 }
-            });
+                (start, Instant::now())
+            }));
         }
         for _ in 0..consumers {
-            s.spawn(|| {
+            handles.push(s.spawn(|| {
                 barrier.wait();
+                let start = Instant::now();
                 let mut got = 0;
                 while got < per_c {
                     let mut spins = 0;
@@ -122,26 +137,25 @@ fn transfer<Q: Queue>(q: &Q, producers: usize, consumers: usize) -> Duration {
                     }
                     got += 1;
                 }
-            });
+                (start, Instant::now())
+            }));
         }
-        barrier.wait();
-        let start = Instant::now();
-        // The scope joins every thread before returning.
-        start
+        span(handles)
     })
-    .elapsed()
 }
 
 /// The batch path of LockFreeQueue: 32 values per push_batch / pop_batch.
 fn transfer_batched(q: &LockFreeQueue<u64>, producers: usize, consumers: usize) -> Duration {
     let per_p = MSGS / producers as u64;
     let per_c = MSGS / consumers as u64;
-    let barrier = Barrier::new(producers + consumers + 1);
+    let barrier = Barrier::new(producers + consumers);
     thread::scope(|s| {
+        let mut handles = Vec::new();
         for _ in 0..producers {
-            s.spawn(|| {
+            handles.push(s.spawn(|| {
                 let mut buf = Vec::with_capacity(BATCH);
                 barrier.wait();
+                let start = Instant::now();
                 let mut i = 0;
                 while i < per_p {
                     while buf.len() < BATCH && i < per_p {
@@ -155,12 +169,14 @@ fn transfer_batched(q: &LockFreeQueue<u64>, producers: usize, consumers: usize) 
                         }
                     }
                 }
-            });
+                (start, Instant::now())
+            }));
         }
         for _ in 0..consumers {
-            s.spawn(|| {
+            handles.push(s.spawn(|| {
                 let mut buf = Vec::with_capacity(BATCH);
                 barrier.wait();
+                let start = Instant::now();
                 let mut got = 0;
                 while got < per_c {
                     buf.clear();
@@ -176,12 +192,11 @@ fn transfer_batched(q: &LockFreeQueue<u64>, producers: usize, consumers: usize) 
                         wait(&mut spins);
                     }
                 }
-            });
+                (start, Instant::now())
+            }));
         }
-        barrier.wait();
-        Instant::now()
+        span(handles)
     })
-    .elapsed()
 }
 
 /// Producer/consumer pairs to measure: `PVP_QUEUE_PAIRS=1,2,4,8` on a bigger machine; 1 and 2
@@ -278,9 +293,25 @@ fn single_thread(c: &mut Criterion) {
     g.finish();
 }
 
+/// `pop` on an empty queue: what polling an idle queue costs (LockFreeQueue re-reads the slot
+/// a few times before it answers; see `SLOT_WAIT` in pvp-core).
+fn empty_pop(c: &mut Criterion) {
+    let mut g = c.benchmark_group("empty_pop");
+    g.throughput(Throughput::Elements(1));
+    let ours = LockFreeQueue::<u64>::new(CAP).unwrap();
+    g.bench_function("pvp_LockFreeQueue", |b| b.iter(|| black_box(ours.pop())));
+    let cb = crossbeam_queue::ArrayQueue::<u64>::new(CAP);
+    g.bench_function("crossbeam_ArrayQueue", |b| b.iter(|| black_box(cb.pop())));
+    let ub = UnboundedQueue::<u64>::new();
+    g.bench_function("pvp_UnboundedQueue", |b| b.iter(|| black_box(ub.pop())));
+    let seg = crossbeam_queue::SegQueue::<u64>::new();
+    g.bench_function("crossbeam_SegQueue", |b| b.iter(|| black_box(seg.pop())));
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = pvp_benches::quick_criterion();
-    targets = single_thread, bounded, unbounded
+    targets = single_thread, empty_pop, bounded, unbounded
 }
 criterion_main!(benches);

@@ -31,6 +31,21 @@ pub(crate) struct Backoff(u32);
 impl Backoff {
     const SPIN_LIMIT: u32 = 6;
 
+    /// After a lost race (a failed CAS): spin 1, 2, 4, ... 64 times, so that threads hammering
+    /// the same cache line spread out instead of retrying in lock-step.
+    #[inline]
+    pub(crate) fn spin(&mut self) {
+        #[cfg(pvp_loom)]
+        loom::thread::yield_now();
+        #[cfg(not(pvp_loom))]
+        for _ in 0..1u32 << self.0.min(Self::SPIN_LIMIT) {
+            spin_loop();
+        }
+        if self.0 <= Self::SPIN_LIMIT {
+            self.0 += 1;
+        }
+    }
+
     #[inline]
     pub(crate) fn snooze(&mut self) {
         if self.0 <= Self::SPIN_LIMIT {

@@ -163,8 +163,19 @@ fn bounded_force_push() {
 
 #[test]
 fn unbounded_2p2c_across_segment_handover() {
-    loom::model(|| {
-        let q = Arc::new(UnboundedQueue::new());
+    handover(UnboundedQueue::new);
+}
+
+/// The same hand-over on a queue that reuses its drained block: the retired first block goes
+/// to the spare slot, cleared, while producers may be taking it for the next block.
+#[test]
+fn unbounded_2p2c_handover_with_block_reuse() {
+    handover(UnboundedQueue::with_block_reuse);
+}
+
+fn handover(make: fn() -> UnboundedQueue<u32>) {
+    loom::model(move || {
+        let q = Arc::new(make());
         // Under loom a block holds 3 values: leave one slot of the first block free so the
         // model's pushes cross into the second block and its pops retire the first one.
         for i in 0..2u32 {

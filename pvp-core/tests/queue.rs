@@ -120,18 +120,20 @@ fn drop_releases_what_is_left() {
     }
     assert_eq!(drops.load(Ordering::Relaxed), 6);
 
-    let drops = Arc::new(AtomicUsize::new(0));
-    {
-        let q = UnboundedQueue::new();
-        for _ in 0..100 {
-            q.push(Counted(drops.clone()));
+    for reuse in [false, true] {
+        let drops = Arc::new(AtomicUsize::new(0));
+        {
+            let q = if reuse { UnboundedQueue::with_block_reuse() } else { UnboundedQueue::new() };
+            for _ in 0..100 {
+                q.push(Counted(drops.clone()));
+            }
+            for _ in 0..40 {
+                drop(q.pop());
+            }
+            assert_eq!(drops.load(Ordering::Relaxed), 40);
         }
-        for _ in 0..40 {
-            drop(q.pop());
-        }
-        assert_eq!(drops.load(Ordering::Relaxed), 40);
+        assert_eq!(drops.load(Ordering::Relaxed), 100, "reuse: {reuse}");
     }
-    assert_eq!(drops.load(Ordering::Relaxed), 100);
 }
 
 #[test]
@@ -185,13 +187,19 @@ enum Mode {
     Single,
     Batch,
     Unbounded,
+    /// The unbounded queue made with `with_block_reuse`.
+    UnboundedReuse,
 }
 
 /// P producers push (producer, seq) tags, C consumers pop; checks nothing lost or duplicated and
 /// that every consumer sees each producer's values in increasing order.
 fn stress(mode: Mode, producers: usize, consumers: usize, per_producer: u64, cap: usize) {
     let bounded = Arc::new(LockFreeQueue::new(cap).unwrap());
-    let unbounded = Arc::new(UnboundedQueue::new());
+    let unbounded = Arc::new(if matches!(mode, Mode::UnboundedReuse) {
+        UnboundedQueue::with_block_reuse()
+    } else {
+        UnboundedQueue::new()
+    });
     let remaining = Arc::new(AtomicUsize::new(producers * per_producer as usize));
     let mut handles = Vec::new();
     for p in 0..producers {
@@ -220,7 +228,7 @@ fn stress(mode: Mode, producers: usize, consumers: usize, per_producer: u64, cap
                             }
                         }
                     }
-                    Mode::Unbounded => {
+                    Mode::Unbounded | Mode::UnboundedReuse => {
                         uq.push((p as u64, seq));
                         seq += 1;
                     }
@@ -239,7 +247,9 @@ fn stress(mode: Mode, producers: usize, consumers: usize, per_producer: u64, cap
                 let n = match mode {
                     Mode::Single => bq.pop().map(|v| buf.push(v)).is_some() as usize,
                     Mode::Batch => bq.pop_batch(&mut buf, 32),
-                    Mode::Unbounded => uq.pop().map(|v| buf.push(v)).is_some() as usize,
+                    Mode::Unbounded | Mode::UnboundedReuse => {
+                        uq.pop().map(|v| buf.push(v)).is_some() as usize
+                    }
                 };
                 if n == 0 {
                     thread::yield_now();
@@ -284,6 +294,11 @@ fn stress_unbounded() {
     stress(Mode::Unbounded, 3, 3, 20_000, 1);
 }
 
+#[test]
+fn stress_unbounded_with_block_reuse() {
+    stress(Mode::UnboundedReuse, 3, 3, 20_000, 1);
+}
+
 /// 10^8 operations in all (pushes plus pops):
 /// `cargo test --release -p pvp-core --test queue -- --ignored`.
 #[test]
@@ -292,4 +307,5 @@ fn stress_long() {
     stress(Mode::Single, 4, 4, 4_200_000, 64);
     stress(Mode::Batch, 4, 4, 4_200_000, 256);
     stress(Mode::Unbounded, 4, 4, 4_200_000, 1);
+    stress(Mode::UnboundedReuse, 4, 4, 4_200_000, 1);
 }

@@ -6,9 +6,13 @@
 //! cargo run --release -p pvp-net --example udp_echo -- --seconds 3 --rounds 3 --server-cpu 0 --client-cpu 1
 //! ```
 //!
+//! `--client-threads N` runs N client threads (CPUs `client-cpu`..`client-cpu + N - 1`), so that
+//! on a machine with cores to spare the server, not the client, is the limit.
+//!
 //! `--burst N`: the server answers each datagram with N datagrams of the same size to the same
 //! peer (a snapshot split over N datagrams); the figure is then server CPU per datagram sent.
-//! pvp-net always runs twice, with UDP GSO on and off.
+//! pvp-net always runs twice, with UDP GSO on and off. `--only NAME` runs only the servers whose
+//! name contains NAME (`--only "epoll+recvmmsg"`), e.g. under `perf record`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +31,11 @@ struct Args {
     sockets: usize,
     rounds: usize,
     burst: usize,
+    /// Client threads, pinned to `client_cpu`, `client_cpu + 1`, ...: enough of them saturate
+    /// the server, so the figure measures the server rather than the client.
+    client_threads: usize,
+    /// Run only the servers whose name contains this (e.g. `epoll+recvmmsg`), for profiling.
+    only: Option<String>,
 }
 
 fn parse() -> Args {
@@ -39,6 +48,8 @@ fn parse() -> Args {
         sockets: 4,
         rounds: 3,
         burst: 1,
+        only: None,
+        client_threads: 1,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -53,6 +64,8 @@ fn parse() -> Args {
             "--sockets" => a.sockets = val.parse().unwrap_or(a.sockets),
             "--burst" => a.burst = val.parse().unwrap_or(a.burst).clamp(1, 64),
             "--rounds" => a.rounds = val.parse().unwrap_or(a.rounds).max(1),
+            "--only" => a.only = Some(val.clone()),
+            "--client-threads" => a.client_threads = val.parse().unwrap_or(1).clamp(1, 64),
             other => eprintln!("unknown flag {other}"),
         }
         i += 2;
@@ -93,9 +106,22 @@ impl DatagramHandler for Echo {
     }
 }
 
-/// Drives `window` packets in flight per socket against `server` for `secs`; returns echoes/s.
+/// Runs `--client-threads` clients at once against `server`; returns their echoes/s together.
 fn client(server: SocketAddr, a: &Args) -> f64 {
-    let _ = pvp_net::pin_to_cpu(a.client_cpu);
+    if a.client_threads == 1 {
+        return client_thread(server, a, a.client_cpu);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..a.client_threads)
+            .map(|i| s.spawn(move || client_thread(server, a, a.client_cpu + i)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+    })
+}
+
+/// Drives `window` packets in flight per socket against `server` for `secs`; returns echoes/s.
+fn client_thread(server: SocketAddr, a: &Args, cpu: usize) -> f64 {
+    let _ = pvp_net::pin_to_cpu(cpu);
     let mut socks: Vec<BatchSocket> =
         (0..a.sockets).map(|_| BatchSocket::bind("127.0.0.1:0".parse().unwrap(), 64).unwrap()).collect();
     let payload = vec![0xabu8; a.payload];
@@ -234,8 +260,8 @@ fn run_tokio(a: &Args) -> (f64, f64) {
 fn main() {
     let a = parse();
     println!(
-        "udp echo, loopback, server cpu {}, client cpu {}, {} sockets x window {}, {} B payload, burst {}, {} s",
-        a.server_cpu, a.client_cpu, a.sockets, a.window, a.payload, a.burst, a.seconds
+        "udp echo, loopback, server cpu {}, client cpu {} ({} threads), {} sockets x window {}, {} B payload, burst {}, {} s",
+        a.server_cpu, a.client_cpu, a.client_threads, a.sockets, a.window, a.payload, a.burst, a.seconds
     );
     // pvp-net with GSO on and off (even with one reply per request, replies queued together
     // for one client socket coalesce).
@@ -245,6 +271,9 @@ fn main() {
     servers.push(("pvp-net epoll+recvmmsg", Some((DriverChoice::Epoll, true))));
     servers.push(("pvp-net epoll, no GSO", Some((DriverChoice::Epoll, false))));
     servers.push(("tokio UdpSocket", None));
+    if let Some(only) = &a.only {
+        servers.retain(|(name, _)| name.contains(only.as_str()));
+    }
     // Interleaved rounds, medians: other load on the machine shifts over time, and every
     // server should see the same mix of it.
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];

@@ -18,8 +18,11 @@
 //! and a block with an unread position is never retired, so there is no use-after-free; a
 //! position never repeats, so there is no ABA.
 //!
-//! Retired blocks are kept in a one-block spare slot and reused by the next producer that
-//! needs a block, so a queue in a steady state allocates nothing.
+//! A retired block is freed, or, for a queue made with [`UnboundedQueue::with_block_reuse`],
+//! cleared and kept in a one-block spare slot for the next producer that needs a block, so
+//! that a queue in a steady state allocates nothing. Reuse is not the default: the reused
+//! block's cache lines are still held by the consumer that retired it, and pulling them over
+//! to the producer cost more than an allocation on the 16-core box (BENCHMARKS.md).
 
 use core::fmt;
 use core::mem::MaybeUninit;
@@ -126,6 +129,8 @@ pub struct UnboundedQueue<T> {
     tail: CachePadded<Position<T>>,
     /// One retired block kept for reuse.
     spare: CachePadded<AtomicPtr<Block<T>>>,
+    /// Whether retired blocks go to `spare` (see [`Self::with_block_reuse`]).
+    reuse: bool,
 }
 
 // SAFETY: values move between threads through the queue; `T: Send` suffices, as for channels.
@@ -141,29 +146,58 @@ impl<T> Default for UnboundedQueue<T> {
 }
 
 impl<T> UnboundedQueue<T> {
-    /// Creates an empty queue with its first block allocated.
+    /// Creates an empty queue with its first block allocated. Drained blocks are freed; see
+    /// [`with_block_reuse`](Self::with_block_reuse) for a queue that allocates nothing in a
+    /// steady state.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// Creates an empty queue that keeps one drained block and reuses it, so a queue whose
+    /// length stays below one block's worth between pushes and pops allocates nothing once
+    /// running (for a process that must not call the allocator on its hot path). Throughput
+    /// is lower across cores than with [`new`](Self::new): the reused block's cache lines
+    /// move from the consumer that drained it to the producer (BENCHMARKS.md).
+    ///
+    /// ```
+    /// use pvp_core::queue::UnboundedQueue;
+    ///
+    /// let q = UnboundedQueue::with_block_reuse();
+    /// for round in 0..100 {
+    ///     for i in 0..40 {
+    ///         q.push(round * 40 + i);
+    ///     }
+    ///     for i in 0..40 {
+    ///         assert_eq!(q.pop(), Some(round * 40 + i));
+    ///     }
+    /// }
+    /// assert_eq!(q.pop(), None);
+    /// ```
+    pub fn with_block_reuse() -> Self {
+        Self::build(true)
+    }
+
+    fn build(reuse: bool) -> Self {
         let first = Box::into_raw(Block::new());
         Self {
             head: CachePadded::new(Position { index: AtomicUsize::new(0), block: AtomicPtr::new(first) }),
             tail: CachePadded::new(Position { index: AtomicUsize::new(0), block: AtomicPtr::new(first) }),
             spare: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
+            reuse,
         }
     }
 
     /// A block ready to link: the spare one, cleared, or a fresh allocation.
     fn take_block(&self) -> *mut Block<T> {
+        if !self.reuse {
+            return Box::into_raw(Block::new());
+        }
         let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
         if spare.is_null() {
             return Box::into_raw(Block::new());
         }
-        // SAFETY: a block reaches `spare` only after it was retired (no thread holds a claim
-        // on it any more); the swap gave it to this thread alone.
-        let block = unsafe { &*spare };
-        block.next.store(ptr::null_mut(), Ordering::Relaxed);
-        for slot in &block.slots {
-            slot.state.store(0, Ordering::Relaxed);
-        }
+        // A block reaches `spare` only after `retire` cleared it, and the swap gave it to this
+        // thread alone.
         spare
     }
 
@@ -172,6 +206,21 @@ impl<T> UnboundedQueue<T> {
     /// # Safety
     /// `block` came from `take_block`/`new`, and no thread holds or can gain a claim on it.
     unsafe fn retire(&self, block: *mut Block<T>) {
+        if !self.reuse {
+            // SAFETY: nobody holds or can gain a claim on `block` (the caller's contract), so
+            // this is its only owner.
+            drop(unsafe { Box::from_raw(block) });
+            return;
+        }
+        // Cleared here, by the thread that retires it: its cache lines are already local to
+        // this consumer, whereas clearing them in `take_block` made the producer pull every
+        // line across (that cost 0.5-0.7x SegQueue's throughput; see BENCHMARKS.md).
+        // SAFETY: no thread holds or can gain a claim on `block` (the caller's contract).
+        let cleared = unsafe { &*block };
+        cleared.next.store(ptr::null_mut(), Ordering::Relaxed);
+        for slot in &cleared.slots {
+            slot.state.store(0, Ordering::Relaxed);
+        }
         let old = self.spare.swap(block, Ordering::AcqRel);
         if !old.is_null() {
             // SAFETY: `old` was retired earlier and only the spare slot referred to it; the
@@ -246,7 +295,7 @@ impl<T> UnboundedQueue<T> {
                 Err(current) => {
                     tail = current;
                     block = self.tail.block.load(Ordering::Acquire);
-                    spin_loop();
+                    backoff.spin();
                 }
             }
         }
@@ -305,7 +354,7 @@ impl<T> UnboundedQueue<T> {
                 Err(current) => {
                     head = current;
                     block = self.head.block.load(Ordering::Acquire);
-                    spin_loop();
+                    backoff.spin();
                 }
             }
         }
