@@ -58,7 +58,8 @@ struct Slot<T> {
 /// - [`push`] hands the value back when the queue is full, so the caller decides what to drop;
 /// - [`force_push`] overwrites the oldest value instead (a ring of recent events);
 /// - [`push_batch`] / [`pop_batch`] move many values per synchronisation;
-/// - `head` and `tail` live on separate cache lines, and so does every slot.
+/// - `head` and `tail` live on separate cache lines; slots are packed, four `u64`-sized
+///   values and their stamps to a line (measured faster than one slot per line).
 ///
 /// Values pushed by one producer are popped in the order they were pushed.
 ///

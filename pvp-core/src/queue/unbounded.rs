@@ -104,8 +104,9 @@ struct Position<T> {
 ///
 /// For producers that must never block and never drop: [`push`](Self::push) always succeeds.
 /// Memory grows in blocks of 31 values as needed and is reclaimed safely (no leak, no ABA, no
-/// use-after-free) as blocks are drained; a drained block is recycled, so a queue whose length
-/// stays bounded allocates nothing in its steady state. Prefer the bounded
+/// use-after-free) as blocks are drained: a drained block is freed, or, with
+/// [`with_block_reuse`](Self::with_block_reuse), kept for the next block so that a short queue
+/// allocates nothing in its steady state. Prefer the bounded
 /// [`LockFreeQueue`](super::LockFreeQueue) wherever a full queue can be handled: it bounds
 /// memory.
 ///
