@@ -714,7 +714,7 @@ impl GlobalMatchmaking {
             Err(e) => return Err(self.reject(e)),
         };
         let slot = Slot::new();
-        let expires = _now + self.config.grant_ttl;
+        let expires = _now.saturating_add(self.config.grant_ttl);
         let result = MatchResult::new(req.match_id, req.mode, req.region, server, _now, expires, true);
         self.backfills.push(Backfill {
             req,
@@ -874,7 +874,7 @@ impl GlobalMatchmaking {
             };
             let lo_rating = bf.req.rating - self.config.skill_window_max;
             let start = cands.partition_point(|c| (c.seg, c.rating) < (seg_lo, lo_rating));
-            let end = (start + self.config.lookahead.max(1) * 4).min(cands.len());
+            let end = start.saturating_add(self.config.lookahead.max(1).saturating_mul(4)).min(cands.len());
             for cand in &mut cands[start..end] {
                 if bf.remaining == 0 {
                     break;
@@ -913,7 +913,7 @@ impl GlobalMatchmaking {
                     bf.req.region,
                     bf.result.server,
                     now,
-                    now + self.config.grant_ttl,
+                    now.saturating_add(self.config.grant_ttl),
                     true,
                 );
                 let waited = now.saturating_sub(enqueued);
@@ -985,7 +985,7 @@ impl GlobalMatchmaking {
             let mut total = usize::from(head.size);
             let mut mask = head.mask;
             let mut window = head.window;
-            let end = (a + 1 + lookahead).min(n);
+            let end = (a + 1).saturating_add(lookahead).min(n);
             for (b, c) in cands.iter().enumerate().take(end).skip(a + 1) {
                 if total == need {
                     break;
@@ -1059,7 +1059,7 @@ impl GlobalMatchmaking {
             self.regions[region].region(),
             server,
             now,
-            now + self.config.grant_ttl,
+            now.saturating_add(self.config.grant_ttl),
             false,
         );
         for (k, &ci) in group.iter().enumerate() {
