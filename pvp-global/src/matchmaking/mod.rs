@@ -494,14 +494,20 @@ impl GlobalMatchmaking {
         self.regions.iter().map(|c| c.summary(now)).collect()
     }
 
-    /// Players queued now (party members included).
+    /// Players queued now (party members included). A ticket cancelled through its
+    /// [`MatchHandle`] still counts here until the next [`tick`](Self::tick) (or the next
+    /// [`find_match`](Self::find_match) by one of its players) drops it.
     pub fn queued_players(&self) -> usize {
         self.stats.queued_players as usize
     }
 
-    /// Whether `player` is queued (alone or in a party).
+    /// Whether `player` is queued (alone or in a party) and still waiting: false once their
+    /// ticket was cancelled (through the matchmaker or the handle), timed out or matched.
     pub fn is_queued(&self, player: PlayerId) -> bool {
-        self.by_player.contains_key(&player)
+        self.by_player
+            .get(&player)
+            .and_then(|&idx| self.tickets.get(idx as usize))
+            .is_some_and(|t| t.as_ref().is_some_and(|t| t.slot.is_queued()))
     }
 
     fn reject(&mut self, err: RequestError) -> RequestError {
@@ -584,9 +590,9 @@ impl GlobalMatchmaking {
             let i = self.region_index(*region).ok_or(RequestError::UnknownRegion(*region))?;
             lat[i] = dur_us(*rtt);
         }
-        if req.party_overflow || req.size() > team_size {
+        if req.party_overflow > 0 || req.size() > team_size {
             return Err(RequestError::PartyTooLarge {
-                size: req.size() + usize::from(req.party_overflow),
+                size: req.size().saturating_add(req.party_overflow),
                 team_size,
             });
         }
