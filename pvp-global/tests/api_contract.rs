@@ -1169,3 +1169,22 @@ fn huge_timeouts_and_times_never_overflow_in_sync() {
     while node.poll_transmit().is_some() {}
     assert!(node.poll_timeout() >= now);
 }
+
+#[test]
+fn draining_an_unhealthy_server_removes_it_without_counting_it_twice() {
+    let mut c = ready(small(1, 2, 10));
+    let placed = c.allocate(MatchId::new(1), 4, ms(10), T0).unwrap();
+    let late = c.config().heartbeat_timeout() + ms(1);
+    let t = c.tick(late);
+    assert_eq!((t.became_unhealthy, t.matches_lost), (1, 1));
+    assert_eq!(c.server(placed.id).map(|s| s.state()), Some(ServerState::Unhealthy));
+    c.drain(placed.id).unwrap();
+    assert!(c.server(placed.id).is_none());
+    assert_eq!(c.server_counts().unhealthy, 0);
+    assert_eq!(c.server_counts().draining, 0);
+    let t = c.tick(late + ms(1));
+    assert_eq!(t.became_unhealthy, 0);
+    assert_eq!(c.stats().unhealthy, 1);
+    assert_eq!(c.release(MatchId::new(1)), Err(ClusterError::UnknownMatch(MatchId::new(1))));
+    assert_eq!(c.current_player_count(), 0);
+}

@@ -522,11 +522,15 @@ impl RegionCluster {
         stopped
     }
 
-    /// Stops taking matches on `server`; it shuts down once empty (at once when empty now).
+    /// Stops taking matches on `server`; it shuts down once empty (at once when empty now, or
+    /// when Unhealthy: its matches were already counted lost).
     pub fn drain(&mut self, server: ServerId) -> Result<(), ClusterError> {
         let slot = *self.by_id.get(&server).ok_or(ClusterError::UnknownServer(server))?;
-        let players = self.slots[slot as usize].as_ref().map_or(0, |s| s.players);
-        if players == 0 {
+        let (players, state) =
+            self.slots.get(slot as usize).and_then(Option::as_ref).map_or((0, ServerState::Shutdown), |s| {
+                (s.players, s.state)
+            });
+        if players == 0 || state == ServerState::Unhealthy {
             self.set_state(slot, ServerState::Shutdown);
         } else {
             self.set_state(slot, ServerState::Draining);
