@@ -31,7 +31,12 @@ fn region(name: &str) -> RegionId {
 }
 
 fn small(min: u32, max: u32, per: u32) -> RegionConfig {
-    RegionConfig { min_servers: min, max_servers: max, players_per_server: per, ..RegionConfig::reference_kr() }
+    RegionConfig {
+        min_servers: min,
+        max_servers: max,
+        players_per_server: per,
+        ..RegionConfig::reference_kr()
+    }
 }
 
 fn ready(cfg: RegionConfig) -> RegionCluster {
@@ -76,7 +81,9 @@ fn region_toml_defaults_and_round_trip() {
 
 #[test]
 fn malformed_toml_and_unknown_fields_are_toml_errors() {
-    for text in ["", "id = ", "this is not toml", &region_toml("colour = \"red\""), &region_toml("min_servers = -1")] {
+    for text in
+        ["", "id = ", "this is not toml", &region_toml("colour = \"red\""), &region_toml("min_servers = -1")]
+    {
         let err = RegionConfig::from_toml_str(text).unwrap_err();
         assert!(matches!(err, ConfigError::Toml(_)), "{text:?} gave {err:?}");
     }
@@ -107,12 +114,16 @@ fn every_region_rule_has_its_typed_error() {
     check(&|c| c.min_servers = 5, &|e| matches!(e, ConfigError::MinAboveMax { min: 5, max: 4, .. }));
     check(&|c| c.max_servers = 0, &|e| matches!(e, ConfigError::ZeroCapacity { .. }));
     check(&|c| c.players_per_server = 0, &|e| matches!(e, ConfigError::ZeroCapacity { .. }));
-    check(&|c| c.players_per_server = MAX_PLAYERS_PER_SERVER + 1, &|e| {
-        matches!(e, ConfigError::TooManyPlayersPerServer { value, .. } if *value == MAX_PLAYERS_PER_SERVER + 1)
-    });
-    check(&|c| {
-        c.latency_ms.insert(KR, 1);
-    }, &|e| matches!(e, ConfigError::LatencyToSelf { .. }));
+    check(
+        &|c| c.players_per_server = MAX_PLAYERS_PER_SERVER + 1,
+        &|e| matches!(e, ConfigError::TooManyPlayersPerServer { value, .. } if *value == MAX_PLAYERS_PER_SERVER + 1),
+    );
+    check(
+        &|c| {
+            c.latency_ms.insert(KR, 1);
+        },
+        &|e| matches!(e, ConfigError::LatencyToSelf { .. }),
+    );
     check(&|c| c.heartbeat_timeout_ms = 0, &|e| {
         matches!(e, ConfigError::ZeroDuration { field: "heartbeat_timeout_ms", .. })
     });
@@ -135,7 +146,20 @@ fn every_region_rule_has_its_typed_error() {
 
 #[test]
 fn cidr_validation_never_panics() {
-    for cidr in ["", "10.0.0.0", "10.0.0.0/", "10.0.0.0/31", "10.0.0.0/32", "10.0.0.0/33", "10.0.0/16", "x/16", "10.0.0.0/-1", "::1/64", "10.0.0.0/16/1", "300.0.0.0/8"] {
+    for cidr in [
+        "",
+        "10.0.0.0",
+        "10.0.0.0/",
+        "10.0.0.0/31",
+        "10.0.0.0/32",
+        "10.0.0.0/33",
+        "10.0.0/16",
+        "x/16",
+        "10.0.0.0/-1",
+        "::1/64",
+        "10.0.0.0/16/1",
+        "300.0.0.0/8",
+    ] {
         let c = RegionConfig { vpc_cidr: cidr.to_owned(), ..small(1, 1, 10) };
         let err = c.validate().unwrap_err();
         assert!(matches!(err, ConfigError::BadCidr { .. }), "{cidr:?} gave {err:?}");
@@ -144,7 +168,10 @@ fn cidr_validation_never_panics() {
     for cidr in ["10.0.0.0/30", "255.255.255.252/30", "255.255.255.255/30"] {
         let c = RegionConfig { vpc_cidr: cidr.to_owned(), ..small(1, 1, 10) };
         let err = c.validate().unwrap_err();
-        assert!(matches!(err, ConfigError::CidrTooSmall { hosts: 0, needed: 1, .. }), "{cidr:?} gave {err:?}");
+        assert!(
+            matches!(err, ConfigError::CidrTooSmall { hosts: 0, needed: 1, .. }),
+            "{cidr:?} gave {err:?}"
+        );
     }
     // A /29 offers 8 - 2 - RESERVED_HOSTS = 3 server addresses.
     let c = RegionConfig { vpc_cidr: "255.255.255.248/29".to_owned(), ..small(3, 3, 10) };
@@ -197,7 +224,10 @@ fn every_fleet_rule_has_its_typed_error() {
     ));
     // An invalid region inside the fleet is reported with its own error.
     let bad = RegionConfig { max_servers: 0, ..sg.clone() };
-    assert!(matches!(fleet(vec![kr.clone(), jp.clone(), bad]).validate(), Err(ConfigError::ZeroCapacity { .. })));
+    assert!(matches!(
+        fleet(vec![kr.clone(), jp.clone(), bad]).validate(),
+        Err(ConfigError::ZeroCapacity { .. })
+    ));
     // Too many regions for the matchmaker.
     let many: Vec<RegionConfig> = (0..9)
         .map(|i| {
@@ -230,7 +260,10 @@ fn a_fleet_without_servers_is_down_and_refuses_matches_counted() {
     assert_eq!(c.average_latency(), None);
     assert!(!c.can_fit(1));
     assert!(!c.can_fit(0));
-    assert!(matches!(c.allocate(MatchId::new(1), 2, ms(10), T0), Err(ClusterError::NoCapacity { players: 2 })));
+    assert!(matches!(
+        c.allocate(MatchId::new(1), 2, ms(10), T0),
+        Err(ClusterError::NoCapacity { players: 2 })
+    ));
     assert_eq!(c.stats().allocation_failures, 1);
     assert_eq!(c.stats().allocations, 0);
     let t = c.tick(ms(1));
@@ -444,7 +477,10 @@ fn matchmaking_config_rejects_every_out_of_range_field() {
         let mut c = MatchmakingConfig::default();
         f(&mut c);
         let err = c.validate().unwrap_err();
-        assert!(matches!(&err, ConfigError::InvalidMatchmaking { field: got } if *got == field), "{field}: {err:?}");
+        assert!(
+            matches!(&err, ConfigError::InvalidMatchmaking { field: got } if *got == field),
+            "{field}: {err:?}"
+        );
         assert!(GlobalMatchmaking::new(FleetConfig::reference(), c, T0).is_err());
     };
     for v in [f64::NAN, -1.0, f64::INFINITY] {
@@ -458,13 +494,22 @@ fn matchmaking_config_rejects_every_out_of_range_field() {
     check(&|c| c.modes.clear(), "modes");
     check(&|c| c.objective = RegionObjective::Percentile(0), "objective");
     check(&|c| c.objective = RegionObjective::Percentile(101), "objective");
-    let mode = |id: u16, team_size: u8, teams: u8| GameMode { id: GameModeId(id), name: "m".into(), team_size, teams };
-    for (m, id) in [(mode(9, 0, 2), 9), (mode(9, 1, 1), 9), (mode(9, 7, 2), 9), (mode(9, 3, 5), 9), (mode(1, 2, 2), 1)] {
+    let mode = |id: u16, team_size: u8, teams: u8| GameMode {
+        id: GameModeId(id),
+        name: "m".into(),
+        team_size,
+        teams,
+    };
+    for (m, id) in
+        [(mode(9, 0, 2), 9), (mode(9, 1, 1), 9), (mode(9, 7, 2), 9), (mode(9, 3, 5), 9), (mode(1, 2, 2), 1)]
+    {
         let c = MatchmakingConfig { modes: vec![GameMode::one_v_one(), m], ..MatchmakingConfig::default() };
         assert!(matches!(c.validate(), Err(ConfigError::InvalidGameMode { mode }) if mode == id));
     }
     // Boundaries that are fine: 6v6, 3 teams of 4, percentile 1 and 100, zero windows.
-    for objective in [RegionObjective::Percentile(1), RegionObjective::Percentile(100), RegionObjective::Average] {
+    for objective in
+        [RegionObjective::Percentile(1), RegionObjective::Percentile(100), RegionObjective::Average]
+    {
         let c = MatchmakingConfig {
             modes: vec![mode(6, 6, 2), mode(3, 4, 3)],
             objective,
@@ -518,9 +563,10 @@ fn extreme_but_valid_settings_never_panic() {
 fn requests_with_bad_input_are_typed_counted_and_leave_the_queue_unchanged() {
     let mut mm = mm();
     let regions = ["aa", "ab", "ac", "ad", "ae", "af", "ag", "ah", "ai"];
-    let nine = regions.iter().fold(MatchRequest::new(PlayerId::new(2), 1500.0, KR, GameMode::ONE_V_ONE), |r, n| {
-        r.latency(region(n), ms(5))
-    });
+    let nine =
+        regions.iter().fold(MatchRequest::new(PlayerId::new(2), 1500.0, KR, GameMode::ONE_V_ONE), |r, n| {
+            r.latency(region(n), ms(5))
+        });
     assert!(matches!(mm.find_match(nine, T0), Err(RequestError::TooManyLatencies)));
     // The leader listed in their own party.
     let own = MatchRequest::new(PlayerId::new(3), 1500.0, KR, GameMode::FIVE_V_FIVE)
@@ -528,14 +574,15 @@ fn requests_with_bad_input_are_typed_counted_and_leave_the_queue_unchanged() {
         .party_member(PlayerId::new(3), 1500.0);
     assert_eq!(mm.find_match(own, T0).unwrap_err(), RequestError::DuplicatePartyMember(PlayerId::new(3)));
     // A party of ten (leader + 9) reports its real size.
-    let ten = (10..19).fold(MatchRequest::new(PlayerId::new(4), 1500.0, KR, GameMode::FIVE_V_FIVE), |r, i| {
-        r.party_member(PlayerId::new(i), 1500.0)
-    });
+    let ten = (10..19)
+        .fold(MatchRequest::new(PlayerId::new(4), 1500.0, KR, GameMode::FIVE_V_FIVE), |r, i| {
+            r.party_member(PlayerId::new(i), 1500.0)
+        });
     assert_eq!(mm.find_match(ten, T0).unwrap_err(), RequestError::PartyTooLarge { size: 10, team_size: 5 });
-    assert_eq!(mm.find_match(duel(5, -0.0001, [1, 1, 1]), T0).unwrap_err(), RequestError::InvalidRating {
-        player: PlayerId::new(5),
-        rating: -0.0001
-    });
+    assert_eq!(
+        mm.find_match(duel(5, -0.0001, [1, 1, 1]), T0).unwrap_err(),
+        RequestError::InvalidRating { player: PlayerId::new(5), rating: -0.0001 }
+    );
     // Rating zero and a latency limit equal to the ceiling are accepted.
     mm.find_match(duel(6, 0.0, [1, 1, 1]).max_latency(ms(50)).widen_latency_to(ms(50)), T0).unwrap();
     let r = mm.stats().rejected;
@@ -567,8 +614,14 @@ fn latencies_are_last_value_wins_and_unmeasured_regions_are_never_chosen() {
     // Measured only to sg, both meet in sg even though they prefer kr.
     assert!(mm.cancel(PlayerId::new(1)));
     assert!(mm.cancel(PlayerId::new(2)));
-    let a = mm.find_match(MatchRequest::new(PlayerId::new(1), 1500.0, KR, GameMode::ONE_V_ONE).latency(SG, ms(90)), T0);
-    let b = mm.find_match(MatchRequest::new(PlayerId::new(2), 1500.0, KR, GameMode::ONE_V_ONE).latency(SG, ms(80)), T0);
+    let a = mm.find_match(
+        MatchRequest::new(PlayerId::new(1), 1500.0, KR, GameMode::ONE_V_ONE).latency(SG, ms(90)),
+        T0,
+    );
+    let b = mm.find_match(
+        MatchRequest::new(PlayerId::new(2), 1500.0, KR, GameMode::ONE_V_ONE).latency(SG, ms(80)),
+        T0,
+    );
     mm.tick(T0);
     let m = a.unwrap().try_result().unwrap().unwrap();
     assert_eq!(m.region(), SG);
@@ -650,10 +703,7 @@ fn a_matched_ticket_cannot_be_cancelled_and_results_poll_once() {
     assert_eq!(mm.cluster(KR).unwrap().current_player_count(), 2);
     mm.release_match(KR, m.match_id()).unwrap();
     assert_eq!(mm.release_match(KR, m.match_id()), Err(ClusterError::UnknownMatch(m.match_id())));
-    assert_eq!(
-        mm.release_match(region("us"), m.match_id()),
-        Err(ClusterError::UnknownMatch(m.match_id()))
-    );
+    assert_eq!(mm.release_match(region("us"), m.match_id()), Err(ClusterError::UnknownMatch(m.match_id())));
     assert_eq!(mm.cluster(KR).unwrap().current_player_count(), 0);
 }
 
@@ -681,7 +731,8 @@ fn down_regions_are_avoided_and_tickets_wait_for_a_usable_region() {
 
 #[test]
 fn full_regions_count_no_capacity_and_keep_the_tickets() {
-    let fleet = FleetConfig { regions: vec![RegionConfig { latency_ms: Default::default(), ..small(1, 1, 2) }] };
+    let fleet =
+        FleetConfig { regions: vec![RegionConfig { latency_ms: Default::default(), ..small(1, 1, 2) }] };
     let mut mm = GlobalMatchmaking::new(fleet, MatchmakingConfig::default(), T0).unwrap();
     mm.heartbeat_all(T0);
     let ask = |id| MatchRequest::new(PlayerId::new(id), 1500.0, KR, GameMode::ONE_V_ONE).latency(KR, ms(10));
@@ -705,7 +756,8 @@ fn full_regions_count_no_capacity_and_keep_the_tickets() {
 
 #[test]
 fn queue_timeout_is_exclusive_and_counted() {
-    let mut mm = mm_with(MatchmakingConfig { queue_timeout: Some(ms(1_000)), ..MatchmakingConfig::default() });
+    let mut mm =
+        mm_with(MatchmakingConfig { queue_timeout: Some(ms(1_000)), ..MatchmakingConfig::default() });
     let h = mm.find_match(duel(1, 1500.0, [10, 40, 90]), T0).unwrap();
     mm.heartbeat_all(ms(1_000));
     assert_eq!(mm.tick(ms(1_000)).timed_out, 0);
@@ -735,8 +787,14 @@ fn bad_backfills_are_typed_and_counted() {
     mm.find_match(duel(2, 1500.0, [10, 40, 90]), T0).unwrap();
     mm.tick(T0);
     let m = a.try_result().unwrap().unwrap();
-    let ok =
-        BackfillRequest { match_id: m.match_id(), region: KR, mode: GameMode::ONE_V_ONE, team: 1, slots: 1, rating: 1500.0 };
+    let ok = BackfillRequest {
+        match_id: m.match_id(),
+        region: KR,
+        mode: GameMode::ONE_V_ONE,
+        team: 1,
+        slots: 1,
+        rating: 1500.0,
+    };
     let cases: Vec<(BackfillRequest, RequestError)> = vec![
         (BackfillRequest { slots: 0, ..ok }, RequestError::BadBackfill),
         (BackfillRequest { slots: 2, ..ok }, RequestError::BadBackfill),
@@ -1084,10 +1142,19 @@ fn message(body: Body) -> Message {
 #[test]
 fn decode_refuses_garbage_with_typed_errors() {
     assert_eq!(msg::decode(&[], 100), Err(DecodeError::Version(None)));
-    assert_eq!(msg::decode(&[PROTOCOL_VERSION + 1, 0, 0], 100), Err(DecodeError::Version(Some(PROTOCOL_VERSION + 1))));
-    assert_eq!(msg::decode(&[PROTOCOL_VERSION; 101], 100), Err(DecodeError::Oversized { len: 101, max: 100 }));
+    assert_eq!(
+        msg::decode(&[PROTOCOL_VERSION + 1, 0, 0], 100),
+        Err(DecodeError::Version(Some(PROTOCOL_VERSION + 1)))
+    );
+    assert_eq!(
+        msg::decode(&[PROTOCOL_VERSION; 101], 100),
+        Err(DecodeError::Oversized { len: 101, max: 100 })
+    );
     assert_eq!(msg::decode(&[PROTOCOL_VERSION], 100), Err(DecodeError::Malformed));
-    assert_eq!(msg::decode(&[PROTOCOL_VERSION, 0xff, 0xff, 0xff, 0xff, 0xff], 100), Err(DecodeError::Malformed));
+    assert_eq!(
+        msg::decode(&[PROTOCOL_VERSION, 0xff, 0xff, 0xff, 0xff, 0xff], 100),
+        Err(DecodeError::Malformed)
+    );
     // Every prefix of a valid message and every one-byte corruption decodes or errs, never panics.
     let mut buf = Vec::new();
     msg::encode(&message(Body::DeltaAck { incarnation: 3, upto: 9 }), &mut buf).unwrap();

@@ -526,10 +526,11 @@ impl RegionCluster {
     /// when Unhealthy: its matches were already counted lost).
     pub fn drain(&mut self, server: ServerId) -> Result<(), ClusterError> {
         let slot = *self.by_id.get(&server).ok_or(ClusterError::UnknownServer(server))?;
-        let (players, state) =
-            self.slots.get(slot as usize).and_then(Option::as_ref).map_or((0, ServerState::Shutdown), |s| {
-                (s.players, s.state)
-            });
+        let (players, state) = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .map_or((0, ServerState::Shutdown), |s| (s.players, s.state));
         if players == 0 || state == ServerState::Unhealthy {
             self.set_state(slot, ServerState::Shutdown);
         } else {
