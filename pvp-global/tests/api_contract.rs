@@ -1255,3 +1255,35 @@ fn draining_an_unhealthy_server_removes_it_without_counting_it_twice() {
     assert_eq!(c.release(MatchId::new(1)), Err(ClusterError::UnknownMatch(MatchId::new(1))));
     assert_eq!(c.current_player_count(), 0);
 }
+
+#[test]
+fn hostile_delta_sequence_numbers_do_not_panic_the_receiver() {
+    let cfg = SyncConfig::new(KR, vec![JP]).unwrap();
+    let now = ms(5_000);
+    let mut node = SyncNode::new(cfg, now);
+    let from_jp = |body: Body| {
+        let m = Message { from: JP, incarnation: 7, stamp: HlcStamp::new(5_000, 0, JP), body };
+        let mut buf = Vec::new();
+        msg::encode(&m, &mut buf).unwrap();
+        buf
+    };
+    let before = node.stats().messages_received;
+    for _ in 0..3 {
+        let bytes = from_jp(Body::Deltas { floor: 0, first: 0, last: u64::MAX, entries: vec![] });
+        node.handle_datagram(JP, &bytes, now);
+    }
+    let bytes = from_jp(Body::Deltas { floor: u64::MAX, first: u64::MAX, last: u64::MAX, entries: vec![] });
+    node.handle_datagram(JP, &bytes, now);
+    assert_eq!(node.stats().messages_received, before + 4);
+    // A datagram claiming to come from another region than its sender is dropped.
+    let bytes = from_jp(Body::DeltaAck { incarnation: 1, upto: u64::MAX });
+    node.handle_datagram(SG, &bytes, now);
+    assert_eq!(node.stats().messages_received, before + 4);
+    assert_eq!(node.stats().unknown_peer_dropped, 1);
+    // An ack beyond our log head is harmless.
+    let bytes = from_jp(Body::DeltaAck { incarnation: node.actor().incarnation, upto: u64::MAX });
+    node.handle_datagram(JP, &bytes, now);
+    node.add_friend(PlayerId::new(1), PlayerId::new(2), now).unwrap();
+    node.handle_timeout(now + ms(100));
+    assert_eq!(node.friends(PlayerId::new(1)), [PlayerId::new(2)]);
+}

@@ -1169,7 +1169,8 @@ impl SyncNode {
                 }
                 let peer = &mut self.peers[pi];
                 peer.received_upto = peer.received_upto.max(floor.saturating_sub(1));
-                if first <= peer.received_upto + 1 {
+                // `last` is the sender's word (up to u64::MAX): never overflow on it.
+                if first <= peer.received_upto.saturating_add(1) {
                     peer.received_upto = peer.received_upto.max(last);
                 }
                 let upto = peer.received_upto;
