@@ -1287,3 +1287,60 @@ fn hostile_delta_sequence_numbers_do_not_panic_the_receiver() {
     node.handle_timeout(now + ms(100));
     assert_eq!(node.friends(PlayerId::new(1)), [PlayerId::new(2)]);
 }
+
+#[test]
+fn sync_writes_refuse_bad_input_without_changing_state() {
+    use pvp_global::crdt::Scalar;
+    use pvp_global::leaderboard::GameMode as BoardMode;
+    use pvp_global::sync::{Key, MAX_SET_LEN, MAX_TEXT, SyncError, WriteOp, WriteReceipt};
+    let now = ms(1_000);
+    let mut node = SyncNode::new(SyncConfig::new(KR, vec![]).unwrap(), now);
+    let p = PlayerId::new(1);
+    // Removing what is absent is an applied no-op, twice.
+    assert_eq!(node.remove_friend(p, PlayerId::new(2), now), Ok(WriteReceipt::Applied));
+    assert_eq!(node.remove_friend(p, PlayerId::new(2), now), Ok(WriteReceipt::Applied));
+    assert!(node.is_empty());
+    assert_eq!(node.submit_score(BoardMode(3), p, 10, now), Err(SyncError::UnknownMode(BoardMode(3))));
+    node.define_mode(BoardMode(3), ScoreOperator::Best).unwrap();
+    node.define_mode(BoardMode(3), ScoreOperator::Best).unwrap();
+    assert_eq!(
+        node.define_mode(BoardMode(3), ScoreOperator::Set),
+        Err(SyncError::ModeConflict { mode: BoardMode(3), existing: ScoreOperator::Best })
+    );
+    node.submit_score(BoardMode(3), p, 10, now).unwrap();
+    node.submit_score(BoardMode(3), p, 4, now).unwrap();
+    assert_eq!(node.leaderboards().mode(BoardMode(3)).and_then(|b| b.score(p)), Some(10));
+    let score_key = Key::Score(BoardMode(3), p);
+    assert_eq!(node.write(score_key, WriteOp::SetAdd(1), now), Err(SyncError::TypeMismatch(score_key)));
+    node.add_friend(p, PlayerId::new(2), now).unwrap();
+    let friends = Key::Friends(p);
+    assert_eq!(node.write(friends, WriteOp::CounterAdd(1), now), Err(SyncError::TypeMismatch(friends)));
+    assert_eq!(node.write(friends, WriteOp::Score(1), now), Err(SyncError::TypeMismatch(friends)));
+    let long = "x".repeat(MAX_TEXT + 1);
+    let custom = Key::Custom(9);
+    assert_eq!(
+        node.write(custom, WriteOp::RegisterSet(Scalar::Text(long.clone())), now),
+        Err(SyncError::TooLarge(custom))
+    );
+    node.write(custom, WriteOp::RegisterSet(Scalar::Text("x".repeat(MAX_TEXT))), now).unwrap();
+    let profile = Key::Profile(p);
+    let field = "f".repeat(33);
+    assert_eq!(
+        node.write(profile, WriteOp::ProfileSet { field, value: Scalar::Int(1) }, now),
+        Err(SyncError::TooLarge(profile))
+    );
+    node.write(profile, WriteOp::ProfileAdd { field: "wins".into(), delta: 2 }, now).unwrap();
+    assert_eq!(
+        node.write(profile, WriteOp::ProfileSet { field: "wins".into(), value: Scalar::Int(1) }, now),
+        Err(SyncError::TypeMismatch(profile))
+    );
+    // A set stops growing at MAX_SET_LEN (re-adding a member still works).
+    let big = Key::Custom(10);
+    for e in 0..MAX_SET_LEN as u64 {
+        node.write(big, WriteOp::SetAdd(e), now).unwrap();
+    }
+    assert_eq!(node.write(big, WriteOp::SetAdd(u64::MAX), now), Err(SyncError::TooLarge(big)));
+    node.write(big, WriteOp::SetAdd(0), now).unwrap();
+    assert_eq!(node.friends(p), [PlayerId::new(2)]);
+    assert_eq!(node.len(), 5);
+}
