@@ -148,9 +148,27 @@ impl<T: Ord + Copy> Crdt for MaxRegister<T> {
 ///
 /// Entries live in a small sorted vector: a counter is touched by a handful of regions, where a
 /// vector beats a tree map in both speed and bytes.
+///
+/// Deserializing sorts and de-duplicates the entries (keeping each actor's largest count), so
+/// untrusted input cannot leave a counter whose merges and lookups miss entries.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "GCounterRepr")]
 pub struct GCounter {
     entries: Vec<(Actor, u64)>,
+}
+
+/// The shipped form of a [`GCounter`] (same field, not yet canonical).
+#[derive(Deserialize)]
+struct GCounterRepr {
+    entries: Vec<(Actor, u64)>,
+}
+
+impl From<GCounterRepr> for GCounter {
+    fn from(r: GCounterRepr) -> Self {
+        let mut g = Self { entries: r.entries };
+        g.normalize();
+        g
+    }
 }
 
 impl GCounter {

@@ -319,7 +319,9 @@ impl RegionConfig {
         let net = u32::from(ip) & mask;
         let size = 1u64 << (32 - prefix);
         let hosts = size.saturating_sub(2 + u64::from(RESERVED_HOSTS));
-        Ok((net + 1 + RESERVED_HOSTS, hosts))
+        // A block at the top of the address space with no server address (e.g.
+        // 255.255.255.252/30) must come back as CidrTooSmall, not overflow.
+        Ok((net.wrapping_add(1 + RESERVED_HOSTS), hosts))
     }
 
     /// The reference Korea region: zones kr-a/b/c, RTT 30 ms to jp and 70 ms to sg.

@@ -246,7 +246,8 @@ pub struct ClusterStats {
 struct Placement {
     slot: u32,
     players: u32,
-    latency_sum_us: u64,
+    /// `u128`: sums of caller-given latencies (up to `u64::MAX` µs each) never overflow.
+    latency_sum_us: u128,
 }
 
 /// One region's fleet. See the [module docs](self).
@@ -266,7 +267,7 @@ pub struct RegionCluster {
     next_seq: u64,
     id_prefix: u64,
     players: u64,
-    latency_sum_us: u64,
+    latency_sum_us: u128,
     capacity: u64,
     counts: ServerCounts,
     health_override: Option<RegionHealth>,
@@ -521,11 +522,16 @@ impl RegionCluster {
         stopped
     }
 
-    /// Stops taking matches on `server`; it shuts down once empty (at once when empty now).
+    /// Stops taking matches on `server`; it shuts down once empty (at once when empty now, or
+    /// when Unhealthy: its matches were already counted lost).
     pub fn drain(&mut self, server: ServerId) -> Result<(), ClusterError> {
         let slot = *self.by_id.get(&server).ok_or(ClusterError::UnknownServer(server))?;
-        let players = self.slots[slot as usize].as_ref().map_or(0, |s| s.players);
-        if players == 0 {
+        let (players, state) = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .map_or((0, ServerState::Shutdown), |s| (s.players, s.state));
+        if players == 0 || state == ServerState::Unhealthy {
             self.set_state(slot, ServerState::Shutdown);
         } else {
             self.set_state(slot, ServerState::Draining);
@@ -663,7 +669,7 @@ impl RegionCluster {
         s.matches += 1;
         let placed = AllocatedServer { id: s.id, zone: s.zone, addr: s.addr };
         let state = s.state;
-        let lat = latency_sum.as_micros().min(u128::from(u64::MAX)) as u64;
+        let lat = latency_sum.as_micros();
         self.placements.insert(match_id, Placement { slot, players, latency_sum_us: lat });
         self.players += u64::from(players);
         self.latency_sum_us += lat;
@@ -687,14 +693,14 @@ impl RegionCluster {
         let Some(Some(s)) = self.slots.get(p.slot as usize) else {
             return Err(ClusterError::UnknownMatch(match_id));
         };
-        if s.players + players > self.config.players_per_server {
+        if u64::from(s.players) + u64::from(players) > u64::from(self.config.players_per_server) {
             return Err(ClusterError::NoCapacity { players });
         }
         let allocatable = s.allocatable();
         if allocatable {
             self.bucket_remove(p.slot);
         }
-        let lat = latency_sum.as_micros().min(u128::from(u64::MAX)) as u64;
+        let lat = latency_sum.as_micros();
         if let Some(Some(s)) = self.slots.get_mut(p.slot as usize) {
             s.players += players;
         }
@@ -766,7 +772,10 @@ impl RegionCluster {
 
     /// Mean measured latency of the players in matches, `None` when nobody plays.
     pub fn average_latency(&self) -> Option<Duration> {
-        (self.players > 0).then(|| Duration::from_micros(self.latency_sum_us / self.players))
+        (self.players > 0).then(|| {
+            let mean = self.latency_sum_us / u128::from(self.players);
+            Duration::from_micros(u64::try_from(mean).unwrap_or(u64::MAX))
+        })
     }
 
     /// Overrides the computed health (`Some(RegionHealth::Down)` routes every match away from

@@ -494,14 +494,20 @@ impl GlobalMatchmaking {
         self.regions.iter().map(|c| c.summary(now)).collect()
     }
 
-    /// Players queued now (party members included).
+    /// Players queued now (party members included). A ticket cancelled through its
+    /// [`MatchHandle`] still counts here until the next [`tick`](Self::tick) (or the next
+    /// [`find_match`](Self::find_match) by one of its players) drops it.
     pub fn queued_players(&self) -> usize {
         self.stats.queued_players as usize
     }
 
-    /// Whether `player` is queued (alone or in a party).
+    /// Whether `player` is queued (alone or in a party) and still waiting: false once their
+    /// ticket was cancelled (through the matchmaker or the handle), timed out or matched.
     pub fn is_queued(&self, player: PlayerId) -> bool {
-        self.by_player.contains_key(&player)
+        self.by_player
+            .get(&player)
+            .and_then(|&idx| self.tickets.get(idx as usize))
+            .is_some_and(|t| t.as_ref().is_some_and(|t| t.slot.is_queued()))
     }
 
     fn reject(&mut self, err: RequestError) -> RequestError {
@@ -584,9 +590,9 @@ impl GlobalMatchmaking {
             let i = self.region_index(*region).ok_or(RequestError::UnknownRegion(*region))?;
             lat[i] = dur_us(*rtt);
         }
-        if req.party_overflow || req.size() > team_size {
+        if req.party_overflow > 0 || req.size() > team_size {
             return Err(RequestError::PartyTooLarge {
-                size: req.size() + usize::from(req.party_overflow),
+                size: req.size().saturating_add(req.party_overflow),
                 team_size,
             });
         }
@@ -714,7 +720,7 @@ impl GlobalMatchmaking {
             Err(e) => return Err(self.reject(e)),
         };
         let slot = Slot::new();
-        let expires = _now + self.config.grant_ttl;
+        let expires = _now.saturating_add(self.config.grant_ttl);
         let result = MatchResult::new(req.match_id, req.mode, req.region, server, _now, expires, true);
         self.backfills.push(Backfill {
             req,
@@ -874,7 +880,7 @@ impl GlobalMatchmaking {
             };
             let lo_rating = bf.req.rating - self.config.skill_window_max;
             let start = cands.partition_point(|c| (c.seg, c.rating) < (seg_lo, lo_rating));
-            let end = (start + self.config.lookahead.max(1) * 4).min(cands.len());
+            let end = start.saturating_add(self.config.lookahead.max(1).saturating_mul(4)).min(cands.len());
             for cand in &mut cands[start..end] {
                 if bf.remaining == 0 {
                     break;
@@ -913,7 +919,7 @@ impl GlobalMatchmaking {
                     bf.req.region,
                     bf.result.server,
                     now,
-                    now + self.config.grant_ttl,
+                    now.saturating_add(self.config.grant_ttl),
                     true,
                 );
                 let waited = now.saturating_sub(enqueued);
@@ -985,7 +991,7 @@ impl GlobalMatchmaking {
             let mut total = usize::from(head.size);
             let mut mask = head.mask;
             let mut window = head.window;
-            let end = (a + 1 + lookahead).min(n);
+            let end = (a + 1).saturating_add(lookahead).min(n);
             for (b, c) in cands.iter().enumerate().take(end).skip(a + 1) {
                 if total == need {
                     break;
@@ -1059,7 +1065,7 @@ impl GlobalMatchmaking {
             self.regions[region].region(),
             server,
             now,
-            now + self.config.grant_ttl,
+            now.saturating_add(self.config.grant_ttl),
             false,
         );
         for (k, &ci) in group.iter().enumerate() {

@@ -86,7 +86,8 @@ pub struct MatchRequest {
     pub(crate) latency_overflow: bool,
     pub(crate) party: [(PlayerId, f64); MAX_PARTY_SIZE],
     pub(crate) party_len: usize,
-    pub(crate) party_overflow: bool,
+    /// Members given beyond what a request holds.
+    pub(crate) party_overflow: usize,
 }
 
 impl MatchRequest {
@@ -104,7 +105,7 @@ impl MatchRequest {
             latency_overflow: false,
             party: [(player, rating); MAX_PARTY_SIZE],
             party_len: 0,
-            party_overflow: false,
+            party_overflow: 0,
         }
     }
 
@@ -141,7 +142,7 @@ impl MatchRequest {
             self.party[self.party_len] = (player, rating);
             self.party_len += 1;
         } else {
-            self.party_overflow = true;
+            self.party_overflow = self.party_overflow.saturating_add(1);
         }
         self
     }

@@ -53,6 +53,16 @@ impl PlayerRating {
         }
     }
 
+    /// Whether every component (rating, deviation, volatility, uncertainty) is finite.
+    fn is_finite(&self) -> bool {
+        match self {
+            Self::Elo(r) => r.rating.is_finite(),
+            Self::Glicko2(r) => r.rating.is_finite() && r.deviation.is_finite() && r.volatility.is_finite(),
+            Self::TrueSkill(r) => r.rating.is_finite() && r.uncertainty.is_finite(),
+            Self::WengLin(r) => r.rating.is_finite() && r.uncertainty.is_finite(),
+        }
+    }
+
     fn system(&self) -> RatingSystem {
         match self {
             Self::Elo(_) => RatingSystem::Elo,
@@ -102,7 +112,7 @@ pub enum RatingError {
     /// A player is on both teams (or twice on one).
     #[error("player {0} appears twice")]
     DuplicatePlayer(PlayerId),
-    /// A rating is not finite.
+    /// A rating (or its deviation, volatility or uncertainty) is not finite.
     #[error("rating is not finite")]
     NotFinite,
 }
@@ -163,7 +173,7 @@ impl RatingBook {
         if rating.system() != self.system {
             return Err(RatingError::WrongSystem { book: self.system, given: rating.system() });
         }
-        if !rating.matchmaking_rating().is_finite() {
+        if !rating.is_finite() {
             return Err(RatingError::NotFinite);
         }
         self.ratings.insert(player, rating);
@@ -253,7 +263,7 @@ impl RatingBook {
                 updates.extend(team_b.iter().copied().zip(nb.into_iter().map(PlayerRating::WengLin)));
             }
         }
-        if updates.iter().any(|(_, r)| !r.matchmaking_rating().is_finite()) {
+        if updates.iter().any(|(_, r)| !r.is_finite()) {
             return Err(RatingError::NotFinite);
         }
         self.ratings.extend(updates);

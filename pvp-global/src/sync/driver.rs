@@ -76,7 +76,7 @@ impl<T: Transport> SyncDriver<T> {
         }
         if let Some((store, interval, next)) = &mut self.snapshots {
             if now >= *next {
-                *next = now + *interval;
+                *next = now.saturating_add(*interval);
                 store.save_node(&self.node)?;
             }
         }

@@ -704,9 +704,9 @@ impl SyncNode {
             next_strong: 1,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
-            next_flush: now + cfg.flush_interval,
+            next_flush: now.saturating_add(cfg.flush_interval),
             // First digest soon after start so a restarted region catches up quickly.
-            next_anti_entropy: now + cfg.flush_interval,
+            next_anti_entropy: now.saturating_add(cfg.flush_interval),
             stats: SyncStats::default(),
             cfg,
         }
@@ -926,8 +926,8 @@ impl SyncNode {
         let pending = PendingStrong {
             entries: entries.clone(),
             acks: BTreeSet::new(),
-            deadline: now + self.cfg.strong_timeout,
-            next_retry: now + self.cfg.strong_retry,
+            deadline: now.saturating_add(self.cfg.strong_timeout),
+            next_retry: now.saturating_add(self.cfg.strong_retry),
         };
         self.strong.insert(id, pending);
         self.check_strong(id);
@@ -1169,7 +1169,8 @@ impl SyncNode {
                 }
                 let peer = &mut self.peers[pi];
                 peer.received_upto = peer.received_upto.max(floor.saturating_sub(1));
-                if first <= peer.received_upto + 1 {
+                // `last` is the sender's word (up to u64::MAX): never overflow on it.
+                if first <= peer.received_upto.saturating_add(1) {
                     peer.received_upto = peer.received_upto.max(last);
                 }
                 let upto = peer.received_upto;
@@ -1293,11 +1294,11 @@ impl SyncNode {
     pub fn handle_timeout(&mut self, now: Duration) {
         if now >= self.next_flush {
             self.flush(now);
-            self.next_flush = now + self.cfg.flush_interval;
+            self.next_flush = now.saturating_add(self.cfg.flush_interval);
         }
         self.strong_timers(now);
         if now >= self.next_anti_entropy {
-            self.next_anti_entropy = now + self.cfg.anti_entropy_interval;
+            self.next_anti_entropy = now.saturating_add(self.cfg.anti_entropy_interval);
             let head = self.next_seq - 1;
             let digest = self.digest();
             for i in 0..self.peers.len() {
@@ -1319,7 +1320,7 @@ impl SyncNode {
             if now >= p.deadline {
                 failed.push((id, p.acks.len() + 1));
             } else if now >= p.next_retry {
-                p.next_retry = now + self.cfg.strong_retry;
+                p.next_retry = now.saturating_add(self.cfg.strong_retry);
                 let missing: Vec<RegionId> =
                     self.cfg.peers.iter().filter(|r| !p.acks.contains(r)).copied().collect();
                 retry.push((id, p.entries.clone(), missing));
