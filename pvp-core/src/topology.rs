@@ -262,6 +262,9 @@ impl Topology {
             }
             let kind = kind.to_ascii_lowercase();
             if is_numa_name(&kind) {
+                if seen_pu {
+                    return Err(bad(token, "pu must be the last level"));
+                }
                 if numa_at.is_some() {
                     return Err(bad(token, "NUMA nodes at more than one level"));
                 }

@@ -251,7 +251,7 @@ pub struct AutoScaler {
     events: VecDeque<(Instant, i64)>,
     last_action: Option<Instant>,
     pub(crate) last_sample: Option<Instant>,
-    stats: ScalerStats,
+    pub(crate) stats: ScalerStats,
 }
 
 impl AutoScaler {

@@ -646,6 +646,11 @@ impl SloMonitor {
                 idx += 1;
                 keep
             });
+            // With a tiny cap the older half may hold nothing to drop: keep the oldest sample
+            // (the windows' start) and drop the next ones so the cap always holds.
+            while st.history.len() > config.max_samples && st.history.len() > 1 {
+                st.history.remove(1);
+            }
         }
         Ok(())
     }
