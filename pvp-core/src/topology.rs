@@ -320,7 +320,8 @@ impl Topology {
         Ok(Self { nodes, cores, pus, source: TopologySource::Synthetic })
     }
 
-    /// A one-node topology (node 0) holding `cpus`; what a machine without NUMA looks like.
+    /// A one-node topology (node 0) holding `cpus` (sorted, duplicates removed; an empty list
+    /// means CPU 0); what a machine without NUMA looks like.
     pub fn single_node(cpus: impl IntoIterator<Item = usize>) -> Self {
         let mut cpus: Vec<usize> = cpus.into_iter().collect();
         cpus.sort_unstable();
