@@ -672,10 +672,10 @@ fn tiny_history_cap_still_gives_whole_window_numbers() {
 #[test]
 fn prometheus_rules_refuse_what_promql_cannot_say() {
     let slo = events_slo(0.999);
-    assert_eq!(prometheus_rules("svc", &[slo.clone()], &[]), Err(RulesError::NoRules));
+    assert_eq!(prometheus_rules("svc", std::slice::from_ref(&slo), &[]), Err(RulesError::NoRules));
     let frac = BurnRateRule { factor: 2.0, long: Duration::from_millis(1500), short: secs(1), page: true };
     assert_eq!(
-        prometheus_rules("svc", &[slo.clone()], &[frac]),
+        prometheus_rules("svc", std::slice::from_ref(&slo), &[frac]),
         Err(RulesError::FractionalWindow(Duration::from_millis(1500)))
     );
     let y = prometheus_rules("svc", &[slo], &BurnRateRule::workbook()).unwrap();
