@@ -786,3 +786,148 @@ fn registry_as_metric_source() {
     let s = r.stats();
     assert_eq!((s.counters, s.gauges, s.histograms), (1, 2, 0));
 }
+
+#[test]
+fn a_histogram_whose_series_names_are_taken_is_left_out_and_counted() {
+    let r = MetricsRegistry::new();
+    metrics::with_local_recorder(&r, || {
+        metrics::counter!("pvp_rtt_count").increment(3);
+        metrics::histogram!("pvp_rtt").record(0.5);
+        metrics::histogram!("pvp_ok").record(0.5);
+    });
+    let text = r.render();
+    assert_eq!(
+        text.matches("\npvp_rtt_count ").count() + usize::from(text.starts_with("pvp_rtt_count ")),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("pvp_rtt_count 3\n"), "{text}");
+    assert!(!text.contains("# TYPE pvp_rtt histogram"), "{text}");
+    assert!(text.contains("# TYPE pvp_ok histogram"), "{text}");
+    assert_eq!(r.stats().name_conflicts, 1);
+    // Every series name appears under one family only.
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        assert!(seen.insert(line.split(' ').nth(2).unwrap().to_string()), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus query client
+
+use pvp_ops::SliSource;
+use pvp_ops::prom::{PromClient, parse_query_answer};
+
+#[test]
+fn query_answers_parse_or_give_typed_errors() {
+    let ok = r#"{"status":"success","data":{"resultType":"vector","result":[
+        {"metric":{"region":"kr"},"value":[1700000000.5,"3.25"]},
+        {"metric":{},"value":[1700000000.5,"+Inf"]},
+        {"value":[1700000000.5,"NaN"]}]}}"#;
+    let v = parse_query_answer(ok).unwrap();
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0].labels.get("region").map(String::as_str), Some("kr"));
+    assert_eq!((v[0].timestamp, v[0].value), (1_700_000_000.5, 3.25));
+    assert_eq!(v[1].value, f64::INFINITY);
+    assert!(v[2].value.is_nan());
+    let scalar =
+        parse_query_answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"-Inf"]}}"#)
+            .unwrap();
+    assert_eq!(scalar.len(), 1);
+    assert_eq!(scalar[0].value, f64::NEG_INFINITY);
+    assert!(
+        parse_query_answer(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#)
+            .unwrap()
+            .is_empty()
+    );
+    match parse_query_answer(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#) {
+        Err(SourceError::Query { kind, message }) => {
+            assert_eq!((kind.as_str(), message.as_str()), ("bad_data", "parse error"))
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        "",
+        "not json",
+        "{}",
+        r#"{"status":"success"}"#,
+        r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+        r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"abc"]}]}}"#,
+        r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1]}]}}"#,
+        r#"{"status":"success","data":{"resultType":"scalar","result":"x"}}"#,
+    ] {
+        assert!(matches!(parse_query_answer(bad), Err(SourceError::Malformed(_))), "{bad}");
+    }
+}
+
+/// A loopback HTTP server answering each request with the next scripted (status, body).
+fn scripted_prometheus(answers: Vec<(u16, &'static str)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let addr = server.server_addr().to_ip().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut urls = Vec::new();
+        for (status, body) in answers {
+            let Ok(Some(req)) = server.recv_timeout(Duration::from_secs(10)) else { break };
+            urls.push(req.url().to_string());
+            let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(status));
+        }
+        urls
+    });
+    (format!("http://{addr}/"), t)
+}
+
+const ONE: &str =
+    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"42"]}]}}"#;
+const TWO: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}]}}"#;
+const EMPTY: &str = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+const NAN: &str =
+    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#;
+const BAD_QUERY: &str = r#"{"status":"error","errorType":"bad_data","error":"1:5: parse error"}"#;
+
+#[test]
+fn prom_client_maps_every_answer_to_a_value_or_a_typed_error() {
+    let (url, server) = scripted_prometheus(vec![
+        (200, ONE),
+        (200, TWO),
+        (200, EMPTY),
+        (400, BAD_QUERY),
+        (503, "overloaded"),
+        (200, "garbage"),
+        (200, EMPTY),
+        (200, NAN),
+    ]);
+    let mut c = PromClient::new(url).with_timeout(Duration::from_secs(10));
+    assert_eq!(c.metric_value("players_online"), Ok(42.0));
+    assert_eq!(c.query_scalar("x"), Err(SourceError::Ambiguous(2)));
+    assert_eq!(c.metric_value("missing"), Err(SourceError::NoData("missing".into())));
+    assert!(matches!(c.query("1 +"), Err(SourceError::Query { kind, .. }) if kind == "bad_data"));
+    assert!(matches!(c.query("up"), Err(SourceError::Http { status: 503, .. })));
+    assert!(matches!(c.query("up"), Err(SourceError::Malformed(_))));
+    // An events SLI without a total series has no data yet.
+    assert_eq!(
+        c.read_sli(&Sli::events("bad_total", "all_total")),
+        Err(SourceError::NoData("all_total".into()))
+    );
+    // A quantile over an empty range is NaN in PromQL: no value, not a bad one.
+    assert_eq!(c.read_sli(&Sli::quantile_below("rtt", 0.99, 0.02)), Ok(SliReading::Quantile(None)));
+    let s = c.stats();
+    assert_eq!(s.queries, 8);
+    // Ambiguous and empty answers are answers: only the three failed round trips count.
+    assert_eq!(s.failures, 3);
+    let urls = server.join().unwrap();
+    assert_eq!(urls.len(), 8);
+    assert!(urls.iter().all(|u| u.starts_with("/api/v1/query?query=")), "{urls:?}");
+}
+
+#[test]
+fn prom_client_without_a_server_is_unreachable() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut c = PromClient::new(format!("http://127.0.0.1:{port}")).with_timeout(Duration::from_secs(5));
+    assert!(matches!(c.query("up"), Err(SourceError::Unreachable(_))));
+    let mut bad_url = PromClient::new("not a url");
+    assert!(matches!(bad_url.query("up"), Err(SourceError::Unreachable(_) | SourceError::Malformed(_))));
+    assert_eq!(c.stats().failures, 1);
+}
