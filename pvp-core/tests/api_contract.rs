@@ -387,3 +387,29 @@ fn zero_sized_large_aligned_and_impossible_layouts() {
     assert!(matches!(alloc.allocate_local(huge_align), Err(NumaError::OutOfMemory { .. })));
     assert_eq!(alloc.stats().large_live_bytes, 0);
 }
+
+#[test]
+fn zero_sized_layouts_with_huge_alignment_are_dangling_too() {
+    let alloc = two_nodes();
+    for align in [1usize << 16, 1 << 21, 1 << 30] {
+        let zero = Layout::from_size_align(0, align).unwrap();
+        let paths = [
+            alloc.allocate_local(zero),
+            alloc.allocate_on_node(NodeId::new(0), zero),
+            alloc.allocate_interleaved(zero),
+            alloc.allocate_with_policy(zero, MemPolicy::Preferred(NodeId::new(1))),
+        ];
+        for p in paths {
+            let p = p.unwrap();
+            assert_eq!(p.as_ptr() as usize % align, 0, "align {align}");
+            // SAFETY: allocated above with this layout, never dereferenced.
+            unsafe { alloc.deallocate(p, zero) };
+        }
+    }
+    let stats = alloc.stats();
+    assert_eq!(stats.large_live_bytes, 0);
+    assert!(stats.nodes.iter().all(|n| n.large_allocations == 0), "no memory mapped for nothing");
+    // Unknown nodes are still refused for zero-sized requests.
+    let zero = Layout::from_size_align(0, 1 << 21).unwrap();
+    assert!(matches!(alloc.allocate_on_node(NodeId::new(9), zero), Err(NumaError::NoSuchNode { .. })));
+}
