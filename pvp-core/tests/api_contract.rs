@@ -413,3 +413,20 @@ fn zero_sized_layouts_with_huge_alignment_are_dangling_too() {
     let zero = Layout::from_size_align(0, 1 << 21).unwrap();
     assert!(matches!(alloc.allocate_on_node(NodeId::new(9), zero), Err(NumaError::NoSuchNode { .. })));
 }
+
+#[test]
+fn page_queries_on_unmapped_addresses_are_errors_not_crashes() {
+    use pvp_core::numa::{page_node, page_nodes, resident_memory_bytes};
+    assert!(matches!(page_node(core::ptr::null()), Err(NumaError::PageQuery(_))));
+    assert!(page_nodes(&[]).unwrap().is_empty());
+    match page_nodes(&[core::ptr::null()]) {
+        // Per page: no such page.
+        Ok(v) => {
+            assert_eq!(v.len(), 1);
+            assert!(matches!(v[0], Err(NumaError::PageQuery(_))));
+        }
+        // Or the whole query is refused (move_pages forbidden in some containers).
+        Err(e) => assert!(matches!(e, NumaError::PageQuery(_))),
+    }
+    assert!(resident_memory_bytes().unwrap() > 0);
+}
