@@ -931,3 +931,69 @@ fn prom_client_without_a_server_is_unreachable() {
     assert!(matches!(bad_url.query("up"), Err(SourceError::Unreachable(_) | SourceError::Malformed(_))));
     assert_eq!(c.stats().failures, 1);
 }
+
+#[test]
+fn metrics_server_serves_only_get_metrics_and_refuses_a_taken_port() {
+    use pvp_ops::metrics::{MetricsServer, ServerError};
+    let r = MetricsRegistry::new();
+    metrics::with_local_recorder(&r, || metrics::counter!("pvp_scraped_total").increment(5));
+    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), r.clone()).unwrap();
+    let addr = server.local_addr();
+    assert_ne!(addr.port(), 0);
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let resp = agent.get(&format!("http://{addr}/metrics?x=1")).call().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.header("Content-Type").unwrap_or("").starts_with("text/plain; version=0.0.4"));
+    assert!(resp.into_string().unwrap().contains("pvp_scraped_total 5\n"));
+    for path in ["/", "/metricsx", "/api/v1/query"] {
+        match agent.get(&format!("http://{addr}{path}")).call() {
+            Err(ureq::Error::Status(404, _)) => {}
+            other => panic!("{path}: {:?}", other.map(|r| r.status())),
+        }
+    }
+    assert!(matches!(agent.post(&format!("http://{addr}/metrics")).call(), Err(ureq::Error::Status(404, _))));
+    assert_eq!(server.scrapes(), 1);
+    assert!(matches!(MetricsServer::bind(addr, r), Err(ServerError::Bind(_))));
+    server.shutdown();
+}
+
+#[derive(Clone, Default)]
+struct OnlyGs(Servers);
+
+impl CrashTarget for OnlyGs {
+    fn knows(&self, target: &str) -> bool {
+        target.starts_with("gs-")
+    }
+    fn crash(&mut self, target: &str) -> Result<(), FaultError> {
+        self.0.crash(target)
+    }
+    fn restore(&mut self, target: &str) -> Result<(), FaultError> {
+        self.0.restore(target)
+    }
+}
+
+#[test]
+fn injectors_called_directly_refuse_targets_they_do_not_handle() {
+    let servers = OnlyGs::default();
+    let mut crash = CrashInjector::new(servers.clone());
+    let db = Fault::new(FaultKind::ServerCrash, "db-1", secs(1), 1.0).unwrap();
+    assert!(!crash.supports(&db));
+    assert_eq!(crash.inject(&db), Err(FaultError::UnknownTarget("db-1".into())));
+    assert!(servers.0.down.lock().unwrap().is_empty(), "nothing crashed");
+    assert!(crash.crashed().is_empty());
+    assert_eq!(crash.revert(&db), Err(FaultError::NotActive("db-1".into())));
+
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut fill = pvp_ops::chaos::DiskFillInjector::new(dir.path(), 4096);
+    let wrong = Fault::new(FaultKind::DiskFull, other.path().to_str().unwrap(), secs(1), 1.0).unwrap();
+    assert!(!fill.supports(&wrong));
+    assert!(matches!(fill.inject(&wrong), Err(FaultError::UnknownTarget(_))));
+    assert_eq!(fill.filled_bytes(), 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let right = Fault::new(FaultKind::DiskFull, dir.path().to_str().unwrap(), secs(1), 0.5).unwrap();
+    fill.inject(&right).unwrap();
+    assert_eq!(fill.filled_bytes(), 2048);
+    fill.revert(&right).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
