@@ -997,3 +997,46 @@ fn injectors_called_directly_refuse_targets_they_do_not_handle() {
     fill.revert(&right).unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn drive_passes_source_and_target_errors_through() {
+    struct Src(Result<f64, SourceError>);
+    impl MetricSource for Src {
+        fn metric_value(&mut self, _: &str) -> Result<f64, SourceError> {
+            self.0.clone()
+        }
+    }
+    struct Refusing;
+    impl pvp_ops::ScaleTarget for Refusing {
+        fn fleet(&self) -> FleetStatus {
+            FleetStatus::new(4, 0, 0)
+        }
+        fn apply(&mut self, _: &pvp_ops::scale::ScaleDecision) -> Result<(), ScaleError> {
+            Err(ScaleError::Target("quota".into()))
+        }
+    }
+    let mut s = AutoScaler::new(tracking(10.0), 1, 100).unwrap();
+    let t0 = Instant::now();
+    let mut down = Src(Err(SourceError::Unreachable("x".into())));
+    assert_eq!(
+        s.drive(t0, "m", &mut down, &mut Refusing),
+        Err(ScaleError::Source(SourceError::Unreachable("x".into())))
+    );
+    assert_eq!(s.stats().samples, 0, "a source error changes nothing");
+    let mut nan = Src(Ok(f64::NAN));
+    assert!(matches!(s.drive(t0, "m", &mut nan, &mut Refusing), Err(ScaleError::BadMetric(_))));
+    let mut busy = Src(Ok(20.0));
+    assert_eq!(s.drive(t0, "m", &mut busy, &mut Refusing), Err(ScaleError::Target("quota".into())));
+    assert_eq!(s.stats().scale_ups, 1, "the refused decision still counts as taken");
+}
+
+#[test]
+fn installing_a_second_global_recorder_is_a_typed_error() {
+    let first = MetricsRegistry::new();
+    // Nothing else in this test binary installs a global recorder.
+    first.install().unwrap();
+    assert_eq!(MetricsRegistry::new().install(), Err(RegistryError::AlreadyInstalled));
+    assert_eq!(first.install(), Err(RegistryError::AlreadyInstalled));
+    metrics::counter!("pvp_global_total").increment(2);
+    assert_eq!(first.counter_total("pvp_global_total"), Some(2));
+}
