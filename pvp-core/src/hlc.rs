@@ -46,7 +46,7 @@ pub struct HlcStamp {
 }
 
 impl HlcStamp {
-    /// A stamp at `wall_ms` with a zero counter.
+    /// A stamp at `wall_ms` with logical counter `logical`, issued by `region`.
     pub const fn new(wall_ms: u64, logical: u32, region: RegionId) -> Self {
         Self { wall_ms, logical, region }
     }
@@ -129,13 +129,19 @@ impl Hlc {
     /// A new stamp for a local event at physical time `wall_ms`; strictly greater than every
     /// stamp this clock issued or observed. Saturates the counter rather than wrapping: after
     /// 2^32 events in one millisecond the wall part is advanced by one.
+    ///
+    /// The one exception is the very end of the stamp space (`wall_ms == u64::MAX` with the
+    /// counter at `u32::MAX`), which has no greater stamp: there the clock stays put and returns
+    /// that last stamp again (never a smaller one).
     pub fn now(&mut self, wall_ms: u64) -> HlcStamp {
         if wall_ms > self.last.wall_ms {
             self.last = HlcStamp::new(wall_ms, 0, self.region);
         } else if let Some(l) = self.last.logical.checked_add(1) {
             self.last = HlcStamp::new(self.last.wall_ms, l, self.region);
+        } else if let Some(w) = self.last.wall_ms.checked_add(1) {
+            self.last = HlcStamp::new(w, 0, self.region);
         } else {
-            self.last = HlcStamp::new(self.last.wall_ms.saturating_add(1), 0, self.region);
+            self.last = HlcStamp::new(self.last.wall_ms, self.last.logical, self.region);
         }
         self.last
     }
@@ -143,6 +149,11 @@ impl Hlc {
     /// Observes a stamp received from another region at local physical time `wall_ms`, so that
     /// later local stamps order after it. Refuses (and ignores) a stamp more than the allowed
     /// drift ahead of `wall_ms`.
+    ///
+    /// # Errors
+    /// [`HlcError::TooFarInFuture`] for a stamp beyond the allowed drift, and
+    /// [`HlcError::LogicalOverflow`] when ordering after `incoming` would need a logical counter
+    /// above `u32::MAX`; in both cases the clock is left unchanged.
     pub fn update(&mut self, incoming: HlcStamp, wall_ms: u64) -> Result<(), HlcError> {
         self.check(incoming, wall_ms)?;
         let max_wall = wall_ms.max(self.last.wall_ms).max(incoming.wall_ms);

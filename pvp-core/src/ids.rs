@@ -80,6 +80,14 @@ macro_rules! numeric_id {
                 fmt::Display::fmt(&self.0, f)
             }
         }
+
+        /// Parses the decimal number [`Display`](fmt::Display) writes, so the two round-trip.
+        impl FromStr for $name {
+            type Err = core::num::ParseIntError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse::<u64>().map(Self)
+            }
+        }
     };
 }
 

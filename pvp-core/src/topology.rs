@@ -262,6 +262,9 @@ impl Topology {
             }
             let kind = kind.to_ascii_lowercase();
             if is_numa_name(&kind) {
+                if seen_pu {
+                    return Err(bad(token, "pu must be the last level"));
+                }
                 if numa_at.is_some() {
                     return Err(bad(token, "NUMA nodes at more than one level"));
                 }
@@ -317,7 +320,8 @@ impl Topology {
         Ok(Self { nodes, cores, pus, source: TopologySource::Synthetic })
     }
 
-    /// A one-node topology (node 0) holding `cpus`; what a machine without NUMA looks like.
+    /// A one-node topology (node 0) holding `cpus` (sorted, duplicates removed; an empty list
+    /// means CPU 0); what a machine without NUMA looks like.
     pub fn single_node(cpus: impl IntoIterator<Item = usize>) -> Self {
         let mut cpus: Vec<usize> = cpus.into_iter().collect();
         cpus.sort_unstable();

@@ -280,13 +280,15 @@ impl NumaAllocator {
 
     #[inline(never)]
     fn allocate_local_slow(&self, layout: Layout) -> Result<NonNull<u8>, NumaError> {
+        // Before the class: a zero-sized layout aligned beyond the pools would go to the
+        // large path and map (then unmap) a block for nothing.
+        if layout.size() == 0 {
+            return Ok(dangling(layout));
+        }
         let Some(class) = class_of(layout) else {
             let home = self.home_index();
             return self.large(layout, Policy::Preferred(home), home);
         };
-        if layout.size() == 0 {
-            return Ok(dangling(layout));
-        }
         let shared = self.inner.shared();
         let p = CACHES
             .try_with(|c| match c.instance_slot(&self.inner) {
@@ -326,12 +328,12 @@ impl NumaAllocator {
     }
 
     fn allocate_in(&self, pool: usize, layout: Layout, large: Policy) -> Result<NonNull<u8>, NumaError> {
-        let Some(class) = class_of(layout) else {
-            return self.large(layout, large, pool);
-        };
         if layout.size() == 0 {
             return Ok(dangling(layout));
         }
+        let Some(class) = class_of(layout) else {
+            return self.large(layout, large, pool);
+        };
         let shared = self.inner.shared();
         let p = CACHES
             .try_with(|c| match c.instance_slot(&self.inner) {
@@ -376,14 +378,15 @@ impl NumaAllocator {
 
     #[inline(never)]
     unsafe fn deallocate_slow(&self, ptr: NonNull<u8>, layout: Layout) {
+        // Zero-sized blocks are dangling pointers, whatever their alignment.
+        if layout.size() == 0 {
+            return;
+        }
         let Some(class) = class_of(layout) else {
             // SAFETY: per the caller, a large block of ours with this layout.
             unsafe { self.inner.shared().free_large(ptr.as_ptr(), layout) };
             return;
         };
-        if layout.size() == 0 {
-            return;
-        }
         let shared = self.inner.shared();
         let done = CACHES.try_with(|c| match c.instance_slot(&self.inner) {
             // SAFETY: per the caller, a block of this state and class, given up.

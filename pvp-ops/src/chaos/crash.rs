@@ -41,6 +41,9 @@ impl<T: CrashTarget> FaultInjector for CrashInjector<T> {
         fault.kind() == FaultKind::ServerCrash && self.target.knows(fault.target())
     }
     fn inject(&mut self, fault: &Fault) -> Result<(), FaultError> {
+        if !self.target.knows(fault.target()) {
+            return Err(FaultError::UnknownTarget(fault.target().to_string()));
+        }
         if self.down.iter().any(|t| t == fault.target()) {
             return Err(FaultError::AlreadyActive(fault.target().to_string()));
         }

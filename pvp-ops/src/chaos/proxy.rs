@@ -670,7 +670,9 @@ fn tcp_write(mut dst: TcpStream, dir: usize, shared: &Shared, rx: &Receiver<(Ins
 /// [`FaultKind::NetworkLatency`] (delay `intensity × max_latency`, jitter a tenth of it),
 /// [`FaultKind::PacketLoss`] (loss rate `intensity`) and [`FaultKind::NetworkPartition`]
 /// (intensity 1: cut; less: that loss rate). A target is `link`, `link/forward` or
-/// `link/backward` (one direction only). Revert restores the conditions from before.
+/// `link/backward` (one direction only). Revert restores the conditions from before. One
+/// fault at a time per link direction: a fault on `link` while `link/forward` is active (or
+/// the reverse) is refused with [`FaultError::AlreadyActive`].
 #[derive(Debug)]
 pub struct LinkFaultInjector {
     max_latency: Duration,
@@ -691,6 +693,8 @@ impl LinkFaultInjector {
 
     fn parse<'a>(&self, target: &'a str) -> Option<(&'a str, [bool; 2])> {
         let (link, dirs) = match target.rsplit_once('/') {
+            // A link may itself be named `x/forward`: the whole name wins.
+            _ if self.links.contains_key(target) => (target, [true, true]),
             Some((l, "forward")) => (l, [true, false]),
             Some((l, "backward")) => (l, [false, true]),
             _ => (target, [true, true]),
@@ -712,7 +716,14 @@ impl FaultInjector for LinkFaultInjector {
     fn inject(&mut self, fault: &Fault) -> Result<(), FaultError> {
         let (link, dirs) =
             self.parse(fault.target()).ok_or_else(|| FaultError::UnknownTarget(fault.target().into()))?;
-        if self.saved.contains_key(fault.target()) {
+        // One fault per link direction: overlapping faults (`link` and `link/forward`) would
+        // each restore the other's conditions on revert.
+        let overlaps = self
+            .saved
+            .keys()
+            .filter_map(|k| self.parse(k))
+            .any(|(l, d)| l == link && ((d[0] && dirs[0]) || (d[1] && dirs[1])));
+        if overlaps {
             return Err(FaultError::AlreadyActive(fault.target().into()));
         }
         let controls = &self.links[link];
@@ -752,12 +763,17 @@ impl FaultInjector for LinkFaultInjector {
     fn revert(&mut self, fault: &Fault) -> Result<(), FaultError> {
         let saved =
             self.saved.remove(fault.target()).ok_or_else(|| FaultError::NotActive(fault.target().into()))?;
-        let (link, _) =
+        let (link, dirs) =
             self.parse(fault.target()).ok_or_else(|| FaultError::UnknownTarget(fault.target().into()))?;
         for (c, old) in self.links[link].iter().zip(saved) {
+            // Only the directions this fault changed: the other one may carry another fault.
             // The saved conditions passed validation before.
-            let _ = c.set(Direction::Forward, old[0]);
-            let _ = c.set(Direction::Backward, old[1]);
+            if dirs[0] {
+                let _ = c.set(Direction::Forward, old[0]);
+            }
+            if dirs[1] {
+                let _ = c.set(Direction::Backward, old[1]);
+            }
         }
         Ok(())
     }

@@ -206,6 +206,9 @@ impl FaultInjector for DiskFillInjector {
         fault.kind() == FaultKind::DiskFull && Path::new(fault.target()) == self.dir
     }
     fn inject(&mut self, fault: &Fault) -> Result<(), FaultError> {
+        if Path::new(fault.target()) != self.dir {
+            return Err(FaultError::UnknownTarget(fault.target().to_string()));
+        }
         if self.file.is_some() {
             return Err(FaultError::AlreadyActive(fault.target().to_string()));
         }

@@ -59,7 +59,8 @@ pub struct RegistryStats {
     pub histograms: usize,
     /// Histogram values refused (negative, NaN or infinite).
     pub rejected_values: u64,
-    /// Families left out of a rendering because another metric kind already uses the name.
+    /// Families left out of a rendering because another metric kind already uses the name (for
+    /// a histogram: its name or one of its `_bucket`, `_sum` and `_count` series names).
     pub name_conflicts: u64,
 }
 
@@ -355,7 +356,11 @@ impl MetricsRegistry {
         let gauges = self.sorted(&gauges);
         let hists = self.sorted(&hists);
 
-        let mut family = |name: &str, kind: &str, out: &mut String| -> bool {
+        let family = |used: &mut std::collections::BTreeSet<String>,
+                      name: &str,
+                      kind: &str,
+                      out: &mut String|
+         -> bool {
             if !used.insert(name.to_string()) {
                 self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
                 return false;
@@ -377,7 +382,7 @@ impl MetricsRegistry {
         let mut skip = false;
         for (k, c) in counters.iter() {
             if last != Some(&k.name) {
-                skip = !family(&k.name, "counter", &mut out);
+                skip = !family(&mut used, &k.name, "counter", &mut out);
                 last = Some(&k.name);
             }
             if !skip {
@@ -387,7 +392,7 @@ impl MetricsRegistry {
         let mut last = None;
         for (k, g) in gauges.iter() {
             if last != Some(&k.name) {
-                skip = !family(&k.name, "gauge", &mut out);
+                skip = !family(&mut used, &k.name, "gauge", &mut out);
                 last = Some(&k.name);
             }
             if !skip {
@@ -397,7 +402,16 @@ impl MetricsRegistry {
         let mut last = None;
         for (k, h) in hists.iter() {
             if last != Some(&k.name) {
-                skip = !family(&k.name, "histogram", &mut out);
+                // A histogram also writes `<name>_bucket`, `_sum` and `_count` series: a counter
+                // or gauge of one of those names would make two families share a series.
+                let series = ["_bucket", "_sum", "_count"].map(|s| format!("{}{s}", k.name));
+                if series.iter().any(|n| used.contains(n)) {
+                    self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
+                    skip = true;
+                } else {
+                    skip = !family(&mut used, &k.name, "histogram", &mut out);
+                    used.extend(series);
+                }
                 last = Some(&k.name);
             }
             if skip {

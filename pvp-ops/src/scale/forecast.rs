@@ -81,7 +81,8 @@ impl HoltWinters {
         if !self.ready || h == 0 {
             return None;
         }
-        let idx = (self.pos + h - 1) % self.period;
+        // `h` may be huge: reduce it before adding so the index cannot overflow.
+        let idx = (self.pos + (h - 1) % self.period) % self.period;
         Some(self.level + h as f64 * self.trend + self.season[idx])
     }
 }

@@ -251,7 +251,7 @@ pub struct AutoScaler {
     events: VecDeque<(Instant, i64)>,
     last_action: Option<Instant>,
     pub(crate) last_sample: Option<Instant>,
-    stats: ScalerStats,
+    pub(crate) stats: ScalerStats,
 }
 
 impl AutoScaler {
@@ -540,6 +540,10 @@ fn rate_limit(
 impl AutoScaler {
     /// A thin driver: reads `metric` from `source` (as a per-server value), decides, and applies
     /// the decision to `target`.
+    ///
+    /// A source error changes nothing. When `target` refuses the decision the error
+    /// ([`ScaleError::Target`]) is returned, and the scaler still counts the decision as taken
+    /// (its cooldown and rate limits include it), as with [`handle_sample`](Self::handle_sample).
     pub fn drive(
         &mut self,
         now: Instant,

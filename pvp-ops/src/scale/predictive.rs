@@ -96,9 +96,11 @@ impl PredictiveScaler {
         fleet: FleetStatus,
     ) -> Result<Option<ScaleDecision>, ScaleError> {
         if !(total.is_finite() && total >= 0.0) {
+            self.reactive.stats.rejected += 1;
             return Err(ScaleError::BadMetric(total));
         }
         if self.reactive.last_sample.is_some_and(|t| now < t) {
+            self.reactive.stats.rejected += 1;
             return Err(ScaleError::TimeWentBack);
         }
         self.hw.observe(total);

@@ -424,8 +424,9 @@ impl std::fmt::Debug for SloMonitor {
 }
 
 impl SloMonitor {
-    /// A monitor with no SLOs. Invalid rules (zero windows, non-positive factors) and
-    /// thresholds outside 0..=1 are dropped; use [`try_new`](Self::try_new) to get an error.
+    /// A monitor with no SLOs. Invalid rules (zero windows, non-positive or non-finite factors)
+    /// and thresholds outside 0..=1 (or NaN) are dropped, `max_samples` is raised to at least 2
+    /// and `max_events` to at least 1; use [`try_new`](Self::try_new) to get an error instead.
     pub fn new(mut config: MonitorConfig) -> Self {
         config.rules.retain(rule_ok);
         config.budget_thresholds.retain(|t| (0.0..=1.0).contains(t));
@@ -646,6 +647,11 @@ impl SloMonitor {
                 idx += 1;
                 keep
             });
+            // With a tiny cap the older half may hold nothing to drop: keep the oldest sample
+            // (the windows' start) and drop the next ones so the cap always holds.
+            while st.history.len() > config.max_samples && st.history.len() > 1 {
+                st.history.remove(1);
+            }
         }
         Ok(())
     }
