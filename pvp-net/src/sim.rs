@@ -105,11 +105,11 @@ impl SimNetwork {
     /// Sends a datagram at `now`.
     pub fn send(&mut self, now: Instant, d: Datagram) {
         self.sent += 1;
-        if self.rng.random_bool(self.conditions.loss.clamp(0.0, 1.0)) {
+        if self.rng.random_bool(probability(self.conditions.loss)) {
             self.lost += 1;
             return;
         }
-        let copies = if self.rng.random_bool(self.conditions.duplicate.clamp(0.0, 1.0)) {
+        let copies = if self.rng.random_bool(probability(self.conditions.duplicate)) {
             self.duplicated += 1;
             2
         } else {
@@ -132,6 +132,11 @@ impl SimNetwork {
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, Datagram)> {
         if self.next_arrival()? <= now { self.in_flight.pop().map(|Reverse((t, _, d))| (t, d)) } else { None }
     }
+}
+
+/// `p` clamped to `0..=1`; NaN counts as 0 (the generator panics on anything else).
+fn probability(p: f64) -> f64 {
+    if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) }
 }
 
 /// One server and many clients on a [`SimNetwork`], with virtual time.
@@ -159,7 +164,8 @@ pub struct Harness {
     /// Per client: unreliable payloads received.
     pub client_payloads: Vec<Vec<Vec<u8>>>,
     next_token: u64,
-    /// Simulation step: the most virtual time between two timer checks.
+    /// Simulation step: the most virtual time between two timer checks (zero counts as
+    /// 1 ms).
     pub step: Duration,
     buf: Box<[u8; MAX_PACKET_LEN]>,
 }
@@ -337,13 +343,17 @@ impl Harness {
         }
     }
 
+    fn effective_step(&self) -> Duration {
+        if self.step.is_zero() { Duration::from_millis(1) } else { self.step }
+    }
+
     /// Advances virtual time by `dt`, delivering datagrams in arrival order and running every
     /// endpoint's timers at least every [`step`](Self::step).
     pub fn advance(&mut self, dt: Duration) {
         let target = self.now + dt;
         loop {
             self.flush();
-            let step_end = (self.now + self.step).min(target);
+            let step_end = (self.now + self.effective_step()).min(target);
             while let Some((t, d)) = self.net.pop_due(step_end) {
                 self.now = self.now.max(t);
                 self.deliver(d);
@@ -369,7 +379,7 @@ impl Harness {
             if done(self) {
                 return true;
             }
-            self.advance(self.step);
+            self.advance(self.effective_step());
         }
         done(self)
     }

@@ -333,7 +333,10 @@ impl Drop for IoUringNetwork {
                 let cancel = opcode::AsyncCancel::new(idx as u64).build().user_data(u64::MAX);
                 // SAFETY: a cancel entry points at no memory.
                 if unsafe { self.ring.submission().push(&cancel) }.is_err() {
+                    // Full: hand the queue to the kernel, then this cancel gets its room.
                     let _ = self.ring.submit();
+                    // SAFETY: as above, a cancel entry points at no memory.
+                    let _ = unsafe { self.ring.submission().push(&cancel) };
                 }
             }
         }
