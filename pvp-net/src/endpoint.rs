@@ -659,7 +659,8 @@ impl std::fmt::Debug for BatchSocket {
 }
 
 impl BatchSocket {
-    /// Binds a socket that moves up to `batch` datagrams per system call.
+    /// Binds a socket that moves up to `batch` datagrams per system call (`batch` is taken
+    /// as 1..=1024).
     pub fn bind(addr: SocketAddr, batch: usize) -> io::Result<Self> {
         let batch = batch.clamp(1, 1024);
         Ok(BatchSocket {
@@ -726,13 +727,14 @@ impl BatchSocket {
     }
 
     /// Datagram `i` of the last [`recv_batch`](Self::recv_batch) (`None` past the end or
-    /// for a truncated one).
+    /// for one longer than [`MAX_DATAGRAM`]).
     pub fn datagram(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
         if i >= self.received {
             return None;
         }
+        // The slots hold one byte more than MAX_DATAGRAM so that a longer datagram shows.
         match self.recv.get(i) {
-            (Some(a), d, false) => Some((a, d)),
+            (Some(a), d, false) if d.len() <= MAX_DATAGRAM => Some((a, d)),
             _ => None,
         }
     }

@@ -119,7 +119,8 @@ impl SimNetwork {
             let jitter_ns = u64::try_from(self.conditions.jitter.as_nanos()).unwrap_or(u64::MAX);
             let extra = Duration::from_nanos(self.rng.random_range(0..=jitter_ns));
             self.order += 1;
-            self.in_flight.push(Reverse((now + self.conditions.latency + extra, self.order, d.clone())));
+            let at = crate::proto::later(crate::proto::later(now, self.conditions.latency), extra);
+            self.in_flight.push(Reverse((at, self.order, d.clone())));
         }
     }
 
@@ -260,17 +261,17 @@ impl Harness {
         i
     }
 
-    /// A client.
+    /// A client. Panics if `i` is not an index [`add_client`](Self::add_client) returned.
     pub fn client(&self, i: usize) -> &Client {
         &self.clients[i].1
     }
 
-    /// A client, mutably.
+    /// A client, mutably. Panics if `i` is not a client index.
     pub fn client_mut(&mut self, i: usize) -> &mut Client {
         &mut self.clients[i].1
     }
 
-    /// A client's address.
+    /// A client's address. Panics if `i` is not a client index.
     pub fn client_addr(&self, i: usize) -> SocketAddr {
         self.clients[i].0
     }
@@ -285,7 +286,8 @@ impl Harness {
         self.net.send(self.now, Datagram { from, to: self.server_addr, bytes: bytes.to_vec() });
     }
 
-    /// Client `i` sends an unreliable payload now (false if not connected).
+    /// Client `i` sends an unreliable payload now (false if not connected or the payload is
+    /// refused). Panics if `i` is not a client index.
     pub fn client_send(&mut self, i: usize, payload: &[u8]) -> bool {
         let (addr, c) = &mut self.clients[i];
         match c.send(self.now, payload, &mut self.buf[..]) {

@@ -738,3 +738,76 @@ fn udp_server_refuses_bad_configs_before_allocating() {
     c.ring_buffers = 0;
     assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
 }
+
+#[test]
+fn batch_socket_round_trip_and_oversize_is_not_handed_out() {
+    use pvp_net::endpoint::BatchSocket;
+    let mut a = BatchSocket::bind("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let a_addr = a.local_addr().unwrap();
+    let b_addr = b.local_addr().unwrap();
+    // batch 0 is taken as 1: queueing two sends the first on the way.
+    assert_eq!(a.queue_with(b_addr, |buf| { buf[..3].copy_from_slice(b"one"); 3 }).unwrap(), 3);
+    assert_eq!(a.queue_with(b_addr, |buf| { buf[..3].copy_from_slice(b"two"); 3 }).unwrap(), 3);
+    assert_eq!(a.flush().unwrap(), 1);
+    // A fill of 0 queues nothing.
+    assert_eq!(a.queue_with(b_addr, |_| 0).unwrap(), 0);
+    assert_eq!(a.flush().unwrap(), 0);
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = [0u8; 16];
+    for want in [&b"one"[..], b"two"] {
+        let (n, from) = b.recv_from(&mut got).unwrap();
+        assert_eq!((&got[..n], from), (want, a_addr));
+    }
+    // Exactly MAX_DATAGRAM is handed out; one byte more is not.
+    for len in [MAX_DATAGRAM, MAX_DATAGRAM + 1, MAX_DATAGRAM + 2, 0] {
+        b.send_to(&vec![7u8; len], a_addr).unwrap();
+        let mut n = 0;
+        for _ in 0..50 {
+            n = a.recv_batch(Duration::from_millis(100)).unwrap();
+            if n > 0 {
+                break;
+            }
+        }
+        assert_eq!(n, 1, "len {len}");
+        match a.datagram(0) {
+            Some((from, d)) => {
+                assert!(len <= MAX_DATAGRAM, "{len} bytes handed out");
+                assert_eq!((from, d.len()), (b_addr, len));
+            }
+            None => assert!(len > MAX_DATAGRAM, "{len} bytes refused"),
+        }
+        assert!(a.datagram(1).is_none());
+    }
+}
+
+#[test]
+fn bind_with_server_has_no_queues() {
+    use pvp_net::endpoint::{DatagramHandler, Outbox};
+    struct Nop;
+    impl DatagramHandler for Nop {
+        fn on_datagram(&mut self, _: Instant, _: SocketAddr, _: &[u8], _: &mut Outbox) {}
+    }
+    let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+    c.driver = pvp_net::DriverChoice::Epoll;
+    let s = UdpServer::bind_with(c, |_| Nop).unwrap();
+    assert_ne!(s.local_addr().port(), 0);
+    assert_eq!(s.workers(), 1);
+    assert!(s.recv().is_none());
+    let mut out = Vec::new();
+    assert_eq!(s.recv_batch(&mut out, 10), 0);
+    let d = Datagram::new(s.local_addr(), b"x").unwrap();
+    assert_eq!(s.send(d).map_err(|d| d.payload().to_vec()), Err(b"x".to_vec()));
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn io_uring_network_refuses_a_zero_sized_ring() {
+    if pvp_net::driver::io_uring_unavailable().is_some() {
+        return;
+    }
+    assert!(pvp_net::IoUringNetwork::new(0).is_err());
+    let net = pvp_net::IoUringNetwork::new(4).unwrap();
+    assert_eq!(net.in_flight(), 0);
+    assert_eq!(net.stats().prepared, 0);
+}

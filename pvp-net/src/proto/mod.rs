@@ -74,6 +74,7 @@ pub use server::{
     ConfigError, Received, Server, ServerConfig, ServerEvent, ServerStats, SessionInfo, TokenLedger,
 };
 pub use token::{ConnectToken, TOKEN_LEN, TokenClaims, TokenError, TokenKey};
+pub(crate) use server::later;
 
 /// A session's connection id, chosen by the server, carried by every data packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
