@@ -811,3 +811,42 @@ fn io_uring_network_refuses_a_zero_sized_ring() {
     assert_eq!(net.in_flight(), 0);
     assert_eq!(net.stats().prepared, 0);
 }
+
+#[test]
+fn datagrams_just_over_max_are_counted_not_delivered_on_every_driver() {
+    use pvp_net::DriverChoice;
+    let mut drivers = vec![(DriverChoice::Epoll, false)];
+    if pvp_net::driver::io_uring_unavailable().is_none() {
+        drivers.push((DriverChoice::IoUring, true));
+        drivers.push((DriverChoice::IoUring, false));
+    }
+    for (driver, multishot) in drivers {
+        let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+        c.driver = driver;
+        c.uring_multishot = multishot;
+        let server = UdpServer::bind(c).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for len in [MAX_DATAGRAM + 1, MAX_DATAGRAM + 200] {
+            client.send_to(&vec![1u8; len], server.local_addr()).unwrap();
+        }
+        client.send_to(&[2u8; MAX_DATAGRAM], server.local_addr()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            if let Some(d) = server.recv() {
+                break Some(d);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::yield_now();
+        };
+        let got = got.expect("the full-size datagram arrives");
+        assert_eq!(got.payload(), &[2u8; MAX_DATAGRAM][..], "{driver:?} multishot {multishot}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.stats().rx_truncated < 2 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(server.stats().rx_truncated, 2, "{driver:?} multishot {multishot}");
+        assert!(server.recv().is_none());
+    }
+}
