@@ -198,14 +198,23 @@ fn client_with_huge_intervals_does_not_panic() {
 fn decode_never_panics_on_short_or_garbage_input() {
     assert_eq!(Packet::decode(&[]), Err(DecodeError::Truncated));
     assert_eq!(Packet::decode(&[PROTOCOL_VERSION]), Err(DecodeError::Truncated));
-    assert_eq!(Packet::decode(&[PROTOCOL_VERSION + 1, 6]), Err(DecodeError::WrongVersion(PROTOCOL_VERSION + 1)));
+    assert_eq!(
+        Packet::decode(&[PROTOCOL_VERSION + 1, 6]),
+        Err(DecodeError::WrongVersion(PROTOCOL_VERSION + 1))
+    );
     assert_eq!(Packet::decode(&[PROTOCOL_VERSION, 0]), Err(DecodeError::Malformed));
     assert_eq!(Packet::decode(&[PROTOCOL_VERSION, 200]), Err(DecodeError::Malformed));
     assert_eq!(Packet::decode(&vec![0u8; MAX_PACKET_LEN + 1]), Err(DecodeError::Oversized));
     // Every prefix of a valid data packet with reliable frames is refused, never a panic.
     let mut frames = ReliableFrames::new();
     frames.push(ReliableFrame { id: 0, bytes: b"abc" }).unwrap();
-    let p = Packet::Data { connection_id: 5, seq: 1, ack: AckHeader::default(), reliable: frames, payload: b"zz" };
+    let p = Packet::Data {
+        connection_id: 5,
+        seq: 1,
+        ack: AckHeader::default(),
+        reliable: frames,
+        payload: b"zz",
+    };
     let mut buf = [0u8; MAX_PACKET_LEN];
     let n = p.encode(&mut buf).unwrap();
     assert_eq!(Packet::decode(&buf[..n]), Ok(p));
@@ -274,7 +283,8 @@ fn encode_refuses_packets_beyond_max_len_and_oversized_frames() {
     let huge = vec![1u8; u16::MAX as usize + 1];
     let mut frames = ReliableFrames::new();
     frames.push(ReliableFrame { id: 0, bytes: &huge }).unwrap();
-    let p = Packet::Data { connection_id: 1, seq: 1, ack: AckHeader::default(), reliable: frames, payload: &[] };
+    let p =
+        Packet::Data { connection_id: 1, seq: 1, ack: AckHeader::default(), reliable: frames, payload: &[] };
     assert_eq!(p.encode(&mut buf), Err(EncodeError::TooManyReliable));
 }
 
@@ -690,7 +700,8 @@ fn sim_harness_with_zero_step_or_nan_loss_does_not_hang_or_panic() {
     h.step = Duration::ZERO;
     let c = h.add_client(1);
     assert!(h.run_until(Duration::from_secs(2), |h| h.client(c).is_connected()));
-    let mut h = Harness::new(2, LinkConditions { loss: f64::NAN, duplicate: f64::NAN, ..LinkConditions::clean(MS) });
+    let mut h =
+        Harness::new(2, LinkConditions { loss: f64::NAN, duplicate: f64::NAN, ..LinkConditions::clean(MS) });
     let c = h.add_client(1);
     assert!(h.run_until(Duration::from_secs(2), |h| h.client(c).is_connected()));
 }
@@ -747,8 +758,22 @@ fn batch_socket_round_trip_and_oversize_is_not_handed_out() {
     let a_addr = a.local_addr().unwrap();
     let b_addr = b.local_addr().unwrap();
     // batch 0 is taken as 1: queueing two sends the first on the way.
-    assert_eq!(a.queue_with(b_addr, |buf| { buf[..3].copy_from_slice(b"one"); 3 }).unwrap(), 3);
-    assert_eq!(a.queue_with(b_addr, |buf| { buf[..3].copy_from_slice(b"two"); 3 }).unwrap(), 3);
+    assert_eq!(
+        a.queue_with(b_addr, |buf| {
+            buf[..3].copy_from_slice(b"one");
+            3
+        })
+        .unwrap(),
+        3
+    );
+    assert_eq!(
+        a.queue_with(b_addr, |buf| {
+            buf[..3].copy_from_slice(b"two");
+            3
+        })
+        .unwrap(),
+        3
+    );
     assert_eq!(a.flush().unwrap(), 1);
     // A fill of 0 queues nothing.
     assert_eq!(a.queue_with(b_addr, |_| 0).unwrap(), 0);

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::link::{Link, at_least_a_tick};
-use super::server::later;
 use super::packet::{CHALLENGE_LEN, Packet};
+use super::server::later;
 use super::token::{ConnectToken, TokenError};
 use super::{ConnectionId, DisconnectReason, DropCounters, DropReason, SendError, Transmit};
 

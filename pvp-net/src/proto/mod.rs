@@ -70,11 +70,11 @@ pub use link::{MAX_PAYLOAD_LEN, MAX_RELIABLE_LEN, RELIABLE_WINDOW};
 pub use packet::{
     CONNECT_REQUEST_LEN, DecodeError, DenyReason, EncodeError, MAX_PACKET_LEN, PROTOCOL_VERSION, Packet,
 };
+pub(crate) use server::later;
 pub use server::{
     ConfigError, Received, Server, ServerConfig, ServerEvent, ServerStats, SessionInfo, TokenLedger,
 };
 pub use token::{ConnectToken, TOKEN_LEN, TokenClaims, TokenError, TokenKey};
-pub(crate) use server::later;
 
 /// A session's connection id, chosen by the server, carried by every data packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -288,9 +288,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// `t + d`, or the latest instant this platform can represent past `t` (a year on) when
 /// that overflows: huge durations mean "never" rather than a panic.
 pub(crate) fn later(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d)
-        .or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600)))
-        .unwrap_or(t)
+    t.checked_add(d).or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(t)
 }
 
 impl Server {
