@@ -226,14 +226,19 @@ impl IoUringNetwork {
         })
     }
 
-    /// Queues a receive into `buf` (its whole length). The socket must stay open until the
-    /// completion, which hands `buf` back.
+    /// Queues a receive into `buf` (its whole length, not its capacity: an empty `buf` is
+    /// refused with [`io::ErrorKind::InvalidInput`], since its `Ok(0)` would read as "peer
+    /// closed"). The socket must stay open until the completion, which hands `buf` back.
     pub fn prepare_recv(
         &mut self,
         socket: &impl AsRawFd,
         buf: Vec<u8>,
         token: u64,
     ) -> Result<(), PrepareError> {
+        if buf.is_empty() {
+            let error = io::Error::new(io::ErrorKind::InvalidInput, "receive buffer of length 0");
+            return Err(PrepareError { error, buf: Some(buf) });
+        }
         let fd = socket.as_raw_fd();
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
         self.queue(Op { token, kind: OpKind::Recv(buf) }, |op| match &mut op.kind {

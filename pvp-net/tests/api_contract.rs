@@ -827,12 +827,20 @@ fn bind_with_server_has_no_queues() {
 }
 
 #[test]
-fn io_uring_network_refuses_a_zero_sized_ring() {
+fn io_uring_network_refuses_a_zero_sized_ring_and_an_empty_recv_buffer() {
     if pvp_net::driver::io_uring_unavailable().is_some() {
         return;
     }
     assert!(pvp_net::IoUringNetwork::new(0).is_err());
-    let net = pvp_net::IoUringNetwork::new(4).unwrap();
+    let mut net = pvp_net::IoUringNetwork::new(4).unwrap();
+    assert_eq!(net.in_flight(), 0);
+    assert_eq!(net.stats().prepared, 0);
+    // A buffer with capacity but no length: refused, handed back, nothing queued.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let e = net.prepare_recv(&stream, Vec::with_capacity(64), 1).unwrap_err();
+    assert_eq!(e.error.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(e.buf.map(|b| b.capacity() >= 64), Some(true));
     assert_eq!(net.in_flight(), 0);
     assert_eq!(net.stats().prepared, 0);
 }
