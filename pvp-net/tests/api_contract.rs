@@ -883,3 +883,60 @@ fn datagrams_just_over_max_are_counted_not_delivered_on_every_driver() {
         assert!(server.recv().is_none());
     }
 }
+
+#[test]
+fn a_full_control_queue_is_counted_and_sessions_recover_after_it_drains() {
+    let now = Instant::now();
+    let mut cfg = ServerConfig::new(key(), server_addr());
+    cfg.max_sessions = 1;
+    cfg.max_pending = 1;
+    let mut s = Server::new(cfg, now, UNIX).unwrap();
+    let mut c = Client::new(ClientConfig::default(), key().issue(&claims(1)), now).unwrap();
+    pump(now, &mut s, &mut c, client_addr());
+    assert!(c.is_connected());
+    // Another peer resends its connect request without the game draining replies.
+    let spam = request(&key().issue(&claims(2)));
+    let other: SocketAddr = "127.0.0.1:5999".parse().unwrap();
+    for _ in 0..1100 {
+        s.handle_datagram(now, other, &spam);
+    }
+    assert!(s.stats().transmit_dropped > 0);
+    // A reliable message arrives while the queue is full: its ack cannot be queued now.
+    c.send_reliable(b"hi").unwrap();
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let t = c.send(now, &[], &mut buf).unwrap();
+    s.handle_datagram(now, client_addr(), &buf[..t.len]);
+    let conn = c.connection_id().unwrap();
+    assert!(std::iter::from_fn(|| s.poll_event())
+        .any(|e| e == ServerEvent::Message { connection: conn, bytes: b"hi".to_vec() }));
+    while s.poll_transmit(now, &mut buf).is_some() {}
+    // Once drained, the next sweep sends the ack and the client's window empties.
+    let later = now + 100 * MS;
+    s.handle_timeout(later);
+    let mut to_client = 0;
+    while let Some(t) = s.poll_transmit(later, &mut buf) {
+        if t.destination == client_addr() {
+            to_client += 1;
+            c.handle_datagram(later, server_addr(), &buf[..t.len]);
+        }
+    }
+    assert_eq!(to_client, 1);
+    assert!(c.is_connected());
+    // Acked: the full window is free again.
+    for i in 0..RELIABLE_WINDOW {
+        assert_eq!(c.send_reliable(&[i as u8]), Ok(()), "message {i}");
+    }
+}
+
+#[test]
+fn cpu_and_memory_helpers_report_sensibly() {
+    let cpus = pvp_net::allowed_cpus();
+    assert!(!cpus.is_empty());
+    assert!(cpus.windows(2).all(|w| w[0] < w[1]));
+    assert!(pvp_net::pin_to_cpu(usize::MAX).is_err());
+    let first = cpus[0];
+    let pinned = std::thread::spawn(move || pvp_net::pin_to_cpu(first).is_ok()).join().unwrap();
+    assert!(pinned);
+    assert!(pvp_net::resident_bytes().is_some_and(|b| b > 0));
+    assert!(pvp_net::process_cpu_time().is_some());
+}
