@@ -907,8 +907,10 @@ fn a_full_control_queue_is_counted_and_sessions_recover_after_it_drains() {
     let t = c.send(now, &[], &mut buf).unwrap();
     s.handle_datagram(now, client_addr(), &buf[..t.len]);
     let conn = c.connection_id().unwrap();
-    assert!(std::iter::from_fn(|| s.poll_event())
-        .any(|e| e == ServerEvent::Message { connection: conn, bytes: b"hi".to_vec() }));
+    assert!(
+        std::iter::from_fn(|| s.poll_event())
+            .any(|e| e == ServerEvent::Message { connection: conn, bytes: b"hi".to_vec() })
+    );
     while s.poll_transmit(now, &mut buf).is_some() {}
     // Once drained, the next sweep sends the ack and the client's window empties.
     let later = now + 100 * MS;
@@ -939,4 +941,17 @@ fn cpu_and_memory_helpers_report_sensibly() {
     assert!(pinned);
     assert!(pvp_net::resident_bytes().is_some_and(|b| b > 0));
     assert!(pvp_net::process_cpu_time().is_some());
+}
+
+#[test]
+fn token_server_address_keeps_ip_and_port_only() {
+    let addr: SocketAddr = "[fe80::1%3]:7000".parse().unwrap();
+    let mut c = claims(1);
+    c.server_addr = addr;
+    let t = key().issue(&c);
+    let opened = key().open(&t.0).unwrap();
+    assert_eq!(opened.server_addr.ip(), addr.ip());
+    assert_eq!(opened.server_addr.port(), addr.port());
+    assert_eq!(opened.server_addr, "[fe80::1]:7000".parse::<SocketAddr>().unwrap());
+    assert_eq!(t.server_addr(), Some(opened.server_addr));
 }

@@ -132,7 +132,7 @@ impl Client {
         self.server_addr
     }
 
-    /// The session's connection id, once connected.
+    /// The session's connection id, once connected (still given after the session ended).
     pub fn connection_id(&self) -> Option<ConnectionId> {
         (self.conn != 0).then_some(ConnectionId(self.conn))
     }

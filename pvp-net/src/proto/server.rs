@@ -20,7 +20,8 @@ use super::{ConnectionId, DisconnectReason, DropCounters, DropReason, SendError,
 pub struct ServerConfig {
     /// Key shared with the matchmaker; tokens signed with another key are refused.
     pub key: TokenKey,
-    /// The address tokens must name (the address clients reach this server at).
+    /// The address tokens must name (the address clients reach this server at); IP and port
+    /// are compared, an IPv6 flow info or scope id is not.
     pub server_addr: SocketAddr,
     /// Most sessions held at once; further handshakes are denied with `ServerFull`.
     pub max_sessions: usize,
