@@ -271,8 +271,12 @@ impl IoUringNetwork {
         self.ring.submit()
     }
 
-    /// Submits, then waits until `want` completions are ready or `timeout` passes.
+    /// Submits, then waits until `want` completions are ready or `timeout` passes. It never
+    /// waits for more completions than operations are [in flight](Self::in_flight): with
+    /// none in flight it returns at once rather than block forever.
     pub fn submit_and_wait(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        // Completions not yet reaped count in `in_flight`, so this many can always arrive.
+        let want = want.min(self.in_flight);
         self.stats.submits += 1;
         let r = match timeout {
             Some(t) => {

@@ -843,6 +843,13 @@ fn io_uring_network_refuses_a_zero_sized_ring_and_an_empty_recv_buffer() {
     assert_eq!(e.buf.map(|b| b.capacity() >= 64), Some(true));
     assert_eq!(net.in_flight(), 0);
     assert_eq!(net.stats().prepared, 0);
+    // Waiting with nothing in flight returns instead of blocking forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = net.submit_and_wait(1, None).map_err(|e| e.kind());
+        let _ = tx.send(r);
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(Ok(0)));
 }
 
 #[test]

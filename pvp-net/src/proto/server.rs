@@ -23,7 +23,9 @@ pub struct ServerConfig {
     /// The address tokens must name (the address clients reach this server at); IP and port
     /// are compared, an IPv6 flow info or scope id is not.
     pub server_addr: SocketAddr,
-    /// Most sessions held at once; further handshakes are denied with `ServerFull`.
+    /// Most sessions held at once; further handshakes are denied with `ServerFull`. Used
+    /// tokens are remembered until they expire, at most `2 * max_sessions + max_pending` of
+    /// them; beyond that handshakes are dropped as [`DropReason::TokenTableFull`].
     pub max_sessions: usize,
     /// Most handshakes in progress at once; further connect requests are dropped and counted
     /// as [`DropReason::PendingFull`].
