@@ -288,8 +288,8 @@ pub struct Server {
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// `t + d`, or the latest instant this platform can represent past `t` (a year on) when
-/// that overflows: huge durations mean "never" rather than a panic.
+/// `t + d`; when that overflows, `t` plus a year (or `t` itself): a huge duration means
+/// "not in this process's lifetime" rather than a panic.
 pub(crate) fn later(t: Instant, d: Duration) -> Instant {
     t.checked_add(d).or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(t)
 }
@@ -415,9 +415,10 @@ impl Server {
     }
 
     /// Feeds one datagram from `from`. Returns the unreliable payload of a valid data packet
-    /// (`None` for an empty one, i.e. a keep-alive or an ack); everything else (handshakes, reliable messages, disconnects) surfaces through
-    /// [`poll_event`](Self::poll_event) and [`poll_transmit`](Self::poll_transmit). Invalid
-    /// datagrams are counted by reason in [`drops`](Self::drops) and ignored.
+    /// (`None` for an empty one, i.e. a keep-alive or an ack); everything else (handshakes,
+    /// reliable messages, disconnects) surfaces through [`poll_event`](Self::poll_event) and
+    /// [`poll_transmit`](Self::poll_transmit). Invalid datagrams are counted by reason in
+    /// [`drops`](Self::drops) and ignored.
     pub fn handle_datagram<'a>(
         &mut self,
         now: Instant,
