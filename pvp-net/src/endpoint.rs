@@ -47,6 +47,10 @@ use crate::sys::{self, RawAddr};
 /// The largest datagram the drivers receive or send.
 pub const MAX_DATAGRAM: usize = 1500;
 
+/// The largest [`UdpServerConfig::queue_capacity`]: each slot holds a whole [`Datagram`]
+/// (about 1.5 KiB), so this is about 1.5 GiB per queue.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
 /// The bounded MPMC queue between workers and game logic.
 type PacketQueue<T> = pvp_core::queue::LockFreeQueue<T>;
 
@@ -66,7 +70,8 @@ pub struct UdpServerConfig {
     pub batch: usize,
     /// Provided buffers in each io_uring buffer ring (power of two, <= 32768).
     pub ring_buffers: u16,
-    /// Capacity of the inbound queue and each worker's outbound queue ([`UdpServer::bind`]).
+    /// Capacity of the inbound queue and each worker's outbound queue ([`UdpServer::bind`]);
+    /// 1..=[`MAX_QUEUE_CAPACITY`].
     pub queue_capacity: usize,
     /// Socket send/receive buffer size to ask the kernel for.
     pub socket_buffer: usize,
@@ -114,7 +119,8 @@ impl UdpServerConfig {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum EndpointError {
-    /// A setting is out of range (zero workers, batch or queue, ring size not a power of two).
+    /// A setting is out of range (workers not 1..=65535, batch not 1..=1024, queue capacity not
+    /// 1..=[`MAX_QUEUE_CAPACITY`], ring size not a power of two up to 32768).
     #[error("invalid endpoint config: {0}")]
     Config(&'static str),
     /// io_uring was required but the kernel refused it.
@@ -260,7 +266,9 @@ impl Outbox {
         Outbox { free: (0..slots.len() as u32).rev().collect(), slots, queued: VecDeque::new(), dropped: 0 }
     }
 
-    /// Queues a copy of `data` to `to`.
+    /// Queues a copy of `data` to `to`. Refused with [`OutboxFull`] (and counted in
+    /// [`dropped`](Self::dropped)) when every slot is busy or `data` is longer than
+    /// [`MAX_DATAGRAM`].
     pub fn send(&mut self, to: SocketAddr, data: &[u8]) -> Result<(), OutboxFull> {
         if data.len() > MAX_DATAGRAM {
             self.dropped += 1;
@@ -274,7 +282,8 @@ impl Outbox {
     }
 
     /// Queues a datagram written in place by `fill` (given [`MAX_DATAGRAM`] bytes, returns
-    /// the length; 0 sends nothing) — e.g. `|b| server.send(now, conn, payload, b)`.
+    /// the length; 0 sends nothing, a length above [`MAX_DATAGRAM`] is cut to it) — e.g.
+    /// `|b| server.send(now, conn, payload, b)`. Returns the length queued.
     pub fn send_with(
         &mut self,
         to: SocketAddr,
@@ -411,8 +420,10 @@ impl UdpServer {
     /// Starts a server whose datagrams reach the game through queues
     /// ([`recv`](Self::recv) / [`send`](Self::send)).
     pub fn bind(config: UdpServerConfig) -> Result<Self, EndpointError> {
-        if config.queue_capacity == 0 {
-            return Err(EndpointError::Config("queue_capacity must be > 0"));
+        // Before the queues are allocated: a bad worker count or capacity must not allocate.
+        validate(&config)?;
+        if config.queue_capacity == 0 || config.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(EndpointError::Config("queue_capacity must be 1..=1048576"));
         }
         let queue = || {
             PacketQueue::new(config.queue_capacity)
@@ -454,15 +465,7 @@ impl UdpServer {
         H: DatagramHandler + 'static,
         F: Fn(WorkerInfo) -> H + Send + Sync + 'static,
     {
-        if config.workers == 0 || config.workers > usize::from(u16::MAX) {
-            return Err(EndpointError::Config("workers must be 1..=65535"));
-        }
-        if config.batch == 0 || config.batch > 1024 {
-            return Err(EndpointError::Config("batch must be 1..=1024"));
-        }
-        if !config.ring_buffers.is_power_of_two() || config.ring_buffers > 32768 {
-            return Err(EndpointError::Config("ring_buffers must be a power of two <= 32768"));
-        }
+        validate(&config)?;
         let (driver, reason) = driver::choose(config.driver)?;
         tracing::info!(driver = driver.as_str(), reason = %reason, "pvp-net driver selected");
         metrics::gauge!("pvp_net_driver", "driver" => driver.as_str()).set(1.0);
@@ -612,6 +615,19 @@ impl UdpServer {
     }
 }
 
+fn validate(config: &UdpServerConfig) -> Result<(), EndpointError> {
+    if config.workers == 0 || config.workers > usize::from(u16::MAX) {
+        return Err(EndpointError::Config("workers must be 1..=65535"));
+    }
+    if config.batch == 0 || config.batch > 1024 {
+        return Err(EndpointError::Config("batch must be 1..=1024"));
+    }
+    if !config.ring_buffers.is_power_of_two() || config.ring_buffers > 32768 {
+        return Err(EndpointError::Config("ring_buffers must be a power of two <= 32768"));
+    }
+    Ok(())
+}
+
 impl Drop for UdpServer {
     fn drop(&mut self) {
         let _ = self.stop_workers();
@@ -643,7 +659,8 @@ impl std::fmt::Debug for BatchSocket {
 }
 
 impl BatchSocket {
-    /// Binds a socket that moves up to `batch` datagrams per system call.
+    /// Binds a socket that moves up to `batch` datagrams per system call (`batch` is taken
+    /// as 1..=1024).
     pub fn bind(addr: SocketAddr, batch: usize) -> io::Result<Self> {
         let batch = batch.clamp(1, 1024);
         Ok(BatchSocket {
@@ -710,13 +727,14 @@ impl BatchSocket {
     }
 
     /// Datagram `i` of the last [`recv_batch`](Self::recv_batch) (`None` past the end or
-    /// for a truncated one).
+    /// for one longer than [`MAX_DATAGRAM`]).
     pub fn datagram(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
         if i >= self.received {
             return None;
         }
+        // The slots hold one byte more than MAX_DATAGRAM so that a longer datagram shows.
         match self.recv.get(i) {
-            (Some(a), d, false) => Some((a, d)),
+            (Some(a), d, false) if d.len() <= MAX_DATAGRAM => Some((a, d)),
             _ => None,
         }
     }

@@ -105,11 +105,11 @@ impl SimNetwork {
     /// Sends a datagram at `now`.
     pub fn send(&mut self, now: Instant, d: Datagram) {
         self.sent += 1;
-        if self.rng.random_bool(self.conditions.loss.clamp(0.0, 1.0)) {
+        if self.rng.random_bool(probability(self.conditions.loss)) {
             self.lost += 1;
             return;
         }
-        let copies = if self.rng.random_bool(self.conditions.duplicate.clamp(0.0, 1.0)) {
+        let copies = if self.rng.random_bool(probability(self.conditions.duplicate)) {
             self.duplicated += 1;
             2
         } else {
@@ -119,7 +119,8 @@ impl SimNetwork {
             let jitter_ns = u64::try_from(self.conditions.jitter.as_nanos()).unwrap_or(u64::MAX);
             let extra = Duration::from_nanos(self.rng.random_range(0..=jitter_ns));
             self.order += 1;
-            self.in_flight.push(Reverse((now + self.conditions.latency + extra, self.order, d.clone())));
+            let at = crate::proto::later(crate::proto::later(now, self.conditions.latency), extra);
+            self.in_flight.push(Reverse((at, self.order, d.clone())));
         }
     }
 
@@ -132,6 +133,11 @@ impl SimNetwork {
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, Datagram)> {
         if self.next_arrival()? <= now { self.in_flight.pop().map(|Reverse((t, _, d))| (t, d)) } else { None }
     }
+}
+
+/// `p` clamped to `0..=1`; NaN counts as 0 (the generator panics on anything else).
+fn probability(p: f64) -> f64 {
+    if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) }
 }
 
 /// One server and many clients on a [`SimNetwork`], with virtual time.
@@ -159,7 +165,8 @@ pub struct Harness {
     /// Per client: unreliable payloads received.
     pub client_payloads: Vec<Vec<Vec<u8>>>,
     next_token: u64,
-    /// Simulation step: the most virtual time between two timer checks.
+    /// Simulation step: the most virtual time between two timer checks (zero counts as
+    /// 1 ms).
     pub step: Duration,
     buf: Box<[u8; MAX_PACKET_LEN]>,
 }
@@ -254,17 +261,17 @@ impl Harness {
         i
     }
 
-    /// A client.
+    /// A client. Panics if `i` is not an index [`add_client`](Self::add_client) returned.
     pub fn client(&self, i: usize) -> &Client {
         &self.clients[i].1
     }
 
-    /// A client, mutably.
+    /// A client, mutably. Panics if `i` is not a client index.
     pub fn client_mut(&mut self, i: usize) -> &mut Client {
         &mut self.clients[i].1
     }
 
-    /// A client's address.
+    /// A client's address. Panics if `i` is not a client index.
     pub fn client_addr(&self, i: usize) -> SocketAddr {
         self.clients[i].0
     }
@@ -279,7 +286,8 @@ impl Harness {
         self.net.send(self.now, Datagram { from, to: self.server_addr, bytes: bytes.to_vec() });
     }
 
-    /// Client `i` sends an unreliable payload now (false if not connected).
+    /// Client `i` sends an unreliable payload now (false if not connected or the payload is
+    /// refused). Panics if `i` is not a client index.
     pub fn client_send(&mut self, i: usize, payload: &[u8]) -> bool {
         let (addr, c) = &mut self.clients[i];
         match c.send(self.now, payload, &mut self.buf[..]) {
@@ -337,13 +345,17 @@ impl Harness {
         }
     }
 
+    fn effective_step(&self) -> Duration {
+        if self.step.is_zero() { Duration::from_millis(1) } else { self.step }
+    }
+
     /// Advances virtual time by `dt`, delivering datagrams in arrival order and running every
     /// endpoint's timers at least every [`step`](Self::step).
     pub fn advance(&mut self, dt: Duration) {
         let target = self.now + dt;
         loop {
             self.flush();
-            let step_end = (self.now + self.step).min(target);
+            let step_end = (self.now + self.effective_step()).min(target);
             while let Some((t, d)) = self.net.pop_due(step_end) {
                 self.now = self.now.max(t);
                 self.deliver(d);
@@ -369,7 +381,7 @@ impl Harness {
             if done(self) {
                 return true;
             }
-            self.advance(self.step);
+            self.advance(self.effective_step());
         }
         done(self)
     }

@@ -127,17 +127,18 @@ impl SessionSocket {
                 None => Some(recv.await?),
             };
             let now = Instant::now();
-            match got {
-                Some((n, from)) => {
-                    if let Some(r) = self.server.handle_datagram(now, from, &self.rx[..n]) {
-                        return Ok(Incoming::Payload {
-                            connection: r.connection,
-                            player: r.player,
-                            bytes: r.payload.to_vec(),
-                        });
-                    }
+            // Timers run on every pass (cheap before they are due): under steady traffic the
+            // receive is always ready first, and keep-alives, resends and idle timeouts must
+            // still happen.
+            self.server.handle_timeout(now);
+            if let Some((n, from)) = got {
+                if let Some(r) = self.server.handle_datagram(now, from, &self.rx[..n]) {
+                    return Ok(Incoming::Payload {
+                        connection: r.connection,
+                        player: r.player,
+                        bytes: r.payload.to_vec(),
+                    });
                 }
-                None => self.server.handle_timeout(now),
             }
         }
     }

@@ -226,14 +226,19 @@ impl IoUringNetwork {
         })
     }
 
-    /// Queues a receive into `buf` (its whole length). The socket must stay open until the
-    /// completion, which hands `buf` back.
+    /// Queues a receive into `buf` (its whole length, not its capacity: an empty `buf` is
+    /// refused with [`io::ErrorKind::InvalidInput`], since its `Ok(0)` would read as "peer
+    /// closed"). The socket must stay open until the completion, which hands `buf` back.
     pub fn prepare_recv(
         &mut self,
         socket: &impl AsRawFd,
         buf: Vec<u8>,
         token: u64,
     ) -> Result<(), PrepareError> {
+        if buf.is_empty() {
+            let error = io::Error::new(io::ErrorKind::InvalidInput, "receive buffer of length 0");
+            return Err(PrepareError { error, buf: Some(buf) });
+        }
         let fd = socket.as_raw_fd();
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
         self.queue(Op { token, kind: OpKind::Recv(buf) }, |op| match &mut op.kind {
@@ -266,8 +271,12 @@ impl IoUringNetwork {
         self.ring.submit()
     }
 
-    /// Submits, then waits until `want` completions are ready or `timeout` passes.
+    /// Submits, then waits until `want` completions are ready or `timeout` passes. It never
+    /// waits for more completions than operations are [in flight](Self::in_flight): with
+    /// none in flight it returns at once rather than block forever.
     pub fn submit_and_wait(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        // Completions not yet reaped count in `in_flight`, so this many can always arrive.
+        let want = want.min(self.in_flight);
         self.stats.submits += 1;
         let r = match timeout {
             Some(t) => {
@@ -333,7 +342,10 @@ impl Drop for IoUringNetwork {
                 let cancel = opcode::AsyncCancel::new(idx as u64).build().user_data(u64::MAX);
                 // SAFETY: a cancel entry points at no memory.
                 if unsafe { self.ring.submission().push(&cancel) }.is_err() {
+                    // Full: hand the queue to the kernel, then this cancel gets its room.
                     let _ = self.ring.submit();
+                    // SAFETY: as above, a cancel entry points at no memory.
+                    let _ = unsafe { self.ring.submission().push(&cancel) };
                 }
             }
         }

@@ -57,7 +57,10 @@ pub(crate) fn run<H: DatagramHandler>(
             for i in 0..n {
                 let (from, data, truncated) = recv.get(i);
                 match from {
-                    Some(from) if !truncated => handler.on_datagram(now, from, data, &mut out),
+                    // The slots hold MAX_DATAGRAM + 1 bytes: a full one was longer than allowed.
+                    Some(from) if !truncated && data.len() <= MAX_DATAGRAM => {
+                        handler.on_datagram(now, from, data, &mut out)
+                    }
                     _ => {
                         stats.rx_truncated.fetch_add(1, Ordering::Relaxed);
                     }

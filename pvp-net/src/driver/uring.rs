@@ -484,7 +484,11 @@ fn reap<H: DatagramHandler>(
                         let len = res as usize;
                         if let Some(buf) = bufs.buf(bid).and_then(|b| b.get(..len)) {
                             match RecvMsgOut::parse(buf, msg) {
-                                Ok(m) if !m.is_payload_truncated() && !m.is_name_data_truncated() => {
+                                Ok(m)
+                                    if !m.is_payload_truncated()
+                                        && !m.is_name_data_truncated()
+                                        && m.payload_data().len() <= MAX_DATAGRAM =>
+                                {
                                     match (sys::parse_sockaddr(m.name_data()), handler.as_mut()) {
                                         (Some(from), Some((h, now))) => {
                                             h.on_datagram(*now, from, m.payload_data(), out)
@@ -512,7 +516,8 @@ fn reap<H: DatagramHandler>(
                         rx += 1;
                         s.addr.len = s.msg.msg_namelen;
                         let len = (res as usize).min(MAX_DATAGRAM);
-                        let truncated = s.msg.msg_flags & libc::MSG_TRUNC != 0;
+                        // The buffer holds MAX_DATAGRAM + 1 bytes: a full one was too long.
+                        let truncated = s.msg.msg_flags & libc::MSG_TRUNC != 0 || res as usize > MAX_DATAGRAM;
                         match (s.addr.socket_addr(), handler.as_mut()) {
                             (Some(from), Some((h, now))) if !truncated => {
                                 h.on_datagram(*now, from, &s.buf[..len], out)

@@ -4,12 +4,15 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::link::Link;
+use super::link::{Link, at_least_a_tick};
 use super::packet::{CHALLENGE_LEN, Packet};
+use super::server::later;
 use super::token::{ConnectToken, TokenError};
 use super::{ConnectionId, DisconnectReason, DropCounters, DropReason, SendError, Transmit};
 
-/// Client settings.
+/// Client settings. Durations need no validation: a zero resend or keep-alive interval means
+/// "again whenever `now` has moved on" (never twice at one instant), and a huge one means
+/// "never".
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
@@ -129,7 +132,7 @@ impl Client {
         self.server_addr
     }
 
-    /// The session's connection id, once connected.
+    /// The session's connection id, once connected (still given after the session ended).
     pub fn connection_id(&self) -> Option<ConnectionId> {
         (self.conn != 0).then_some(ConnectionId(self.conn))
     }
@@ -156,7 +159,9 @@ impl Client {
         }
     }
 
-    /// Feeds one datagram. Returns the unreliable payload of a valid data packet.
+    /// Feeds one datagram. Returns the unreliable payload of a valid data packet (`None` for
+    /// an empty one, i.e. a keep-alive or an ack); invalid datagrams are counted by reason in
+    /// [`drops`](Self::drops) and ignored.
     pub fn handle_datagram<'a>(
         &mut self,
         now: Instant,
@@ -297,7 +302,8 @@ impl Client {
             }
             ClientState::Connected => {
                 let due = self.link.ack_due
-                    || now.saturating_duration_since(self.link.last_send) >= self.config.keepalive_interval
+                    || now.saturating_duration_since(self.link.last_send)
+                        >= at_least_a_tick(self.config.keepalive_interval)
                     || self.link.reliable_due(now, self.config.reliable_resend);
                 if !due {
                     return None;
@@ -322,7 +328,7 @@ impl Client {
         let len = packet.encode(buf).ok()?;
         match self.state {
             ClientState::Disconnected(_) => self.disconnect_sends_left -= 1,
-            _ => self.next_handshake_send = now + self.config.handshake_resend,
+            _ => self.next_handshake_send = later(now, at_least_a_tick(self.config.handshake_resend)),
         }
         Some(Transmit { destination: self.server_addr, len })
     }
@@ -332,13 +338,13 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             ClientState::Connecting | ClientState::Challenged => {
-                Some(self.next_handshake_send.min(self.started + self.config.handshake_timeout))
+                Some(self.next_handshake_send.min(later(self.started, self.config.handshake_timeout)))
             }
             ClientState::Connected => {
-                let mut t = (self.link.last_recv + self.config.idle_timeout)
-                    .min(self.link.last_send + self.config.keepalive_interval);
+                let mut t = later(self.link.last_recv, self.config.idle_timeout)
+                    .min(later(self.link.last_send, at_least_a_tick(self.config.keepalive_interval)));
                 if self.link.reliable_in_flight() > 0 {
-                    t = t.min(self.link.last_send + self.config.reliable_resend);
+                    t = t.min(later(self.link.last_send, at_least_a_tick(self.config.reliable_resend)));
                 }
                 Some(t)
             }

@@ -185,6 +185,7 @@ impl Link {
 
     /// True when a reliable message waits for its first send or a resend.
     pub(crate) fn reliable_due(&self, now: Instant, resend: Duration) -> bool {
+        let resend = at_least_a_tick(resend);
         self.reliable.as_ref().is_some_and(|r| {
             r.unacked.iter().any(|m| m.last_sent.is_none_or(|t| now.saturating_duration_since(t) >= resend))
         })
@@ -207,7 +208,12 @@ impl Link {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(SendError::TooLarge);
         }
-        let seq = self.take_seq()?;
+        // Taken for real only once the packet is written: a failed encode burns nothing.
+        let seq = self.next_seq;
+        if seq == u32::MAX {
+            return Err(SendError::SequenceExhausted);
+        }
+        let resend = at_least_a_tick(resend);
         let ack = self.ack_header();
         let mut picked = [usize::MAX; MAX_RELIABLE_PER_PACKET];
         let mut n = 0;
@@ -239,6 +245,7 @@ impl Link {
                 .encode(buf)
                 .map_err(|_| SendError::BufferTooSmall)?
         };
+        self.take_seq()?;
         if let Some(r) = self.reliable.as_mut() {
             for &i in &picked[..n] {
                 if let Some(m) = r.unacked.get_mut(i) {
@@ -250,6 +257,12 @@ impl Link {
         self.ack_due = false;
         Ok(len)
     }
+}
+
+/// A resend or keep-alive interval of zero means "whenever time has moved on": sending again
+/// at the same `now` would never let a `poll_transmit` loop end.
+pub(crate) fn at_least_a_tick(d: Duration) -> Duration {
+    d.max(Duration::from_nanos(1))
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ pub use link::{MAX_PAYLOAD_LEN, MAX_RELIABLE_LEN, RELIABLE_WINDOW};
 pub use packet::{
     CONNECT_REQUEST_LEN, DecodeError, DenyReason, EncodeError, MAX_PACKET_LEN, PROTOCOL_VERSION, Packet,
 };
+pub(crate) use server::later;
 pub use server::{
     ConfigError, Received, Server, ServerConfig, ServerEvent, ServerStats, SessionInfo, TokenLedger,
 };

@@ -20,9 +20,12 @@ use super::{ConnectionId, DisconnectReason, DropCounters, DropReason, SendError,
 pub struct ServerConfig {
     /// Key shared with the matchmaker; tokens signed with another key are refused.
     pub key: TokenKey,
-    /// The address tokens must name (the address clients reach this server at).
+    /// The address tokens must name (the address clients reach this server at); IP and port
+    /// are compared, an IPv6 flow info or scope id is not.
     pub server_addr: SocketAddr,
-    /// Most sessions held at once; further handshakes are denied with `ServerFull`.
+    /// Most sessions held at once; further handshakes are denied with `ServerFull`. Used
+    /// tokens are remembered until they expire, at most `2 * max_sessions + max_pending` of
+    /// them; beyond that handshakes are dropped as [`DropReason::TokenTableFull`].
     pub max_sessions: usize,
     /// Most handshakes in progress at once; further connect requests are dropped and counted
     /// as [`DropReason::PendingFull`].
@@ -66,7 +69,7 @@ impl TokenLedger {
         expires_at_unix_ms: u64,
         unix_now_ms: u64,
     ) -> Result<(), DropReason> {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.lock();
         if map.contains_key(&token_id) {
             return Err(DropReason::TokenReplayed);
         }
@@ -82,7 +85,12 @@ impl TokenLedger {
 
     /// Tokens held.
     pub fn len(&self) -> usize {
-        self.inner.lock().map_or(0, |m| m.len())
+        self.lock().len()
+    }
+
+    /// The map, even if a thread panicked holding it (each update leaves it consistent).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True when none is held.
@@ -124,7 +132,8 @@ pub enum ConfigError {
     /// `max_sessions` or `max_pending` is zero, or `max_sessions` exceeds `u32::MAX`.
     #[error("session or pending-handshake bound out of range")]
     BadBound,
-    /// A timeout is zero, or the keep-alive is not shorter than the idle timeout.
+    /// `idle_timeout`, `handshake_timeout` or `timer_granularity` is zero, or the keep-alive
+    /// interval is not shorter than the idle timeout.
     #[error("timeouts inconsistent")]
     BadTimeouts,
 }
@@ -279,6 +288,12 @@ pub struct Server {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// `t + d`; when that overflows, `t` plus a year (or `t` itself): a huge duration means
+/// "not in this process's lifetime" rather than a panic.
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(t)
+}
+
 impl Server {
     /// A server at time `now`, whose wall clock reads `unix_now` (since the Unix epoch) at
     /// that instant; token expiry is judged on `unix_now + (later now - now)`.
@@ -294,10 +309,12 @@ impl Server {
         {
             return Err(ConfigError::BadTimeouts);
         }
-        let max_control = config.max_sessions + 2 * config.max_pending + 1024;
+        // Saturating: huge bounds are allowed (the tables grow lazily) and must not overflow.
+        let max_control =
+            config.max_sessions.saturating_add(config.max_pending.saturating_mul(2)).saturating_add(1024);
         Ok(Server {
-            max_used_tokens: config.max_sessions * 2 + config.max_pending,
-            max_events: config.max_sessions * 2 + 1024,
+            max_used_tokens: config.max_sessions.saturating_mul(2).saturating_add(config.max_pending),
+            max_events: config.max_sessions.saturating_mul(2).saturating_add(1024),
             max_control,
             start: now,
             unix_at_start: unix_now,
@@ -311,7 +328,7 @@ impl Server {
             events: VecDeque::new(),
             drops: DropCounters::default(),
             stats: ServerStats::default(),
-            next_sweep: now + config.timer_granularity,
+            next_sweep: later(now, config.timer_granularity),
             next_token_purge: now,
             id_counter: 0,
             config,
@@ -362,7 +379,7 @@ impl Server {
     }
 
     fn unix_ms(&self, now: Instant) -> u64 {
-        let d = self.unix_at_start + now.saturating_duration_since(self.start);
+        let d = self.unix_at_start.saturating_add(now.saturating_duration_since(self.start));
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -371,10 +388,17 @@ impl Server {
     }
 
     fn push_control(&mut self, c: Control) {
+        self.try_push_control(c);
+    }
+
+    /// Queues a control datagram; false (and counted) when the queue is full.
+    fn try_push_control(&mut self, c: Control) -> bool {
         if self.control.len() >= self.max_control {
             self.stats.transmit_dropped += 1;
+            false
         } else {
             self.control.push_back(c);
+            true
         }
     }
 
@@ -390,10 +414,11 @@ impl Server {
         mac.finalize().into_bytes().into()
     }
 
-    /// Feeds one datagram from `from`. Returns the unreliable payload of a valid data packet;
-    /// everything else (handshakes, reliable messages, disconnects) surfaces through
-    /// [`poll_event`](Self::poll_event) and [`poll_transmit`](Self::poll_transmit). Invalid
-    /// datagrams are counted by reason in [`drops`](Self::drops) and ignored.
+    /// Feeds one datagram from `from`. Returns the unreliable payload of a valid data packet
+    /// (`None` for an empty one, i.e. a keep-alive or an ack); everything else (handshakes,
+    /// reliable messages, disconnects) surfaces through [`poll_event`](Self::poll_event) and
+    /// [`poll_transmit`](Self::poll_transmit). Invalid datagrams are counted by reason in
+    /// [`drops`](Self::drops) and ignored.
     pub fn handle_datagram<'a>(
         &mut self,
         now: Instant,
@@ -448,7 +473,10 @@ impl Server {
         if claims.expires_at_unix_ms <= self.unix_ms(now) {
             return self.drop_packet(DropReason::TokenExpired);
         }
-        if claims.server_addr != self.config.server_addr {
+        // Tokens carry no IPv6 flow info or scope id: compare what they do carry.
+        if claims.server_addr.ip() != self.config.server_addr.ip()
+            || claims.server_addr.port() != self.config.server_addr.port()
+        {
             return self.drop_packet(DropReason::TokenWrongServer);
         }
         // A resend: answer again (the reply is smaller than the request).
@@ -463,7 +491,8 @@ impl Server {
             });
         }
         if let Some(r) = self.recent.get(&claims.token_id) {
-            if r.addr != from {
+            // Only while the session it opened is alive: after it closed, this is a replay.
+            if r.addr != from || self.lookup(r.conn).is_none_or(|s| s.addr != from) {
                 return self.drop_packet(DropReason::TokenReplayed);
             }
             return self.push_control(Control::Accepted {
@@ -507,7 +536,8 @@ impl Server {
         challenge: [u8; CHALLENGE_LEN],
     ) {
         if let Some(r) = self.recent.get(&token_id) {
-            if r.addr == from && r.challenge == challenge {
+            let alive = self.lookup(r.conn).is_some_and(|s| s.addr == from);
+            if alive && r.addr == from && r.challenge == challenge {
                 return self.push_control(Control::Accepted { addr: from, token_id, conn: r.conn });
             }
             return self.drop_packet(DropReason::BadChallenge);
@@ -655,12 +685,21 @@ impl Server {
         let player = s.player;
         if s.link.ack_due && !s.flush_queued {
             s.flush_queued = true;
-            self.push_control(Control::Flush { slot, conn });
+            if !self.try_push_control(Control::Flush { slot, conn }) {
+                self.unqueue_flush(slot);
+            }
         }
         if payload.is_empty() {
             None
         } else {
             Some(Received { connection: ConnectionId(conn), player, payload })
+        }
+    }
+
+    /// A flush could not be queued: let the next sweep or packet try again.
+    fn unqueue_flush(&mut self, slot: u32) {
+        if let Some(s) = self.slots.get_mut(slot as usize).and_then(|s| s.as_mut()) {
+            s.flush_queued = false;
         }
     }
 
@@ -707,7 +746,9 @@ impl Server {
         s.link.queue_reliable(message)?;
         if !s.flush_queued {
             s.flush_queued = true;
-            self.push_control(Control::Flush { slot, conn: connection.0 });
+            if !self.try_push_control(Control::Flush { slot, conn: connection.0 }) {
+                self.unqueue_flush(slot);
+            }
         }
         Ok(())
     }
@@ -800,12 +841,12 @@ impl Server {
         if now < self.next_sweep {
             return;
         }
-        self.next_sweep = now + self.config.timer_granularity;
+        self.next_sweep = later(now, self.config.timer_granularity);
         let hs = self.config.handshake_timeout;
         self.pending.retain(|_, p| now.saturating_duration_since(p.created) < hs);
         self.recent.retain(|_, r| now.saturating_duration_since(r.created) < hs);
         if now >= self.next_token_purge {
-            self.next_token_purge = now + Duration::from_secs(1);
+            self.next_token_purge = later(now, Duration::from_secs(1));
             let unix = self.unix_ms(now);
             self.used_tokens.retain(|_, &mut (exp, _)| exp > unix);
         }
@@ -828,7 +869,9 @@ impl Server {
             if due && !s.flush_queued {
                 s.flush_queued = true;
                 let conn = s.id;
-                self.push_control(Control::Flush { slot, conn });
+                if !self.try_push_control(Control::Flush { slot, conn }) {
+                    self.unqueue_flush(slot);
+                }
             }
         }
     }

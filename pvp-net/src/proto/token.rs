@@ -42,9 +42,11 @@ pub struct TokenClaims {
     pub match_id: MatchId,
     /// The player.
     pub player_id: PlayerId,
-    /// Milliseconds since the Unix epoch after which the token is refused.
+    /// Milliseconds since the Unix epoch from which on the token is refused (a server whose
+    /// clock reads exactly this value refuses it).
     pub expires_at_unix_ms: u64,
-    /// The game server address the token is valid for.
+    /// The game server address the token is valid for: its IP and port (an IPv6 flow info or
+    /// scope id is not carried, and reads back as 0).
     pub server_addr: SocketAddr,
 }
 
