@@ -309,3 +309,70 @@ fn stress_long() {
     stress(Mode::Unbounded, 4, 4, 4_200_000, 1);
     stress(Mode::UnboundedReuse, 4, 4, 4_200_000, 1);
 }
+
+#[test]
+fn capacity_one_and_odd_capacities_keep_len_and_order_over_many_laps() {
+    for cap in [1usize, 3, 5, 1000] {
+        let q = LockFreeQueue::new(cap).unwrap();
+        let mut model = std::collections::VecDeque::new();
+        let mut next = 0u32;
+        // A fixed pattern of pushes, force_pushes and pops over many laps of the ring.
+        for step in 0..(cap * 7 + 50) {
+            match step % 5 {
+                0 | 1 => {
+                    let r = q.push(next);
+                    if model.len() < cap {
+                        assert_eq!(r, Ok(()));
+                        model.push_back(next);
+                    } else {
+                        assert_eq!(r, Err(next));
+                    }
+                    next += 1;
+                }
+                2 => {
+                    let old = q.force_push(next);
+                    if model.len() == cap {
+                        assert_eq!(old, model.pop_front());
+                    } else {
+                        assert_eq!(old, None);
+                    }
+                    model.push_back(next);
+                    next += 1;
+                }
+                _ => assert_eq!(q.pop(), model.pop_front()),
+            }
+            assert_eq!(q.len(), model.len(), "cap {cap} step {step}");
+            assert_eq!(q.is_empty(), model.is_empty());
+            assert_eq!(q.is_full(), model.len() == cap);
+        }
+    }
+}
+
+#[test]
+fn empty_batches_and_zero_max_change_nothing() {
+    let q = LockFreeQueue::new(4).unwrap();
+    q.push(1u8).unwrap();
+    let mut none: Vec<u8> = Vec::new();
+    assert_eq!(q.push_batch(&mut none), 0);
+    let mut out = vec![9u8];
+    assert_eq!(q.pop_batch(&mut out, 0), 0);
+    assert_eq!(out, [9]);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q.pop(), Some(1));
+    assert_eq!(q.pop_batch(&mut out, 4), 0);
+    assert_eq!(out, [9]);
+
+    let u = UnboundedQueue::with_block_reuse();
+    let mut items: Vec<u8> = Vec::new();
+    assert_eq!(u.push_batch(&mut items), 0);
+    assert_eq!(u.pop_batch(&mut out, 0), 0);
+    assert!(u.is_empty());
+    for i in 0..100u8 {
+        u.push(i);
+    }
+    assert_eq!(u.len(), 100);
+    assert_eq!(u.pop_batch(&mut out, 1000), 100);
+    assert_eq!(out.len(), 101);
+    assert!(out[1..].iter().copied().eq(0..100u8));
+    assert!(u.is_empty() && u.pop().is_none());
+}
