@@ -292,10 +292,12 @@ impl RegionHealthTracker {
         let silence = now.saturating_sub(s.last_heartbeat);
         let (ok, failed) = (s.cur.0.saturating_add(s.prev.0), s.cur.1.saturating_add(s.prev.1));
         let total = ok.saturating_add(failed);
-        let rate = if total >= p.min_samples.max(1) { failed as f64 / total as f64 } else { 0.0 };
-        if !s.lease_alive || silence >= p.down_after_silence || rate >= p.down_error_rate {
+        // Below `min_samples` the rate does not count at all (not even against a threshold of 0).
+        let rate = (total >= p.min_samples.max(1)).then(|| failed as f64 / total as f64);
+        let rate_at = |threshold: f64| rate.is_some_and(|r| r >= threshold);
+        if !s.lease_alive || silence >= p.down_after_silence || rate_at(p.down_error_rate) {
             RegionHealth::Down
-        } else if silence >= p.degraded_after_silence || rate >= p.degraded_error_rate {
+        } else if silence >= p.degraded_after_silence || rate_at(p.degraded_error_rate) {
             RegionHealth::Degraded
         } else {
             RegionHealth::Healthy

@@ -420,8 +420,9 @@ impl FailoverPlanner {
     }
 
     fn evacuate(&mut self, region: RegionId) {
-        let players: Vec<PlayerId> =
-            self.by_region.get(&region).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let mut players: BTreeSet<PlayerId> = self.by_region.get(&region).cloned().unwrap_or_default();
+        // Players offered this region who have not reconnected yet need a new offer too.
+        players.extend(self.sessions.iter().filter(|(_, e)| e.offered == Some(region)).map(|(p, _)| *p));
         for p in players {
             self.offer(p);
         }
@@ -455,6 +456,10 @@ impl FailoverPlanner {
                 self.stranded.remove(&player);
             }
             None => {
+                // An earlier offer is void (its region is gone): the next one is made afresh.
+                if let Some(e) = self.sessions.get_mut(&player) {
+                    e.offered = None;
+                }
                 if self.stranded.insert(player) {
                     self.stats.stranded += 1;
                     self.decisions.push_back(FailoverDecision::PlayerStranded { player, region: s.region });

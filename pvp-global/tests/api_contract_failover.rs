@@ -1,0 +1,607 @@
+//! API-contract tests of coordination and failover, written as an outside game backend would
+//! use them: every public promise in the rustdoc, including the edge cases.
+
+use std::time::Duration;
+
+use pvp_core::ids::{PlayerId, RegionId, ServerId};
+use pvp_global::coord::{
+    CasOutcome, ChangeKind, CoordError, Coordinator, Expected, LeaseId, LocalCoordinator,
+    LocalCoordinatorConfig, MAX_LEASE_TTL, MAX_NAME_LEN, MAX_VALUE_LEN, MIN_LEASE_TTL, ManualClock,
+    SharedLocalCoordinator, WatchScope,
+};
+use pvp_global::failover::{
+    FailoverDecision, FailoverError, FailoverPlanner, HealthPolicy, LatencyMatrix, PlannerConfig,
+    PlayerSession, RegionAvailability, RegionFailover, RegionHealth, RegionHealthTracker, RoutingTable,
+};
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn r(s: &str) -> RegionId {
+    RegionId::new(s).unwrap()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // Every SharedLocalCoordinator call completes on its first poll; bound the loop anyway.
+    for _ in 0..1000 {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("future did not complete");
+}
+
+// ---------------------------------------------------------------- leases
+
+#[test]
+fn lease_expires_exactly_at_its_deadline_and_keep_alive_renews_from_now() {
+    let mut c = LocalCoordinator::default();
+    let l = c.grant_lease(ms(0), Duration::from_secs(2)).unwrap();
+    assert_eq!(c.poll_timeout(), Some(ms(2000)));
+    assert!(c.lease_alive(ms(1999), l));
+    assert_eq!(c.keep_alive(ms(1999), l).unwrap(), Duration::from_secs(2));
+    assert_eq!(c.poll_timeout(), Some(ms(3999)));
+    assert!(c.lease_alive(ms(3998), l));
+    assert!(!c.lease_alive(ms(3999), l), "a lease is gone at its deadline");
+    assert!(matches!(c.keep_alive(ms(3999), l), Err(CoordError::LeaseNotFound(x)) if x == l));
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(c.stats().leases_expired, 1);
+    assert_eq!(c.stats().leases_granted, 1);
+}
+
+#[test]
+fn lease_ttl_outside_range_is_a_typed_error_and_counted() {
+    let mut c = LocalCoordinator::default();
+    for bad in [
+        Duration::ZERO,
+        MIN_LEASE_TTL - Duration::from_nanos(1),
+        MAX_LEASE_TTL + Duration::from_nanos(1),
+        Duration::MAX,
+    ] {
+        assert!(matches!(c.grant_lease(ms(0), bad), Err(CoordError::TtlOutOfRange(t)) if t == bad));
+    }
+    assert_eq!(c.stats().rejected, 4);
+    assert_eq!(c.stats().leases_granted, 0);
+    let short = c.grant_lease(ms(0), MIN_LEASE_TTL).unwrap();
+    let long = c.grant_lease(ms(0), MAX_LEASE_TTL).unwrap();
+    assert_ne!(short, long);
+    assert_eq!(c.poll_timeout(), Some(MIN_LEASE_TTL));
+    // A lease granted near the end of time does not overflow.
+    let late = c.grant_lease(Duration::MAX - ms(1), MAX_LEASE_TTL).unwrap();
+    assert!(c.lease_alive(Duration::MAX - ms(1), late));
+}
+
+#[test]
+fn revoke_twice_and_unknown_leases_are_lease_not_found() {
+    let mut c = LocalCoordinator::default();
+    let kr = r("kr");
+    let l = c.grant_lease(ms(0), Duration::from_secs(5)).unwrap();
+    c.announce_region(ms(0), kr, l).unwrap();
+    assert!(c.campaign(ms(0), "jobs/lb", kr, l).unwrap().won);
+    c.revoke_lease(ms(10), l).unwrap();
+    assert!(c.live_regions(ms(10)).unwrap().is_empty());
+    assert_eq!(c.leader(ms(10), "jobs/lb").unwrap(), None);
+    assert!(matches!(c.revoke_lease(ms(20), l), Err(CoordError::LeaseNotFound(_))));
+    let unknown = LeaseId(987_654);
+    assert!(matches!(c.keep_alive(ms(20), unknown), Err(CoordError::LeaseNotFound(_))));
+    assert!(matches!(c.announce_region(ms(20), kr, unknown), Err(CoordError::LeaseNotFound(_))));
+    assert!(matches!(c.campaign(ms(20), "jobs/lb", kr, unknown), Err(CoordError::LeaseNotFound(_))));
+    assert!(!c.lease_alive(ms(20), unknown));
+    assert_eq!(c.stats().rejected, 4);
+    // Revocation is not an expiry.
+    assert_eq!(c.stats().leases_expired, 0);
+}
+
+#[test]
+fn lease_capacity_is_a_typed_error_and_frees_on_expiry() {
+    let mut cfg = LocalCoordinatorConfig::default();
+    cfg.max_leases = 1;
+    let mut c = LocalCoordinator::new(cfg);
+    let _a = c.grant_lease(ms(0), Duration::from_secs(1)).unwrap();
+    assert!(matches!(c.grant_lease(ms(0), Duration::from_secs(1)), Err(CoordError::CapacityExceeded(_))));
+    // Expired at 1 s: room again.
+    assert!(c.grant_lease(ms(1000), Duration::from_secs(1)).is_ok());
+}
+
+#[test]
+fn key_capacity_is_a_typed_error_and_overwrites_still_fit() {
+    let mut cfg = LocalCoordinatorConfig::default();
+    cfg.max_keys = 1;
+    let mut c = LocalCoordinator::new(cfg);
+    let v = match c.compare_and_set(ms(0), "a", Expected::Absent, b"1".to_vec()).unwrap() {
+        CasOutcome::Applied { version } => version,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        c.compare_and_set(ms(0), "b", Expected::Absent, b"1".to_vec()),
+        Err(CoordError::CapacityExceeded(_))
+    ));
+    assert!(matches!(
+        c.compare_and_set(ms(0), "a", Expected::Version(v), b"2".to_vec()),
+        Ok(CasOutcome::Applied { .. })
+    ));
+    assert_eq!(c.read_record(ms(0), "b").unwrap(), None);
+    assert_eq!(c.read_record(ms(0), "a").unwrap().unwrap().value, b"2");
+}
+
+#[test]
+fn time_going_backwards_never_extends_a_lease() {
+    let mut c = LocalCoordinator::default();
+    let l = c.grant_lease(Duration::from_secs(10), Duration::from_secs(2)).unwrap();
+    // An older `now` counts as the newest seen (10 s): renewed to 12 s, not to 7 s or beyond.
+    c.keep_alive(Duration::from_secs(5), l).unwrap();
+    assert_eq!(c.poll_timeout(), Some(Duration::from_secs(12)));
+    assert!(c.lease_alive(ms(11_999), l));
+    assert!(!c.lease_alive(ms(12_000), l));
+    assert!(!c.lease_alive(ms(1), l), "after expiry an old `now` does not resurrect it");
+}
+
+// ---------------------------------------------------------------- leader election
+
+#[test]
+fn one_leader_at_a_time_with_handover_on_expiry_and_resign() {
+    let mut c = LocalCoordinator::default();
+    let (kr, jp) = (r("kr"), r("jp"));
+    let a = c.grant_lease(ms(0), Duration::from_secs(2)).unwrap();
+    let b = c.grant_lease(ms(0), Duration::from_secs(2)).unwrap();
+    let won = c.campaign(ms(0), "lb", kr, a).unwrap();
+    assert_eq!((won.leader, won.won), (kr, true));
+    let lost = c.campaign(ms(1), "lb", jp, b).unwrap();
+    assert_eq!((lost.leader, lost.won), (kr, false));
+    // Re-campaign by the holder: a no-op that reports won.
+    assert!(c.campaign(ms(2), "lb", kr, a).unwrap().won);
+    // The right region under the wrong lease does not lead.
+    assert!(!c.campaign(ms(3), "lb", kr, b).unwrap().won);
+    assert_eq!(c.stats().campaigns_won, 2);
+    assert_eq!(c.stats().campaigns_lost, 2);
+    // Resign needs the holding lease; resigning twice returns false.
+    assert!(!c.resign(ms(4), "lb", b).unwrap());
+    assert!(c.resign(ms(5), "lb", a).unwrap());
+    assert!(!c.resign(ms(6), "lb", a).unwrap());
+    assert_eq!(c.leader(ms(6), "lb").unwrap(), None);
+    // Re-election, then handover when the leader's lease expires while jp keeps its own alive.
+    assert!(c.campaign(ms(7), "lb", kr, a).unwrap().won);
+    c.keep_alive(ms(1900), b).unwrap();
+    assert_eq!(c.leader(ms(1999), "lb").unwrap(), Some(kr));
+    assert_eq!(c.leader(ms(2000), "lb").unwrap(), None);
+    let jp_wins = c.campaign(ms(2000), "lb", jp, b).unwrap();
+    assert_eq!((jp_wins.leader, jp_wins.won), (jp, true));
+    assert!(matches!(c.campaign(ms(2001), "lb", kr, a), Err(CoordError::LeaseNotFound(_))));
+}
+
+#[test]
+fn re_announcing_moves_the_region_to_the_new_lease() {
+    let mut c = LocalCoordinator::default();
+    let kr = r("kr");
+    let a = c.grant_lease(ms(0), Duration::from_secs(2)).unwrap();
+    let b = c.grant_lease(ms(0), Duration::from_secs(10)).unwrap();
+    c.announce_region(ms(0), kr, a).unwrap();
+    let rev = c.revision();
+    c.announce_region(ms(1), kr, a).unwrap();
+    assert_eq!(c.revision(), rev, "announcing the same thing again changes nothing");
+    c.announce_region(ms(2), kr, b).unwrap();
+    c.revoke_lease(ms(3), a).unwrap();
+    assert_eq!(c.live_regions(ms(3)).unwrap(), vec![kr]);
+    assert_eq!(c.live_regions(ms(9_999)).unwrap(), vec![kr]);
+    assert!(c.live_regions(ms(10_000)).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- names, values, records
+
+#[test]
+fn bad_names_and_values_are_typed_errors_without_side_effects() {
+    let mut c = LocalCoordinator::default();
+    let kr = r("kr");
+    let l = c.grant_lease(ms(0), Duration::from_secs(5)).unwrap();
+    let long = "a".repeat(MAX_NAME_LEN + 1);
+    for bad in ["", "Upper", "sp ace", "ü", "a\0b", long.as_str()] {
+        assert!(matches!(c.read_record(ms(0), bad), Err(CoordError::InvalidName)), "{bad:?}");
+        assert!(matches!(
+            c.compare_and_set(ms(0), bad, Expected::Absent, vec![1]),
+            Err(CoordError::InvalidName)
+        ));
+        assert!(matches!(c.delete_record(ms(0), bad, Expected::Version(1)), Err(CoordError::InvalidName)));
+        assert!(matches!(c.campaign(ms(0), bad, kr, l), Err(CoordError::InvalidName)));
+        assert!(matches!(c.leader(ms(0), bad), Err(CoordError::InvalidName)));
+        assert!(matches!(c.resign(ms(0), bad, l), Err(CoordError::InvalidName)));
+    }
+    assert!(matches!(c.watch(&WatchScope::Records("BAD".into())), Err(CoordError::InvalidName)));
+    assert_eq!(c.revision(), 0);
+    let longest = "a".repeat(MAX_NAME_LEN);
+    assert!(c.compare_and_set(ms(0), &longest, Expected::Absent, vec![0; MAX_VALUE_LEN]).is_ok());
+    assert!(matches!(
+        c.compare_and_set(ms(0), "big", Expected::Absent, vec![0; MAX_VALUE_LEN + 1]),
+        Err(CoordError::ValueTooLarge(n)) if n == MAX_VALUE_LEN + 1
+    ));
+    assert_eq!(c.read_record(ms(0), "big").unwrap(), None);
+    assert!(c.watch(&WatchScope::Records(String::new())).is_ok());
+}
+
+#[test]
+fn cas_and_delete_follow_versions_which_only_grow() {
+    let mut c = LocalCoordinator::default();
+    let applied = |o: CasOutcome| match o {
+        CasOutcome::Applied { version } => version,
+        other => panic!("{other:?}"),
+    };
+    let v1 = applied(c.compare_and_set(ms(0), "drain/kr", Expected::Absent, b"1".to_vec()).unwrap());
+    assert_eq!(c.read_record(ms(0), "drain/kr").unwrap().unwrap().version, v1);
+    // A stale version conflicts and reports what is there.
+    match c.compare_and_set(ms(0), "drain/kr", Expected::Version(v1 + 100), b"x".to_vec()).unwrap() {
+        CasOutcome::Conflict { current: Some(cur) } => {
+            assert_eq!((cur.value, cur.version), (b"1".to_vec(), v1))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.compare_and_set(ms(0), "other", Expected::Version(v1), b"x".to_vec()).unwrap(),
+        CasOutcome::Conflict { current: None }
+    ));
+    assert!(!c.delete_record(ms(0), "drain/kr", Expected::Absent).unwrap());
+    assert!(!c.delete_record(ms(0), "drain/kr", Expected::Version(v1 + 1)).unwrap());
+    assert!(c.delete_record(ms(0), "drain/kr", Expected::Version(v1)).unwrap());
+    assert!(!c.delete_record(ms(0), "drain/kr", Expected::Version(v1)).unwrap(), "deleting twice");
+    assert!(!c.delete_record(ms(0), "never", Expected::Absent).unwrap());
+    let v2 = applied(c.compare_and_set(ms(0), "drain/kr", Expected::Absent, b"2".to_vec()).unwrap());
+    assert!(v2 > v1, "a record created again gets a larger version");
+    assert_eq!(c.stats().cas_applied, 2);
+    assert_eq!(c.stats().cas_conflicts, 2);
+}
+
+#[test]
+fn shared_coordinator_watch_reports_region_up_and_down_on_expiry() {
+    let clock = ManualClock::default();
+    let coord = SharedLocalCoordinator::new(LocalCoordinator::default(), clock.clone());
+    let kr = r("kr");
+    let mut feed = block_on(coord.watch(WatchScope::Regions)).unwrap();
+    assert!(feed.try_next_change().is_none());
+    let l = block_on(coord.grant_lease(Duration::from_secs(1))).unwrap();
+    block_on(coord.announce_region(kr, l)).unwrap();
+    clock.advance(ms(999));
+    assert!(coord.lease_believed_valid(l));
+    clock.advance(ms(1));
+    assert!(!coord.lease_believed_valid(l));
+    let up = feed.try_next_change().unwrap().unwrap();
+    let down = feed.try_next_change().unwrap().unwrap();
+    assert_eq!(up.kind, ChangeKind::RegionUp(kr));
+    assert_eq!(down.kind, ChangeKind::RegionDown(kr));
+    assert!(down.revision > up.revision);
+    assert!(feed.try_next_change().is_none());
+    assert!(matches!(block_on(coord.keep_alive(l)), Err(CoordError::LeaseNotFound(_))));
+}
+
+// ---------------------------------------------------------------- health
+
+#[test]
+fn health_policy_validation_refuses_nan_unordered_and_out_of_range() {
+    let base = HealthPolicy::default();
+    assert!(base.validate().is_ok());
+    let mut bad = Vec::new();
+    for rate in [f64::NAN, -0.1, 1.1, f64::INFINITY] {
+        let mut p = base;
+        p.degraded_error_rate = rate;
+        bad.push(p);
+        let mut p = base;
+        p.down_error_rate = rate;
+        bad.push(p);
+    }
+    let mut p = base;
+    p.degraded_error_rate = 0.6;
+    p.down_error_rate = 0.5;
+    bad.push(p);
+    let mut p = base;
+    p.degraded_after_silence = ms(2000);
+    p.down_after_silence = ms(1000);
+    bad.push(p);
+    let mut p = base;
+    p.error_window = Duration::ZERO;
+    bad.push(p);
+    for p in bad {
+        assert_eq!(p.validate(), Err(FailoverError::InvalidPolicy), "{p:?}");
+        assert!(matches!(RegionHealthTracker::new(p), Err(FailoverError::InvalidPolicy)));
+        assert!(matches!(
+            RegionFailover::new(p, PlannerConfig::default(), LatencyMatrix::default()),
+            Err(FailoverError::InvalidPolicy)
+        ));
+    }
+}
+
+#[test]
+fn duration_max_policy_never_goes_down_from_silence_and_does_not_overflow() {
+    let mut p = HealthPolicy::default();
+    p.degraded_after_silence = Duration::MAX;
+    p.down_after_silence = Duration::MAX;
+    p.error_window = Duration::MAX;
+    p.recovery_hold = Duration::MAX;
+    let kr = r("kr");
+    let mut h = RegionHealthTracker::new(p).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    h.handle_timeout(Duration::from_secs(1_000_000_000));
+    assert_eq!(h.health(kr), Some(RegionHealth::Healthy));
+    assert!(h.poll_transition().is_none());
+    // Every deadline saturates at Duration::MAX, which is still in the future.
+    assert_eq!(h.poll_timeout(), Some(Duration::MAX));
+    // Lease loss still downs it, and a hold of Duration::MAX never lets it recover.
+    h.handle_lease(Duration::from_secs(1_000_000_001), kr, false).unwrap();
+    h.handle_lease(Duration::from_secs(1_000_000_002), kr, true).unwrap();
+    h.handle_timeout(Duration::MAX);
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+}
+
+#[test]
+fn zero_error_rate_thresholds_need_min_samples_before_they_count() {
+    let mut p = HealthPolicy::default();
+    p.degraded_error_rate = 0.0;
+    p.down_error_rate = 0.0;
+    p.min_samples = 10;
+    let kr = r("kr");
+    let mut h = RegionHealthTracker::new(p).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    h.handle_heartbeat(ms(100), kr).unwrap();
+    h.handle_requests(ms(100), kr, 3, 0).unwrap();
+    // 3 requests < min_samples: the error rate does not count yet.
+    assert_eq!(h.health(kr), Some(RegionHealth::Healthy));
+    assert!(h.poll_transition().is_none());
+    h.handle_requests(ms(200), kr, 7, 0).unwrap();
+    // 10 requests: a rate of 0 meets a threshold of 0.
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+}
+
+#[test]
+fn unknown_regions_are_typed_errors_and_counted() {
+    let (kr, xx) = (r("kr"), r("xx"));
+    let mut h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    assert_eq!(h.handle_heartbeat(ms(1), xx), Err(FailoverError::UnknownRegion(xx)));
+    assert_eq!(h.handle_requests(ms(1), xx, 1, 1), Err(FailoverError::UnknownRegion(xx)));
+    assert_eq!(h.handle_lease(ms(1), xx, false), Err(FailoverError::UnknownRegion(xx)));
+    assert_eq!(h.stats().unknown_region, 3);
+    assert_eq!(h.health(xx), None);
+    let change = pvp_global::coord::Change { revision: 1, kind: ChangeKind::RegionDown(xx) };
+    assert!(!h.handle_change(ms(2), &change));
+    let other =
+        pvp_global::coord::Change { revision: 2, kind: ChangeKind::RecordDeleted { name: "x".into() } };
+    assert!(!h.handle_change(ms(2), &other));
+    let ours = pvp_global::coord::Change { revision: 3, kind: ChangeKind::RegionDown(kr) };
+    assert!(h.handle_change(ms(3), &ours));
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    // Adding again changes nothing (still Down).
+    h.add_region(ms(4), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+}
+
+#[test]
+fn recovery_hold_boundary_and_flapping() {
+    let kr = r("kr");
+    let policy = HealthPolicy::default(); // hold 2 s
+    let mut h = RegionHealthTracker::new(policy).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    h.handle_lease(ms(100), kr, false).unwrap();
+    // Flapping: the lease comes and goes every 500 ms for 4.5 s; never recovers, one Down.
+    let mut alive = true;
+    for t in (200..=4700).step_by(500) {
+        h.handle_heartbeat(ms(t), kr).unwrap();
+        h.handle_lease(ms(t), kr, alive).unwrap();
+        alive = !alive;
+    }
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    // Stable from 5700 on: better since 5700, healthy exactly at 7700 and not before.
+    h.handle_lease(ms(5700), kr, true).unwrap();
+    let mut t = 5700;
+    while t < 7700 {
+        h.handle_heartbeat(ms(t), kr).unwrap();
+        assert_eq!(h.health(kr), Some(RegionHealth::Down), "at {t} ms");
+        t += 250;
+    }
+    h.handle_heartbeat(ms(7699), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    h.handle_heartbeat(ms(7700), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Healthy));
+    let all: Vec<_> = std::iter::from_fn(|| h.poll_transition()).collect();
+    assert_eq!(all.iter().map(|t| t.to).collect::<Vec<_>>(), [RegionHealth::Down, RegionHealth::Healthy]);
+    assert_eq!(all[1].at, ms(7700));
+    assert_eq!(h.stats().downs, 1);
+}
+
+#[test]
+fn time_going_backwards_does_not_undo_silence() {
+    let kr = r("kr");
+    let mut h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    h.handle_timeout(ms(2000));
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    // A late-arriving heartbeat stamped in the past counts at the newest time seen.
+    h.handle_heartbeat(ms(100), kr).unwrap();
+    let ts: Vec<_> = std::iter::from_fn(|| h.poll_transition()).map(|t| t.at).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    assert!(h.poll_timeout().is_none_or(|t| t > ms(2000)));
+}
+
+// ---------------------------------------------------------------- planner
+
+fn planner() -> (FailoverPlanner, [RegionId; 3]) {
+    let regions = ["kr", "jp", "sg"].map(r);
+    let [kr, jp, sg] = regions;
+    let mut m = LatencyMatrix::default();
+    for x in regions {
+        m.set(x, x, ms(8));
+    }
+    m.set_symmetric(kr, jp, ms(35));
+    m.set_symmetric(kr, sg, ms(75));
+    m.set_symmetric(jp, sg, ms(70));
+    let mut p = FailoverPlanner::new(PlannerConfig::default(), m);
+    for x in regions {
+        p.add_region(x).unwrap();
+    }
+    while p.poll_decision().is_some() {}
+    (p, regions)
+}
+
+fn session(player: u64, region: RegionId, origin: RegionId, limit: u64) -> PlayerSession {
+    PlayerSession {
+        player: PlayerId::new(player),
+        server: ServerId::new(player * 10),
+        region,
+        origin,
+        latency_limit: ms(limit),
+    }
+}
+
+fn drain(p: &mut FailoverPlanner) -> Vec<FailoverDecision> {
+    std::iter::from_fn(|| p.poll_decision()).take(10_000).collect()
+}
+
+#[test]
+fn all_regions_down_strands_players_and_restore_needs_catch_up() {
+    let (mut p, [kr, jp, sg]) = planner();
+    p.handle_session_placed(session(1, kr, kr, 80)).unwrap();
+    for (i, x) in [kr, jp, sg].into_iter().enumerate() {
+        p.handle_health(ms(100 * i as u64), x, RegionHealth::Down).unwrap();
+    }
+    for x in [kr, jp, sg] {
+        assert_eq!(p.route(x, Duration::MAX), None);
+        assert_eq!(p.availability(x), Some(RegionAvailability::Down));
+        assert_eq!(p.routing_table().routes.get(&x), Some(&None));
+    }
+    let d = drain(&mut p);
+    assert!(d.contains(&FailoverDecision::PlayerStranded { player: PlayerId::new(1), region: kr }));
+    assert_eq!(p.stats().regions_down, 3);
+    // A report of catch-up before the region returned proves nothing.
+    assert_eq!(p.handle_caught_up(ms(500), jp), Err(FailoverError::NotCatchingUp(jp)));
+    p.handle_health(ms(600), jp, RegionHealth::Healthy).unwrap();
+    assert_eq!(p.availability(jp), Some(RegionAvailability::CatchingUp));
+    assert_eq!(p.route(kr, ms(80)), None, "no matches before catch-up");
+    assert_eq!(drain(&mut p), vec![FailoverDecision::AwaitingCatchUp { region: jp }]);
+    p.handle_caught_up(ms(700), jp).unwrap();
+    assert_eq!(p.handle_caught_up(ms(701), jp), Err(FailoverError::NotCatchingUp(jp)));
+    assert_eq!(p.route(kr, ms(80)), Some(jp));
+    let d = drain(&mut p);
+    assert!(d.contains(&FailoverDecision::RegionRestored { region: jp, at: ms(700) }));
+    assert!(d.contains(&FailoverDecision::OfferReconnect {
+        player: PlayerId::new(1),
+        from_server: ServerId::new(10),
+        from: kr,
+        to: jp,
+    }));
+    assert_eq!(p.stats().regions_restored, 1);
+    assert_eq!(p.handle_caught_up(ms(800), r("xx")), Err(FailoverError::UnknownRegion(r("xx"))));
+}
+
+#[test]
+fn an_offer_to_a_region_that_then_goes_down_is_replaced() {
+    let (mut p, [kr, jp, sg]) = planner();
+    p.handle_session_placed(session(1, kr, kr, 80)).unwrap();
+    p.handle_session_placed(session(2, kr, kr, 40)).unwrap();
+    p.handle_health(ms(100), kr, RegionHealth::Down).unwrap();
+    let d = drain(&mut p);
+    for player in [1, 2] {
+        assert!(d.contains(&FailoverDecision::OfferReconnect {
+            player: PlayerId::new(player),
+            from_server: ServerId::new(player * 10),
+            from: kr,
+            to: jp,
+        }));
+    }
+    // jp dies before the players reconnected: player 1 (80 ms) goes to sg, player 2 (40 ms)
+    // has nowhere to go and is stranded.
+    p.handle_health(ms(200), jp, RegionHealth::Down).unwrap();
+    let d = drain(&mut p);
+    assert!(
+        d.contains(&FailoverDecision::OfferReconnect {
+            player: PlayerId::new(1),
+            from_server: ServerId::new(10),
+            from: kr,
+            to: sg,
+        }),
+        "{d:?}"
+    );
+    assert!(d.contains(&FailoverDecision::PlayerStranded { player: PlayerId::new(2), region: kr }), "{d:?}");
+}
+
+#[test]
+fn only_healthy_region_wins_over_a_closer_degraded_one() {
+    let (mut p, [kr, jp, _sg]) = planner();
+    p.handle_health(ms(1), kr, RegionHealth::Degraded).unwrap();
+    assert_eq!(p.route(kr, ms(100)), Some(jp));
+    // Degraded still serves when nothing healthy is within the limit.
+    assert_eq!(p.route(kr, ms(10)), Some(kr));
+    // Drained regions take no new matches.
+    p.handle_drain(jp, true).unwrap();
+    assert_eq!(p.route(kr, ms(100)), Some(r("sg")));
+    assert_eq!(p.route(kr, ms(60)), Some(kr));
+    p.handle_drain(jp, false).unwrap();
+    assert_eq!(p.route(kr, ms(100)), Some(jp));
+    assert_eq!(p.handle_drain(r("xx"), true), Err(FailoverError::UnknownRegion(r("xx"))));
+    // Unknown latency pairs are never routed.
+    assert_eq!(p.route(r("xx"), Duration::MAX), None);
+}
+
+#[test]
+fn session_table_limits_and_unknown_inputs_are_typed_errors() {
+    let regions = ["kr", "jp"].map(r);
+    let mut cfg = PlannerConfig::default();
+    cfg.max_sessions = 1;
+    let mut p = FailoverPlanner::new(cfg, LatencyMatrix::default());
+    for x in regions {
+        p.add_region(x).unwrap();
+        p.add_region(x).unwrap();
+    }
+    let [kr, jp] = regions;
+    p.handle_session_placed(session(1, kr, kr, 50)).unwrap();
+    assert_eq!(p.handle_session_placed(session(2, kr, kr, 50)), Err(FailoverError::TooManySessions));
+    // Re-placing the tracked player fits.
+    p.handle_session_placed(session(1, jp, kr, 50)).unwrap();
+    assert_eq!(p.session(PlayerId::new(1)).map(|s| s.region), Some(jp));
+    assert_eq!(p.session_count(), 1);
+    assert_eq!(
+        p.handle_session_placed(session(3, r("xx"), kr, 50)),
+        Err(FailoverError::UnknownRegion(r("xx")))
+    );
+    assert_eq!(p.handle_session_ended(PlayerId::new(9)), Err(FailoverError::UnknownPlayer(PlayerId::new(9))));
+    p.handle_session_ended(PlayerId::new(1)).unwrap();
+    assert_eq!(p.handle_session_ended(PlayerId::new(1)), Err(FailoverError::UnknownPlayer(PlayerId::new(1))));
+    assert_eq!(
+        p.handle_health(ms(0), r("xx"), RegionHealth::Down),
+        Err(FailoverError::UnknownRegion(r("xx")))
+    );
+    assert_eq!(p.stats().rejected, 5);
+    let mut zero = PlannerConfig::default();
+    zero.max_sessions = 0;
+    let mut p = FailoverPlanner::new(zero, LatencyMatrix::default());
+    p.add_region(kr).unwrap();
+    assert_eq!(p.handle_session_placed(session(1, kr, kr, 50)), Err(FailoverError::TooManySessions));
+}
+
+#[test]
+fn routing_table_round_trips_and_refuses_garbage() {
+    let mut t = RoutingTable::default();
+    assert_eq!(RoutingTable::decode(&t.encode()).unwrap(), t);
+    t.routes.insert(r("kr"), Some(r("jp")));
+    t.routes.insert(r("jp"), None);
+    assert_eq!(RoutingTable::decode(&t.encode()).unwrap(), t);
+    for bad in [&b"kr"[..], b"kr=", b"kr=jp=sg", b"kr=jp\nkr=-", b"\xff\xfe", b"KR=jp"] {
+        assert_eq!(RoutingTable::decode(bad), Err(FailoverError::BadRoutingTable), "{bad:?}");
+    }
+}
+
+#[test]
+fn region_failover_refuses_unknown_regions_and_counts() {
+    let mut f =
+        RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), LatencyMatrix::default())
+            .unwrap();
+    let kr = r("kr");
+    f.add_region(ms(0), kr).unwrap();
+    f.add_region(ms(0), kr).unwrap();
+    let xx = r("xx");
+    assert_eq!(f.handle_heartbeat(ms(1), xx), Err(FailoverError::UnknownRegion(xx)));
+    assert_eq!(f.handle_requests(ms(1), xx, 1, 0), Err(FailoverError::UnknownRegion(xx)));
+    assert_eq!(f.handle_drain(xx, true), Err(FailoverError::UnknownRegion(xx)));
+    assert_eq!(f.handle_session_ended(PlayerId::new(1)), Err(FailoverError::UnknownPlayer(PlayerId::new(1))));
+    assert_eq!(f.stats().rejected, 4);
+    assert_eq!(f.health(xx), None);
+    assert_eq!(f.availability(kr), Some(RegionAvailability::Serving));
+    assert!(f.catch_up(kr).is_none());
+}
