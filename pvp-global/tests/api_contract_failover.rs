@@ -299,6 +299,13 @@ fn health_policy_validation_refuses_nan_unordered_and_out_of_range() {
     let mut p = base;
     p.error_window = Duration::ZERO;
     bad.push(p);
+    let mut p = base;
+    p.degraded_after_silence = Duration::ZERO;
+    bad.push(p);
+    let mut p = base;
+    p.degraded_after_silence = Duration::ZERO;
+    p.down_after_silence = Duration::ZERO;
+    bad.push(p);
     for p in bad {
         assert_eq!(p.validate(), Err(FailoverError::InvalidPolicy), "{p:?}");
         assert!(matches!(RegionHealthTracker::new(p), Err(FailoverError::InvalidPolicy)));
@@ -582,7 +589,13 @@ fn routing_table_round_trips_and_refuses_garbage() {
     t.routes.insert(r("kr"), Some(r("jp")));
     t.routes.insert(r("jp"), None);
     assert_eq!(RoutingTable::decode(&t.encode()).unwrap(), t);
-    for bad in [&b"kr"[..], b"kr=", b"kr=jp=sg", b"kr=jp\nkr=-", b"\xff\xfe", b"KR=jp"] {
+    // A region may be named `-`: it must not read back as "no route".
+    let dash = r("-");
+    t.routes.insert(dash, Some(dash));
+    t.routes.insert(r("sg"), Some(dash));
+    assert_eq!(RoutingTable::decode(&t.encode()).unwrap(), t);
+    assert_eq!(RoutingTable::decode(b"kr=\n").unwrap().routes.get(&r("kr")), Some(&None));
+    for bad in [&b"kr"[..], b"=", b"kr=jp=sg", b"kr=jp\nkr=", b"\xff\xfe", b"KR=jp"] {
         assert_eq!(RoutingTable::decode(bad), Err(FailoverError::BadRoutingTable), "{bad:?}");
     }
 }
@@ -604,4 +617,70 @@ fn region_failover_refuses_unknown_regions_and_counts() {
     assert_eq!(f.health(xx), None);
     assert_eq!(f.availability(kr), Some(RegionAvailability::Serving));
     assert!(f.catch_up(kr).is_none());
+}
+
+#[test]
+fn smallest_accepted_policy_values_behave() {
+    let mut p = HealthPolicy::default();
+    p.degraded_after_silence = Duration::from_nanos(1);
+    p.down_after_silence = Duration::from_nanos(1);
+    p.recovery_hold = Duration::ZERO;
+    p.min_samples = 0;
+    p.error_window = Duration::from_nanos(1);
+    assert!(p.validate().is_ok());
+    let kr = r("kr");
+    let mut h = RegionHealthTracker::new(p).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    // At the heartbeat's instant there is no silence yet.
+    h.handle_heartbeat(ms(5), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Healthy));
+    h.handle_timeout(ms(5) + Duration::from_nanos(1));
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    // No hold: the next heartbeat restores it at once.
+    h.handle_heartbeat(ms(6), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Healthy));
+    // min_samples 0: one failed request is a rate of 1.
+    h.handle_requests(ms(6), kr, 0, 1).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+}
+
+#[test]
+fn too_many_regions_is_a_typed_error() {
+    let mut h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
+    let mut p = FailoverPlanner::new(PlannerConfig::default(), LatencyMatrix::default());
+    for i in 0..pvp_global::failover::MAX_REGIONS {
+        let x = r(&format!("r{i}"));
+        h.add_region(ms(0), x).unwrap();
+        p.add_region(x).unwrap();
+    }
+    let extra = r("extra");
+    assert_eq!(h.add_region(ms(0), extra), Err(FailoverError::TooManyRegions));
+    assert_eq!(p.add_region(extra), Err(FailoverError::TooManyRegions));
+    assert_eq!(h.health(extra), None);
+    assert_eq!(p.availability(extra), None);
+    // Re-adding a tracked region at the limit is still fine.
+    assert!(h.add_region(ms(0), r("r0")).is_ok());
+    assert!(p.add_region(r("r0")).is_ok());
+}
+
+#[test]
+fn watches_lag_close_and_count() {
+    let mut cfg = LocalCoordinatorConfig::default();
+    cfg.max_watchers = 1;
+    cfg.max_pending_changes = 1;
+    let mut c = LocalCoordinator::new(cfg);
+    let w = c.watch(&WatchScope::Records("drain/".into())).unwrap();
+    assert!(matches!(c.watch(&WatchScope::Regions), Err(CoordError::CapacityExceeded(_))));
+    // Outside the prefix: not delivered, not counted.
+    c.compare_and_set(ms(0), "other", Expected::Absent, vec![1]).unwrap();
+    assert!(c.poll_change(w).is_none());
+    c.compare_and_set(ms(0), "drain/kr", Expected::Absent, vec![1]).unwrap();
+    c.compare_and_set(ms(0), "drain/jp", Expected::Absent, vec![1]).unwrap();
+    assert!(matches!(c.poll_change(w), Some(Err(CoordError::WatchLagged))));
+    assert!(c.poll_change(w).is_none());
+    assert_eq!(c.stats().watch_dropped, 2);
+    assert!(c.cancel_watch(w));
+    assert!(!c.cancel_watch(w));
+    assert!(matches!(c.poll_change(w), Some(Err(CoordError::WatchClosed))));
+    assert!(c.watch(&WatchScope::Leaders).is_ok(), "a cancelled watch frees its slot");
 }

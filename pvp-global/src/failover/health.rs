@@ -30,7 +30,8 @@ pub struct HealthPolicy {
     pub down_after_silence: Duration,
     /// Length of the error-rate window (the rate covers the current and the previous window).
     pub error_window: Duration,
-    /// Fewest requests in the window before the error rate counts.
+    /// Fewest requests in the window before the error rate counts (0 counts as 1: with no
+    /// requests there is no rate).
     pub min_samples: u64,
     /// Error rate (0..=1) at which a region is Degraded.
     pub degraded_error_rate: f64,
@@ -57,13 +58,18 @@ impl Default for HealthPolicy {
 }
 
 impl HealthPolicy {
-    /// Checks that thresholds are ordered and rates within 0..=1.
+    /// Checks that thresholds are ordered (`degraded_after_silence <= down_after_silence`,
+    /// `degraded_error_rate <= down_error_rate`), rates within 0..=1 (NaN refused), and that
+    /// `degraded_after_silence` and `error_window` are not zero (a zero silence threshold would
+    /// hold every region Degraded even at the instant of its heartbeat). Any other value,
+    /// [`Duration::MAX`] included, is accepted.
     pub fn validate(&self) -> Result<(), FailoverError> {
         let rates_ok = (0.0..=1.0).contains(&self.degraded_error_rate)
             && (0.0..=1.0).contains(&self.down_error_rate)
             && self.degraded_error_rate <= self.down_error_rate;
-        if rates_ok && self.degraded_after_silence <= self.down_after_silence && !self.error_window.is_zero()
-        {
+        let silence_ok =
+            !self.degraded_after_silence.is_zero() && self.degraded_after_silence <= self.down_after_silence;
+        if rates_ok && silence_ok && !self.error_window.is_zero() {
             Ok(())
         } else {
             Err(FailoverError::InvalidPolicy)

@@ -81,7 +81,7 @@ pub enum FailoverError {
     /// More than [`MAX_REGIONS`] regions.
     #[error("too many regions")]
     TooManyRegions,
-    /// A [`HealthPolicy`] with unordered thresholds or rates outside 0..=1.
+    /// A [`HealthPolicy`] that [`HealthPolicy::validate`] refuses (unordered, zero or NaN).
     #[error("invalid health policy")]
     InvalidPolicy,
     /// The session table is full ([`PlannerConfig::max_sessions`]).

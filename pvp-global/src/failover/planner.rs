@@ -165,11 +165,12 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
-    /// Encodes as lines `origin=target` (`-` for none).
+    /// Encodes as lines `origin=target` (an empty target for none: every byte a region name
+    /// may hold, `-` included, is taken by real names).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = String::new();
         for (origin, to) in &self.routes {
-            let to = to.as_ref().map_or("-", RegionId::as_str);
+            let to = to.as_ref().map_or("", RegionId::as_str);
             let _ = writeln!(out, "{origin}={to}");
         }
         out.into_bytes()
@@ -183,7 +184,7 @@ impl RoutingTable {
             let (origin, to) = line.split_once('=').ok_or(FailoverError::BadRoutingTable)?;
             let origin = RegionId::new(origin).map_err(|_| FailoverError::BadRoutingTable)?;
             let to = match to {
-                "-" => None,
+                "" => None,
                 r => Some(RegionId::new(r).map_err(|_| FailoverError::BadRoutingTable)?),
             };
             if routes.insert(origin, to).is_some() {
