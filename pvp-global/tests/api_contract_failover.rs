@@ -684,3 +684,47 @@ fn watches_lag_close_and_count() {
     assert!(matches!(c.poll_change(w), Some(Err(CoordError::WatchClosed))));
     assert!(c.watch(&WatchScope::Leaders).is_ok(), "a cancelled watch frees its slot");
 }
+
+#[test]
+fn handle_match_counts_the_sessions_registered_before_a_refusal() {
+    use pvp_global::cluster::{FleetConfig, JP, KR, SG};
+    use pvp_global::matchmaking::{GameMode, GlobalMatchmaking, MatchRequest, MatchmakingConfig};
+
+    let mut mm =
+        GlobalMatchmaking::new(FleetConfig::reference(), MatchmakingConfig::default(), ms(0)).unwrap();
+    mm.heartbeat_all(ms(0));
+    let duel = |id: u64| {
+        MatchRequest::new(PlayerId::new(id), 1500.0, KR, GameMode::ONE_V_ONE)
+            .max_latency(ms(100))
+            .latency(KR, ms(10))
+            .latency(JP, ms(40))
+            .latency(SG, ms(90))
+    };
+    let a = mm.find_match(duel(1), ms(0)).unwrap();
+    let _b = mm.find_match(duel(2), ms(0)).unwrap();
+    mm.tick(ms(0));
+    let m = a.try_result().unwrap().unwrap();
+    let mut latency = LatencyMatrix::default();
+    for x in [KR, JP, SG] {
+        latency.set(x, x, ms(8));
+    }
+    let mut cfg = PlannerConfig::default();
+    cfg.max_sessions = 1;
+    let mut f = RegionFailover::new(HealthPolicy::default(), cfg, latency).unwrap();
+    for x in [KR, JP, SG] {
+        f.add_region(ms(0), x).unwrap();
+    }
+    let info = |_| Some((KR, ms(100)));
+    assert_eq!(f.handle_match(&m, info), Err(FailoverError::TooManySessions));
+    assert_eq!(f.planner().session_count(), 1);
+    assert_eq!(f.stats().sessions_placed, 1, "the registered session is counted");
+    assert_eq!(f.stats().rejected, 1);
+    // Players it does not know are skipped, not refused.
+    let mut g =
+        RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), LatencyMatrix::default())
+            .unwrap();
+    g.add_region(ms(0), m.region()).unwrap();
+    assert_eq!(g.handle_match(&m, |_| None), Ok(0));
+    assert_eq!(g.handle_match(&m, info), Ok(2));
+    assert_eq!(g.stats().sessions_placed, 2);
+}

@@ -264,7 +264,13 @@ impl RegionFailover {
                 origin,
                 latency_limit,
             };
-            self.planner.handle_session_placed(session).map_err(|e| self.reject(e))?;
+            if let Err(e) = self.planner.handle_session_placed(session) {
+                // The sessions registered before the refused one stay registered: count them
+                // and pass on their decisions.
+                self.stats.sessions_placed += placed as u64;
+                self.drain_planner();
+                return Err(self.reject(e));
+            }
             placed += 1;
         }
         self.stats.sessions_placed += placed as u64;
