@@ -728,3 +728,48 @@ fn handle_match_counts_the_sessions_registered_before_a_refusal() {
     assert_eq!(g.handle_match(&m, info), Ok(2));
     assert_eq!(g.stats().sessions_placed, 2);
 }
+
+#[test]
+fn a_late_heartbeat_still_counts_the_silence_it_ends() {
+    let kr = r("kr");
+    let mut h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    // 1.6 s of silence with no tick in between: the region was Down for that time.
+    h.handle_heartbeat(ms(1600), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    let t = h.poll_transition().unwrap();
+    assert_eq!((t.from, t.to, t.at), (RegionHealth::Healthy, RegionHealth::Down, ms(1600)));
+    // The same as a caller that ticked would see; recovery after the 2 s hold of steady
+    // heartbeats.
+    for t in (1850..=3350).step_by(250) {
+        h.handle_heartbeat(ms(t), kr).unwrap();
+    }
+    h.handle_heartbeat(ms(3599), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    h.handle_heartbeat(ms(3600), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Healthy));
+    // A heartbeat within the degraded threshold changes nothing.
+    h.handle_heartbeat(ms(4000), kr).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Healthy));
+    assert!(h.poll_transition().is_some() && h.poll_transition().is_none());
+}
+
+#[test]
+fn repeated_inputs_are_idempotent() {
+    let (mut p, [kr, jp, _sg]) = planner();
+    p.handle_health(ms(1), kr, RegionHealth::Down).unwrap();
+    let first = drain(&mut p);
+    p.handle_health(ms(2), kr, RegionHealth::Down).unwrap();
+    assert!(drain(&mut p).is_empty(), "a second Down changes nothing");
+    assert_eq!(first.iter().filter(|d| matches!(d, FailoverDecision::RegionDown { .. })).count(), 1);
+    assert_eq!(p.stats().regions_down, 1);
+    p.handle_health(ms(3), kr, RegionHealth::Healthy).unwrap();
+    p.handle_health(ms(4), kr, RegionHealth::Healthy).unwrap();
+    assert_eq!(drain(&mut p), vec![FailoverDecision::AwaitingCatchUp { region: kr }]);
+    p.handle_drain(jp, true).unwrap();
+    let n = p.stats().route_changes;
+    p.handle_drain(jp, true).unwrap();
+    assert_eq!(p.stats().route_changes, n);
+    let h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
+    assert_eq!(h.poll_timeout(), None, "no regions, no timers");
+}

@@ -197,9 +197,13 @@ impl RegionHealthTracker {
         self.stats
     }
 
-    /// A data-plane heartbeat from `region` arrived.
+    /// A data-plane heartbeat from `region` arrived. The silence it ends counts first: a
+    /// heartbeat after `down_after_silence` of silence finds the region Down (and it then needs
+    /// the `recovery_hold`) even when no [`RegionHealthTracker::handle_timeout`] ran in between.
     pub fn handle_heartbeat(&mut self, now: Duration, region: RegionId) -> Result<(), FailoverError> {
         let now = self.clamp(now);
+        self.signals(region)?;
+        self.evaluate(now);
         let s = self.signals(region)?;
         s.last_heartbeat = s.last_heartbeat.max(now);
         self.stats.heartbeats += 1;
