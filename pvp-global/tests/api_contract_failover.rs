@@ -773,3 +773,71 @@ fn repeated_inputs_are_idempotent() {
     let h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
     assert_eq!(h.poll_timeout(), None, "no regions, no timers");
 }
+
+#[test]
+fn live_regions_are_sorted_like_region_ids() {
+    let mut c = LocalCoordinator::default();
+    let l = c.grant_lease(ms(0), Duration::from_secs(5)).unwrap();
+    let names = ["sg", "kr", "a", "a-", "a_", "jp", "z9", "0"];
+    for n in names {
+        c.announce_region(ms(0), r(n), l).unwrap();
+    }
+    let mut want: Vec<RegionId> = names.iter().map(|n| r(n)).collect();
+    want.sort();
+    assert_eq!(c.live_regions(ms(1)).unwrap(), want);
+}
+
+#[test]
+fn the_only_returning_region_is_restored_only_after_a_fresh_progress_report() {
+    use pvp_global::coord::Change;
+    use pvp_global::failover::SyncProgress;
+
+    let regions = ["kr", "jp", "sg"].map(r);
+    let [kr, jp, sg] = regions;
+    let mut latency = LatencyMatrix::default();
+    for x in regions {
+        latency.set(x, x, ms(8));
+    }
+    let mut f = RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), latency).unwrap();
+    for x in regions {
+        f.add_region(ms(0), x).unwrap();
+    }
+    let change = |rev, kind| Change { revision: rev, kind };
+    for (i, x) in regions.into_iter().enumerate() {
+        assert!(f.handle_change(ms(100), &change(i as u64, ChangeKind::RegionDown(x))));
+    }
+    for x in regions {
+        assert_eq!(f.availability(x), Some(RegionAvailability::Down));
+        assert_eq!(f.route(x, Duration::MAX), None);
+    }
+    // A report from before kr returned proves nothing.
+    let report = |at| SyncProgress { region: kr, at, head: 7, peers: Vec::new() };
+    f.handle_sync_progress(ms(150), report(ms(150))).unwrap();
+    assert!(f.handle_change(ms(200), &change(10, ChangeKind::RegionUp(kr))));
+    let mut t = 200;
+    while f.availability(kr) == Some(RegionAvailability::Down) && t <= 10_000 {
+        f.handle_heartbeat(ms(t), kr).unwrap();
+        f.handle_timeout(ms(t));
+        t += 250;
+    }
+    assert_eq!(f.availability(kr), Some(RegionAvailability::CatchingUp));
+    let since = f.catch_up(kr).unwrap().since;
+    assert!(since >= ms(2200), "not before the 2 s hold: {since:?}");
+    assert!(f.catch_up(kr).unwrap().waiting_on.contains(&kr));
+    f.handle_timeout(ms(t + 1000));
+    assert_eq!(f.availability(kr), Some(RegionAvailability::CatchingUp));
+    assert_eq!(f.route(kr, Duration::MAX), None);
+    // A stale report (read before the return) still does not open the gate.
+    f.handle_sync_progress(ms(t + 1000), report(since - ms(1))).unwrap();
+    assert_eq!(f.availability(kr), Some(RegionAvailability::CatchingUp));
+    f.handle_sync_progress(ms(t + 1000), report(since)).unwrap();
+    assert_eq!(f.availability(kr), Some(RegionAvailability::Serving));
+    assert!(f.catch_up(kr).is_none());
+    assert_eq!(f.route(kr, Duration::MAX), Some(kr));
+    assert_eq!(f.route(jp, Duration::MAX), None, "no latency known from jp");
+    assert_eq!(f.availability(sg), Some(RegionAvailability::Down));
+    assert_eq!(f.stats().catch_ups_started, 1);
+    assert_eq!(f.stats().catch_ups_completed, 1);
+    let foreign = SyncProgress { region: r("xx"), at: ms(0), head: 0, peers: Vec::new() };
+    assert_eq!(f.handle_sync_progress(ms(t + 1001), foreign), Err(FailoverError::UnknownRegion(r("xx"))));
+}
