@@ -841,3 +841,40 @@ fn the_only_returning_region_is_restored_only_after_a_fresh_progress_report() {
     let foreign = SyncProgress { region: r("xx"), at: ms(0), head: 0, peers: Vec::new() };
     assert_eq!(f.handle_sync_progress(ms(t + 1001), foreign), Err(FailoverError::UnknownRegion(r("xx"))));
 }
+
+#[test]
+fn driving_by_poll_timeout_alone_sees_every_threshold_on_time() {
+    let kr = r("kr");
+    let mut h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let Some(t) = h.poll_timeout() else { break };
+        h.handle_timeout(t);
+        seen.extend(std::iter::from_fn(|| h.poll_transition()).map(|x| (x.to, x.at)));
+        if h.health(kr) == Some(RegionHealth::Down) {
+            break;
+        }
+    }
+    assert_eq!(seen, [(RegionHealth::Degraded, ms(750)), (RegionHealth::Down, ms(1500))]);
+}
+
+#[test]
+fn errors_age_out_after_two_windows_then_the_hold_applies() {
+    let kr = r("kr");
+    let mut h = RegionHealthTracker::new(HealthPolicy::default()).unwrap();
+    h.add_region(ms(0), kr).unwrap();
+    h.handle_requests(ms(10), kr, 0, 100).unwrap();
+    assert_eq!(h.health(kr), Some(RegionHealth::Down));
+    let mut healthy_at = None;
+    for t in (250..=8000).step_by(250) {
+        h.handle_heartbeat(ms(t), kr).unwrap();
+        if healthy_at.is_none() && h.health(kr) == Some(RegionHealth::Healthy) {
+            healthy_at = Some(t);
+        }
+    }
+    // Failures at 10 ms count in their window (0..2 s) and the next (2..4 s); from 4 s the
+    // region looks healthy, and after the 2 s hold it is.
+    assert_eq!(healthy_at, Some(6000));
+    assert_eq!(h.stats().downs, 1);
+}
