@@ -878,3 +878,71 @@ fn errors_age_out_after_two_windows_then_the_hold_applies() {
     assert_eq!(healthy_at, Some(6000));
     assert_eq!(h.stats().downs, 1);
 }
+
+#[test]
+fn a_waiting_change_feed_is_woken_by_tick_when_a_lease_expires() {
+    use pvp_global::coord::ChangeFeed;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let clock = ManualClock::default();
+    let coord = SharedLocalCoordinator::new(LocalCoordinator::default(), clock.clone());
+    let kr = r("kr");
+    let l = block_on(coord.grant_lease(Duration::from_secs(1))).unwrap();
+    block_on(coord.announce_region(kr, l)).unwrap();
+    let mut feed = block_on(coord.watch(WatchScope::Regions)).unwrap();
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(Arc::clone(&count));
+    let mut cx = Context::from_waker(&waker);
+    {
+        let mut next = std::pin::pin!(feed.next_change());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(coord.next_deadline(), Some(Duration::from_secs(1)));
+        clock.advance(ms(999));
+        coord.tick();
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "nothing expired yet");
+        clock.advance(ms(1));
+        coord.tick();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        match next.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(c)) => assert_eq!(c.kind, ChangeKind::RegionDown(kr)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(coord.next_deadline(), None);
+    assert_eq!(coord.stats().leases_expired, 1);
+    // Dropping the feed cancels its watch (its slot is free again).
+    drop(feed);
+    let mut cfg = LocalCoordinatorConfig::default();
+    cfg.max_watchers = 1;
+    let one = SharedLocalCoordinator::new(LocalCoordinator::new(cfg), clock.clone());
+    let first = block_on(one.watch(WatchScope::Leaders)).unwrap();
+    assert!(matches!(block_on(one.watch(WatchScope::Leaders)), Err(CoordError::CapacityExceeded(_))));
+    drop(first);
+    assert!(block_on(one.watch(WatchScope::Leaders)).is_ok());
+}
+
+#[test]
+fn manual_clock_saturates_and_never_goes_back() {
+    use pvp_global::coord::Clock;
+    let clock = ManualClock::default();
+    let other = clock.clone();
+    clock.set(ms(500));
+    clock.set(ms(100));
+    assert_eq!(other.now(), ms(500));
+    clock.advance(Duration::MAX);
+    clock.advance(ms(1));
+    assert_eq!(other.now(), Duration::from_nanos(u64::MAX));
+    // A coordinator at the end of the clock still grants and expires leases without overflow.
+    let coord = SharedLocalCoordinator::new(LocalCoordinator::default(), clock.clone());
+    let l = block_on(coord.grant_lease(Duration::from_secs(1))).unwrap();
+    assert!(coord.lease_believed_valid(l));
+    assert!(block_on(coord.keep_alive(l)).is_ok());
+}
