@@ -108,6 +108,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
             if config.region_index(region).is_none() {
                 return Err(CliError::BadValue { option: "--region", value: region.to_string() });
             }
+            for (i, p) in peers.iter().enumerate() {
+                // A peer in no region of the config, in this process's own region, or named
+                // twice is a typo that would otherwise be ignored without a word.
+                if p.0 == region || config.region_index(p.0).is_none() || peers[..i].iter().any(|q| q.0 == p.0) {
+                    return Err(CliError::BadValue { option: "--peers", value: format!("{}={}", p.0, p.1) });
+                }
+            }
             for r in &config.regions {
                 if r.id != region && !peers.iter().any(|p| p.0 == r.id) {
                     return Err(CliError::MissingValue("--peers (every other region's sync address)"));
