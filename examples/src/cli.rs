@@ -111,7 +111,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
             for (i, p) in peers.iter().enumerate() {
                 // A peer in no region of the config, in this process's own region, or named
                 // twice is a typo that would otherwise be ignored without a word.
-                if p.0 == region || config.region_index(p.0).is_none() || peers[..i].iter().any(|q| q.0 == p.0) {
+                if p.0 == region
+                    || config.region_index(p.0).is_none()
+                    || peers[..i].iter().any(|q| q.0 == p.0)
+                {
                     return Err(CliError::BadValue { option: "--peers", value: format!("{}={}", p.0, p.1) });
                 }
             }

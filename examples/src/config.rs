@@ -56,7 +56,8 @@ pub struct RegionSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
-    /// Bots (players) in the whole session, 1..=[`MAX_PLAYERS`].
+    /// Bots (players) in the whole session: at least one match's worth (`2 * team_size`), at
+    /// most [`MAX_PLAYERS`].
     pub players: u32,
     /// How long the session runs, in seconds (0 = until Ctrl-C; at most [`MAX_SECS`]).
     pub duration_secs: f64,
@@ -203,6 +204,10 @@ impl SessionConfig {
         if self.team_size == 0 || self.team_size > 6 {
             return bad("team_size", "must be within 1..=6");
         }
+        if self.players < self.match_players() {
+            // Fewer bots than one match needs: no match could ever form.
+            return bad("players", "must be at least the players of one match (2 * team_size)");
+        }
         if self.connect_timeout_ms == 0 || self.connect_timeout_ms > MAX_MS {
             return bad("connect_timeout_ms", "must be within 1..=3600000 (one hour)");
         }
@@ -221,8 +226,13 @@ impl SessionConfig {
                 "must be within 1..=3600000 (one hour)",
             );
         }
-        if !(self.progress_interval_secs.is_finite() && (0.0..=MAX_SECS).contains(&self.progress_interval_secs)) {
-            return bad("progress_interval_secs", "must be a number of seconds within 0..=31536000 (one year)");
+        if !(self.progress_interval_secs.is_finite()
+            && (0.0..=MAX_SECS).contains(&self.progress_interval_secs))
+        {
+            return bad(
+                "progress_interval_secs",
+                "must be a number of seconds within 0..=31536000 (one year)",
+            );
         }
         if !self.metrics_addr.is_empty() && self.metrics_addr.parse::<SocketAddr>().is_err() {
             return bad("metrics_addr", "must be an address such as 127.0.0.1:9464, or empty");

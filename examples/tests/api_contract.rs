@@ -67,6 +67,8 @@ fn unknown_and_mistyped_fields_are_toml_errors() {
 fn out_of_range_values_name_their_field() {
     let cases: &[(&str, &str)] = &[
         ("players = 0", "players"),
+        ("players = 1", "players"),
+        ("players = 9\nteam_size = 5", "players"),
         ("duration_secs = -1.0", "duration_secs"),
         ("duration_secs = nan", "duration_secs"),
         ("duration_secs = inf", "duration_secs"),
@@ -124,7 +126,7 @@ fn regions_must_know_each_other() {
 
 #[test]
 fn bots_split_sums_to_players_for_odd_shares() {
-    for players in [1, 2, 3, 7, 1_000, 99_999] {
+    for players in [2, 3, 7, 1_000, 99_999] {
         for shares in [[1.0, 1.0, 1.0], [0.0, 0.0, 5.0], [1e-300, 1.0, 1e300], [0.1, 0.2, 0.3]] {
             let mut c = SessionConfig { players, ..SessionConfig::default() };
             for (r, s) in c.regions.iter_mut().zip(shares) {
@@ -181,7 +183,10 @@ fn duration_flag_edge_cases() {
     }
     for v in ["abc", "", "30s", "1,5"] {
         let r = cli::parse(args(&["--duration", v]));
-        assert!(matches!(&r, Err(CliError::BadValue { option: "--duration", value }) if value == v), "{v}: {r:?}");
+        assert!(
+            matches!(&r, Err(CliError::BadValue { option: "--duration", value }) if value == v),
+            "{v}: {r:?}"
+        );
     }
     assert!(matches!(cli::parse(args(&["--duration"])), Err(CliError::MissingValue("--duration"))));
 }
@@ -194,8 +199,10 @@ fn players_flag_edge_cases() {
     }
     assert_eq!(cli_invalid_field(cli::parse(args(&["--players", "0"]))), "players");
     assert_eq!(cli_invalid_field(cli::parse(args(&["--players", "4294967295"]))), "players");
-    let Command::Run(c, _) = cli::parse(args(&["--players", "1"])).unwrap() else { panic!("a run") };
-    assert_eq!(c.players, 1);
+    // Fewer bots than one duel could never play.
+    assert_eq!(cli_invalid_field(cli::parse(args(&["--players", "1"]))), "players");
+    let Command::Run(c, _) = cli::parse(args(&["--players", "2"])).unwrap() else { panic!("a run") };
+    assert_eq!(c.players, 2);
 }
 
 #[test]
@@ -246,7 +253,14 @@ fn multi_process_flags_refuse_unknown_regions_and_bad_peers() {
     ]));
     assert!(matches!(r, Err(CliError::BadValue { option: "--region", .. })), "{r:?}");
     // Not a region id at all.
-    let r = cli::parse(args(&["--region", "THIS IS NOT AN ID", "--sync", "127.0.0.1:1", "--control", "127.0.0.1:2"]));
+    let r = cli::parse(args(&[
+        "--region",
+        "THIS IS NOT AN ID",
+        "--sync",
+        "127.0.0.1:1",
+        "--control",
+        "127.0.0.1:2",
+    ]));
     assert!(matches!(r, Err(CliError::BadValue { option: "--region", .. })), "{r:?}");
     // Garbage peer lists.
     for p in ["jp", "jp=", "jp=nowhere", "=127.0.0.1:1", "jp=127.0.0.1:7102;sg=127.0.0.1:7103"] {
@@ -265,7 +279,10 @@ fn multi_process_flags_refuse_unknown_regions_and_bad_peers() {
     // Missing pieces of the multi-process set.
     assert!(matches!(multi(&["--peers", "jp=127.0.0.1:7102"]), Err(CliError::MissingValue(_))));
     assert!(matches!(cli::parse(args(&["--sync", "127.0.0.1:1"])), Err(CliError::MissingValue(_))));
-    assert!(matches!(cli::parse(args(&["--sync", "nope"])), Err(CliError::BadValue { option: "--sync", .. })));
+    assert!(matches!(
+        cli::parse(args(&["--sync", "nope"])),
+        Err(CliError::BadValue { option: "--sync", .. })
+    ));
     assert!(matches!(
         cli::parse(args(&["--control", "127.0.0.1"])),
         Err(CliError::BadValue { option: "--control", .. })
@@ -513,7 +530,16 @@ fn binaries_refuse_bad_flags_with_a_message_and_exit_2() {
     // chaos-failover runs every region itself.
     let (code, _, err) = run_bin(
         CF,
-        &["--region", "kr", "--sync", "127.0.0.1:1", "--control", "127.0.0.1:2", "--peers", "jp=127.0.0.1:3,sg=127.0.0.1:4"],
+        &[
+            "--region",
+            "kr",
+            "--sync",
+            "127.0.0.1:1",
+            "--control",
+            "127.0.0.1:2",
+            "--peers",
+            "jp=127.0.0.1:3,sg=127.0.0.1:4",
+        ],
         quick,
     );
     assert_eq!(code, Some(2));
