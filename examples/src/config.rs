@@ -44,10 +44,11 @@ pub struct RegionSettings {
     pub display_name: String,
     /// Share of the bots whose home is this region (shares are normalised).
     pub bot_share: f64,
-    /// Round-trip time of the backbone to each other region, in ms (the sync links' proxies
-    /// delay each direction by half of it).
+    /// Round-trip time of the backbone to each other region (every one, and only those), in
+    /// ms (the sync links' proxies delay each direction by half of it).
     pub backbone_rtt_ms: BTreeMap<RegionId, u32>,
-    /// Round-trip time from this region's players to each region's servers, in ms.
+    /// Round-trip time from this region's players to each region's servers (every one, and
+    /// only those), in ms.
     pub player_rtt_ms: BTreeMap<RegionId, u32>,
 }
 
@@ -251,6 +252,16 @@ impl SessionConfig {
                 if !r.player_rtt_ms.contains_key(&other.id) {
                     return bad("regions.player_rtt_ms", "must list every region");
                 }
+                if other.id != r.id && !r.backbone_rtt_ms.contains_key(&other.id) {
+                    return bad("regions.backbone_rtt_ms", "must list every other region");
+                }
+            }
+            // An entry for a region the session lacks is a typo that would be ignored.
+            if r.player_rtt_ms.keys().any(|id| self.region_index(*id).is_none()) {
+                return bad("regions.player_rtt_ms", "names a region that is not in `regions`");
+            }
+            if r.backbone_rtt_ms.keys().any(|id| *id == r.id || self.region_index(*id).is_none()) {
+                return bad("regions.backbone_rtt_ms", "must name only the other regions of `regions`");
             }
         }
         if self.regions.iter().map(|r| r.bot_share).sum::<f64>() <= 0.0 {

@@ -561,3 +561,30 @@ fn a_tiny_run_exits_zero_with_a_report() {
         let _ = std::fs::remove_file(s);
     }
 }
+
+#[test]
+fn latency_tables_name_only_known_regions_and_cover_every_peer() {
+    let us: RegionId = "us".parse().unwrap();
+    let mut c = SessionConfig::default();
+    c.regions[0].player_rtt_ms.insert(us, 150);
+    assert!(
+        matches!(c.validate(), Err(ConfigError::Invalid { field: "regions.player_rtt_ms", .. })),
+        "{c:?}"
+    );
+    let mut c = SessionConfig::default();
+    c.regions[0].backbone_rtt_ms.insert(us, 150);
+    assert!(matches!(c.validate(), Err(ConfigError::Invalid { field: "regions.backbone_rtt_ms", .. })));
+    let mut c = SessionConfig::default();
+    let kr = c.regions[0].id;
+    c.regions[0].backbone_rtt_ms.insert(kr, 1);
+    assert!(matches!(c.validate(), Err(ConfigError::Invalid { field: "regions.backbone_rtt_ms", .. })));
+    let mut c = SessionConfig::default();
+    c.regions[2].backbone_rtt_ms.clear();
+    assert!(matches!(c.validate(), Err(ConfigError::Invalid { field: "regions.backbone_rtt_ms", .. })));
+    // One region needs no backbone at all.
+    let mut c = SessionConfig::default();
+    c.regions.truncate(1);
+    c.regions[0].backbone_rtt_ms.clear();
+    c.regions[0].player_rtt_ms.retain(|id, _| *id == kr);
+    c.validate().unwrap();
+}
