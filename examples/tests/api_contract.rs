@@ -153,6 +153,13 @@ fn config_file_errors_are_typed() {
     let r = cli::parse(args(&["--config", bad.to_str().unwrap()]));
     let _ = std::fs::remove_file(&bad);
     assert!(matches!(r, Err(CliError::Config(ConfigError::Toml(_)))), "{r:?}");
+    // Help wins over a config that would be refused; a second config is refused, not ignored.
+    assert_eq!(cli::parse(args(&["--config", missing.to_str().unwrap(), "--help"])).unwrap(), Command::Help);
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/multi-region.toml");
+    let Command::Run(c, _) = cli::parse(args(&["--config", shipped])).unwrap() else { panic!("a run") };
+    assert_eq!(*c, SessionConfig::default());
+    let r = cli::parse(args(&["--config", shipped, "--config", "other.toml"]));
+    assert!(matches!(&r, Err(CliError::BadValue { value, .. }) if value == "other.toml"), "{r:?}");
 }
 
 #[test]
