@@ -59,13 +59,23 @@ multi-process mode (one region per process; all processes use the same config):
   --control ADDR     where the matchmaking leader listens (TCP), such as 127.0.0.1:7100
   --leader           this process is the matchmaking leader";
 
-/// Parses `args` (without the program name): `--config` first, then the other options
-/// override the file's values.
+/// Parses `args` (without the program name): `-h`/`--help` anywhere asks for the help text;
+/// else `--config` (at most once) first, then the other options override the file's values.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError> {
     let args: Vec<String> = args.into_iter().collect();
+    // Help wins over every other argument, even a config file that would be refused.
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Command::Help);
+    }
     let mut config = SessionConfig::default();
-    if let Some(i) = args.iter().position(|a| a == "--config") {
+    let mut configs = args.iter().enumerate().filter(|(_, a)| *a == "--config").map(|(i, _)| i);
+    if let Some(i) = configs.next() {
         let path = args.get(i + 1).ok_or(CliError::MissingValue("--config"))?;
+        if let Some(j) = configs.next() {
+            // A second file would be ignored: say so rather than run with the first.
+            let value = args.get(j + 1).cloned().unwrap_or_default();
+            return Err(CliError::BadValue { option: "--config (given twice)", value });
+        }
         config = SessionConfig::from_file(&PathBuf::from(path))?;
     }
     let mut region: Option<RegionId> = None;
@@ -107,6 +117,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
         (Some(region), Some(sync_addr), Some(control_addr)) => {
             if config.region_index(region).is_none() {
                 return Err(CliError::BadValue { option: "--region", value: region.to_string() });
+            }
+            for (i, p) in peers.iter().enumerate() {
+                // A peer in no region of the config, in this process's own region, or named
+                // twice is a typo that would otherwise be ignored without a word.
+                if p.0 == region
+                    || config.region_index(p.0).is_none()
+                    || peers[..i].iter().any(|q| q.0 == p.0)
+                {
+                    return Err(CliError::BadValue { option: "--peers", value: format!("{}={}", p.0, p.1) });
+                }
             }
             for r in &config.regions {
                 if r.id != region && !peers.iter().any(|p| p.0 == r.id) {

@@ -44,10 +44,11 @@ pub struct RegionSettings {
     pub display_name: String,
     /// Share of the bots whose home is this region (shares are normalised).
     pub bot_share: f64,
-    /// Round-trip time of the backbone to each other region, in ms (the sync links' proxies
-    /// delay each direction by half of it).
+    /// Round-trip time of the backbone to each other region (every one, and only those), in
+    /// ms (the sync links' proxies delay each direction by half of it).
     pub backbone_rtt_ms: BTreeMap<RegionId, u32>,
-    /// Round-trip time from this region's players to each region's servers, in ms.
+    /// Round-trip time from this region's players to each region's servers (every one, and
+    /// only those), in ms.
     pub player_rtt_ms: BTreeMap<RegionId, u32>,
 }
 
@@ -56,9 +57,10 @@ pub struct RegionSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
-    /// Bots (players) in the whole session.
+    /// Bots (players) in the whole session: at least one match's worth (`2 * team_size`), at
+    /// most [`MAX_PLAYERS`].
     pub players: u32,
-    /// How long the session runs, in seconds (0 = until Ctrl-C).
+    /// How long the session runs, in seconds (0 = until Ctrl-C; at most [`MAX_SECS`]).
     pub duration_secs: f64,
     /// Seed of every random choice (bot ratings, jitter, outcomes, proxy loss).
     pub seed: u64,
@@ -68,10 +70,11 @@ pub struct SessionConfig {
     pub match_ticks: u32,
     /// Players per team (1 = duels, 5 = 5v5).
     pub team_size: u8,
-    /// Pause of a bot between the end of a match and its next ticket, in ms.
+    /// Pause of a bot between the end of a match and its next ticket, in ms (at most
+    /// [`MAX_MS`]).
     pub think_time_ms: u64,
     /// A player who has not connected this long after the match formed is dropped from it; a
-    /// bot that hears nothing from its server this long requeues, in ms.
+    /// bot that hears nothing from its server this long requeues, in ms (at most [`MAX_MS`]).
     pub connect_timeout_ms: u64,
     /// Highest RTT a player accepts to the match's region, in ms.
     pub max_latency_ms: u32,
@@ -79,7 +82,7 @@ pub struct SessionConfig {
     pub player_jitter_ms: u32,
     /// Time between two matchmaking passes, in ms.
     pub matchmaking_interval_ms: u64,
-    /// Time between two progress lines, in seconds (0 = none).
+    /// Time between two progress lines, in seconds (0 = none; at most [`MAX_SECS`]).
     pub progress_interval_secs: f64,
     /// Where `/metrics` is served (`127.0.0.1:0` picks a free port; empty = not served).
     pub metrics_addr: String,
@@ -101,6 +104,16 @@ pub struct SessionConfig {
     /// The regions.
     pub regions: Vec<RegionSettings>,
 }
+
+/// Most bots a session runs (each region's player ids live in a block of
+/// [`PLAYER_ID_STRIDE`](crate::bots::PLAYER_ID_STRIDE); bots are allocated up front).
+pub const MAX_PLAYERS: u32 = 1_000_000;
+
+/// Longest `duration_secs` and `progress_interval_secs`: one year.
+pub const MAX_SECS: f64 = 365.0 * 24.0 * 3_600.0;
+
+/// Longest of the `*_ms` intervals and timeouts: one hour.
+pub const MAX_MS: u64 = 3_600_000;
 
 fn rid(s: &str) -> RegionId {
     // The reference names are valid ids; a bad one would be a bug caught by every test.
@@ -177,11 +190,11 @@ impl SessionConfig {
     /// Checks every range and the fleet the regions make.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, why| Err(ConfigError::Invalid { field, why });
-        if self.players == 0 {
-            return bad("players", "must be at least 1");
+        if self.players == 0 || self.players > MAX_PLAYERS {
+            return bad("players", "must be within 1..=1000000");
         }
-        if !(self.duration_secs.is_finite() && self.duration_secs >= 0.0) {
-            return bad("duration_secs", "must be a finite number >= 0");
+        if !(self.duration_secs.is_finite() && (0.0..=MAX_SECS).contains(&self.duration_secs)) {
+            return bad("duration_secs", "must be a number of seconds within 0..=31536000 (one year)");
         }
         if self.tick_rate_hz == 0 || self.tick_rate_hz > 1_000 {
             return bad("tick_rate_hz", "must be within 1..=1000");
@@ -192,17 +205,35 @@ impl SessionConfig {
         if self.team_size == 0 || self.team_size > 6 {
             return bad("team_size", "must be within 1..=6");
         }
-        if self.connect_timeout_ms == 0 {
-            return bad("connect_timeout_ms", "must be positive");
+        if self.players < self.match_players() {
+            // Fewer bots than one match needs: no match could ever form.
+            return bad("players", "must be at least the players of one match (2 * team_size)");
+        }
+        if self.connect_timeout_ms == 0 || self.connect_timeout_ms > MAX_MS {
+            return bad("connect_timeout_ms", "must be within 1..=3600000 (one hour)");
+        }
+        if self.think_time_ms > MAX_MS {
+            return bad("think_time_ms", "must be at most 3600000 (one hour)");
         }
         if self.max_latency_ms == 0 {
             return bad("max_latency_ms", "must be positive");
         }
-        if self.matchmaking_interval_ms == 0 || self.sync_flush_ms == 0 || self.heartbeat_ms == 0 {
-            return bad("matchmaking_interval_ms / sync_flush_ms / heartbeat_ms", "must be positive");
+        if [self.matchmaking_interval_ms, self.sync_flush_ms, self.heartbeat_ms]
+            .iter()
+            .any(|&ms| ms == 0 || ms > MAX_MS)
+        {
+            return bad(
+                "matchmaking_interval_ms / sync_flush_ms / heartbeat_ms",
+                "must be within 1..=3600000 (one hour)",
+            );
         }
-        if !(self.progress_interval_secs.is_finite() && self.progress_interval_secs >= 0.0) {
-            return bad("progress_interval_secs", "must be a finite number >= 0");
+        if !(self.progress_interval_secs.is_finite()
+            && (0.0..=MAX_SECS).contains(&self.progress_interval_secs))
+        {
+            return bad(
+                "progress_interval_secs",
+                "must be a number of seconds within 0..=31536000 (one year)",
+            );
         }
         if !self.metrics_addr.is_empty() && self.metrics_addr.parse::<SocketAddr>().is_err() {
             return bad("metrics_addr", "must be an address such as 127.0.0.1:9464, or empty");
@@ -221,6 +252,16 @@ impl SessionConfig {
                 if !r.player_rtt_ms.contains_key(&other.id) {
                     return bad("regions.player_rtt_ms", "must list every region");
                 }
+                if other.id != r.id && !r.backbone_rtt_ms.contains_key(&other.id) {
+                    return bad("regions.backbone_rtt_ms", "must list every other region");
+                }
+            }
+            // An entry for a region the session lacks is a typo that would be ignored.
+            if r.player_rtt_ms.keys().any(|id| self.region_index(*id).is_none()) {
+                return bad("regions.player_rtt_ms", "names a region that is not in `regions`");
+            }
+            if r.backbone_rtt_ms.keys().any(|id| *id == r.id || self.region_index(*id).is_none()) {
+                return bad("regions.backbone_rtt_ms", "must name only the other regions of `regions`");
             }
         }
         if self.regions.iter().map(|r| r.bot_share).sum::<f64>() <= 0.0 {
@@ -282,9 +323,10 @@ impl SessionConfig {
         u32::from(self.team_size) * 2
     }
 
-    /// Time between two game ticks.
+    /// Time between two game ticks (a `tick_rate_hz` of 0, which `validate` refuses, counts
+    /// as 1).
     pub fn tick_interval(&self) -> Duration {
-        Duration::from_secs(1) / self.tick_rate_hz
+        Duration::from_secs(1) / self.tick_rate_hz.max(1)
     }
 
     /// How many bots live in each region (same order as `regions`), summing to `players`.

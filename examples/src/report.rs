@@ -237,3 +237,55 @@ impl std::fmt::Display for Report {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_run_formats_without_figures() {
+        let r = Report {
+            duration: Duration::ZERO,
+            players: 0,
+            driver: "epoll".into(),
+            regions: Vec::new(),
+            matches_made: 0,
+            matches_finished: 0,
+            cross_region_matches: 0,
+            net_rtt_p50_us: None,
+            net_rtt_p99_us: None,
+            player_rtt_p50_us: None,
+            player_rtt_p99_us: None,
+            mm_wait_p50_ms: None,
+            mm_wait_p99_ms: None,
+            sync_lag_p50_ms: None,
+            sync_lag_p99_ms: None,
+            over_latency_limit: 0,
+            slo: vec![SloLine { name: "availability".into(), budget_remaining: None, firing: 0 }],
+            converged: true,
+            lost_results: 0,
+            crashed_matches: 0,
+            players_replaced: 0,
+            ratings_updated: 0,
+            leaderboard_moves: 0,
+            errors: 0,
+            connect_failures: 0,
+            no_show_matches: 0,
+            drained: true,
+            snapshots: Vec::new(),
+            leaderboard_top: Vec::new(),
+            reconnect_offers: 0,
+            bans_committed: 0,
+            bans_failed: 0,
+        };
+        assert_eq!(r.matches_per_sec(), 0.0);
+        let text = r.to_string();
+        assert!(text.contains("made 0, finished 0 (0.0/s)"), "{text}");
+        assert!(text.contains("network RTT         p50 -, p99 -"), "{text}");
+        assert!(text.contains("budget left no data"), "{text}");
+        assert!(
+            !text.contains("NaN") && !text.contains("inf") && !text.contains("leaderboard top 5"),
+            "{text}"
+        );
+    }
+}

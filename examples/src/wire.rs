@@ -69,9 +69,9 @@ impl<'a> GamePacket<'a> {
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], WireError> {
         Ok(postcard::to_slice(self, buf)?)
     }
-    /// Decodes received bytes.
+    /// Decodes received bytes (the whole datagram: trailing bytes make it malformed).
     pub fn decode(bytes: &'a [u8]) -> Result<Self, WireError> {
-        Ok(postcard::from_bytes(bytes)?)
+        exact(postcard::take_from_bytes(bytes)?)
     }
 }
 
@@ -136,10 +136,15 @@ impl SyncMessage {
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
         Ok(postcard::to_allocvec(self)?)
     }
-    /// Decodes received bytes.
+    /// Decodes received bytes (the whole datagram: trailing bytes make it malformed).
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        Ok(postcard::from_bytes(bytes)?)
+        exact(postcard::take_from_bytes(bytes)?)
     }
+}
+
+/// A decoded value, refused when bytes are left over after it.
+fn exact<T>((value, rest): (T, &[u8])) -> Result<T, WireError> {
+    if rest.is_empty() { Ok(value) } else { Err(WireError(postcard::Error::DeserializeBadEncoding)) }
 }
 
 #[cfg(test)]
