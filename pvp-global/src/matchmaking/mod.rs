@@ -117,7 +117,8 @@ pub struct MatchmakingConfig {
     /// Match ids are `match_id_base + n`; give each matchmaker instance its own base.
     pub match_id_base: u64,
     /// Most results kept for [`GlobalMatchmaking::poll_match`]; older ones are dropped
-    /// (counted) when the driver does not poll.
+    /// (counted) when the driver does not poll. `0` keeps none: every result is dropped (and
+    /// counted), and only the handles carry matches.
     pub max_pending_results: usize,
 }
 
@@ -878,7 +879,9 @@ impl GlobalMatchmaking {
             } else {
                 u32::from(bf.mode) << 8 | u32::from(bf.region)
             };
-            let lo_rating = bf.req.rating - self.config.skill_window_max;
+            // The widest window any ticket can have (`skill_window` wins over a smaller max).
+            let widest = self.config.skill_window_max.max(self.config.skill_window);
+            let lo_rating = bf.req.rating - widest;
             let start = cands.partition_point(|c| (c.seg, c.rating) < (seg_lo, lo_rating));
             let end = start.saturating_add(self.config.lookahead.max(1).saturating_mul(4)).min(cands.len());
             for cand in &mut cands[start..end] {
@@ -886,7 +889,7 @@ impl GlobalMatchmaking {
                     break;
                 }
                 let c = *cand;
-                if c.seg != seg_lo || c.rating > bf.req.rating + self.config.skill_window_max {
+                if c.seg != seg_lo || c.rating > bf.req.rating + widest {
                     break;
                 }
                 if c.used || c.size > bf.remaining || c.mask & (1 << bf.region) == 0 {
@@ -951,6 +954,8 @@ impl GlobalMatchmaking {
 
     fn push_result(&mut self, r: MatchResult) {
         if self.config.max_pending_results == 0 {
+            // Nothing is kept for `poll_match`: every result is dropped, and counted as such.
+            self.stats.results_dropped += 1;
             return;
         }
         if self.results.len() >= self.config.max_pending_results {

@@ -39,7 +39,8 @@ impl MatchedPlayer {
     pub fn team(&self) -> u8 {
         self.team
     }
-    /// Matchmaking rating when matched.
+    /// Matchmaking rating when matched, kept to `f32` precision (about 7 significant digits:
+    /// 1500.3 reads back as 1500.30005).
     pub fn rating(&self) -> f64 {
         f64::from(self.rating)
     }
