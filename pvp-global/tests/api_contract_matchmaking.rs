@@ -632,3 +632,71 @@ fn matchmaking_rating_maps_mu_as_documented() {
     book.set(p, r).unwrap();
     assert!((book.matchmaking_rating(p) - (1500.0 + 5.0 * 36.0)).abs() < 1e-9);
 }
+
+#[test]
+fn a_ticket_cancelled_through_its_handle_frees_its_queue_place_at_once() {
+    let cfg = MatchmakingConfig { max_queued_players: 2, ..MatchmakingConfig::default() };
+    let mut mm = mm_with(cfg);
+    let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
+    mm.find_match(duel(2, 9000.0, [10, 40, 80]), T0).unwrap();
+    assert_eq!(mm.find_match(duel(3, 1500.0, [10, 40, 80]), T0).unwrap_err(), RequestError::QueueFull(2));
+    assert!(a.cancel());
+    // Player 1 is no longer queued, so the queue has room for player 3 without a tick.
+    let c = mm.find_match(duel(3, 1500.0, [10, 40, 80]), T0).unwrap();
+    assert_eq!(mm.queued_players(), 2);
+    assert_eq!(mm.stats().cancelled, 1);
+    assert_eq!(mm.stats().rejected.queue_full, 1);
+    tick(&mut mm, T0);
+    assert_eq!(c.try_result(), None, "1500 and 9000 do not meet");
+    assert_eq!(a.try_result(), Some(Err(MatchError::Cancelled)));
+    assert_eq!(mm.stats().cancelled, 1, "counted once");
+}
+
+#[test]
+fn a_cancelled_backfill_is_counted_like_a_cancelled_ticket() {
+    let mut mm = mm();
+    let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
+    mm.find_match(duel(2, 1500.0, [10, 40, 80]), T0).unwrap();
+    tick(&mut mm, T0);
+    let m = matched(&a);
+    let req = BackfillRequest {
+        match_id: m.match_id(),
+        region: m.region(),
+        mode: GameMode::ONE_V_ONE,
+        team: 1,
+        slots: 1,
+        rating: 1500.0,
+    };
+    let bf = mm.backfill(req, T0).unwrap();
+    assert!(bf.cancel());
+    assert!(!bf.cancel());
+    let r = tick(&mut mm, T0);
+    assert_eq!(r.cancelled, 1);
+    assert_eq!(mm.stats().cancelled, 1, "the counter agrees with the tick reports");
+    // Nobody is placed into a cancelled backfill.
+    let c = mm.find_match(duel(3, 1500.0, [10, 40, 80]), T0).unwrap();
+    let r = tick(&mut mm, T0);
+    assert_eq!(r.backfilled_players, 0);
+    assert_eq!(c.try_result(), None);
+    assert_eq!(bf.try_result(), Some(Err(MatchError::Cancelled)));
+}
+
+#[test]
+fn a_party_s_rating_is_its_members_mean() {
+    let two = GameMode { id: pvp_global::matchmaking::GameModeId(2), name: "2v2".into(), team_size: 2, teams: 2 };
+    let cfg = MatchmakingConfig { modes: vec![two.clone()], ..window_config() };
+    let mut mm = mm_with(cfg);
+    let req = |id, r1, mate, r2| {
+        MatchRequest::new(PlayerId::new(id), r1, KR, two.id).latency(KR, ms(10)).party_member(PlayerId::new(mate), r2)
+    };
+    // Means 1500 and 1550: within the 100 window although single ratings differ by 1000.
+    let a = mm.find_match(req(1, 1000.0, 2, 2000.0), T0).unwrap();
+    mm.find_match(req(3, 1550.0, 4, 1550.0), T0).unwrap();
+    // Mean 1700: 200 from the first party, too far at enqueue.
+    let far = mm.find_match(req(5, 1700.0, 6, 1700.0), T0).unwrap();
+    assert_eq!(tick(&mut mm, T0).matches, 1);
+    let m = matched(&a);
+    assert_eq!(ids(&m), vec![1, 2, 3, 4]);
+    assert_eq!(m.rating_spread(), 1000.0);
+    assert_eq!(far.try_result(), None);
+}

@@ -106,7 +106,8 @@ pub struct MatchmakingConfig {
     pub latency_step: Duration,
     /// Tickets older than this end with [`MatchError::TimedOut`]; `None` waits forever.
     pub queue_timeout: Option<Duration>,
-    /// Most queued players (parties count each member); more are refused.
+    /// Most queued players (parties count each member); more are refused. A ticket cancelled
+    /// through its handle gives its place back at once.
     pub max_queued_players: usize,
     /// How far ahead in rating order a ticket looks for partners.
     pub lookahead: usize,
@@ -225,7 +226,7 @@ pub struct MatchmakingStats {
     pub matched_players: u64,
     /// Players placed by backfill.
     pub backfilled_players: u64,
-    /// Tickets cancelled.
+    /// Tickets (and backfill requests) cancelled.
     pub cancelled: u64,
     /// Tickets timed out.
     pub timed_out: u64,
@@ -251,7 +252,7 @@ pub struct TickReport {
     pub backfilled_players: u32,
     /// Tickets timed out.
     pub timed_out: u32,
-    /// Tickets removed after cancellation.
+    /// Tickets (and backfill requests) removed after cancellation through their handles.
     pub cancelled: u32,
 }
 
@@ -497,7 +498,8 @@ impl GlobalMatchmaking {
 
     /// Players queued now (party members included). A ticket cancelled through its
     /// [`MatchHandle`] still counts here until the next [`tick`](Self::tick) (or the next
-    /// [`find_match`](Self::find_match) by one of its players) drops it.
+    /// [`find_match`](Self::find_match) by one of its players, or one that finds the queue
+    /// full) drops it.
     pub fn queued_players(&self) -> usize {
         self.stats.queued_players as usize
     }
@@ -625,6 +627,10 @@ impl GlobalMatchmaking {
                     self.stats.cancelled += 1;
                 }
             }
+        }
+        // Tickets cancelled through their handles no longer hold a place in a full queue.
+        if self.queued_players().saturating_add(req.size()) > self.config.max_queued_players {
+            self.drain_cancels(&mut TickReport::default());
         }
         let (mode, home, lat_us) = match self.check(&req) {
             Ok(v) => v,
@@ -806,7 +812,9 @@ impl GlobalMatchmaking {
         self.cancel_buf = buf;
         let before = self.backfills.len();
         self.backfills.retain(|b| b.slot.is_queued());
-        report.cancelled += (before - self.backfills.len()) as u32;
+        let dropped = before - self.backfills.len();
+        report.cancelled += dropped as u32;
+        self.stats.cancelled += dropped as u64;
     }
 
     fn build_candidates(&mut self, now: Duration, report: &mut TickReport) {
