@@ -700,3 +700,131 @@ fn a_party_s_rating_is_its_members_mean() {
     assert_eq!(m.rating_spread(), 1000.0);
     assert_eq!(far.try_result(), None);
 }
+
+fn five_v_five_match(mm: &mut GlobalMatchmaking) -> MatchResult {
+    let first = mm.find_match(five(1, 1500.0), T0).unwrap();
+    for id in 2..=10 {
+        mm.find_match(five(id, 1500.0), T0).unwrap();
+    }
+    assert_eq!(tick(mm, T0).matches, 1);
+    assert!(mm.poll_match().is_some());
+    matched(&first)
+}
+
+#[test]
+fn backfill_completes_once_every_slot_is_filled_and_lists_every_newcomer() {
+    let mut mm = mm();
+    let m = five_v_five_match(&mut mm);
+    let req = BackfillRequest {
+        match_id: m.match_id(),
+        region: m.region(),
+        mode: GameMode::FIVE_V_FIVE,
+        team: 1,
+        slots: 2,
+        rating: 1500.0,
+    };
+    let bf = mm.backfill(req, T0).unwrap();
+    // A party of three never fits two slots.
+    let trio = mm
+        .find_match(five(20, 1500.0).party_member(PlayerId::new(21), 1500.0).party_member(PlayerId::new(22), 1500.0), T0)
+        .unwrap();
+    let n1 = mm.find_match(five(11, 1500.0), T0).unwrap();
+    let r = tick(&mut mm, secs(1));
+    assert_eq!(r.backfilled_players, 1);
+    assert!(!bf.is_finished(), "one slot still open");
+    let own = matched(&n1);
+    assert!(own.is_backfill());
+    assert_eq!((own.match_id(), own.server(), own.region()), (m.match_id(), m.server(), m.region()));
+    assert_eq!(ids(&own), vec![11]);
+    assert_eq!(own.players()[0].team(), 1);
+    assert_eq!(mm.poll_match().map(|r| ids(&r)), Some(vec![11]));
+    assert_eq!(trio.try_result(), None);
+
+    let n2 = mm.find_match(five(12, 1500.0), secs(1)).unwrap();
+    let r = tick(&mut mm, secs(2));
+    assert_eq!((r.backfilled_players, r.matches), (1, 0));
+    let all = matched(&bf);
+    assert!(all.is_backfill());
+    assert_eq!(ids(&all), vec![11, 12]);
+    assert_eq!(matched(&n2).match_id(), m.match_id());
+    assert_eq!(mm.stats().backfilled_players, 2);
+    // Filled: later players are not added.
+    mm.find_match(five(13, 1500.0), secs(2)).unwrap();
+    assert_eq!(tick(&mut mm, secs(3)).backfilled_players, 0);
+    assert_eq!(bf.try_result(), Some(Ok(all)));
+}
+
+#[test]
+fn a_backfill_ends_cancelled_when_its_match_ends_first() {
+    let mut mm = mm();
+    let m = five_v_five_match(&mut mm);
+    let req = BackfillRequest {
+        match_id: m.match_id(),
+        region: m.region(),
+        mode: GameMode::FIVE_V_FIVE,
+        team: 0,
+        slots: 1,
+        rating: 1500.0,
+    };
+    let bf = mm.backfill(req, T0).unwrap();
+    mm.release_match(m.region(), m.match_id()).unwrap();
+    let late = mm.find_match(five(11, 1500.0), T0).unwrap();
+    let r = tick(&mut mm, secs(1));
+    assert_eq!(r.backfilled_players, 0);
+    assert_eq!(bf.try_result(), Some(Err(MatchError::Cancelled)));
+    assert_eq!(late.try_result(), None, "not placed into an ended match");
+    assert!(mm.is_queued(PlayerId::new(11)));
+}
+
+#[test]
+fn backfill_and_new_matches_in_one_tick_never_share_a_player() {
+    let mut mm = mm();
+    let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
+    mm.find_match(duel(2, 1500.0, [10, 40, 80]), T0).unwrap();
+    tick(&mut mm, T0);
+    let m = matched(&a);
+    let bf = mm
+        .backfill(
+            BackfillRequest {
+                match_id: m.match_id(),
+                region: m.region(),
+                mode: GameMode::ONE_V_ONE,
+                team: 0,
+                slots: 1,
+                rating: 1500.0,
+            },
+            T0,
+        )
+        .unwrap();
+    let hs: Vec<_> = (3..=5).map(|id| mm.find_match(duel(id, 1500.0, [10, 40, 80]), T0).unwrap()).collect();
+    let r = tick(&mut mm, T0);
+    assert_eq!((r.backfilled_players, r.matches, r.matched_players), (1, 1, 2));
+    let filled = matched(&bf);
+    let newcomer = filled.players()[0].player();
+    let fresh: Vec<MatchResult> = hs.iter().map(matched).filter(|r| !r.is_backfill()).collect();
+    assert_eq!(fresh.len(), 2);
+    assert!(fresh.iter().all(|r| r.players().iter().all(|p| p.player() != newcomer)));
+    assert_eq!(mm.queued_players(), 0);
+}
+
+#[test]
+fn a_timed_out_player_may_queue_again() {
+    let cfg = MatchmakingConfig { queue_timeout: Some(secs(2)), ..MatchmakingConfig::default() };
+    let mut mm = mm_with(cfg);
+    let p = PlayerId::new(1);
+    let h = mm
+        .find_match(five(1, 1500.0).party_member(PlayerId::new(2), 1500.0), T0)
+        .unwrap();
+    let r = tick(&mut mm, secs(3));
+    assert_eq!(r.timed_out, 1, "a party is one ticket");
+    assert_eq!(h.try_result(), Some(Err(MatchError::TimedOut)));
+    assert!(!h.cancel());
+    assert!(!mm.is_queued(p) && !mm.is_queued(PlayerId::new(2)));
+    assert_eq!(mm.queued_players(), 0);
+    let again = mm.find_match(five(1, 1500.0), secs(3)).unwrap();
+    // The clock restarts at the new enqueue time.
+    assert_eq!(tick(&mut mm, secs(5)).timed_out, 0);
+    assert_eq!(again.try_result(), None);
+    assert_eq!(tick(&mut mm, secs(5) + ms(1)).timed_out, 1);
+    assert_eq!(mm.stats().timed_out, 2);
+}
