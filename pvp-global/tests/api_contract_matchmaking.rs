@@ -163,7 +163,10 @@ fn queueing_twice_is_a_typed_error_and_requeueing_works_after_every_end() {
     let mut mm = mm();
     let p1 = PlayerId::new(1);
     let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
-    assert_eq!(mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap_err(), RequestError::AlreadyQueued(p1));
+    assert_eq!(
+        mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap_err(),
+        RequestError::AlreadyQueued(p1)
+    );
     // As a party member of someone else's 5v5 request too, in another mode.
     let party = five(9, 1500.0).party_member(p1, 1500.0);
     assert_eq!(mm.find_match(party, T0).unwrap_err(), RequestError::AlreadyQueued(p1));
@@ -198,7 +201,10 @@ fn queueing_twice_is_a_typed_error_and_requeueing_works_after_every_end() {
 fn a_party_cancelled_through_its_handle_frees_every_member() {
     let mut mm = mm();
     let h = mm
-        .find_match(five(1, 1500.0).party_member(PlayerId::new(2), 1500.0).party_member(PlayerId::new(3), 1500.0), T0)
+        .find_match(
+            five(1, 1500.0).party_member(PlayerId::new(2), 1500.0).party_member(PlayerId::new(3), 1500.0),
+            T0,
+        )
         .unwrap();
     assert_eq!(mm.queued_players(), 3);
     assert!(h.cancel());
@@ -324,9 +330,7 @@ fn the_latency_limit_widens_to_its_ceiling_only() {
 fn each_player_s_latency_limit_is_respected_and_inclusive() {
     let mut mm = mm();
     // kr is best for both on worst latency, but player 2's limit is 40 ms: kr (50) is out.
-    let a = mm
-        .find_match(duel(1, 1500.0, [5, 60, 200]).max_latency(ms(100)), T0)
-        .unwrap();
+    let a = mm.find_match(duel(1, 1500.0, [5, 60, 200]).max_latency(ms(100)), T0).unwrap();
     mm.find_match(duel(2, 1500.0, [50, 40, 200]).max_latency(ms(40)), T0).unwrap();
     tick(&mut mm, T0);
     let m = matched(&a);
@@ -375,7 +379,8 @@ fn down_regions_are_never_chosen_and_come_back_when_marked_up() {
         assert_eq!(matched(&a).region(), JP);
     }
     // Only kr acceptable: the pair waits while kr is Down.
-    let only_kr = |id| MatchRequest::new(PlayerId::new(id), 1500.0, KR, GameMode::ONE_V_ONE).latency(KR, ms(5));
+    let only_kr =
+        |id| MatchRequest::new(PlayerId::new(id), 1500.0, KR, GameMode::ONE_V_ONE).latency(KR, ms(5));
     let a = mm.find_match(only_kr(100), T0).unwrap();
     mm.find_match(only_kr(101), T0).unwrap();
     assert_eq!(tick(&mut mm, secs(1)).matches, 0);
@@ -389,9 +394,8 @@ fn down_regions_are_never_chosen_and_come_back_when_marked_up() {
 fn five_v_five_keeps_parties_whole_and_teams_full() {
     let mut mm = mm();
     let p = PlayerId::new;
-    let lead3 = mm
-        .find_match(five(1, 1500.0).party_member(p(2), 1520.0).party_member(p(3), 1480.0), T0)
-        .unwrap();
+    let lead3 =
+        mm.find_match(five(1, 1500.0).party_member(p(2), 1520.0).party_member(p(3), 1480.0), T0).unwrap();
     mm.find_match(five(4, 1500.0).party_member(p(5), 1500.0), T0).unwrap();
     for id in 6..=10 {
         mm.find_match(five(id, 1490.0 + id as f64), T0).unwrap();
@@ -683,11 +687,14 @@ fn a_cancelled_backfill_is_counted_like_a_cancelled_ticket() {
 
 #[test]
 fn a_party_s_rating_is_its_members_mean() {
-    let two = GameMode { id: pvp_global::matchmaking::GameModeId(2), name: "2v2".into(), team_size: 2, teams: 2 };
+    let two =
+        GameMode { id: pvp_global::matchmaking::GameModeId(2), name: "2v2".into(), team_size: 2, teams: 2 };
     let cfg = MatchmakingConfig { modes: vec![two.clone()], ..window_config() };
     let mut mm = mm_with(cfg);
     let req = |id, r1, mate, r2| {
-        MatchRequest::new(PlayerId::new(id), r1, KR, two.id).latency(KR, ms(10)).party_member(PlayerId::new(mate), r2)
+        MatchRequest::new(PlayerId::new(id), r1, KR, two.id)
+            .latency(KR, ms(10))
+            .party_member(PlayerId::new(mate), r2)
     };
     // Means 1500 and 1550: within the 100 window although single ratings differ by 1000.
     let a = mm.find_match(req(1, 1000.0, 2, 2000.0), T0).unwrap();
@@ -726,7 +733,10 @@ fn backfill_completes_once_every_slot_is_filled_and_lists_every_newcomer() {
     let bf = mm.backfill(req, T0).unwrap();
     // A party of three never fits two slots.
     let trio = mm
-        .find_match(five(20, 1500.0).party_member(PlayerId::new(21), 1500.0).party_member(PlayerId::new(22), 1500.0), T0)
+        .find_match(
+            five(20, 1500.0).party_member(PlayerId::new(21), 1500.0).party_member(PlayerId::new(22), 1500.0),
+            T0,
+        )
         .unwrap();
     let n1 = mm.find_match(five(11, 1500.0), T0).unwrap();
     let r = tick(&mut mm, secs(1));
@@ -812,9 +822,7 @@ fn a_timed_out_player_may_queue_again() {
     let cfg = MatchmakingConfig { queue_timeout: Some(secs(2)), ..MatchmakingConfig::default() };
     let mut mm = mm_with(cfg);
     let p = PlayerId::new(1);
-    let h = mm
-        .find_match(five(1, 1500.0).party_member(PlayerId::new(2), 1500.0), T0)
-        .unwrap();
+    let h = mm.find_match(five(1, 1500.0).party_member(PlayerId::new(2), 1500.0), T0).unwrap();
     let r = tick(&mut mm, secs(3));
     assert_eq!(r.timed_out, 1, "a party is one ticket");
     assert_eq!(h.try_result(), Some(Err(MatchError::TimedOut)));
@@ -827,4 +835,49 @@ fn a_timed_out_player_may_queue_again() {
     assert_eq!(again.try_result(), None);
     assert_eq!(tick(&mut mm, secs(5) + ms(1)).timed_out, 1);
     assert_eq!(mm.stats().timed_out, 2);
+}
+
+/// A 5v5 of a party of four (kr 10 ms, jp 40 ms) and six solos (kr 40 ms, jp 25 ms).
+fn party_region(objective: RegionObjective) -> RegionId {
+    let mut mm = mm_with(MatchmakingConfig { objective, ..MatchmakingConfig::default() });
+    let at = |id, kr, jp| {
+        MatchRequest::new(PlayerId::new(id), 1500.0, SG, GameMode::FIVE_V_FIVE)
+            .latency(KR, ms(kr))
+            .latency(JP, ms(jp))
+    };
+    let mut party = at(1, 10, 40);
+    for id in 2..=4 {
+        party = party.party_member(PlayerId::new(id), 1500.0);
+    }
+    let h = mm.find_match(party, T0).unwrap();
+    for id in 5..=10 {
+        mm.find_match(at(id, 40, 25), T0).unwrap();
+    }
+    assert_eq!(tick(&mut mm, T0).matches, 1);
+    let m = matched(&h);
+    assert_eq!(m.players().len(), 10);
+    m.region()
+}
+
+#[test]
+fn objectives_count_every_party_member_as_a_player() {
+    // Per player: kr mean 28 ms, jp 31 ms; as seven units it would be kr 35.7, jp 27.1.
+    assert_eq!(party_region(RegionObjective::Average), KR);
+    // 40th percentile of ten players is the 4th lowest: kr 10 ms, jp 25 ms.
+    assert_eq!(party_region(RegionObjective::Percentile(40)), KR);
+    // 50th: kr 40 ms, jp 25 ms.
+    assert_eq!(party_region(RegionObjective::Percentile(50)), JP);
+}
+
+#[test]
+fn wait_timeout_of_zero_returns_a_decided_result() {
+    let mut mm = mm();
+    let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
+    assert_eq!(a.wait_timeout(Duration::ZERO), None);
+    assert!(mm.cancel(PlayerId::new(1)));
+    assert_eq!(a.wait_timeout(Duration::ZERO), Some(Err(MatchError::Cancelled)));
+    assert_eq!(a.wait_timeout(Duration::MAX), Some(Err(MatchError::Cancelled)));
+    assert_eq!(a.wait(), Err(MatchError::Cancelled));
+    assert_eq!(mm.queued_players(), 0, "a matchmaker cancel drops the ticket at once");
+    assert_eq!(tick(&mut mm, T0).cancelled, 0, "nothing left for the tick to drop");
 }
