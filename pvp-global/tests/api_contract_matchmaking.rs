@@ -881,3 +881,70 @@ fn wait_timeout_of_zero_returns_a_decided_result() {
     assert_eq!(mm.queued_players(), 0, "a matchmaker cancel drops the ticket at once");
     assert_eq!(tick(&mut mm, T0).cancelled, 0, "nothing left for the tick to drop");
 }
+
+#[test]
+fn elo_rates_each_player_against_the_other_team_s_mean() {
+    let mut book = RatingBook::new(RatingSystem::Elo);
+    let p = PlayerId::new;
+    let set = |book: &mut RatingBook, id, r| book.set(p(id), PlayerRating::Elo(skill_elo(r))).unwrap();
+    set(&mut book, 1, 1600.0);
+    set(&mut book, 2, 1400.0);
+    set(&mut book, 3, 1500.0);
+    book.record(&[p(1), p(2)], &[p(3)], MatchOutcome::FirstTeamWon).unwrap();
+    let expected = |own: f64, other: f64| 1.0 / (1.0 + 10f64.powf((other - own) / 400.0));
+    let want1 = 1600.0 + 32.0 * (1.0 - expected(1600.0, 1500.0));
+    let want2 = 1400.0 + 32.0 * (1.0 - expected(1400.0, 1500.0));
+    // Team one's mean is 1500: player 3 loses 16 against it.
+    let want3 = 1500.0 - 32.0 * expected(1500.0, 1500.0);
+    assert!((book.matchmaking_rating(p(1)) - want1).abs() < 1e-9);
+    assert!((book.matchmaking_rating(p(2)) - want2).abs() < 1e-9);
+    assert!((book.matchmaking_rating(p(3)) - want3).abs() < 1e-9);
+}
+
+fn skill_elo(rating: f64) -> skillratings::elo::EloRating {
+    skillratings::elo::EloRating { rating }
+}
+
+#[test]
+fn report_outcome_rates_every_player_of_a_five_v_five() {
+    let mut mm = mm();
+    let m = five_v_five_match(&mut mm);
+    mm.report_outcome(&m, MatchOutcome::SecondTeamWon).unwrap();
+    for pl in m.players() {
+        let r = mm.ratings().matchmaking_rating(pl.player());
+        if pl.team() == 1 {
+            assert!(r > 1500.0, "{}: {r}", pl.player());
+        } else {
+            assert!(r < 1500.0, "{}: {r}", pl.player());
+        }
+    }
+    assert!(mm.cluster(m.region()).unwrap().match_server(m.match_id()).is_none());
+}
+
+#[test]
+fn a_refused_outcome_keeps_the_book_and_the_server() {
+    let mut mm = mm();
+    let m = five_v_five_match(&mut mm);
+    let bf = mm
+        .backfill(
+            BackfillRequest {
+                match_id: m.match_id(),
+                region: m.region(),
+                mode: GameMode::FIVE_V_FIVE,
+                team: 0,
+                slots: 1,
+                rating: 1500.0,
+            },
+            T0,
+        )
+        .unwrap();
+    mm.find_match(five(11, 1500.0), T0).unwrap();
+    tick(&mut mm, T0);
+    let newcomers = matched(&bf);
+    assert_eq!(
+        mm.report_outcome(&newcomers, MatchOutcome::FirstTeamWon),
+        Err(pvp_global::matchmaking::RatingError::EmptyTeam)
+    );
+    assert_eq!(mm.ratings().matchmaking_rating(PlayerId::new(11)), 1500.0);
+    assert!(mm.cluster(m.region()).unwrap().match_server(m.match_id()).is_some());
+}

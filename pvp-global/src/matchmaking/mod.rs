@@ -747,6 +747,9 @@ impl GlobalMatchmaking {
     }
 
     /// Records a finished two-team match's outcome in the rating book and frees its server.
+    /// Teams 0 and 1 are rated (players of any further team are not); a refused update
+    /// ([`RatingError`], e.g. [`EmptyTeam`](RatingError::EmptyTeam) for a backfill result,
+    /// which lists only newcomers) leaves the book unchanged and the server allocated.
     pub fn report_outcome(&mut self, result: &MatchResult, outcome: MatchOutcome) -> Result<(), RatingError> {
         let mut a = [PlayerId::new(0); MAX_MATCH_PLAYERS];
         let mut b = [PlayerId::new(0); MAX_MATCH_PLAYERS];
