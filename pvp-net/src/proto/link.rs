@@ -191,6 +191,21 @@ impl Link {
         })
     }
 
+    /// When an ack or a reliable (re)send is next owed: an instant not after the last packet
+    /// sent or received when one is owed already; `None` when neither is pending.
+    pub(crate) fn next_reliable_due(&self, resend: Duration) -> Option<Instant> {
+        let resend = at_least_a_tick(resend);
+        let past = self.last_send.min(self.last_recv);
+        let mut due = self.ack_due.then_some(past);
+        if let Some(r) = self.reliable.as_ref() {
+            for m in &r.unacked {
+                let t = m.last_sent.map_or(past, |t| super::server::later(t, resend));
+                due = Some(due.map_or(t, |d: Instant| d.min(t)));
+            }
+        }
+        due
+    }
+
     /// Unacknowledged reliable messages waiting.
     pub(crate) fn reliable_in_flight(&self) -> usize {
         self.reliable.as_ref().map_or(0, |r| r.unacked.len())
