@@ -797,3 +797,45 @@ fn udp_server_dropped_without_shutdown_releases_its_port() {
         again.shutdown().unwrap();
     }
 }
+
+#[test]
+fn server_send_reliable_goes_out_with_the_next_poll_transmit_even_beyond_one_packet() {
+    let now = Instant::now();
+    // Default timer granularity: no sweep is needed to send what was queued.
+    let (mut s, mut c, conn) = pair_with(
+        now,
+        ServerConfig::new(key(), server_addr()),
+        ClientConfig::default(),
+    );
+    for i in 0..RELIABLE_WINDOW {
+        s.send_reliable(conn, &[i as u8; 100]).unwrap();
+    }
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let mut frames = 0;
+    let mut packets = 0;
+    while let Some(t) = s.poll_transmit(now, &mut buf) {
+        packets += 1;
+        assert!(packets <= RELIABLE_WINDOW, "bounded");
+        if let Packet::Data { reliable, .. } = Packet::decode(&buf[..t.len]).unwrap() {
+            frames += reliable.len();
+        }
+        c.handle_datagram(now, server_addr(), &buf[..t.len]);
+    }
+    assert_eq!(frames, RELIABLE_WINDOW);
+    let mut got = 0;
+    while let Some(ClientEvent::Message(m)) = c.poll_event() {
+        assert_eq!(m, vec![got as u8; 100]);
+        got += 1;
+    }
+    assert_eq!(got, RELIABLE_WINDOW);
+}
+
+#[test]
+fn ledger_marks_a_token_used_only_until_its_expiry() {
+    let ledger = TokenLedger::new(4);
+    assert_eq!(ledger.try_use(1, 100, 50), Ok(()));
+    assert_eq!(ledger.try_use(1, 300, 99), Err(DropReason::TokenReplayed));
+    assert_eq!(ledger.try_use(1, 300, 100), Ok(()), "the mark ended at 100");
+    assert_eq!(ledger.try_use(1, 400, 299), Err(DropReason::TokenReplayed));
+    assert_eq!(ledger.len(), 1);
+}

@@ -272,6 +272,7 @@ impl Client {
     }
 
     /// Ends the session: a connected client tells the server (twice, in case one is lost).
+    /// Reliable messages not yet acknowledged (either way) are discarded.
     pub fn disconnect(&mut self) {
         if self.state == ClientState::Connected {
             self.disconnect_sends_left = 2;

@@ -206,6 +206,11 @@ impl Link {
         due
     }
 
+    /// True when a queued reliable message was never sent.
+    pub(crate) fn has_unsent_reliable(&self) -> bool {
+        self.reliable.as_ref().is_some_and(|r| r.unacked.iter().any(|m| m.last_sent.is_none()))
+    }
+
     /// Unacknowledged reliable messages waiting.
     pub(crate) fn reliable_in_flight(&self) -> usize {
         self.reliable.as_ref().map_or(0, |r| r.unacked.len())
