@@ -839,3 +839,75 @@ fn ledger_marks_a_token_used_only_until_its_expiry() {
     assert_eq!(ledger.try_use(1, 400, 299), Err(DropReason::TokenReplayed));
     assert_eq!(ledger.len(), 1);
 }
+
+#[test]
+fn handler_mode_runs_one_handler_per_worker_ticks_while_idle_and_drops_them_on_stop() {
+    use pvp_net::endpoint::{DatagramHandler, Outbox, WorkerInfo};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Echo {
+        ticks: Arc<AtomicUsize>,
+        dropped: Arc<AtomicUsize>,
+    }
+    impl DatagramHandler for Echo {
+        fn on_datagram(&mut self, _: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+            let _ = out.send(from, data);
+        }
+        fn on_tick(&mut self, _: Instant, _: &mut Outbox) {
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    impl Drop for Echo {
+        fn drop(&mut self) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    for driver in drivers() {
+        for explicit_shutdown in [true, false] {
+            let made = Arc::new(AtomicUsize::new(0));
+            let ticks = Arc::new(AtomicUsize::new(0));
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+            c.driver = driver;
+            c.workers = 2;
+            let (m, t, d) = (made.clone(), ticks.clone(), dropped.clone());
+            let s = UdpServer::bind_with(c, move |info: WorkerInfo| {
+                assert!(info.index < 2);
+                m.fetch_add(1, Ordering::Relaxed);
+                Echo { ticks: t.clone(), dropped: d.clone() }
+            })
+            .unwrap();
+            assert_eq!(made.load(Ordering::Relaxed), 2, "factory ran once per worker before bind returned");
+            // Ticks arrive with no traffic at all.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ticks.load(Ordering::Relaxed) < 4 {
+                assert!(Instant::now() < deadline, "no ticks while idle");
+                std::thread::yield_now();
+            }
+            // Echo through the handler.
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let mut got = [0u8; 16];
+            let mut echoed = false;
+            for _ in 0..50 {
+                sock.send_to(b"hi", s.local_addr()).unwrap();
+                if let Ok((n, from)) = sock.recv_from(&mut got) {
+                    assert_eq!((&got[..n], from), (&b"hi"[..], s.local_addr()));
+                    echoed = true;
+                    break;
+                }
+            }
+            assert!(echoed, "{driver:?}: no echo");
+            assert!(s.stats().rx_packets >= 1);
+            assert_eq!(dropped.load(Ordering::Relaxed), 0);
+            if explicit_shutdown {
+                s.shutdown().unwrap();
+            } else {
+                drop(s);
+            }
+            assert_eq!(dropped.load(Ordering::Relaxed), 2, "{driver:?}: workers joined, handlers dropped");
+        }
+    }
+}

@@ -74,7 +74,8 @@ impl Link {
         self.next_seq - 1
     }
 
-    /// Takes the next sequence number, or fails when the session used all 2^32 - 1.
+    /// Takes the next sequence number, or fails when the session used all
+    /// 2^32 - 2 (1 to `u32::MAX - 1`).
     pub(crate) fn take_seq(&mut self) -> Result<u32, SendError> {
         let seq = self.next_seq;
         if seq == u32::MAX {
