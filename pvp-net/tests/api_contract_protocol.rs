@@ -268,10 +268,7 @@ fn reliable_messages_arrive_exactly_once_in_order_both_ways_on_a_hostile_link() 
                 e => panic!("unexpected {e:?}"),
             }
         }
-        if at_server.len() == N
-            && at_client.len() == N
-            && s.session(conn).unwrap().reliable_in_flight == 0
-        {
+        if at_server.len() == N && at_client.len() == N && s.session(conn).unwrap().reliable_in_flight == 0 {
             break;
         }
     }
@@ -535,7 +532,7 @@ fn shared_ledger_counts_one_replay_and_opens_one_session_in_all() {
     };
     let (mut a, mut b) = (mk(), mk());
     let token = key().issue(&claims(11));
-    let mut ca = Client::new(ClientConfig::default(), token.clone(), now).unwrap();
+    let mut ca = Client::new(ClientConfig::default(), token, now).unwrap();
     let mut cb = Client::new(ClientConfig::default(), token, now).unwrap();
     let other: SocketAddr = "127.0.0.1:6200".parse().unwrap();
     // Both handshakes get as far as the challenge before either completes.
@@ -603,7 +600,10 @@ fn full_table_denial_is_counted_once_and_is_no_larger_than_its_request() {
     assert_eq!(c2.state(), ClientState::Disconnected(DisconnectReason::Denied(DenyReason::ServerFull)));
     assert_eq!(s.stats().denied_full, 1);
     assert_eq!(s.session_count(), 1);
-    assert_eq!(c2.poll_event(), Some(ClientEvent::Disconnected(DisconnectReason::Denied(DenyReason::ServerFull))));
+    assert_eq!(
+        c2.poll_event(),
+        Some(ClientEvent::Disconnected(DisconnectReason::Denied(DenyReason::ServerFull)))
+    );
     assert_eq!(c2.poll_event(), None);
 }
 
@@ -802,11 +802,8 @@ fn udp_server_dropped_without_shutdown_releases_its_port() {
 fn server_send_reliable_goes_out_with_the_next_poll_transmit_even_beyond_one_packet() {
     let now = Instant::now();
     // Default timer granularity: no sweep is needed to send what was queued.
-    let (mut s, mut c, conn) = pair_with(
-        now,
-        ServerConfig::new(key(), server_addr()),
-        ClientConfig::default(),
-    );
+    let (mut s, mut c, conn) =
+        pair_with(now, ServerConfig::new(key(), server_addr()), ClientConfig::default());
     for i in 0..RELIABLE_WINDOW {
         s.send_reliable(conn, &[i as u8; 100]).unwrap();
     }
