@@ -908,3 +908,122 @@ fn handler_mode_runs_one_handler_per_worker_ticks_while_idle_and_drops_them_on_s
         }
     }
 }
+
+fn reliable_data(conn: ConnectionId, seq: u32, reliable_ack: u32, frames: &[(u32, &[u8])]) -> Vec<u8> {
+    use pvp_net::proto::packet::ReliableFrame;
+    let mut rf = ReliableFrames::new();
+    for &(id, bytes) in frames {
+        rf.push(ReliableFrame { id, bytes }).unwrap();
+    }
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let ack = AckHeader { ack: 0, ack_bits: 0, reliable_ack };
+    let n = Packet::Data { connection_id: conn.0, seq, ack, reliable: rf, payload: &[] }
+        .encode(&mut buf)
+        .unwrap();
+    buf[..n].to_vec()
+}
+
+fn messages(s: &mut Server) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while let Some(e) = s.poll_event() {
+        match e {
+            ServerEvent::Message { bytes, .. } => v.push(bytes),
+            e => panic!("{e:?}"),
+        }
+    }
+    v
+}
+
+#[test]
+fn receiver_buffers_the_window_out_of_order_and_ignores_frames_beyond_it() {
+    let now = Instant::now();
+    let (mut s, _c, conn) = pair(now);
+    let last = RELIABLE_WINDOW as u32 - 1;
+    let beyond = RELIABLE_WINDOW as u32;
+    // The last id inside the window is held; the first id beyond it is not.
+    s.handle_datagram(now, client_addr(), &reliable_data(conn, 1, 0, &[(last, b"L"), (beyond, b"B")]));
+    assert!(messages(&mut s).is_empty());
+    // Duplicate frames in one packet and across packets deliver once.
+    s.handle_datagram(now, client_addr(), &reliable_data(conn, 2, 0, &[(1, b"1"), (1, b"1"), (0, b"0")]));
+    assert_eq!(messages(&mut s), vec![b"0".to_vec(), b"1".to_vec()]);
+    s.handle_datagram(now, client_addr(), &reliable_data(conn, 3, 0, &[(0, b"0"), (1, b"1")]));
+    assert!(messages(&mut s).is_empty());
+    let mut seq = 4;
+    for chunk in (2..last).collect::<Vec<_>>().chunks(8) {
+        let bodies: Vec<Vec<u8>> = chunk.iter().map(|i| i.to_string().into_bytes()).collect();
+        let frames: Vec<(u32, &[u8])> = chunk.iter().zip(&bodies).map(|(&i, b)| (i, &b[..])).collect();
+        s.handle_datagram(now, client_addr(), &reliable_data(conn, seq, 0, &frames));
+        seq += 1;
+    }
+    let got = messages(&mut s);
+    assert_eq!(got.len(), RELIABLE_WINDOW - 2);
+    assert_eq!(got.last().unwrap(), b"L");
+    // The one beyond was dropped, so it must be resent, and then it is delivered.
+    s.handle_datagram(now, client_addr(), &reliable_data(conn, seq, 0, &[(beyond, b"B")]));
+    assert_eq!(messages(&mut s), vec![b"B".to_vec()]);
+    // The server's cumulative ack says so.
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let t = s.send(now, conn, b"", &mut buf).unwrap();
+    assert_eq!(ack_of(&buf[..t.len]).reliable_ack, beyond + 1);
+}
+
+#[test]
+fn a_cumulative_ack_beyond_what_was_sent_is_ignored() {
+    let now = Instant::now();
+    let (mut s, _c, conn) = pair(now);
+    for m in [b"a", b"b", b"c"] {
+        s.send_reliable(conn, m).unwrap();
+    }
+    s.handle_datagram(now, client_addr(), &reliable_data(conn, 1, 4, &[]));
+    assert_eq!(s.session(conn).unwrap().reliable_in_flight, 3, "ack of 4 > 3 sent is a lie");
+    s.handle_datagram(now, client_addr(), &reliable_data(conn, 2, 2, &[]));
+    assert_eq!(s.session(conn).unwrap().reliable_in_flight, 1);
+    s.handle_datagram(now, client_addr(), &reliable_data(conn, 3, 3, &[]));
+    assert_eq!(s.session(conn).unwrap().reliable_in_flight, 0);
+    // An older ack arriving late changes nothing.
+    s.handle_datagram(now, client_addr(), &reliable_data(conn, 4, 1, &[]));
+    assert_eq!(s.session(conn).unwrap().reliable_in_flight, 0);
+}
+
+#[test]
+fn a_game_that_does_not_drain_events_loses_no_reliable_message() {
+    let mut now = Instant::now();
+    let mut cfg = config();
+    cfg.max_sessions = 1; // smallest event bound: 2 * 1 + 1024
+    let (mut s, mut c, _conn) = pair_with(now, cfg, ClientConfig::default());
+    const N: usize = 1500;
+    let mut sent = 0;
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let mut got = Vec::new();
+    let mut stalled = false;
+    for round in 0..2000 {
+        now += 5 * MS;
+        while sent < N && c.send_reliable(&(sent as u32).to_le_bytes()).is_ok() {
+            sent += 1;
+        }
+        while let Some(t) = c.poll_transmit(now, &mut buf) {
+            s.handle_datagram(now, client_addr(), &buf[..t.len]);
+        }
+        s.handle_timeout(now);
+        while let Some(t) = s.poll_transmit(now, &mut buf) {
+            c.handle_datagram(now, server_addr(), &buf[..t.len]);
+        }
+        // The game drains only after the event queue filled up.
+        if round == 600 {
+            // Held back, not dropped: the sender could not queue everything.
+            stalled = sent < N;
+            assert!(s.stats().sessions == 1);
+        }
+        if round >= 600 {
+            got.extend(messages(&mut s));
+        }
+        if got.len() == N {
+            break;
+        }
+    }
+    assert!(stalled, "the sender felt the back-pressure");
+    assert_eq!(got.len(), N);
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m[..], (i as u32).to_le_bytes()[..], "message {i}");
+    }
+}
