@@ -1027,3 +1027,62 @@ fn a_game_that_does_not_drain_events_loses_no_reliable_message() {
         assert_eq!(m[..], (i as u32).to_le_bytes()[..], "message {i}");
     }
 }
+
+#[test]
+fn client_counts_each_bad_datagram_once_under_its_reason() {
+    let now = Instant::now();
+    let (mut s, mut c, conn) = pair(now);
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let mut server_data = |seq_skip: usize| {
+        let mut last = Vec::new();
+        for _ in 0..=seq_skip {
+            let t = s.send(now, conn, b"d", &mut buf).unwrap();
+            last = buf[..t.len].to_vec();
+        }
+        last
+    };
+    let d1 = server_data(0); // seq 1
+    let d40 = server_data(38); // seq 40
+    let mut req = [0u8; MAX_PACKET_LEN];
+    let rn = Packet::ConnectRequest { token: &key().issue(&claims(1)).0 }.encode(&mut req).unwrap();
+    let mut other_conn = d1.clone();
+    // The connection id follows the 2-byte header.
+    other_conn[2] ^= 0xFF;
+    let stranger: SocketAddr = "127.0.0.1:7999".parse().unwrap();
+    assert_eq!(c.handle_datagram(now, server_addr(), &d40), Some(&b"d"[..]));
+    let cases: Vec<(Vec<u8>, SocketAddr, DropReason)> = vec![
+        (d1.clone(), stranger, DropReason::WrongAddress),
+        (vec![1], server_addr(), DropReason::Truncated),
+        (req[..rn].to_vec(), server_addr(), DropReason::Unexpected),
+        (other_conn, server_addr(), DropReason::UnknownConnection),
+        (d40.clone(), server_addr(), DropReason::Replayed),
+        (d1, server_addr(), DropReason::Stale),
+    ];
+    for (bytes, from, reason) in cases {
+        let before = c.drops().snapshot();
+        assert_eq!(c.handle_datagram(now, from, &bytes), None, "{reason:?}");
+        for ((r, b), (_, a)) in before.iter().zip(c.drops().snapshot().iter()) {
+            assert_eq!(*a, if *r == reason { b + 1 } else { *b }, "{reason:?}: counter {r:?}");
+        }
+        assert_eq!(c.poll_event(), None);
+        assert!(c.is_connected());
+    }
+}
+
+#[test]
+fn data_before_the_handshake_completes_gets_no_reply() {
+    let now = Instant::now();
+    let mut s = Server::new(config(), now, UNIX).unwrap();
+    let req = connect_request(&key().issue(&claims(9)));
+    s.handle_datagram(now, client_addr(), &req);
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    assert!(s.poll_transmit(now, &mut buf).is_some());
+    // A guessed connection id while the handshake is pending.
+    for guess in [0u64, 1, 9, u64::MAX] {
+        s.handle_datagram(now, client_addr(), &data(ConnectionId(guess), 1, b"x"));
+        assert!(s.poll_transmit(now, &mut buf).is_none());
+    }
+    assert_eq!(s.drops().get(DropReason::UnknownConnection) + s.drops().get(DropReason::Malformed), 4);
+    assert_eq!(s.session_count(), 0);
+    assert_eq!(s.poll_event(), None);
+}
