@@ -1086,3 +1086,91 @@ fn data_before_the_handshake_completes_gets_no_reply() {
     assert_eq!(s.session_count(), 0);
     assert_eq!(s.poll_event(), None);
 }
+
+#[test]
+fn the_default_table_holds_131072_sessions_and_denies_one_more_then_frees_a_slot() {
+    let now = Instant::now();
+    let cfg = ServerConfig::new(key(), server_addr());
+    assert_eq!(cfg.max_sessions, 131_072, "documented default");
+    let n = cfg.max_sessions as u64;
+    let mut s = Server::new(cfg, now, UNIX).unwrap();
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let mut first = None;
+    let open = |s: &mut Server, i: u64| -> Packet<'static> {
+        let mut buf = [0u8; MAX_PACKET_LEN];
+        let from = SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).into(), 2000);
+        s.handle_datagram(now, from, &connect_request(&key().issue(&claims(10_000 + i))));
+        let t = s.poll_transmit(now, &mut buf).unwrap();
+        let Ok(Packet::Challenge { token_id, challenge }) = Packet::decode(&buf[..t.len]) else {
+            panic!("expected a challenge")
+        };
+        let m = Packet::ChallengeResponse { token_id, challenge }.encode(&mut buf).unwrap();
+        let resp = buf[..m].to_vec();
+        s.handle_datagram(now, from, &resp);
+        let t = s.poll_transmit(now, &mut buf).unwrap();
+        assert!(s.poll_transmit(now, &mut buf).is_none());
+        match Packet::decode(&buf[..t.len]).unwrap() {
+            Packet::Accepted { token_id, connection_id } => Packet::Accepted { token_id, connection_id },
+            Packet::Denied { token_id, reason } => Packet::Denied { token_id, reason },
+            p => panic!("{p:?}"),
+        }
+    };
+    for i in 0..n {
+        let p = open(&mut s, i);
+        assert!(matches!(p, Packet::Accepted { .. }), "session {i}");
+        if first.is_none() {
+            if let Packet::Accepted { connection_id, .. } = p {
+                first = Some(ConnectionId(connection_id));
+            }
+        }
+    }
+    let mut connected = 0;
+    while let Some(e) = s.poll_event() {
+        assert!(matches!(e, ServerEvent::Connected { .. }));
+        connected += 1;
+    }
+    assert_eq!(connected, n);
+    assert_eq!(s.session_count(), n as usize);
+    assert!(matches!(open(&mut s, n), Packet::Denied { reason: DenyReason::ServerFull, .. }));
+    assert_eq!(s.stats().denied_full, 1);
+    assert_eq!(s.session_count(), n as usize);
+    assert_eq!(s.poll_event(), None);
+    // Closing one makes room for exactly one more.
+    assert!(s.disconnect(first.unwrap()));
+    while s.poll_transmit(now, &mut buf).is_some() {}
+    assert!(matches!(s.poll_event(), Some(ServerEvent::Disconnected { .. })));
+    assert!(matches!(open(&mut s, n + 1), Packet::Accepted { .. }));
+    assert!(matches!(open(&mut s, n + 2), Packet::Denied { reason: DenyReason::ServerFull, .. }));
+    assert_eq!(s.stats().denied_full, 2);
+    assert_eq!(s.stats().sessions_opened, n + 1);
+}
+
+#[test]
+fn a_token_used_on_one_server_stays_used_on_another_after_the_session_ends() {
+    let now = Instant::now();
+    let ledger = TokenLedger::new(8);
+    let mk = || {
+        let mut c = config();
+        c.ledger = Some(ledger.clone());
+        Server::new(c, now, UNIX).unwrap()
+    };
+    let (mut a, mut b) = (mk(), mk());
+    let token = key().issue(&claims(21));
+    let mut c1 = Client::new(ClientConfig::default(), token, now).unwrap();
+    pump(now, &mut a, &mut c1, client_addr());
+    assert!(c1.is_connected());
+    c1.disconnect();
+    pump(now, &mut a, &mut c1, client_addr());
+    assert_eq!(a.session_count(), 0);
+    // Same token, same address, other server sharing the ledger: refused once, no session.
+    let mut c2 = Client::new(ClientConfig::default(), token, now).unwrap();
+    pump(now, &mut b, &mut c2, client_addr());
+    assert!(!c2.is_connected());
+    assert_eq!(b.drops().get(DropReason::TokenReplayed), 1);
+    assert_eq!(b.stats().sessions_opened, 0);
+    // And on the first server too.
+    let mut c3 = Client::new(ClientConfig::default(), token, now).unwrap();
+    pump(now, &mut a, &mut c3, client_addr());
+    assert!(!c3.is_connected());
+    assert_eq!(a.drops().get(DropReason::TokenReplayed), 1);
+}
