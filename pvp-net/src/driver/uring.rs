@@ -291,7 +291,13 @@ pub(crate) fn run<H: DatagramHandler>(
         std::mem::forget(out);
         std::mem::forget(gso);
     } else {
+        // The ring's teardown runs later in the kernel and would keep a registered socket
+        // (and so its port) open past shutdown: let go of it now, then close it.
+        if fixed {
+            let _ = ring.submitter().unregister_files();
+        }
         drop(ring);
+        drop(socket);
     }
     result
 }

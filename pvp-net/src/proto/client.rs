@@ -272,6 +272,7 @@ impl Client {
     }
 
     /// Ends the session: a connected client tells the server (twice, in case one is lost).
+    /// Reliable messages not yet acknowledged (either way) are discarded.
     pub fn disconnect(&mut self) {
         if self.state == ClientState::Connected {
             self.disconnect_sends_left = 2;
@@ -343,8 +344,8 @@ impl Client {
             ClientState::Connected => {
                 let mut t = later(self.link.last_recv, self.config.idle_timeout)
                     .min(later(self.link.last_send, at_least_a_tick(self.config.keepalive_interval)));
-                if self.link.reliable_in_flight() > 0 {
-                    t = t.min(later(self.link.last_send, at_least_a_tick(self.config.reliable_resend)));
+                if let Some(r) = self.link.next_reliable_due(self.config.reliable_resend) {
+                    t = t.min(r);
                 }
                 Some(t)
             }

@@ -74,7 +74,8 @@ impl Link {
         self.next_seq - 1
     }
 
-    /// Takes the next sequence number, or fails when the session used all 2^32 - 1.
+    /// Takes the next sequence number, or fails when the session used all
+    /// 2^32 - 2 (1 to `u32::MAX - 1`).
     pub(crate) fn take_seq(&mut self) -> Result<u32, SendError> {
         let seq = self.next_seq;
         if seq == u32::MAX {
@@ -189,6 +190,26 @@ impl Link {
         self.reliable.as_ref().is_some_and(|r| {
             r.unacked.iter().any(|m| m.last_sent.is_none_or(|t| now.saturating_duration_since(t) >= resend))
         })
+    }
+
+    /// When an ack or a reliable (re)send is next owed: an instant not after the last packet
+    /// sent or received when one is owed already; `None` when neither is pending.
+    pub(crate) fn next_reliable_due(&self, resend: Duration) -> Option<Instant> {
+        let resend = at_least_a_tick(resend);
+        let past = self.last_send.min(self.last_recv);
+        let mut due = self.ack_due.then_some(past);
+        if let Some(r) = self.reliable.as_ref() {
+            for m in &r.unacked {
+                let t = m.last_sent.map_or(past, |t| super::server::later(t, resend));
+                due = Some(due.map_or(t, |d: Instant| d.min(t)));
+            }
+        }
+        due
+    }
+
+    /// True when a queued reliable message was never sent.
+    pub(crate) fn has_unsent_reliable(&self) -> bool {
+        self.reliable.as_ref().is_some_and(|r| r.unacked.iter().any(|m| m.last_sent.is_none()))
     }
 
     /// Unacknowledged reliable messages waiting.

@@ -104,7 +104,8 @@ pub enum SendError {
     /// [`RELIABLE_WINDOW`] reliable messages are already unacknowledged.
     #[error("reliable queue full")]
     ReliableQueueFull,
-    /// The session sent 2^32 - 1 packets; open a new one.
+    /// The session used every sequence number (1 to 2^32 - 2, one per packet); open a new
+    /// one.
     #[error("sequence numbers exhausted")]
     SequenceExhausted,
 }

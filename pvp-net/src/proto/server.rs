@@ -61,8 +61,10 @@ impl TokenLedger {
         TokenLedger { inner: std::sync::Arc::default(), capacity }
     }
 
-    /// Marks `token_id` used until `expires_at_unix_ms`; fails if it already was, or if the
-    /// ledger is full of unexpired tokens.
+    /// Marks `token_id` used until `expires_at_unix_ms`; fails with
+    /// [`DropReason::TokenReplayed`] if it is marked and that mark has not expired at
+    /// `unix_now_ms`, or with [`DropReason::TokenTableFull`] if the ledger is full of
+    /// unexpired tokens.
     pub fn try_use(
         &self,
         token_id: u64,
@@ -70,9 +72,11 @@ impl TokenLedger {
         unix_now_ms: u64,
     ) -> Result<(), DropReason> {
         let mut map = self.lock();
-        if map.contains_key(&token_id) {
+        if map.get(&token_id).is_some_and(|&exp| exp > unix_now_ms) {
             return Err(DropReason::TokenReplayed);
         }
+        // An expired mark no longer counts (and is overwritten below).
+        map.remove(&token_id);
         if map.len() >= self.capacity {
             map.retain(|_, &mut exp| exp > unix_now_ms);
             if map.len() >= self.capacity {
@@ -754,7 +758,8 @@ impl Server {
     }
 
     /// Closes a session: the peer is told, and a `Disconnected { reason: Local }` event
-    /// follows. Returns false if there was no such session.
+    /// follows; reliable messages not yet acknowledged (either way) are discarded. Returns
+    /// false if there was no such session.
     pub fn disconnect(&mut self, connection: ConnectionId) -> bool {
         let Some(&slot) = self.by_conn.get(&connection.0) else {
             return false;
@@ -796,9 +801,16 @@ impl Server {
                     }
                     match s.link.encode_data(now, resend, conn, &[], buf) {
                         Ok(len) => {
-                            s.flush_queued = false;
+                            let destination = s.addr;
                             self.stats.datagrams_out += 1;
-                            return Some(Transmit { destination: s.addr, len });
+                            // One packet carries a few messages: send the rest of the newly
+                            // queued ones with the next call rather than at the next sweep.
+                            if s.link.has_unsent_reliable() {
+                                self.control.push_front(c);
+                            } else {
+                                s.flush_queued = false;
+                            }
+                            return Some(Transmit { destination, len });
                         }
                         Err(SendError::BufferTooSmall) => {
                             self.control.push_front(c);
