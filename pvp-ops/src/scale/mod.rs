@@ -130,6 +130,10 @@ pub struct ThresholdPolicy {
 }
 
 /// A rate limit on how much one direction may change within a period (HPA `HPAScalingPolicy`).
+///
+/// The period is the last `period` before `now`, start excluded as in HPA: a change made exactly
+/// `period` ago no longer counts. Percentages round in the permissive direction (up by
+/// `ceil(start × percent / 100)`, down to `floor(start × (100 - percent) / 100)`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RateLimit {
     /// At most this many servers per period.
@@ -160,8 +164,9 @@ impl RateLimit {
 /// the most permissive limit applies (HPA's `selectPolicy: Max`). No limits: unlimited.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalingRules {
-    /// Recommendations within this window are considered (scale-up takes their minimum,
-    /// scale-down their maximum).
+    /// Recommendations made less than this long ago are considered, with the newest one
+    /// (scale-up takes their minimum, scale-down their maximum); as in HPA, one made exactly
+    /// `stabilization` ago has left the window.
     pub stabilization: Duration,
     /// Rate limits.
     pub limits: Vec<RateLimit>,
@@ -442,7 +447,9 @@ impl AutoScaler {
 
     fn track(&mut self, now: Instant, t: &TargetTracking, total: f64, current: u32) -> (u32, ScaleReason) {
         let ratio = if current == 0 { f64::INFINITY } else { total / (f64::from(current) * t.target) };
-        let raw = if current > 0 && (ratio - 1.0).abs() <= t.tolerance {
+        // A hair of slack so a ratio exactly on the band's edge (110 / 100 with 0.1) counts as
+        // inside despite `1.1 - 1.0 > 0.1` in floats.
+        let raw = if current > 0 && (ratio - 1.0).abs() <= t.tolerance + 1e-9 {
             current
         } else {
             let d = (total / t.target).ceil();
@@ -450,17 +457,17 @@ impl AutoScaler {
         };
         // Stabilisation: the newest recommendation with the window's history.
         let keep = t.scale_up.stabilization.max(t.scale_down.stabilization);
-        while self.recommendations.front().is_some_and(|(at, _)| now.duration_since(*at) > keep) {
+        while self.recommendations.front().is_some_and(|(at, _)| now.duration_since(*at) >= keep) {
             self.recommendations.pop_front();
         }
         self.recommendations.push_back((now, raw));
         let (mut up, mut down) = (raw, raw);
         for (at, r) in &self.recommendations {
             let age = now.duration_since(*at);
-            if age <= t.scale_up.stabilization {
+            if age < t.scale_up.stabilization {
                 up = up.min(*r);
             }
-            if age <= t.scale_down.stabilization {
+            if age < t.scale_down.stabilization {
                 down = down.max(*r);
             }
         }
@@ -485,13 +492,13 @@ fn rate_limit(
 ) -> u32 {
     let longest =
         t.scale_up.limits.iter().chain(&t.scale_down.limits).map(RateLimit::period).max().unwrap_or_default();
-    while events.front().is_some_and(|(at, _)| now.duration_since(*at) > longest) {
+    while events.front().is_some_and(|(at, _)| now.duration_since(*at) >= longest) {
         events.pop_front();
     }
     let changed = |period: Duration, up: bool| -> i64 {
         events
             .iter()
-            .filter(|(at, d)| now.duration_since(*at) <= period && ((*d > 0) == up))
+            .filter(|(at, d)| now.duration_since(*at) < period && ((*d > 0) == up))
             .map(|(_, d)| d.abs())
             .sum()
     };
@@ -505,9 +512,9 @@ fn rate_limit(
                 let start = (cur - changed(l.period(), true)).max(0);
                 match l {
                     RateLimit::Pods { count, .. } => start + i64::from(*count),
-                    RateLimit::Percent { percent, .. } => {
-                        ((start as f64) * (1.0 + f64::from(*percent) / 100.0)).ceil() as i64
-                    }
+                    // Integer maths: `start * 1.12` in floats can land just above a whole
+                    // number and let one server too many through.
+                    RateLimit::Percent { percent, .. } => (start * (100 + i64::from(*percent)) + 99) / 100,
                 }
             })
             .max()
@@ -525,7 +532,7 @@ fn rate_limit(
                 match l {
                     RateLimit::Pods { count, .. } => start - i64::from(*count),
                     RateLimit::Percent { percent, .. } => {
-                        ((start as f64) * (1.0 - f64::from(*percent) / 100.0)).floor() as i64
+                        (start * (100 - i64::from(*percent).min(100))).div_euclid(100)
                     }
                 }
             })

@@ -662,7 +662,7 @@ impl SloMonitor {
         let mut out = Vec::new();
         for (r, rule) in self.config.rules.iter().enumerate() {
             let (long, short) = status.burn_rates[r];
-            let firing = matches!((long, short), (Some(l), Some(s)) if l >= rule.factor && s >= rule.factor);
+            let firing = matches!((long, short), (Some(l), Some(s)) if reaches(l, rule.factor) && reaches(s, rule.factor));
             let alert = BurnRateAlert {
                 slo: name.clone(),
                 factor: rule.factor,
@@ -716,6 +716,18 @@ impl SloMonitor {
     }
 }
 
+/// `burn >= factor`, forgiving float noise: `0.0144 / (1 - 0.999)` is 14.399999999999988.
+fn reaches(burn: f64, factor: f64) -> bool {
+    burn >= factor * (1.0 - 1e-9)
+}
+
+/// `1 - ratio / budget`, snapped to 0 when the budget is exactly spent (`0.001 / (1 - 0.999)`
+/// is not 1 in floats, which would keep the 0 % threshold from firing).
+fn remaining(ratio: f64, budget: f64) -> f64 {
+    let r = 1.0 - ratio / budget;
+    if r.abs() < 1e-9 { 0.0 } else { r }
+}
+
 fn rule_ok(r: &BurnRateRule) -> bool {
     r.factor > 0.0 && r.factor.is_finite() && !r.long.is_zero() && !r.short.is_zero()
 }
@@ -745,7 +757,7 @@ fn status_of(config: &MonitorConfig, st: &SloState, now: Instant) -> SloStatus {
     SloStatus {
         slo: st.slo.name.clone(),
         error_ratio: ratio,
-        budget_remaining: ratio.map(|r| 1.0 - r / budget),
+        budget_remaining: ratio.map(|r| remaining(r, budget)),
         burn_rates: config.rules.iter().map(|r| (burn(r.long), burn(r.short))).collect(),
         firing: st.firing.iter().flatten().cloned().collect(),
         coverage,

@@ -54,7 +54,8 @@ fn error_ratio_expr(sli: &Sli, w: &str) -> String {
 /// `slo:sli_error:ratio_rate<window>` for every window `rules` use plus the SLO window,
 /// `slo:error_budget:ratio`, `slo:current_burn_rate:ratio` and `slo:period_error_budget_remaining:ratio`,
 /// and two multi-window multi-burn-rate alerts (`<Slo>PageBurnRate` with `severity: page`,
-/// `<Slo>TicketBurnRate` with `severity: ticket`), as Sloth does. `promtool check rules`
+/// `<Slo>TicketBurnRate` with `severity: ticket`), as Sloth does, except that a rule fires at
+/// `>=` its factor (as [`SloMonitor`](super::SloMonitor) does) where Sloth uses `>`. `promtool check rules`
 /// accepts the output.
 pub fn prometheus_rules(service: &str, slos: &[Slo], rules: &[BurnRateRule]) -> Result<String, RulesError> {
     if rules.is_empty() {
@@ -119,7 +120,7 @@ pub fn prometheus_rules(service: &str, slos: &[Slo], rules: &[BurnRateRule]) -> 
             for r in rules.iter().filter(|r| r.page == page) {
                 let (l, s) = (prom_duration(r.long)?, prom_duration(r.short)?);
                 parts.push(format!(
-                    "(slo:sli_error:ratio_rate{l}{sel} > ({f} * {budget}) and ignoring(window) slo:sli_error:ratio_rate{s}{sel} > ({f} * {budget}))",
+                    "(slo:sli_error:ratio_rate{l}{sel} >= ({f} * {budget}) and ignoring(window) slo:sli_error:ratio_rate{s}{sel} >= ({f} * {budget}))",
                     f = r.factor
                 ));
             }
