@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use pvp_ops::SourceError;
 use pvp_ops::scale::{
     AutoScaler, FleetStatus, HoltWinters, PredictiveConfig, PredictiveScaler, RateLimit, ReadyBuffer,
     ScaleReason, ScalingPolicy, TargetTracking, ThresholdPolicy,
@@ -11,7 +12,6 @@ use pvp_ops::scale::{
 use pvp_ops::slo::{
     BurnRateRule, MonitorConfig, Sli, SliReading, Slo, SloEvent, SloMonitor, prometheus_rules,
 };
-use pvp_ops::SourceError;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -76,7 +76,14 @@ fn budget_remaining_is_exactly_one_zero_and_negative() {
 }
 
 /// Feeds `minutes` one-minute readings of 10,000 requests with `bad_per_min` bad ones.
-fn feed(m: &mut SloMonitor, t0: Instant, from_min: u64, minutes: u64, bad_per_min: f64, acc: &mut (f64, f64)) {
+fn feed(
+    m: &mut SloMonitor,
+    t0: Instant,
+    from_min: u64,
+    minutes: u64,
+    bad_per_min: f64,
+    acc: &mut (f64, f64),
+) {
     for k in 1..=minutes {
         acc.0 += bad_per_min;
         acc.1 += 10_000.0;
@@ -233,8 +240,12 @@ fn exported_alerts_use_the_same_at_least_comparison_as_the_monitor() {
     let y = prometheus_rules("pvp", &[slo], &BurnRateRule::workbook()).unwrap();
     // In-process: fire when burn >= factor on both windows; the export must agree at the edge.
     for (f, l, s) in [("14.4", "1h", "5m"), ("6", "6h", "30m"), ("3", "1d", "2h"), ("1", "3d", "6h")] {
-        let long = format!("slo:sli_error:ratio_rate{l}{{service=\\\"pvp\\\", slo=\\\"errors\\\"}} >= ({f} * (1 - 0.999))");
-        let short = format!("slo:sli_error:ratio_rate{s}{{service=\\\"pvp\\\", slo=\\\"errors\\\"}} >= ({f} * (1 - 0.999))");
+        let long = format!(
+            "slo:sli_error:ratio_rate{l}{{service=\\\"pvp\\\", slo=\\\"errors\\\"}} >= ({f} * (1 - 0.999))"
+        );
+        let short = format!(
+            "slo:sli_error:ratio_rate{s}{{service=\\\"pvp\\\", slo=\\\"errors\\\"}} >= ({f} * (1 - 0.999))"
+        );
         assert!(y.contains(&long), "missing {long}\n{y}");
         assert!(y.contains(&short), "missing {short}");
     }
@@ -284,7 +295,8 @@ fn tolerance_band_is_inclusive_at_both_edges() {
             "|{value}/100 - 1| <= 0.1 means no change"
         );
     }
-    let mut s = AutoScaler::new(ScalingPolicy::TargetTracking(tracking_without_limits(100.0)), 0, 1000).unwrap();
+    let mut s =
+        AutoScaler::new(ScalingPolicy::TargetTracking(tracking_without_limits(100.0)), 0, 1000).unwrap();
     assert_eq!(s.handle_sample(t0, 89.0, FleetStatus::new(10, 0, 0)).unwrap().unwrap().to, 9);
 }
 

@@ -36,8 +36,11 @@ impl PredictiveConfig {
 }
 
 /// Scales ahead of demand: the reactive target tracking of [`AutoScaler`] raised to the
-/// largest Holt-Winters forecast over the lead time. A forecast only ever raises the fleet:
-/// scale-in happens only when the reactive part asks for it.
+/// largest Holt-Winters forecast over the lead time: `ceil(peak × (1 + margin) / target)`
+/// servers. A forecast only ever raises the fleet: scale-in happens only when the reactive part
+/// asks for it. When the reactive part wants no change, a forecast raise smaller than the
+/// tracking tolerance (`current × (1 + tolerance)`) is held back so the fleet grows in batches;
+/// a raise still obeys the scale-up rate limits and `max`.
 ///
 /// Feed one sample per `step` with [`handle_total`](Self::handle_total) (the fleet-wide total
 /// of the metric, e.g. players online).
