@@ -477,3 +477,68 @@ fn predictive_never_blocks_reactive_scale_out() {
     assert_eq!(d.to, 20);
     assert!(matches!(d.reason, ScaleReason::TargetTracking { .. }));
 }
+
+#[test]
+fn budget_threshold_fires_again_after_the_budget_recovers_and_falls_again() {
+    let slo = Slo::new("errors", Sli::events("b", "t"), 0.99, secs(600)).unwrap();
+    let cfg = MonitorConfig { resolution: Duration::ZERO, budget_thresholds: vec![0.5], ..MonitorConfig::default() };
+    let mut m = SloMonitor::try_new(cfg).unwrap();
+    m.add_slo(slo).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    m.on_event(move |e| s2.lock().unwrap().push(e.clone()));
+    let t0 = Instant::now();
+    m.handle_reading("errors", t0, ev(0.0, 0.0)).unwrap();
+    // 0.6 % errors: 60 % of the 1 % budget spent, 40 % left: crosses 0.5.
+    m.handle_reading("errors", t0 + secs(60), ev(6.0, 1000.0)).unwrap();
+    // The bad minute leaves the 600 s window: budget back to 100 %.
+    m.handle_reading("errors", t0 + secs(700), ev(6.0, 101_000.0)).unwrap();
+    let st = m.status("errors", t0 + secs(700)).unwrap();
+    assert_eq!(st.budget_remaining, Some(1.0));
+    // And falls again (0.6 % over the window from t0 + 60): a second crossing, a second event.
+    m.handle_reading("errors", t0 + secs(760), ev(6.0 + 1200.0, 201_000.0)).unwrap();
+    let polled = drain(&mut m);
+    let th: Vec<f64> = polled
+        .iter()
+        .filter_map(|e| match e {
+            SloEvent::BudgetThreshold { threshold, remaining, .. } => {
+                assert!(*remaining <= *threshold);
+                Some(*threshold)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(th, [0.5, 0.5]);
+    // Callbacks saw the very events that were queued, in order.
+    assert_eq!(*seen.lock().unwrap(), polled);
+}
+
+#[test]
+fn scale_up_stabilisation_window_ends_exactly_after_its_length() {
+    let mut t = TargetTracking::new(10.0);
+    t.scale_up.stabilization = secs(60);
+    t.scale_up.limits.clear();
+    let mut s = AutoScaler::new(ScalingPolicy::TargetTracking(t), 1, 100).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(s.handle_sample(t0, 10.0, FleetStatus::new(10, 0, 0)).unwrap(), None);
+    assert_eq!(s.handle_sample(t0 + secs(59), 30.0, FleetStatus::new(10, 0, 0)).unwrap(), None);
+    let d = s.handle_sample(t0 + secs(60), 30.0, FleetStatus::new(10, 0, 0)).unwrap().unwrap();
+    assert_eq!(d.to, 30);
+}
+
+#[test]
+fn empty_fleet_scales_from_the_total_within_the_rate_limits() {
+    let t0 = Instant::now();
+    let mut s = AutoScaler::new(ScalingPolicy::TargetTracking(tracking_without_limits(10.0)), 0, 100).unwrap();
+    let d = s.handle_total(t0, 95.0, FleetStatus::new(0, 0, 0)).unwrap().unwrap();
+    assert_eq!(d.to, (95.0_f64 / 10.0).ceil() as u32);
+    // HPA's default scale-up limits: max(0 + 4 pods, 0 x 200 %) = 4 from an empty fleet.
+    let mut s = AutoScaler::new(ScalingPolicy::TargetTracking(TargetTracking::new(10.0)), 0, 100).unwrap();
+    let d = s.handle_total(t0, 95.0, FleetStatus::new(0, 0, 0)).unwrap().unwrap();
+    assert_eq!(d.to, 4);
+    // handle_sample gives the same answer as handle_total with value x replicas.
+    let mut a = AutoScaler::new(ScalingPolicy::TargetTracking(tracking_without_limits(10.0)), 0, 100).unwrap();
+    let mut b = a.clone();
+    let f = FleetStatus::new(3, 4, 1);
+    assert_eq!(a.handle_sample(t0, 17.0, f).unwrap(), b.handle_total(t0, 17.0 * 8.0, f).unwrap());
+}
