@@ -481,7 +481,11 @@ fn predictive_never_blocks_reactive_scale_out() {
 #[test]
 fn budget_threshold_fires_again_after_the_budget_recovers_and_falls_again() {
     let slo = Slo::new("errors", Sli::events("b", "t"), 0.99, secs(600)).unwrap();
-    let cfg = MonitorConfig { resolution: Duration::ZERO, budget_thresholds: vec![0.5], ..MonitorConfig::default() };
+    let cfg = MonitorConfig {
+        resolution: Duration::ZERO,
+        budget_thresholds: vec![0.5],
+        ..MonitorConfig::default()
+    };
     let mut m = SloMonitor::try_new(cfg).unwrap();
     m.add_slo(slo).unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -529,7 +533,8 @@ fn scale_up_stabilisation_window_ends_exactly_after_its_length() {
 #[test]
 fn empty_fleet_scales_from_the_total_within_the_rate_limits() {
     let t0 = Instant::now();
-    let mut s = AutoScaler::new(ScalingPolicy::TargetTracking(tracking_without_limits(10.0)), 0, 100).unwrap();
+    let mut s =
+        AutoScaler::new(ScalingPolicy::TargetTracking(tracking_without_limits(10.0)), 0, 100).unwrap();
     let d = s.handle_total(t0, 95.0, FleetStatus::new(0, 0, 0)).unwrap().unwrap();
     assert_eq!(d.to, (95.0_f64 / 10.0).ceil() as u32);
     // HPA's default scale-up limits: max(0 + 4 pods, 0 x 200 %) = 4 from an empty fleet.
@@ -537,7 +542,8 @@ fn empty_fleet_scales_from_the_total_within_the_rate_limits() {
     let d = s.handle_total(t0, 95.0, FleetStatus::new(0, 0, 0)).unwrap().unwrap();
     assert_eq!(d.to, 4);
     // handle_sample gives the same answer as handle_total with value x replicas.
-    let mut a = AutoScaler::new(ScalingPolicy::TargetTracking(tracking_without_limits(10.0)), 0, 100).unwrap();
+    let mut a =
+        AutoScaler::new(ScalingPolicy::TargetTracking(tracking_without_limits(10.0)), 0, 100).unwrap();
     let mut b = a.clone();
     let f = FleetStatus::new(3, 4, 1);
     assert_eq!(a.handle_sample(t0, 17.0, f).unwrap(), b.handle_total(t0, 17.0 * 8.0, f).unwrap());

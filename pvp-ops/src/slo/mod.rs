@@ -263,7 +263,10 @@ pub struct MonitorConfig {
     /// Remaining-budget fractions at which a [`SloEvent::BudgetThreshold`] fires, once per
     /// downward crossing (default 0.5, 0.25, 0.1, 0.0).
     pub budget_thresholds: Vec<f64>,
-    /// Readings closer than this to the previous one replace it in the history (default 10 s).
+    /// History granularity (default 10 s): a reading less than this after the second-newest
+    /// kept sample replaces the newest one, so kept samples lie about `resolution` apart and a
+    /// window's start (the newest kept sample at or before it) may reach back up to this much
+    /// further. `Duration::ZERO` keeps every reading.
     pub resolution: Duration,
     /// The most history samples kept per SLO; older ones are thinned out (default 4096).
     pub max_samples: usize,
@@ -703,7 +706,9 @@ impl SloMonitor {
     }
 
     /// The burn rate of `slo` over the `window` ending at `now` (error ratio / error budget),
-    /// `None` without events in the window or for an unknown SLO.
+    /// `None` without events in the window or for an unknown SLO. The window runs from the
+    /// newest sample at or before `now - window` (a sample exactly at the start is the start;
+    /// the oldest sample when history is shorter) to the newest sample at or before `now`.
     pub fn burn_rate(&self, slo: &str, window: Duration, now: Instant) -> Option<f64> {
         let st = self.slos.iter().find(|s| s.slo.name == slo)?;
         error_ratio(&st.history, window, now).map(|r| r / st.slo.error_budget())
