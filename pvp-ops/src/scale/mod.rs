@@ -514,7 +514,9 @@ fn rate_limit(
                     RateLimit::Pods { count, .. } => start + i64::from(*count),
                     // Integer maths: `start * 1.12` in floats can land just above a whole
                     // number and let one server too many through.
-                    RateLimit::Percent { percent, .. } => (start * (100 + i64::from(*percent)) + 99) / 100,
+                    RateLimit::Percent { percent, .. } => {
+                        start.saturating_mul(100 + i64::from(*percent)).saturating_add(99) / 100
+                    }
                 }
             })
             .max()
