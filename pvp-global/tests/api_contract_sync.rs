@@ -1,0 +1,474 @@
+//! Second API-contract audit: the semantics that the rustdoc of the CRDTs, the global
+//! leaderboard and CrossRegionSync promise (bad-input cases live in `api_contract.rs`).
+
+use proptest::prelude::*;
+use pvp_core::hlc::HlcStamp;
+use pvp_core::{PlayerId, RegionId};
+use pvp_global::crdt::{Actor, Crdt, LwwRegister, MaxRegister, OrSet, PnCounter};
+use pvp_global::leaderboard::{GameMode, Leaderboard, ScoreCell, ScoreOperator};
+use pvp_global::sync::{
+    LinkConfig, SimCluster, StrongStatus, SyncConfig, SyncError, SyncEvent, SyncNode, WriteReceipt,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const T0: Duration = Duration::from_secs(1_700_000_000);
+
+fn region(i: usize) -> RegionId {
+    RegionId::new(["kr", "jp", "sg", "us", "eu"][i]).unwrap()
+}
+
+fn actor(i: usize) -> Actor {
+    Actor::new(region(i), 1)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+// ----------------------------------------------------------------------------------------------
+// Registers
+
+#[test]
+fn lww_equal_hlc_time_is_broken_by_region_in_either_merge_order() {
+    let a = LwwRegister::new(1i64, HlcStamp::new(10, 0, region(0))); // "kr"
+    let b = LwwRegister::new(2i64, HlcStamp::new(10, 0, region(1))); // "jp"
+    let (winner, loser) = if region(0) > region(1) { (&a, &b) } else { (&b, &a) };
+    let mut x = a.clone();
+    x.merge(&b);
+    let mut y = b.clone();
+    y.merge(&a);
+    assert_eq!(x, y);
+    assert_eq!(x.value(), winner.value());
+    assert_ne!(x.value(), loser.value());
+    // The logical counter outranks the region; the wall clock outranks both.
+    let c = LwwRegister::new(3i64, HlcStamp::new(10, 1, region(0).min(region(1))));
+    let mut z = x.clone();
+    z.merge(&c);
+    assert_eq!(*z.value(), 3);
+    let mut w = c.clone();
+    w.merge(&LwwRegister::new(4i64, HlcStamp::new(11, 0, region(0).min(region(1)))));
+    assert_eq!(*w.value(), 4);
+}
+
+#[test]
+fn lww_set_ignores_equal_or_older_stamps_and_equal_stamps_keep_the_larger_value() {
+    let s = HlcStamp::new(50, 2, region(0));
+    let mut r = LwwRegister::new(5i64, s);
+    r.set(9, HlcStamp::new(49, 9, region(4)));
+    assert_eq!(*r.value(), 5);
+    r.set(3, s);
+    assert_eq!(*r.value(), 5, "equal stamp with a smaller value must not replace");
+    r.set(7, s);
+    assert_eq!(*r.value(), 7, "equal stamp falls back to the larger value");
+    assert_eq!(r.stamp(), s);
+}
+
+proptest! {
+    #[test]
+    fn max_register_offer_keeps_the_maximum(vals in proptest::collection::vec(any::<i64>(), 1..20)) {
+        let mut m = MaxRegister::new(vals[0]);
+        let mut other = MaxRegister::new(vals[0]);
+        for v in &vals[1..] {
+            let d = m.offer(*v);
+            prop_assert_eq!(d.value(), *v);
+            other.merge(&d);
+        }
+        let max = *vals.iter().max().unwrap();
+        prop_assert_eq!(m.value(), max);
+        prop_assert_eq!(other.value(), max);
+    }
+
+    #[test]
+    fn pn_counter_value_is_the_sum_and_deltas_rebuild_it(
+        ops in proptest::collection::vec((0usize..4, -1_000i64..1_000), 0..40),
+        order in proptest::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let mut c = PnCounter::new();
+        let mut deltas = Vec::new();
+        for (a, d) in &ops {
+            deltas.push(c.add(actor(*a), *d));
+        }
+        prop_assert_eq!(c.value(), ops.iter().map(|(_, d)| d).sum::<i64>());
+        // Deltas delivered in any order, some twice, give the full state.
+        let mut r = PnCounter::new();
+        let mut idx: Vec<usize> = (0..deltas.len()).collect();
+        for (i, o) in order.iter().enumerate() {
+            if !idx.is_empty() {
+                let n = idx.len();
+                idx.swap(i % n, o % n);
+            }
+        }
+        for &i in idx.iter().chain(order.iter().filter_map(|o| idx.get(o % idx.len().max(1)))) {
+            r.merge(&deltas[i]);
+        }
+        prop_assert_eq!(&r, &c);
+        prop_assert_eq!(r.value(), c.value());
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// OR-set
+
+#[test]
+fn orset_remove_after_observed_add_is_absent_everywhere() {
+    let mut a = OrSet::<u64>::new();
+    let add = a.add(actor(0), 7);
+    let mut b = OrSet::new();
+    b.merge(&add);
+    let rm = b.remove(&7).expect("b observed the add");
+    assert!(!b.contains(&7));
+    a.merge(&rm);
+    assert!(!a.contains(&7));
+    // The old add arriving again (duplicate) does not resurrect it.
+    a.merge(&add);
+    b.merge(&add);
+    assert!(!a.contains(&7) && !b.contains(&7));
+    assert!(a.is_empty() && b.is_empty());
+    assert!(b.remove(&7).is_none(), "removing an absent element has no delta");
+}
+
+#[test]
+fn orset_concurrent_add_and_remove_add_wins_and_readd_works() {
+    let mut a = OrSet::<u64>::new();
+    let add1 = a.add(actor(0), 1);
+    let mut b = OrSet::new();
+    b.merge(&add1);
+    // Concurrently: b removes 1, a re-adds 1.
+    let rm = b.remove(&1).unwrap();
+    let add2 = a.add(actor(0), 1);
+    let mut x = a.clone();
+    x.merge(&rm);
+    let mut y = b.clone();
+    y.merge(&add2);
+    assert!(x.contains(&1) && y.contains(&1), "add wins over a concurrent remove");
+    assert_eq!(x.iter().collect::<Vec<_>>(), y.iter().collect::<Vec<_>>());
+    // Re-add after an observed remove brings it back.
+    let mut c = OrSet::<u64>::new();
+    c.add(actor(1), 5);
+    c.remove(&5).unwrap();
+    assert!(!c.contains(&5));
+    let readd = c.add(actor(1), 5);
+    assert!(c.contains(&5));
+    let mut d = OrSet::new();
+    d.merge(&readd);
+    assert!(d.contains(&5));
+    assert_eq!(d.len(), 1);
+}
+
+#[derive(Debug, Clone)]
+enum SetOp {
+    Add(usize, u64),
+    Remove(usize, u64),
+    Sync(usize, usize),
+}
+
+fn set_op() -> impl Strategy<Value = SetOp> {
+    prop_oneof![
+        (0usize..3, 0u64..5).prop_map(|(r, e)| SetOp::Add(r, e)),
+        (0usize..3, 0u64..5).prop_map(|(r, e)| SetOp::Remove(r, e)),
+        (0usize..3, 0usize..3).prop_map(|(a, b)| SetOp::Sync(a, b)),
+    ]
+}
+
+proptest! {
+    /// Three replicas, each shipping deltas: a replica that merges every delta (in any order)
+    /// equals the full-state join; the sequential add-wins model holds for one replica.
+    #[test]
+    fn orset_deltas_equal_full_state_and_match_add_wins_model(ops in proptest::collection::vec(set_op(), 1..60)) {
+        let mut reps: Vec<OrSet<u64>> = vec![OrSet::new(); 3];
+        let mut deltas: Vec<OrSet<u64>> = Vec::new();
+        for op in &ops {
+            match *op {
+                SetOp::Add(r, e) => {
+                    deltas.push(reps[r].add(actor(r), e));
+                    prop_assert!(reps[r].contains(&e));
+                }
+                SetOp::Remove(r, e) => {
+                    let had = reps[r].contains(&e);
+                    match reps[r].remove(&e) {
+                        Some(d) => { prop_assert!(had); deltas.push(d); }
+                        None => prop_assert!(!had),
+                    }
+                    prop_assert!(!reps[r].contains(&e));
+                }
+                SetOp::Sync(a, b) => {
+                    let s = reps[a].clone();
+                    reps[b].merge(&s);
+                }
+            }
+        }
+        let mut full = OrSet::new();
+        for r in &reps {
+            full.merge(r);
+        }
+        let mut from_deltas = OrSet::new();
+        for d in deltas.iter().rev() {
+            from_deltas.merge(d);
+        }
+        let mut fwd = OrSet::new();
+        for d in &deltas {
+            fwd.merge(d);
+        }
+        prop_assert_eq!(full.iter().collect::<Vec<_>>(), from_deltas.iter().collect::<Vec<_>>());
+        prop_assert_eq!(full.iter().collect::<Vec<_>>(), fwd.iter().collect::<Vec<_>>());
+        // Idempotent and commutative on the replicas too.
+        let mut twice = full.clone();
+        twice.merge(&full);
+        prop_assert_eq!(twice.iter().collect::<Vec<_>>(), full.iter().collect::<Vec<_>>());
+        let mut ab = reps[0].clone();
+        ab.merge(&reps[1]);
+        let mut ba = reps[1].clone();
+        ba.merge(&reps[0]);
+        prop_assert_eq!(ab.iter().collect::<Vec<_>>(), ba.iter().collect::<Vec<_>>());
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Score cells (Nakama operators)
+
+proptest! {
+    #[test]
+    fn score_cell_operators_follow_nakama(
+        op in prop_oneof![Just(ScoreOperator::Best), Just(ScoreOperator::Set), Just(ScoreOperator::Incr), Just(ScoreOperator::Decr)],
+        subs in proptest::collection::vec((0usize..3, -1_000i64..1_000), 1..30),
+    ) {
+        let mut cell: Option<ScoreCell> = None;
+        let mut remote: Option<ScoreCell> = None;
+        let mut model: Option<i64> = None;
+        for (i, (a, v)) in subs.iter().enumerate() {
+            let stamp = HlcStamp::new(100 + i as u64, 0, region(*a));
+            let (delta, merged) = ScoreCell::submit(cell.as_ref(), op, *v, actor(*a), stamp);
+            prop_assert!(merged.fits(op));
+            cell = Some(merged);
+            match remote.as_mut() {
+                Some(r) => r.merge(&delta),
+                None => remote = Some(delta),
+            }
+            model = Some(match (op, model) {
+                (ScoreOperator::Best, m) => m.map_or(*v, |m| m.max(*v)),
+                (ScoreOperator::Set, _) => *v,
+                (ScoreOperator::Incr, m) => m.unwrap_or(0) + v,
+                (ScoreOperator::Decr, m) => m.unwrap_or(0) - v,
+            });
+            prop_assert_eq!(cell.as_ref().map(ScoreCell::score), model);
+            prop_assert_eq!(remote.as_ref().map(ScoreCell::score), model, "deltas rebuild the state");
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Leaderboard
+
+#[test]
+fn leaderboard_ties_edges_and_removal() {
+    let mut b = Leaderboard::new();
+    assert!(b.top(5).is_empty());
+    assert!(b.range(0, 0).is_empty());
+    assert_eq!(b.rank(PlayerId::new(1)), None);
+    assert!(b.around(PlayerId::new(1), 3, 3).is_empty());
+    for (p, s) in [(5u64, 10i64), (3, 10), (9, 20), (1, -5), (7, 10)] {
+        assert!(b.update(PlayerId::new(p), s).is_some());
+    }
+    let order: Vec<u64> = b.top(usize::MAX).iter().map(|e| e.player.get()).collect();
+    assert_eq!(order, [9, 3, 5, 7, 1]);
+    let ranks: Vec<u64> = b.top(10).iter().map(|e| e.rank).collect();
+    assert_eq!(ranks, [1, 2, 3, 4, 5], "ties take distinct positions");
+    // Edges: past the end, at the end, around the first and the last.
+    assert!(b.range(5, 3).is_empty());
+    assert!(b.range(usize::MAX, usize::MAX).is_empty());
+    assert_eq!(b.range(4, 100).len(), 1);
+    let first: Vec<u64> = b.around(PlayerId::new(9), 10, 1).iter().map(|e| e.player.get()).collect();
+    assert_eq!(first, [9, 3]);
+    let last: Vec<u64> = b.around(PlayerId::new(1), 1, 10).iter().map(|e| e.player.get()).collect();
+    assert_eq!(last, [7, 1]);
+    let all = b.around(PlayerId::new(5), usize::MAX, usize::MAX);
+    assert_eq!(all.len(), 5);
+    // Update moves the rank; an unchanged score keeps it.
+    assert_eq!(b.update(PlayerId::new(1), 100), Some(1));
+    assert_eq!(b.update(PlayerId::new(1), 100), Some(1));
+    assert_eq!(b.rank(PlayerId::new(9)), Some(2));
+    assert_eq!(b.remove(PlayerId::new(1)), Some(100));
+    assert_eq!(b.remove(PlayerId::new(1)), None);
+    assert_eq!(b.rank(PlayerId::new(9)), Some(1));
+    assert_eq!(b.len(), 4);
+    // Extreme scores order correctly.
+    b.update(PlayerId::new(2), i64::MIN);
+    b.update(PlayerId::new(4), i64::MAX);
+    assert_eq!(b.rank(PlayerId::new(4)), Some(1));
+    assert_eq!(b.rank(PlayerId::new(2)), Some(6));
+}
+
+#[derive(Debug, Clone)]
+enum BoardOp {
+    Update(u64, i64),
+    Remove(u64),
+    Range(usize, usize),
+    Around(u64, usize, usize),
+}
+
+fn board_op() -> impl Strategy<Value = BoardOp> {
+    prop_oneof![
+        4 => (0u64..30, -20i64..20).prop_map(|(p, s)| BoardOp::Update(p, s)),
+        1 => (0u64..30).prop_map(BoardOp::Remove),
+        1 => (0usize..35, 0usize..35).prop_map(|(s, c)| BoardOp::Range(s, c)),
+        1 => (0u64..30, 0usize..8, 0usize..8).prop_map(|(p, a, b)| BoardOp::Around(p, a, b)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn leaderboard_matches_a_btreemap_model(ops in proptest::collection::vec(board_op(), 1..200)) {
+        let mut b = Leaderboard::with_capacity(4);
+        let mut model: BTreeMap<u64, i64> = BTreeMap::new();
+        let sorted = |m: &BTreeMap<u64, i64>| {
+            let mut v: Vec<(u64, i64)> = m.iter().map(|(p, s)| (*p, *s)).collect();
+            v.sort_by(|a, c| c.1.cmp(&a.1).then(a.0.cmp(&c.0)));
+            v
+        };
+        for op in ops {
+            match op {
+                BoardOp::Update(p, s) => {
+                    model.insert(p, s);
+                    let want = sorted(&model).iter().position(|x| x.0 == p).map(|i| i as u64 + 1);
+                    prop_assert_eq!(b.update(PlayerId::new(p), s), want);
+                }
+                BoardOp::Remove(p) => prop_assert_eq!(b.remove(PlayerId::new(p)), model.remove(&p)),
+                BoardOp::Range(s, c) => {
+                    let v = sorted(&model);
+                    let want: Vec<(u64, u64, i64)> = v.iter().enumerate().skip(s).take(c)
+                        .map(|(i, (p, sc))| (i as u64 + 1, *p, *sc)).collect();
+                    let got: Vec<(u64, u64, i64)> = b.range(s, c).iter()
+                        .map(|e| (e.rank, e.player.get(), e.score)).collect();
+                    prop_assert_eq!(got, want);
+                }
+                BoardOp::Around(p, before, after) => {
+                    let v = sorted(&model);
+                    let want: Vec<u64> = match v.iter().position(|x| x.0 == p) {
+                        Some(i) => v[i.saturating_sub(before)..(i + after + 1).min(v.len())].iter().map(|x| x.0).collect(),
+                        None => Vec::new(),
+                    };
+                    let got: Vec<u64> = b.around(PlayerId::new(p), before, after).iter().map(|e| e.player.get()).collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+            prop_assert_eq!(b.len(), model.len());
+            prop_assert_eq!(b.is_empty(), model.is_empty());
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// SyncNode / CrossRegionSync
+
+fn cluster(seed: u64, n: usize, link: LinkConfig) -> SimCluster {
+    let regions: Vec<RegionId> = (0..n).map(region).collect();
+    let mut c = SimCluster::new(seed, &regions, link, T0, |_| {}).unwrap();
+    for i in 0..n {
+        let node = c.node_mut(i).unwrap();
+        node.define_mode(GameMode(1), ScoreOperator::Decr).unwrap();
+        node.define_mode(GameMode(2), ScoreOperator::Set).unwrap();
+    }
+    c
+}
+
+#[test]
+fn strong_write_cut_off_from_the_majority_times_out_and_still_reaches_peers_later() {
+    let mut c = cluster(11, 3, LinkConfig::new(ms(10)));
+    let others = [region(1), region(2)];
+    c.net().isolate(region(0), &others);
+    let start = c.now();
+    let WriteReceipt::Pending(id) = c.node_mut(0).unwrap().ban(PlayerId::new(42), start).unwrap() else {
+        panic!("bans are STRONG by default");
+    };
+    let mut failed = None;
+    for _ in 0..300 {
+        c.run_for(ms(10));
+        if let Some(ev) = c.node_mut(0).unwrap().poll_event() {
+            failed = Some((ev, c.now()));
+            break;
+        }
+    }
+    let (ev, at) = failed.expect("no outcome for the STRONG write");
+    assert_eq!(ev, SyncEvent::StrongFailed { id, error: SyncError::StrongTimeout { acked: 1, needed: 2 } });
+    assert!(at - start >= ms(2_000), "failed before strong_timeout: {:?}", at - start);
+    assert!(matches!(c.node(0).unwrap().strong_status(id), StrongStatus::Failed(_)));
+    // Not rolled back: applied locally, and reaches the others once the partition heals.
+    assert!(c.node(0).unwrap().is_banned(PlayerId::new(42)));
+    assert!(!c.node(1).unwrap().is_banned(PlayerId::new(42)));
+    c.net().heal();
+    c.run_for(ms(3_000));
+    for i in 0..3 {
+        assert!(c.node(i).unwrap().is_banned(PlayerId::new(42)), "region {i} missed the ban");
+    }
+}
+
+#[test]
+fn committed_strong_write_survives_the_loss_of_a_minority() {
+    let mut c = cluster(12, 3, LinkConfig::new(ms(10)));
+    let now = c.now();
+    let WriteReceipt::Pending(id) = c.node_mut(0).unwrap().ban(PlayerId::new(8), now).unwrap() else {
+        panic!("STRONG expected");
+    };
+    let mut committed = false;
+    for _ in 0..200 {
+        c.run_for(ms(5));
+        if c.node(0).unwrap().strong_status(id) == StrongStatus::Committed {
+            committed = true;
+            break;
+        }
+    }
+    assert!(committed);
+    // The writer (a minority of one) crashes and never returns with its state.
+    let lost = c.crash(0).expect("node 0 was running");
+    assert!(lost.is_banned(PlayerId::new(8)));
+    c.run_for(ms(2_000));
+    let holders = (1..3).filter(|&i| c.node(i).unwrap().is_banned(PlayerId::new(8))).count();
+    assert_eq!(holders, 2, "a committed STRONG write must survive on the majority");
+}
+
+#[test]
+fn eventual_writes_converge_under_loss_duplication_and_reordering() {
+    let link = LinkConfig::new(ms(30)).jitter(ms(5)).loss(0.2).duplicate(0.2).reorder(0.3);
+    let mut c = cluster(13, 3, link);
+    let mut expected_decr = 0i64;
+    for step in 0..30u64 {
+        let now = c.now();
+        let w = (step % 3) as usize;
+        c.node_mut(w).unwrap().submit_score(GameMode(1), PlayerId::new(1), step as i64, now).unwrap();
+        expected_decr -= step as i64;
+        c.node_mut(w).unwrap().add_friend(PlayerId::new(2), PlayerId::new(step), now).unwrap();
+        c.run_for(ms(7));
+    }
+    let now = c.now();
+    c.node_mut(1).unwrap().remove_friend(PlayerId::new(2), PlayerId::new(0), now).unwrap();
+    c.run_for(ms(5_000));
+    assert!(c.converged());
+    for i in 0..3 {
+        let n = c.node(i).unwrap();
+        let board = n.leaderboards().mode(GameMode(1)).unwrap();
+        assert_eq!(board.score(PlayerId::new(1)), Some(expected_decr), "region {i}");
+        let friends = n.friends(PlayerId::new(2));
+        assert_eq!(friends.len(), 29, "region {i}");
+        assert!(!friends.contains(&PlayerId::new(0)));
+    }
+}
+
+#[test]
+fn snapshot_restore_gives_the_same_digest_and_state() {
+    let mut c = cluster(14, 2, LinkConfig::new(ms(10)));
+    let now = c.now();
+    let n = c.node_mut(0).unwrap();
+    n.submit_score(GameMode(2), PlayerId::new(3), 77, now).unwrap();
+    n.add_friend(PlayerId::new(3), PlayerId::new(4), now).unwrap();
+    n.ban(PlayerId::new(5), now).unwrap();
+    let snap = n.snapshot();
+    let want = n.digest();
+    let cfg = SyncConfig::new(region(0), vec![region(1)]).unwrap();
+    let mut restored = SyncNode::restore(cfg, snap.clone(), now + ms(1));
+    assert_eq!(restored.digest(), want);
+    assert_eq!(restored.snapshot().entries, snap.entries);
+    assert!(restored.is_banned(PlayerId::new(5)));
+    assert_eq!(restored.leaderboards().mode(GameMode(2)).and_then(|b| b.score(PlayerId::new(3))), Some(77));
+    assert_eq!(restored.leaderboards().operator(GameMode(2)), Some(ScoreOperator::Set));
+}
