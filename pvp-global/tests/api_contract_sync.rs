@@ -472,3 +472,36 @@ fn snapshot_restore_gives_the_same_digest_and_state() {
     assert_eq!(restored.leaderboards().mode(GameMode(2)).and_then(|b| b.score(PlayerId::new(3))), Some(77));
     assert_eq!(restored.leaderboards().operator(GameMode(2)), Some(ScoreOperator::Set));
 }
+
+#[test]
+fn delivered_is_not_claimed_while_the_peer_lacks_the_writes() {
+    // `PeerProgress::delivered` gates failover: it must never say that writes reached a peer
+    // that does not hold them, even when the peer fell off the delta log and the digest that
+    // starts its repair was lost.
+    let regions = [region(0), region(1)];
+    let mut c =
+        SimCluster::new(15, &regions, LinkConfig::new(ms(20)), T0, |cfg| cfg.max_delta_log = 4).unwrap();
+    c.net().partition(region(0), region(1));
+    for f in 0..10u64 {
+        let now = c.now();
+        c.node_mut(0).unwrap().add_friend(PlayerId::new(1), PlayerId::new(100 + f), now).unwrap();
+        c.run_for(ms(5));
+    }
+    let mut checks = 0;
+    for step in 0..600 {
+        if step == 300 {
+            c.net().heal();
+        }
+        c.run_for(ms(10));
+        let kr = c.node(0).unwrap();
+        let head = kr.head_seq();
+        let p = kr.peer_progress(region(1)).unwrap();
+        let has_all = c.node(1).unwrap().friends(PlayerId::new(1)).len() == 10;
+        if p.delivered(head) {
+            assert!(has_all, "delivered({head}) at step {step} while jp lacks writes: {p:?}");
+            checks += 1;
+        }
+    }
+    assert!(checks > 0, "jp was never reported caught up after the partition healed");
+    assert!(c.converged());
+}

@@ -479,9 +479,11 @@ pub struct PeerProgress {
     /// Every local write up to this sequence number has reached the peer (it acknowledged
     /// them, or they were handed to anti-entropy, see `repair_pending`).
     pub acked: u64,
-    /// An anti-entropy digest to the peer is owed and not yet sent: the peer lagged past the
-    /// delta log, restarted, was never contacted, or a repair was asked for
-    /// ([`SyncNode::request_anti_entropy`]).
+    /// An anti-entropy repair of the peer is owed or not yet confirmed: a digest is owed and
+    /// not yet sent (the peer lagged past the delta log, restarted, was never contacted, or a
+    /// repair was asked for with [`SyncNode::request_anti_entropy`]), or writes were handed to
+    /// anti-entropy (the peer lagged past the delta log or restarted) and no digest from the
+    /// peer has matched this replica's since (a digest or a repair may have been lost).
     pub repair_pending: bool,
 }
 
@@ -562,6 +564,11 @@ struct PeerState {
     received_upto: u64,
     /// Send a digest at the next chance (it lagged past our log, or restarted).
     needs_repair: bool,
+    /// A repair was owed and no digest from the peer has matched ours since: writes handed to
+    /// anti-entropy may not have reached it yet (the digest or the repair may have been lost).
+    repair_unconfirmed: bool,
+    /// When we last sent it a digest.
+    last_digest_at: Option<Duration>,
     /// Consecutive retransmissions without progress (doubles the wait, up to 8x).
     backoff: u32,
 }
@@ -685,6 +692,8 @@ impl SyncNode {
                 their_incarnation: 0,
                 received_upto: 0,
                 needs_repair: true,
+                repair_unconfirmed: false,
+                last_digest_at: None,
                 backoff: 0,
             })
             .collect();
@@ -1156,6 +1165,7 @@ impl SyncNode {
                 peer.acked = head;
                 peer.sent_upto = head;
                 peer.window_at = now;
+                peer.repair_unconfirmed = true;
             }
             peer.needs_repair = true;
         }
@@ -1193,7 +1203,20 @@ impl SyncNode {
                 let mine = self.digest();
                 let diff: Vec<u16> =
                     (0..DIGEST_BUCKETS).filter(|&b| mine[b] != buckets[b]).map(|b| b as u16).collect();
-                if !diff.is_empty() {
+                if diff.is_empty() {
+                    // The peer holds what we hold: any repair owed to it is done. Echo our
+                    // digest (at most once per interval) so that it learns the same of us.
+                    let peer = &mut self.peers[pi];
+                    peer.repair_unconfirmed = false;
+                    let recent = peer
+                        .last_digest_at
+                        .is_some_and(|t| now.saturating_sub(t) < self.cfg.anti_entropy_interval);
+                    if !recent {
+                        peer.last_digest_at = Some(now);
+                        self.stats.digests_sent += 1;
+                        self.send(from, Body::Digest { buckets: mine });
+                    }
+                } else {
                     self.send_buckets(from, &diff);
                     self.send(from, Body::RepairRequest { buckets: diff });
                 }
@@ -1303,8 +1326,9 @@ impl SyncNode {
             let digest = self.digest();
             for i in 0..self.peers.len() {
                 let p = &mut self.peers[i];
-                if p.acked >= head || p.needs_repair {
+                if p.acked >= head || p.needs_repair || p.repair_unconfirmed {
                     p.needs_repair = false;
+                    p.last_digest_at = Some(now);
                     let to = p.region;
                     self.stats.digests_sent += 1;
                     self.send(to, Body::Digest { buckets: digest.clone() });
@@ -1359,6 +1383,7 @@ impl SyncNode {
                 p.sent_upto = log_first - 1;
                 p.acked = p.acked.max(log_first - 1);
                 p.needs_repair = true;
+                p.repair_unconfirmed = true;
                 self.next_anti_entropy = self.next_anti_entropy.min(now);
             }
             p.sent_upto = p.sent_upto.max(p.acked);
@@ -1430,7 +1455,12 @@ impl SyncNode {
     fn progress_of(&self, i: usize) -> PeerProgress {
         let p = &self.peers[i];
         let head = self.next_seq - 1;
-        PeerProgress { peer: p.region, head, acked: p.acked.min(head), repair_pending: p.needs_repair }
+        PeerProgress {
+            peer: p.region,
+            head,
+            acked: p.acked.min(head),
+            repair_pending: p.needs_repair || p.repair_unconfirmed,
+        }
     }
 
     /// Asks for an anti-entropy round with `peer` at the next [`handle_timeout`](Self::handle_timeout)
