@@ -505,3 +505,128 @@ fn delivered_is_not_claimed_while_the_peer_lacks_the_writes() {
     assert!(checks > 0, "jp was never reported caught up after the partition healed");
     assert!(c.converged());
 }
+
+#[test]
+fn eventual_lag_is_at_most_a_flush_interval_plus_one_way_latency() {
+    let latency = ms(30);
+    let mut c = cluster(16, 2, LinkConfig::new(latency));
+    c.run_for(ms(3)); // write between two flushes
+    let flush = c.node(0).unwrap().config().flush_interval;
+    for k in 0..5u64 {
+        let at = c.now();
+        c.node_mut(0).unwrap().submit_score(GameMode(2), PlayerId::new(k), k as i64 * 10, at).unwrap();
+        assert_eq!(
+            c.node(1).unwrap().leaderboards().mode(GameMode(2)).and_then(|b| b.score(PlayerId::new(k))),
+            None
+        );
+        c.run_until(at + flush + latency);
+        let got = c.node(1).unwrap().leaderboards().mode(GameMode(2)).and_then(|b| b.score(PlayerId::new(k)));
+        assert_eq!(got, Some(k as i64 * 10), "write {k} not there after flush + latency");
+        c.run_for(ms(7));
+    }
+}
+
+#[test]
+fn strong_needs_a_majority_of_all_regions() {
+    // Five regions: majority 3. With one reachable peer the write times out, with two it commits.
+    let mut c = cluster(17, 5, LinkConfig::new(ms(10)));
+    assert_eq!(c.node(0).unwrap().majority(), 3);
+    c.net().isolate(region(0), &[region(2), region(3), region(4)]);
+    let now = c.now();
+    let WriteReceipt::Pending(id) = c.node_mut(0).unwrap().ban(PlayerId::new(1), now).unwrap() else {
+        panic!("STRONG expected");
+    };
+    c.run_for(ms(1_000));
+    assert_eq!(
+        c.node(0).unwrap().strong_status(id),
+        StrongStatus::Pending,
+        "1 peer + self is no majority of 5"
+    );
+    c.run_for(ms(1_100));
+    assert_eq!(
+        c.node(0).unwrap().strong_status(id),
+        StrongStatus::Failed(SyncError::StrongTimeout { acked: 2, needed: 3 })
+    );
+    c.net().heal_link(region(0), region(2));
+    let now = c.now();
+    let WriteReceipt::Pending(id2) = c.node_mut(0).unwrap().ban(PlayerId::new(2), now).unwrap() else {
+        panic!("STRONG expected");
+    };
+    c.run_for(ms(200));
+    assert_eq!(c.node(0).unwrap().strong_status(id2), StrongStatus::Committed);
+    assert_eq!(c.node(0).unwrap().strong_status(id2 + 1000), StrongStatus::Unknown);
+    let holders = (0..5).filter(|&i| c.node(i).unwrap().is_banned(PlayerId::new(2))).count();
+    assert!(holders >= 3, "committed while only {holders} regions hold it");
+}
+
+#[test]
+fn strong_backlog_full_refuses_without_applying() {
+    let mut c = SimCluster::new(18, &[region(0), region(1)], LinkConfig::new(ms(10)), T0, |cfg| {
+        cfg.max_pending_strong = 2;
+    })
+    .unwrap();
+    c.net().partition(region(0), region(1));
+    let now = c.now();
+    let n = c.node_mut(0).unwrap();
+    assert!(matches!(n.ban(PlayerId::new(1), now), Ok(WriteReceipt::Pending(_))));
+    assert!(matches!(n.ban(PlayerId::new(2), now), Ok(WriteReceipt::Pending(_))));
+    assert_eq!(n.ban(PlayerId::new(3), now), Err(SyncError::StrongBacklogFull(2)));
+    assert!(!n.is_banned(PlayerId::new(3)), "a refused write must not be applied");
+    assert!(n.is_banned(PlayerId::new(1)) && n.is_banned(PlayerId::new(2)));
+}
+
+#[test]
+fn concurrent_set_scores_converge_to_the_newest_hlc_write() {
+    let mut c = cluster(19, 2, LinkConfig::new(ms(10)));
+    c.net().partition(region(0), region(1));
+    let t = c.now();
+    c.node_mut(0).unwrap().submit_score(GameMode(2), PlayerId::new(1), 500, t).unwrap();
+    c.node_mut(1).unwrap().submit_score(GameMode(2), PlayerId::new(1), 100, t + ms(5)).unwrap();
+    // Decr mode: each region subtracts once; both count after the heal.
+    c.node_mut(0).unwrap().submit_score(GameMode(1), PlayerId::new(1), 3, t).unwrap();
+    c.node_mut(1).unwrap().submit_score(GameMode(1), PlayerId::new(1), 4, t).unwrap();
+    c.run_for(ms(100));
+    c.net().heal();
+    c.run_for(ms(3_000));
+    for i in 0..2 {
+        let b = c.node(i).unwrap().leaderboards();
+        assert_eq!(b.mode(GameMode(2)).and_then(|m| m.score(PlayerId::new(1))), Some(100), "region {i}");
+        assert_eq!(b.mode(GameMode(1)).and_then(|m| m.score(PlayerId::new(1))), Some(-7), "region {i}");
+    }
+}
+
+#[test]
+fn anti_entropy_heals_a_replica_restored_from_an_old_snapshot() {
+    let mut c = cluster(20, 3, LinkConfig::new(ms(15)));
+    let old = c.node(2).unwrap().snapshot();
+    for p in 0..20u64 {
+        let now = c.now();
+        let w = (p % 2) as usize;
+        c.node_mut(w).unwrap().submit_score(GameMode(2), PlayerId::new(p), p as i64, now).unwrap();
+        c.node_mut(w).unwrap().add_friend(PlayerId::new(p), PlayerId::new(p + 1), now).unwrap();
+    }
+    c.run_for(ms(500));
+    assert!(c.converged());
+    c.crash(2).unwrap();
+    c.restart(2, Some(old));
+    assert!(c.node(2).unwrap().is_empty(), "the old snapshot predates the writes");
+    let mut gated = 0;
+    for step in 0..300 {
+        c.run_for(ms(10));
+        let kr = c.node(0).unwrap();
+        let (head, p) = (kr.head_seq(), kr.peer_progress(region(2)).unwrap());
+        if p.delivered(head) {
+            // Every write of kr must then be in sg (kr wrote the even players).
+            let sg = c.node(2).unwrap();
+            for q in (0..20u64).step_by(2) {
+                assert!(sg.friends(PlayerId::new(q)).contains(&PlayerId::new(q + 1)), "step {step}: {p:?}");
+            }
+            gated += 1;
+        }
+    }
+    assert!(gated > 0, "kr never saw sg caught up");
+    assert!(c.converged(), "anti-entropy did not heal the restored replica");
+    let d0 = c.node_mut(0).unwrap().digest();
+    assert_eq!(c.node_mut(2).unwrap().digest(), d0);
+    assert_eq!(c.node(2).unwrap().leaderboards().mode(GameMode(2)).map(Leaderboard::len), Some(20));
+}
