@@ -372,7 +372,9 @@ pub struct SyncConfig {
     pub strong_retry: Duration,
     /// Most STRONG writes pending at once (default 4096).
     pub max_pending_strong: usize,
-    /// Largest datagram sent or accepted (default 60,000 bytes).
+    /// Largest datagram sent or accepted (default 60,000 bytes). Anti-entropy ships a key's
+    /// whole state in one datagram, so a key larger than this is not repaired (counted in
+    /// [`SyncStats::oversized_entries`]): a full [`MAX_SET_LEN`] set takes roughly 10-25 kB.
     pub max_message_bytes: usize,
     /// Most deltas kept for unacknowledged peers; past it a peer is repaired by anti-entropy
     /// instead (default 65,536).
@@ -535,7 +537,10 @@ pub struct SyncStats {
     pub digests_sent: u64,
     /// Key states sent in `Repair` messages.
     pub repair_entries_sent: u64,
-    /// Entries too large for one message, skipped (repaired once smaller; should stay 0).
+    /// Entries too large for one message, skipped. Deltas are small and always fit; a key's
+    /// full state (an anti-entropy repair, or full-state shipping) may not when
+    /// `max_message_bytes` is set low: such a key is then not repaired by anti-entropy, only by
+    /// deltas. With the default size it stays 0 unless a profile holds many large set fields.
     pub oversized_entries: u64,
     /// Deltas dropped from the log because a peer lagged past `max_delta_log`.
     pub log_overflows: u64,
