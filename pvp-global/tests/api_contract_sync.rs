@@ -712,3 +712,34 @@ fn batches_within(cap: usize) {
     assert_eq!(a.digest(), b.digest());
     assert_eq!(a.peer_progress(region(1)).map(|p| p.delivered(a.head_seq())), Some(true));
 }
+
+#[test]
+fn unban_lifts_observed_bans_and_a_concurrent_ban_wins() {
+    let mut c = cluster(22, 3, LinkConfig::new(ms(10)));
+    let p = PlayerId::new(77);
+    let now = c.now();
+    assert_eq!(c.node_mut(1).unwrap().unban(p, now), Ok(WriteReceipt::Applied), "nothing to lift");
+    let WriteReceipt::Pending(_) = c.node_mut(0).unwrap().ban(p, now).unwrap() else { panic!("STRONG") };
+    c.run_for(ms(300));
+    assert!((0..3).all(|i| c.node(i).unwrap().is_banned(p)));
+    // Observed ban lifted from another region: lifted everywhere.
+    let now = c.now();
+    let WriteReceipt::Pending(id) = c.node_mut(1).unwrap().unban(p, now).unwrap() else { panic!("STRONG") };
+    c.run_for(ms(300));
+    assert_eq!(c.node(1).unwrap().strong_status(id), StrongStatus::Committed);
+    assert!((0..3).all(|i| !c.node(i).unwrap().is_banned(p)));
+    // Ban again, then concurrently: sg lifts the ban it saw while kr bans anew.
+    let now = c.now();
+    c.node_mut(0).unwrap().ban(p, now).unwrap();
+    c.run_for(ms(300));
+    c.net().isolate(region(2), &[region(0), region(1)]);
+    let now = c.now();
+    c.node_mut(2).unwrap().unban(p, now).unwrap();
+    c.node_mut(0).unwrap().ban(p, now).unwrap();
+    assert!(!c.node(2).unwrap().is_banned(p));
+    c.run_for(ms(100));
+    c.net().heal();
+    c.run_for(ms(3_000));
+    assert!(c.converged());
+    assert!((0..3).all(|i| c.node(i).unwrap().is_banned(p)), "add-wins: the concurrent ban stays");
+}
