@@ -743,3 +743,33 @@ fn unban_lifts_observed_bans_and_a_concurrent_ban_wins() {
     assert!(c.converged());
     assert!((0..3).all(|i| c.node(i).unwrap().is_banned(p)), "add-wins: the concurrent ban stays");
 }
+
+#[test]
+fn catch_up_after_log_overflow_is_confirmed_even_while_both_sides_keep_writing() {
+    // The repair confirmation must not need a quiet moment: both regions write every 15 ms.
+    let regions = [region(0), region(1)];
+    let link = LinkConfig::new(ms(20)).jitter(ms(3));
+    let mut c = SimCluster::new(23, &regions, link, T0, |cfg| cfg.max_delta_log = 4).unwrap();
+    c.net().partition(region(0), region(1));
+    for f in 0..10u64 {
+        let now = c.now();
+        c.node_mut(0).unwrap().add_friend(PlayerId::new(1), PlayerId::new(100 + f), now).unwrap();
+        c.run_for(ms(5));
+    }
+    c.run_for(ms(2_000));
+    c.net().heal();
+    let mut confirmed_at = None;
+    for step in 0..1_000u64 {
+        let now = c.now();
+        let w = (step % 2) as usize;
+        c.node_mut(w).unwrap().add_friend(PlayerId::new(2 + step % 50), PlayerId::new(step), now).unwrap();
+        c.run_for(ms(15));
+        if c.node(0).unwrap().peer_progress(region(1)).unwrap().delivered(10) {
+            assert_eq!(c.node(1).unwrap().friends(PlayerId::new(1)).len(), 10, "step {step}");
+            confirmed_at = Some(step);
+            break;
+        }
+    }
+    let step = confirmed_at.expect("catch-up never confirmed under continuous writes");
+    assert!(step < 500, "confirmed only after {step} steps");
+}

@@ -569,9 +569,10 @@ struct PeerState {
     received_upto: u64,
     /// Send a digest at the next chance (it lagged past our log, or restarted).
     needs_repair: bool,
-    /// A repair was owed and no digest from the peer has matched ours since: writes handed to
-    /// anti-entropy may not have reached it yet (the digest or the repair may have been lost).
-    repair_unconfirmed: bool,
+    /// Buckets not yet seen equal in a digest from the peer since writes were handed to
+    /// anti-entropy (it lagged past our log or restarted): until this is empty those writes may
+    /// not have reached it (a digest or a repair may have been lost).
+    unconfirmed: BTreeSet<u16>,
     /// When we last sent it a digest.
     last_digest_at: Option<Duration>,
     /// Consecutive retransmissions without progress (doubles the wait, up to 8x).
@@ -625,6 +626,10 @@ fn fnv(bytes: &[u8]) -> u64 {
     let mut h = fnv::FnvHasher::default();
     h.write(bytes);
     h.finish()
+}
+
+fn all_buckets() -> BTreeSet<u16> {
+    (0..DIGEST_BUCKETS as u16).collect()
 }
 
 fn bucket_of(key: &Key) -> usize {
@@ -697,7 +702,7 @@ impl SyncNode {
                 their_incarnation: 0,
                 received_upto: 0,
                 needs_repair: true,
-                repair_unconfirmed: false,
+                unconfirmed: BTreeSet::new(),
                 last_digest_at: None,
                 backoff: 0,
             })
@@ -1170,7 +1175,7 @@ impl SyncNode {
                 peer.acked = head;
                 peer.sent_upto = head;
                 peer.window_at = now;
-                peer.repair_unconfirmed = true;
+                peer.unconfirmed = all_buckets();
             }
             peer.needs_repair = true;
         }
@@ -1208,20 +1213,21 @@ impl SyncNode {
                 let mine = self.digest();
                 let diff: Vec<u16> =
                     (0..DIGEST_BUCKETS).filter(|&b| mine[b] != buckets[b]).map(|b| b as u16).collect();
-                if diff.is_empty() {
-                    // The peer holds what we hold: any repair owed to it is done. Echo our
-                    // digest (at most once per interval) so that it learns the same of us.
-                    let peer = &mut self.peers[pi];
-                    peer.repair_unconfirmed = false;
-                    let recent = peer
-                        .last_digest_at
-                        .is_some_and(|t| now.saturating_sub(t) < self.cfg.anti_entropy_interval);
-                    if !recent {
-                        peer.last_digest_at = Some(now);
-                        self.stats.digests_sent += 1;
-                        self.send(from, Body::Digest { buckets: mine });
-                    }
-                } else {
+                // A bucket the peer holds exactly as we do (our state only grows) has every
+                // write we handed to anti-entropy: that part of its repair is done.
+                let peer = &mut self.peers[pi];
+                peer.unconfirmed.retain(|&b| mine[usize::from(b)] != buckets[usize::from(b)]);
+                // Answer with our digest (at most once per interval) so that the peer can
+                // confirm its own repairs of us even while it is never quiet.
+                let recent = peer
+                    .last_digest_at
+                    .is_some_and(|t| now.saturating_sub(t) < self.cfg.anti_entropy_interval);
+                if !recent {
+                    peer.last_digest_at = Some(now);
+                    self.stats.digests_sent += 1;
+                    self.send(from, Body::Digest { buckets: mine });
+                }
+                if !diff.is_empty() {
                     self.send_buckets(from, &diff);
                     self.send(from, Body::RepairRequest { buckets: diff });
                 }
@@ -1331,7 +1337,7 @@ impl SyncNode {
             let digest = self.digest();
             for i in 0..self.peers.len() {
                 let p = &mut self.peers[i];
-                if p.acked >= head || p.needs_repair || p.repair_unconfirmed {
+                if p.acked >= head || p.needs_repair || !p.unconfirmed.is_empty() {
                     p.needs_repair = false;
                     p.last_digest_at = Some(now);
                     let to = p.region;
@@ -1388,7 +1394,7 @@ impl SyncNode {
                 p.sent_upto = log_first - 1;
                 p.acked = p.acked.max(log_first - 1);
                 p.needs_repair = true;
-                p.repair_unconfirmed = true;
+                p.unconfirmed = all_buckets();
                 self.next_anti_entropy = self.next_anti_entropy.min(now);
             }
             p.sent_upto = p.sent_upto.max(p.acked);
@@ -1464,7 +1470,7 @@ impl SyncNode {
             peer: p.region,
             head,
             acked: p.acked.min(head),
-            repair_pending: p.needs_repair || p.repair_unconfirmed,
+            repair_pending: p.needs_repair || !p.unconfirmed.is_empty(),
         }
     }
 
