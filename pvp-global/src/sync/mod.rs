@@ -372,7 +372,9 @@ pub struct SyncConfig {
     pub strong_retry: Duration,
     /// Most STRONG writes pending at once (default 4096).
     pub max_pending_strong: usize,
-    /// Largest datagram sent or accepted (default 60,000 bytes).
+    /// Largest datagram sent or accepted (default 60,000 bytes). Anti-entropy ships a key's
+    /// whole state in one datagram, so a key larger than this is not repaired (counted in
+    /// [`SyncStats::oversized_entries`]): a full [`MAX_SET_LEN`] set takes roughly 10-25 kB.
     pub max_message_bytes: usize,
     /// Most deltas kept for unacknowledged peers; past it a peer is repaired by anti-entropy
     /// instead (default 65,536).
@@ -479,9 +481,11 @@ pub struct PeerProgress {
     /// Every local write up to this sequence number has reached the peer (it acknowledged
     /// them, or they were handed to anti-entropy, see `repair_pending`).
     pub acked: u64,
-    /// An anti-entropy digest to the peer is owed and not yet sent: the peer lagged past the
-    /// delta log, restarted, was never contacted, or a repair was asked for
-    /// ([`SyncNode::request_anti_entropy`]).
+    /// An anti-entropy repair of the peer is owed or not yet confirmed: a digest is owed and
+    /// not yet sent (the peer lagged past the delta log, restarted, was never contacted, or a
+    /// repair was asked for with [`SyncNode::request_anti_entropy`]), or writes were handed to
+    /// anti-entropy (the peer lagged past the delta log or restarted) and no digest from the
+    /// peer has matched this replica's since (a digest or a repair may have been lost).
     pub repair_pending: bool,
 }
 
@@ -533,7 +537,10 @@ pub struct SyncStats {
     pub digests_sent: u64,
     /// Key states sent in `Repair` messages.
     pub repair_entries_sent: u64,
-    /// Entries too large for one message, skipped (repaired once smaller; should stay 0).
+    /// Entries too large for one message, skipped. Deltas are small and always fit; a key's
+    /// full state (an anti-entropy repair, or full-state shipping) may not when
+    /// `max_message_bytes` is set low: such a key is then not repaired by anti-entropy, only by
+    /// deltas. With the default size it stays 0 unless a profile holds many large set fields.
     pub oversized_entries: u64,
     /// Deltas dropped from the log because a peer lagged past `max_delta_log`.
     pub log_overflows: u64,
@@ -562,6 +569,12 @@ struct PeerState {
     received_upto: u64,
     /// Send a digest at the next chance (it lagged past our log, or restarted).
     needs_repair: bool,
+    /// Buckets not yet seen equal in a digest from the peer since writes were handed to
+    /// anti-entropy (it lagged past our log or restarted): until this is empty those writes may
+    /// not have reached it (a digest or a repair may have been lost).
+    unconfirmed: BTreeSet<u16>,
+    /// When we last sent it a digest.
+    last_digest_at: Option<Duration>,
     /// Consecutive retransmissions without progress (doubles the wait, up to 8x).
     backoff: u32,
 }
@@ -613,6 +626,10 @@ fn fnv(bytes: &[u8]) -> u64 {
     let mut h = fnv::FnvHasher::default();
     h.write(bytes);
     h.finish()
+}
+
+fn all_buckets() -> BTreeSet<u16> {
+    (0..DIGEST_BUCKETS as u16).collect()
 }
 
 fn bucket_of(key: &Key) -> usize {
@@ -685,6 +702,8 @@ impl SyncNode {
                 their_incarnation: 0,
                 received_upto: 0,
                 needs_repair: true,
+                unconfirmed: BTreeSet::new(),
+                last_digest_at: None,
                 backoff: 0,
             })
             .collect();
@@ -1156,6 +1175,7 @@ impl SyncNode {
                 peer.acked = head;
                 peer.sent_upto = head;
                 peer.window_at = now;
+                peer.unconfirmed = all_buckets();
             }
             peer.needs_repair = true;
         }
@@ -1193,6 +1213,20 @@ impl SyncNode {
                 let mine = self.digest();
                 let diff: Vec<u16> =
                     (0..DIGEST_BUCKETS).filter(|&b| mine[b] != buckets[b]).map(|b| b as u16).collect();
+                // A bucket the peer holds exactly as we do (our state only grows) has every
+                // write we handed to anti-entropy: that part of its repair is done.
+                let peer = &mut self.peers[pi];
+                peer.unconfirmed.retain(|&b| mine[usize::from(b)] != buckets[usize::from(b)]);
+                // Answer with our digest (at most once per interval) so that the peer can
+                // confirm its own repairs of us even while it is never quiet.
+                let recent = peer
+                    .last_digest_at
+                    .is_some_and(|t| now.saturating_sub(t) < self.cfg.anti_entropy_interval);
+                if !recent {
+                    peer.last_digest_at = Some(now);
+                    self.stats.digests_sent += 1;
+                    self.send(from, Body::Digest { buckets: mine });
+                }
                 if !diff.is_empty() {
                     self.send_buckets(from, &diff);
                     self.send(from, Body::RepairRequest { buckets: diff });
@@ -1303,8 +1337,9 @@ impl SyncNode {
             let digest = self.digest();
             for i in 0..self.peers.len() {
                 let p = &mut self.peers[i];
-                if p.acked >= head || p.needs_repair {
+                if p.acked >= head || p.needs_repair || !p.unconfirmed.is_empty() {
                     p.needs_repair = false;
+                    p.last_digest_at = Some(now);
                     let to = p.region;
                     self.stats.digests_sent += 1;
                     self.send(to, Body::Digest { buckets: digest.clone() });
@@ -1359,6 +1394,7 @@ impl SyncNode {
                 p.sent_upto = log_first - 1;
                 p.acked = p.acked.max(log_first - 1);
                 p.needs_repair = true;
+                p.unconfirmed = all_buckets();
                 self.next_anti_entropy = self.next_anti_entropy.min(now);
             }
             p.sent_upto = p.sent_upto.max(p.acked);
@@ -1430,7 +1466,12 @@ impl SyncNode {
     fn progress_of(&self, i: usize) -> PeerProgress {
         let p = &self.peers[i];
         let head = self.next_seq - 1;
-        PeerProgress { peer: p.region, head, acked: p.acked.min(head), repair_pending: p.needs_repair }
+        PeerProgress {
+            peer: p.region,
+            head,
+            acked: p.acked.min(head),
+            repair_pending: p.needs_repair || !p.unconfirmed.is_empty(),
+        }
     }
 
     /// Asks for an anti-entropy round with `peer` at the next [`handle_timeout`](Self::handle_timeout)
