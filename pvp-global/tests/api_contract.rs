@@ -3,6 +3,9 @@
 //! repeated calls behave. Written the way an outside game backend uses the crate; sans-IO, `now`
 //! is always passed explicitly.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use pvp_core::hlc::HlcStamp;
@@ -19,33 +22,10 @@ use pvp_global::matchmaking::{
 };
 use pvp_global::sync::msg::{self, Body, DecodeError, Message, PROTOCOL_VERSION};
 use pvp_global::sync::{SyncConfig, SyncNode};
-
-const T0: Duration = Duration::ZERO;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
+use support::{T0, backfill_of, mm, mm_with, ms, ready, small};
 
 fn region(name: &str) -> RegionId {
     RegionId::new(name).unwrap()
-}
-
-fn small(min: u32, max: u32, per: u32) -> RegionConfig {
-    RegionConfig {
-        min_servers: min,
-        max_servers: max,
-        players_per_server: per,
-        ..RegionConfig::reference_kr()
-    }
-}
-
-fn ready(cfg: RegionConfig) -> RegionCluster {
-    let mut c = RegionCluster::new(cfg, T0).unwrap();
-    let ids: Vec<ServerId> = c.servers().map(|s| s.id()).collect();
-    for id in ids {
-        c.heartbeat(id, T0).unwrap();
-    }
-    c
 }
 
 fn region_toml(extra: &str) -> String {
@@ -453,16 +433,6 @@ fn health_override_steers_allocation_and_is_reversible() {
 // ---------------------------------------------------------------------------------------------
 // GlobalMatchmaking
 
-fn mm_with(config: MatchmakingConfig) -> GlobalMatchmaking {
-    let mut mm = GlobalMatchmaking::new(FleetConfig::reference(), config, T0).unwrap();
-    mm.heartbeat_all(T0);
-    mm
-}
-
-fn mm() -> GlobalMatchmaking {
-    mm_with(MatchmakingConfig::default())
-}
-
 /// A 1v1 request measured to every reference region.
 fn duel(id: u64, rating: f64, lat: [u64; 3]) -> MatchRequest {
     MatchRequest::new(PlayerId::new(id), rating, KR, GameMode::ONE_V_ONE)
@@ -545,14 +515,7 @@ fn extreme_but_valid_settings_never_panic() {
     assert_eq!(b.try_result().unwrap().unwrap().match_id(), m.match_id());
     assert!(m.connect_grant().expires_at >= m.formed_at());
     // Backfill with a huge lookahead and TTL.
-    let bf = BackfillRequest {
-        match_id: m.match_id(),
-        region: m.region(),
-        mode: GameMode::ONE_V_ONE,
-        team: 0,
-        slots: 1,
-        rating: 1500.0,
-    };
+    let bf = backfill_of(&m, GameMode::ONE_V_ONE, 0, 1, 1500.0);
     let h = mm.backfill(bf, far).unwrap();
     mm.tick(far);
     assert!(h.try_result().is_none());

@@ -1,6 +1,9 @@
 //! API-contract tests of coordination and failover, written as an outside game backend would
 //! use them: every public promise in the rustdoc, including the edge cases.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use pvp_core::ids::{PlayerId, RegionId, ServerId};
@@ -11,8 +14,9 @@ use pvp_global::coord::{
 };
 use pvp_global::failover::{
     FailoverDecision, FailoverError, FailoverPlanner, HealthPolicy, LatencyMatrix, PlannerConfig,
-    PlayerSession, RegionAvailability, RegionFailover, RegionHealth, RegionHealthTracker, RoutingTable,
+    RegionAvailability, RegionFailover, RegionHealth, RegionHealthTracker, RoutingTable,
 };
+use support::{drain, planner, session};
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -429,37 +433,7 @@ fn time_going_backwards_does_not_undo_silence() {
 
 // ---------------------------------------------------------------- planner
 
-fn planner() -> (FailoverPlanner, [RegionId; 3]) {
-    let regions = ["kr", "jp", "sg"].map(r);
-    let [kr, jp, sg] = regions;
-    let mut m = LatencyMatrix::default();
-    for x in regions {
-        m.set(x, x, ms(8));
-    }
-    m.set_symmetric(kr, jp, ms(35));
-    m.set_symmetric(kr, sg, ms(75));
-    m.set_symmetric(jp, sg, ms(70));
-    let mut p = FailoverPlanner::new(PlannerConfig::default(), m);
-    for x in regions {
-        p.add_region(x).unwrap();
-    }
-    while p.poll_decision().is_some() {}
-    (p, regions)
-}
-
-fn session(player: u64, region: RegionId, origin: RegionId, limit: u64) -> PlayerSession {
-    PlayerSession {
-        player: PlayerId::new(player),
-        server: ServerId::new(player * 10),
-        region,
-        origin,
-        latency_limit: ms(limit),
-    }
-}
-
-fn drain(p: &mut FailoverPlanner) -> Vec<FailoverDecision> {
-    std::iter::from_fn(|| p.poll_decision()).take(10_000).collect()
-}
+// `planner()`, `session()` and `drain()` come from the shared support module.
 
 #[test]
 fn all_regions_down_strands_players_and_restore_needs_catch_up() {

@@ -3,42 +3,19 @@
 //! (windows widening in steps, latency limits, region objectives, parties, Down regions,
 //! backfill), ratings per system and the counters. Sans-IO: `now` is always passed.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
 use pvp_core::ids::{PlayerId, RegionId};
-use pvp_global::cluster::{FleetConfig, JP, KR, SG};
+use pvp_global::cluster::{JP, KR, SG};
 use pvp_global::matchmaking::{
-    BackfillRequest, GameMode, GlobalMatchmaking, MatchError, MatchHandle, MatchOutcome, MatchRequest,
-    MatchResult, MatchmakingConfig, PlayerRating, RatingBook, RatingSystem, RegionObjective, RequestError,
-    TickReport,
+    GameMode, GlobalMatchmaking, MatchError, MatchHandle, MatchOutcome, MatchRequest, MatchResult,
+    MatchmakingConfig, PlayerRating, RatingBook, RatingSystem, RegionObjective, RequestError,
 };
-
-const T0: Duration = Duration::ZERO;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn mm_with(config: MatchmakingConfig) -> GlobalMatchmaking {
-    let mut mm = GlobalMatchmaking::new(FleetConfig::reference(), config, T0).unwrap();
-    mm.heartbeat_all(T0);
-    mm
-}
-
-fn mm() -> GlobalMatchmaking {
-    mm_with(MatchmakingConfig::default())
-}
-
-/// Servers heartbeat, then the matchmaker ticks (as a driver does).
-fn tick(mm: &mut GlobalMatchmaking, now: Duration) -> TickReport {
-    mm.heartbeat_all(now);
-    mm.tick(now)
-}
+use support::{T0, backfill_of, mm, mm_with, ms, secs, tick};
 
 /// A 1v1 request with latencies (kr, jp, sg) in ms and a 100 ms limit.
 fn duel(id: u64, rating: f64, lat: [u64; 3]) -> MatchRequest {
@@ -489,19 +466,7 @@ fn backfill_accepts_a_window_wider_than_the_maximum() {
     assert_eq!(tick(&mut mm, T0).matches, 1, "spread 450 within a 500 window");
     let m = matched(&a);
     mm.find_match(duel(3, 2200.0, [10, 40, 80]), T0).unwrap();
-    let bf = mm
-        .backfill(
-            BackfillRequest {
-                match_id: m.match_id(),
-                region: m.region(),
-                mode: GameMode::ONE_V_ONE,
-                team: 0,
-                slots: 1,
-                rating: 1725.0,
-            },
-            T0,
-        )
-        .unwrap();
+    let bf = mm.backfill(backfill_of(&m, GameMode::ONE_V_ONE, 0, 1, 1725.0), T0).unwrap();
     assert_eq!(bf.player(), None);
     let r = tick(&mut mm, T0);
     assert_eq!(r.backfilled_players, 1, "rating 2200 is 475 from 1725, within 500");
@@ -663,14 +628,7 @@ fn a_cancelled_backfill_is_counted_like_a_cancelled_ticket() {
     mm.find_match(duel(2, 1500.0, [10, 40, 80]), T0).unwrap();
     tick(&mut mm, T0);
     let m = matched(&a);
-    let req = BackfillRequest {
-        match_id: m.match_id(),
-        region: m.region(),
-        mode: GameMode::ONE_V_ONE,
-        team: 1,
-        slots: 1,
-        rating: 1500.0,
-    };
+    let req = backfill_of(&m, GameMode::ONE_V_ONE, 1, 1, 1500.0);
     let bf = mm.backfill(req, T0).unwrap();
     assert!(bf.cancel());
     assert!(!bf.cancel());
@@ -722,14 +680,7 @@ fn five_v_five_match(mm: &mut GlobalMatchmaking) -> MatchResult {
 fn backfill_completes_once_every_slot_is_filled_and_lists_every_newcomer() {
     let mut mm = mm();
     let m = five_v_five_match(&mut mm);
-    let req = BackfillRequest {
-        match_id: m.match_id(),
-        region: m.region(),
-        mode: GameMode::FIVE_V_FIVE,
-        team: 1,
-        slots: 2,
-        rating: 1500.0,
-    };
+    let req = backfill_of(&m, GameMode::FIVE_V_FIVE, 1, 2, 1500.0);
     let bf = mm.backfill(req, T0).unwrap();
     // A party of three never fits two slots.
     let trio = mm
@@ -768,14 +719,7 @@ fn backfill_completes_once_every_slot_is_filled_and_lists_every_newcomer() {
 fn a_backfill_ends_cancelled_when_its_match_ends_first() {
     let mut mm = mm();
     let m = five_v_five_match(&mut mm);
-    let req = BackfillRequest {
-        match_id: m.match_id(),
-        region: m.region(),
-        mode: GameMode::FIVE_V_FIVE,
-        team: 0,
-        slots: 1,
-        rating: 1500.0,
-    };
+    let req = backfill_of(&m, GameMode::FIVE_V_FIVE, 0, 1, 1500.0);
     let bf = mm.backfill(req, T0).unwrap();
     mm.release_match(m.region(), m.match_id()).unwrap();
     let late = mm.find_match(five(11, 1500.0), T0).unwrap();
@@ -793,19 +737,7 @@ fn backfill_and_new_matches_in_one_tick_never_share_a_player() {
     mm.find_match(duel(2, 1500.0, [10, 40, 80]), T0).unwrap();
     tick(&mut mm, T0);
     let m = matched(&a);
-    let bf = mm
-        .backfill(
-            BackfillRequest {
-                match_id: m.match_id(),
-                region: m.region(),
-                mode: GameMode::ONE_V_ONE,
-                team: 0,
-                slots: 1,
-                rating: 1500.0,
-            },
-            T0,
-        )
-        .unwrap();
+    let bf = mm.backfill(backfill_of(&m, GameMode::ONE_V_ONE, 0, 1, 1500.0), T0).unwrap();
     let hs: Vec<_> = (3..=5).map(|id| mm.find_match(duel(id, 1500.0, [10, 40, 80]), T0).unwrap()).collect();
     let r = tick(&mut mm, T0);
     assert_eq!((r.backfilled_players, r.matches, r.matched_players), (1, 1, 2));
@@ -925,19 +857,7 @@ fn report_outcome_rates_every_player_of_a_five_v_five() {
 fn a_refused_outcome_keeps_the_book_and_the_server() {
     let mut mm = mm();
     let m = five_v_five_match(&mut mm);
-    let bf = mm
-        .backfill(
-            BackfillRequest {
-                match_id: m.match_id(),
-                region: m.region(),
-                mode: GameMode::FIVE_V_FIVE,
-                team: 0,
-                slots: 1,
-                rating: 1500.0,
-            },
-            T0,
-        )
-        .unwrap();
+    let bf = mm.backfill(backfill_of(&m, GameMode::FIVE_V_FIVE, 0, 1, 1500.0), T0).unwrap();
     mm.find_match(five(11, 1500.0), T0).unwrap();
     tick(&mut mm, T0);
     let newcomers = matched(&bf);

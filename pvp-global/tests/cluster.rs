@@ -1,5 +1,8 @@
 //! RegionCluster and its configuration, through the public API.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use pvp_core::ids::{MatchId, ServerId};
@@ -7,30 +10,7 @@ use pvp_global::cluster::{
     ClusterError, ConfigError, FleetConfig, JP, KR, RegionCluster, RegionConfig, RegionHealth, RegionSummary,
     SG, ServerState,
 };
-
-const T0: Duration = Duration::ZERO;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn small(min: u32, max: u32, per: u32) -> RegionConfig {
-    RegionConfig {
-        min_servers: min,
-        max_servers: max,
-        players_per_server: per,
-        ..RegionConfig::reference_kr()
-    }
-}
-
-fn ready(cfg: RegionConfig) -> RegionCluster {
-    let mut c = RegionCluster::new(cfg, T0).unwrap();
-    let ids: Vec<ServerId> = c.servers().map(|s| s.id()).collect();
-    for id in ids {
-        c.heartbeat(id, T0).unwrap();
-    }
-    c
-}
+use support::{T0, ms, ready, small};
 
 #[test]
 fn reference_fleet_has_the_latency_matrix() {

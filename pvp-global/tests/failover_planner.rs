@@ -1,52 +1,20 @@
 //! FailoverPlanner edge cases through its public API.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use pvp_core::ids::{PlayerId, RegionId, ServerId};
 use pvp_global::failover::{
-    FailoverDecision, FailoverError, FailoverPlanner, LatencyMatrix, PlannerConfig, PlayerSession,
-    RegionAvailability, RegionHealth,
+    FailoverDecision, FailoverError, FailoverPlanner, LatencyMatrix, PlannerConfig, RegionAvailability,
+    RegionHealth,
 };
-
-fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
-}
-
-fn setup() -> (FailoverPlanner, [RegionId; 3]) {
-    let regions = ["kr", "jp", "sg"].map(|r| RegionId::new(r).unwrap());
-    let [kr, jp, sg] = regions;
-    let mut m = LatencyMatrix::default();
-    for r in regions {
-        m.set(r, r, ms(8));
-    }
-    m.set_symmetric(kr, jp, ms(35));
-    m.set_symmetric(kr, sg, ms(75));
-    m.set_symmetric(jp, sg, ms(70));
-    let mut p = FailoverPlanner::new(PlannerConfig::default(), m);
-    for r in regions {
-        p.add_region(r).unwrap();
-    }
-    while p.poll_decision().is_some() {}
-    (p, regions)
-}
-
-fn session(player: u64, region: RegionId, origin: RegionId, limit: u64) -> PlayerSession {
-    PlayerSession {
-        player: PlayerId::new(player),
-        server: ServerId::new(player * 10),
-        region,
-        origin,
-        latency_limit: ms(limit),
-    }
-}
-
-fn drain(p: &mut FailoverPlanner) -> Vec<FailoverDecision> {
-    std::iter::from_fn(|| p.poll_decision()).collect()
-}
+use support::{drain, ms, planner, session};
 
 #[test]
 fn stranded_player_is_offered_a_region_as_soon_as_one_fits() {
-    let (mut p, [kr, jp, _]) = setup();
+    let (mut p, [kr, jp, _]) = planner();
     p.handle_session_placed(session(1, kr, kr, 20)).unwrap(); // only kr within 20 ms
     p.handle_session_placed(session(2, kr, kr, 50)).unwrap();
     p.handle_health(ms(100), kr, RegionHealth::Down).unwrap();
@@ -80,7 +48,7 @@ fn stranded_player_is_offered_a_region_as_soon_as_one_fits() {
 
 #[test]
 fn degraded_and_drained_regions_are_avoided_for_new_matches_only() {
-    let (mut p, [kr, jp, sg]) = setup();
+    let (mut p, [kr, jp, sg]) = planner();
     p.handle_session_placed(session(1, kr, kr, 100)).unwrap();
     p.handle_health(ms(1), kr, RegionHealth::Degraded).unwrap();
     assert_eq!(p.route(kr, ms(100)), Some(jp));

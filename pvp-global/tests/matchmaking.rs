@@ -1,5 +1,8 @@
 //! GlobalMatchmaking through the public API.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use pvp_core::ids::{MatchId, PlayerId, RegionId};
@@ -8,32 +11,7 @@ use pvp_global::matchmaking::{
     BackfillRequest, GameMode, GameModeId, GlobalMatchmaking, MatchError, MatchOutcome, MatchRequest,
     MatchmakingConfig, RatingSystem, RegionObjective, RequestError,
 };
-
-const T0: Duration = Duration::ZERO;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn mm_with(config: MatchmakingConfig) -> GlobalMatchmaking {
-    let mut mm = GlobalMatchmaking::new(FleetConfig::reference(), config, T0).unwrap();
-    mm.heartbeat_all(T0);
-    mm
-}
-
-/// Servers heartbeat, then the matchmaker ticks (as a driver does).
-fn tick(mm: &mut GlobalMatchmaking, now: Duration) -> pvp_global::matchmaking::TickReport {
-    mm.heartbeat_all(now);
-    mm.tick(now)
-}
-
-fn mm() -> GlobalMatchmaking {
-    mm_with(MatchmakingConfig::default())
-}
+use support::{T0, backfill_of, mm, mm_with, ms, secs, tick};
 
 /// A 1v1 request with latencies (kr, jp, sg) in ms and a 100 ms limit.
 fn duel(id: u64, rating: f64, home: RegionId, lat: [u64; 3]) -> MatchRequest {
@@ -275,14 +253,7 @@ fn backfill_fills_a_running_match() {
     tick(&mut mm, T0);
     let m = a.try_result().unwrap().unwrap();
     // Player 2 left; find a replacement for team 1.
-    let req = BackfillRequest {
-        match_id: m.match_id(),
-        region: m.region(),
-        mode: GameMode::ONE_V_ONE,
-        team: 1,
-        slots: 1,
-        rating: 1500.0,
-    };
+    let req = backfill_of(&m, GameMode::ONE_V_ONE, 1, 1, 1500.0);
     let bf = mm.backfill(req, secs(1)).unwrap();
     let far = mm.find_match(duel(3, 1900.0, KR, [10, 40, 80]), secs(1)).unwrap();
     let near = mm.find_match(duel(4, 1520.0, KR, [10, 40, 80]), secs(1)).unwrap();
