@@ -2,6 +2,9 @@
 //! bad input, state after errors, idempotent calls and round trips. Sans-IO unless the item
 //! under test is a socket; `now` is passed explicitly.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -10,9 +13,9 @@ use pvp_net::endpoint::{Datagram, EndpointError, MAX_DATAGRAM, UdpServer, UdpSer
 use pvp_net::proto::packet::{AckHeader, ReliableFrame, ReliableFrames};
 use pvp_net::proto::*;
 use pvp_net::sim::{Harness, LinkConditions};
+use support::{UNIX, claims_for, connect_request, handshake, pump};
 
 const MS: Duration = Duration::from_millis(1);
-const UNIX: Duration = Duration::from_secs(1_700_000_000);
 
 fn server_addr() -> SocketAddr {
     "127.0.0.1:7000".parse().unwrap()
@@ -27,53 +30,17 @@ fn key() -> TokenKey {
 }
 
 fn claims(token_id: u64) -> TokenClaims {
-    TokenClaims {
-        token_id,
-        match_id: MatchId::new(3),
-        player_id: PlayerId::new(token_id.wrapping_add(100)),
-        expires_at_unix_ms: UNIX.as_millis() as u64 + 60_000,
-        server_addr: server_addr(),
-    }
+    claims_for(token_id, MatchId::new(3), PlayerId::new(token_id.wrapping_add(100)), server_addr())
 }
 
 fn server(now: Instant) -> Server {
     Server::new(ServerConfig::new(key(), server_addr()), now, UNIX).unwrap()
 }
 
-fn request(token: &ConnectToken) -> Vec<u8> {
-    let mut buf = [0u8; MAX_PACKET_LEN];
-    let n = Packet::ConnectRequest { token: &token.0 }.encode(&mut buf).unwrap();
-    buf[..n].to_vec()
-}
-
-/// Shuttles datagrams between one client and the server at `now` until both are quiet.
-fn pump(now: Instant, server: &mut Server, client: &mut Client, from: SocketAddr) {
-    let mut buf = [0u8; MAX_PACKET_LEN];
-    for _ in 0..16 {
-        let mut moved = false;
-        while let Some(t) = client.poll_transmit(now, &mut buf) {
-            moved = true;
-            server.handle_datagram(now, from, &buf[..t.len]);
-        }
-        while let Some(t) = server.poll_transmit(now, &mut buf) {
-            moved = true;
-            if t.destination == from {
-                client.handle_datagram(now, server.config().server_addr, &buf[..t.len]);
-            }
-        }
-        if !moved {
-            return;
-        }
-    }
-}
-
 fn connected_pair(now: Instant, token_id: u64) -> (Server, Client, ConnectionId) {
     let mut s = server(now);
     let mut c = Client::new(ClientConfig::default(), key().issue(&claims(token_id)), now).unwrap();
-    pump(now, &mut s, &mut c, client_addr());
-    assert!(c.is_connected());
-    let conn = c.connection_id().unwrap();
-    assert!(matches!(s.poll_event(), Some(ServerEvent::Connected { connection, .. }) if connection == conn));
+    let conn = handshake(now, &mut s, &mut c, client_addr());
     (s, c, conn)
 }
 
@@ -118,7 +85,7 @@ fn huge_server_config_values_do_not_panic() {
     c.max_pending = usize::MAX;
     c.max_sessions = u32::MAX as usize;
     let mut s = Server::new(c, now, UNIX).unwrap();
-    s.handle_datagram(now, client_addr(), &request(&key().issue(&claims(1))));
+    s.handle_datagram(now, client_addr(), &connect_request(&key().issue(&claims(1))));
     assert_eq!(s.stats().pending, 1);
 
     let mut c = ServerConfig::new(key(), server_addr());
@@ -128,14 +95,14 @@ fn huge_server_config_values_do_not_panic() {
     c.keepalive_interval = Duration::MAX / 2;
     c.reliable_resend = Duration::MAX;
     let mut s = Server::new(c, now, UNIX).unwrap();
-    s.handle_datagram(now, client_addr(), &request(&key().issue(&claims(2))));
+    s.handle_datagram(now, client_addr(), &connect_request(&key().issue(&claims(2))));
     s.handle_timeout(now + Duration::from_secs(3600));
     assert_eq!(s.stats().pending, 1);
     assert!(s.poll_timeout().is_some());
 
     // A wall clock at the end of time: every token is expired, nothing panics.
     let mut s = Server::new(ServerConfig::new(key(), server_addr()), now, Duration::MAX).unwrap();
-    s.handle_datagram(now + MS, client_addr(), &request(&key().issue(&claims(3))));
+    s.handle_datagram(now + MS, client_addr(), &connect_request(&key().issue(&claims(3))));
     assert_eq!(s.drops().get(DropReason::TokenExpired), 1);
 }
 
@@ -241,7 +208,7 @@ fn decode_never_panics_on_short_or_garbage_input() {
 #[test]
 fn connect_request_must_be_exact_length_with_zero_padding() {
     let token = key().issue(&claims(1));
-    let req = request(&token);
+    let req = connect_request(&token);
     assert_eq!(req.len(), CONNECT_REQUEST_LEN);
     assert_eq!(Packet::decode(&req), Ok(Packet::ConnectRequest { token: &token.0 }));
     assert_eq!(Packet::decode(&req[..CONNECT_REQUEST_LEN - 1]), Err(DecodeError::Truncated));
@@ -363,11 +330,11 @@ fn server_refuses_expired_wrong_server_and_forged_tokens_without_state() {
     let mut s = server(now);
     let mut c = claims(1);
     c.expires_at_unix_ms = UNIX.as_millis() as u64; // expires exactly now
-    s.handle_datagram(now, client_addr(), &request(&key().issue(&c)));
+    s.handle_datagram(now, client_addr(), &connect_request(&key().issue(&c)));
     let mut c = claims(2);
     c.server_addr = "127.0.0.1:7001".parse().unwrap();
-    s.handle_datagram(now, client_addr(), &request(&key().issue(&c)));
-    s.handle_datagram(now, client_addr(), &request(&TokenKey::from_bytes([1; 32]).issue(&claims(3))));
+    s.handle_datagram(now, client_addr(), &connect_request(&key().issue(&c)));
+    s.handle_datagram(now, client_addr(), &connect_request(&TokenKey::from_bytes([1; 32]).issue(&claims(3))));
     assert_eq!(s.drops().get(DropReason::TokenExpired), 1);
     assert_eq!(s.drops().get(DropReason::TokenWrongServer), 1);
     assert_eq!(s.drops().get(DropReason::BadToken), 1);
@@ -378,7 +345,11 @@ fn server_refuses_expired_wrong_server_and_forged_tokens_without_state() {
     let mut buf = [0u8; MAX_PACKET_LEN];
     assert!(s.poll_transmit(now, &mut buf).is_none());
     // Expiry follows the server's clock: valid now, expired 61 s later.
-    s.handle_datagram(now + Duration::from_secs(61), client_addr(), &request(&key().issue(&claims(4))));
+    s.handle_datagram(
+        now + Duration::from_secs(61),
+        client_addr(),
+        &connect_request(&key().issue(&claims(4))),
+    );
     assert_eq!(s.drops().get(DropReason::TokenExpired), 2);
 }
 
@@ -389,7 +360,7 @@ fn token_for_an_ipv6_server_with_a_scope_is_accepted() {
     let mut s = Server::new(ServerConfig::new(key(), addr), now, UNIX).unwrap();
     let mut c = claims(1);
     c.server_addr = addr;
-    s.handle_datagram(now, "[fe80::2%3]:5000".parse().unwrap(), &request(&key().issue(&c)));
+    s.handle_datagram(now, "[fe80::2%3]:5000".parse().unwrap(), &connect_request(&key().issue(&c)));
     assert_eq!(s.drops().get(DropReason::TokenWrongServer), 0);
     assert_eq!(s.stats().pending, 1);
 }
@@ -429,7 +400,7 @@ fn replayed_connect_request_after_disconnect_is_refused() {
     assert!(s.session(conn).is_none());
     while s.poll_event().is_some() {}
     let mut buf = [0u8; MAX_PACKET_LEN];
-    s.handle_datagram(now + MS, client_addr(), &request(&token));
+    s.handle_datagram(now + MS, client_addr(), &connect_request(&token));
     while let Some(t) = s.poll_transmit(now + MS, &mut buf) {
         let p = Packet::decode(&buf[..t.len]).unwrap();
         assert!(!matches!(p, Packet::Accepted { .. }), "accepted a dead session: {p:?}");
@@ -469,7 +440,7 @@ fn duplicate_connect_and_response_keep_one_session() {
     let now = Instant::now();
     let (mut s, mut c, conn) = connected_pair(now, 1);
     // A resent connect request and a duplicate accept are harmless.
-    s.handle_datagram(now, client_addr(), &request(&key().issue(&claims(1))));
+    s.handle_datagram(now, client_addr(), &connect_request(&key().issue(&claims(1))));
     pump(now, &mut s, &mut c, client_addr());
     assert_eq!(s.session_count(), 1);
     assert_eq!(c.connection_id(), Some(conn));
@@ -902,7 +873,7 @@ fn a_full_control_queue_is_counted_and_sessions_recover_after_it_drains() {
     pump(now, &mut s, &mut c, client_addr());
     assert!(c.is_connected());
     // Another peer resends its connect request without the game draining replies.
-    let spam = request(&key().issue(&claims(2)));
+    let spam = connect_request(&key().issue(&claims(2)));
     let other: SocketAddr = "127.0.0.1:5999".parse().unwrap();
     for _ in 0..1100 {
         s.handle_datagram(now, other, &spam);

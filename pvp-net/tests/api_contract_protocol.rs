@@ -2,6 +2,9 @@
 //! exact timer boundaries, ack bitfields, reliable delivery under a hostile link, single
 //! events, counted drops, and start / stop of the real server on loopback.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,10 +14,10 @@ use pvp_net::DriverChoice;
 use pvp_net::endpoint::{UdpServer, UdpServerConfig};
 use pvp_net::proto::packet::{AckHeader, ReliableFrames};
 use pvp_net::proto::*;
+use support::{UNIX, claims_for, connect_request, handshake, pump};
 
 const MS: Duration = Duration::from_millis(1);
 const NS: Duration = Duration::from_nanos(1);
-const UNIX: Duration = Duration::from_secs(1_700_000_000);
 
 fn server_addr() -> SocketAddr {
     "127.0.0.1:7100".parse().unwrap()
@@ -29,13 +32,7 @@ fn key() -> TokenKey {
 }
 
 fn claims(token_id: u64) -> TokenClaims {
-    TokenClaims {
-        token_id,
-        match_id: MatchId::new(8),
-        player_id: PlayerId::new(token_id + 1000),
-        expires_at_unix_ms: UNIX.as_millis() as u64 + 60_000,
-        server_addr: server_addr(),
-    }
+    claims_for(token_id, MatchId::new(8), PlayerId::new(token_id + 1000), server_addr())
 }
 
 fn config() -> ServerConfig {
@@ -44,33 +41,10 @@ fn config() -> ServerConfig {
     c
 }
 
-fn pump(now: Instant, s: &mut Server, c: &mut Client, from: SocketAddr) {
-    let mut buf = [0u8; MAX_PACKET_LEN];
-    for _ in 0..16 {
-        let mut moved = false;
-        while let Some(t) = c.poll_transmit(now, &mut buf) {
-            moved = true;
-            s.handle_datagram(now, from, &buf[..t.len]);
-        }
-        while let Some(t) = s.poll_transmit(now, &mut buf) {
-            moved = true;
-            if t.destination == from {
-                c.handle_datagram(now, server_addr(), &buf[..t.len]);
-            }
-        }
-        if !moved {
-            return;
-        }
-    }
-}
-
 fn pair_with(now: Instant, cfg: ServerConfig, ccfg: ClientConfig) -> (Server, Client, ConnectionId) {
     let mut s = Server::new(cfg, now, UNIX).unwrap();
     let mut c = Client::new(ccfg, key().issue(&claims(1)), now).unwrap();
-    pump(now, &mut s, &mut c, client_addr());
-    assert!(c.is_connected());
-    let conn = c.connection_id().unwrap();
-    assert!(matches!(s.poll_event(), Some(ServerEvent::Connected { connection, .. }) if connection == conn));
+    let conn = handshake(now, &mut s, &mut c, client_addr());
     assert_eq!(s.poll_event(), None);
     assert_eq!(c.poll_event(), Some(ClientEvent::Connected(conn)));
     assert_eq!(c.poll_event(), None);
@@ -483,12 +457,6 @@ fn a_valid_packet_pushes_the_idle_deadline() {
 
 // ---------------------------------------------------------------------------------------------
 // Tokens and handshakes
-
-fn connect_request(token: &ConnectToken) -> Vec<u8> {
-    let mut buf = [0u8; MAX_PACKET_LEN];
-    let n = Packet::ConnectRequest { token: &token.0 }.encode(&mut buf).unwrap();
-    buf[..n].to_vec()
-}
 
 #[test]
 fn token_expiry_boundary_follows_the_server_clock() {

@@ -1,12 +1,16 @@
 //! The session protocol over the simulated network: handshake, data, reliability, tokens,
 //! bounds, timeouts and bad input.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pvp_core::{MatchId, PlayerId};
 use pvp_net::proto::*;
 use pvp_net::sim::{Harness, LinkConditions};
+use support::connect_request;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -121,12 +125,6 @@ fn same_seed_same_run() {
     assert_eq!(run(9), run(9));
 }
 
-fn request(token: &ConnectToken) -> Vec<u8> {
-    let mut buf = [0u8; MAX_PACKET_LEN];
-    let n = Packet::ConnectRequest { token: &token.0 }.encode(&mut buf).unwrap();
-    buf[..n].to_vec()
-}
-
 #[test]
 fn token_checks_and_single_use() {
     let mut h = Harness::new(3, LinkConditions::clean(5 * MS));
@@ -137,15 +135,15 @@ fn token_checks_and_single_use() {
     // Expired.
     let mut claims = h.claims(2);
     claims.expires_at_unix_ms = h.unix_ms();
-    h.inject_to_server(from, &request(&h.key.issue(&claims)));
+    h.inject_to_server(from, &connect_request(&h.key.issue(&claims)));
     // Wrong server.
     let mut claims = h.claims(3);
     claims.server_addr = "10.0.0.2:7000".parse().unwrap();
-    h.inject_to_server(from, &request(&h.key.issue(&claims)));
+    h.inject_to_server(from, &connect_request(&h.key.issue(&claims)));
     // Wrong key.
     let claims = h.claims(4);
     let forged = TokenKey::from_bytes([1; 32]).issue(&claims);
-    h.inject_to_server(from, &request(&forged));
+    h.inject_to_server(from, &connect_request(&forged));
     h.advance(20 * MS);
     assert_eq!(h.server.drops().get(DropReason::TokenExpired), 1);
     assert_eq!(h.server.drops().get(DropReason::TokenWrongServer), 1);
@@ -169,9 +167,9 @@ fn token_in_handshake_from_another_address_is_refused() {
     let mut h = Harness::new(4, LinkConditions::clean(5 * MS));
     let claims = h.claims(1);
     let token = h.key.issue(&claims);
-    h.inject_to_server("10.7.0.1:1".parse().unwrap(), &request(&token));
+    h.inject_to_server("10.7.0.1:1".parse().unwrap(), &connect_request(&token));
     h.advance(MS);
-    h.inject_to_server("10.7.0.2:1".parse().unwrap(), &request(&token));
+    h.inject_to_server("10.7.0.2:1".parse().unwrap(), &connect_request(&token));
     h.advance(20 * MS);
     assert_eq!(h.server.drops().get(DropReason::TokenReplayed), 1);
     assert_eq!(h.server.stats().pending, 1);
@@ -197,7 +195,7 @@ fn no_reply_before_handshake_is_larger_than_its_request() {
             expires_at_unix_ms: 2_000_000,
             server_addr: addr,
         });
-        let req = request(&token);
+        let req = connect_request(&token);
         min_request = min_request.min(req.len());
         s.handle_datagram(now, from, &req);
         s.handle_datagram(now, from, &req); // resend
@@ -237,7 +235,7 @@ fn pending_handshakes_are_bounded_and_expire() {
             server_addr: addr,
         });
         let from: SocketAddr = format!("10.0.{}.{}:1", i / 200, i % 200 + 1).parse().unwrap();
-        s.handle_datagram(t, from, &request(&token));
+        s.handle_datagram(t, from, &connect_request(&token));
     };
     for i in 0..10 {
         send(&mut s, now, i);
@@ -388,7 +386,7 @@ fn hundred_thousand_sessions_fit_and_the_bound_holds() {
             expires_at_unix_ms: 2_000_000,
             server_addr: addr,
         });
-        s.handle_datagram(now, from, &request(&token));
+        s.handle_datagram(now, from, &connect_request(&token));
         let t = s.poll_transmit(now, &mut buf).unwrap();
         let Ok(Packet::Challenge { token_id, challenge }) = Packet::decode(&buf[..t.len]) else {
             panic!("expected a challenge")
@@ -425,7 +423,7 @@ fn a_shared_ledger_makes_tokens_single_use_across_servers() {
     });
     let mut buf = [0u8; MAX_PACKET_LEN];
     let mut handshake = |s: &mut Server, from: SocketAddr| {
-        s.handle_datagram(now, from, &request(&token));
+        s.handle_datagram(now, from, &connect_request(&token));
         let t = s.poll_transmit(now, &mut buf).unwrap();
         let Ok(Packet::Challenge { token_id, challenge }) = Packet::decode(&buf[..t.len]) else {
             panic!("challenge expected")

@@ -1,0 +1,75 @@
+//! Sans-IO handshake helpers shared by several pvp-net test binaries. Each binary keeps its own
+//! addresses, key and claims; these helpers take them as arguments.
+// Each test binary includes this module but uses only a subset of it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pvp_core::{MatchId, PlayerId};
+use pvp_net::proto::*;
+
+/// The wall clock (time since the Unix epoch) the servers under test start at.
+pub(crate) const UNIX: Duration = Duration::from_secs(1_700_000_000);
+
+/// Claims for `token_id` that stay valid for a minute past [`UNIX`].
+pub(crate) fn claims_for(
+    token_id: u64,
+    match_id: MatchId,
+    player_id: PlayerId,
+    server_addr: SocketAddr,
+) -> TokenClaims {
+    TokenClaims {
+        token_id,
+        match_id,
+        player_id,
+        expires_at_unix_ms: UNIX.as_millis() as u64 + 60_000,
+        server_addr,
+    }
+}
+
+/// A `ConnectRequest` datagram carrying `token`.
+pub(crate) fn connect_request(token: &ConnectToken) -> Vec<u8> {
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let n = Packet::ConnectRequest { token: &token.0 }.encode(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+/// Shuttles datagrams between one client (at `from`) and the server at `now` until both are
+/// quiet, or 16 rounds.
+pub(crate) fn pump(now: Instant, server: &mut Server, client: &mut Client, from: SocketAddr) {
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    for _ in 0..16 {
+        let mut moved = false;
+        while let Some(t) = client.poll_transmit(now, &mut buf) {
+            moved = true;
+            server.handle_datagram(now, from, &buf[..t.len]);
+        }
+        while let Some(t) = server.poll_transmit(now, &mut buf) {
+            moved = true;
+            if t.destination == from {
+                client.handle_datagram(now, server.config().server_addr, &buf[..t.len]);
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// Runs the handshake of a fresh `client` (at `from`) with `server`, asserts both ends see it
+/// connect (the server's next event is `Connected` for it) and returns the connection id.
+pub(crate) fn handshake(
+    now: Instant,
+    server: &mut Server,
+    client: &mut Client,
+    from: SocketAddr,
+) -> ConnectionId {
+    pump(now, server, client, from);
+    assert!(client.is_connected());
+    let conn = client.connection_id().unwrap();
+    assert!(
+        matches!(server.poll_event(), Some(ServerEvent::Connected { connection, .. }) if connection == conn)
+    );
+    conn
+}
