@@ -13,7 +13,7 @@ use pvp_net::endpoint::{Datagram, EndpointError, MAX_DATAGRAM, UdpServer, UdpSer
 use pvp_net::proto::packet::{AckHeader, ReliableFrame, ReliableFrames};
 use pvp_net::proto::*;
 use pvp_net::sim::{Harness, LinkConditions};
-use support::{UNIX, claims_for, connect_request, handshake, pump};
+use support::{UNIX, claims_for, connect_request, flush_client, handshake, pump};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -589,13 +589,7 @@ fn disconnect_is_idempotent_on_both_ends() {
     assert_eq!(c.state(), ClientState::Disconnected(DisconnectReason::Local));
     let evs: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
     assert_eq!(evs.iter().filter(|e| matches!(e, ClientEvent::Disconnected(_))).count(), 1);
-    let mut buf = [0u8; MAX_PACKET_LEN];
-    let mut sent = 0;
-    while let Some(t) = c.poll_transmit(now, &mut buf) {
-        sent += 1;
-        assert!(sent <= 2);
-        s.handle_datagram(now, client_addr(), &buf[..t.len]);
-    }
+    let sent = flush_client(now, &mut c, &mut s, client_addr(), 2);
     assert_eq!(sent, 2);
     // The second copy finds no session: counted, not a second event.
     assert_eq!(s.drops().get(DropReason::UnknownConnection), 1);
@@ -609,6 +603,7 @@ fn disconnect_is_idempotent_on_both_ends() {
         }]
     );
     assert!(!s.disconnect(conn));
+    let mut buf = [0u8; MAX_PACKET_LEN];
     assert_eq!(c.send(now, b"x", &mut buf), Err(SendError::NotConnected));
     assert_eq!(c.send_reliable(b"x"), Err(SendError::NotConnected));
     assert_eq!(s.stats().sessions_closed, 1);

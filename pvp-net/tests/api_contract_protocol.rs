@@ -14,7 +14,9 @@ use pvp_net::DriverChoice;
 use pvp_net::endpoint::{UdpServer, UdpServerConfig};
 use pvp_net::proto::packet::{AckHeader, ReliableFrames};
 use pvp_net::proto::*;
-use support::{UNIX, claims_for, connect_request, handshake, pump};
+use support::{
+    UNIX, claims_for, connect_request, flush_client, handshake, pump, request_and_answer_challenge,
+};
 
 const MS: Duration = Duration::from_millis(1);
 const NS: Duration = Duration::from_nanos(1);
@@ -674,13 +676,7 @@ fn client_disconnect_gives_exactly_one_event_on_each_side() {
     let (mut s, mut c, conn) = pair(now);
     c.disconnect();
     c.disconnect();
-    let mut buf = [0u8; MAX_PACKET_LEN];
-    let mut sent = 0;
-    while let Some(t) = c.poll_transmit(now, &mut buf) {
-        sent += 1;
-        assert!(sent <= 2);
-        s.handle_datagram(now, client_addr(), &buf[..t.len]);
-    }
+    let sent = flush_client(now, &mut c, &mut s, client_addr(), 2);
     assert_eq!(sent, 2, "told twice");
     assert_eq!(c.poll_event(), Some(ClientEvent::Disconnected(DisconnectReason::Local)));
     assert_eq!(c.poll_event(), None);
@@ -1067,14 +1063,7 @@ fn the_default_table_holds_131072_sessions_and_denies_one_more_then_frees_a_slot
     let open = |s: &mut Server, i: u64| -> Packet<'static> {
         let mut buf = [0u8; MAX_PACKET_LEN];
         let from = SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).into(), 2000);
-        s.handle_datagram(now, from, &connect_request(&key().issue(&claims(10_000 + i))));
-        let t = s.poll_transmit(now, &mut buf).unwrap();
-        let Ok(Packet::Challenge { token_id, challenge }) = Packet::decode(&buf[..t.len]) else {
-            panic!("expected a challenge")
-        };
-        let m = Packet::ChallengeResponse { token_id, challenge }.encode(&mut buf).unwrap();
-        let resp = buf[..m].to_vec();
-        s.handle_datagram(now, from, &resp);
+        request_and_answer_challenge(now, s, from, &key().issue(&claims(10_000 + i)));
         let t = s.poll_transmit(now, &mut buf).unwrap();
         assert!(s.poll_transmit(now, &mut buf).is_none());
         match Packet::decode(&buf[..t.len]).unwrap() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pvp_core::{MatchId, PlayerId};
 use pvp_net::proto::*;
 use pvp_net::sim::{Harness, LinkConditions};
-use support::connect_request;
+use support::{connect_request, request_and_answer_challenge};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -386,14 +386,7 @@ fn hundred_thousand_sessions_fit_and_the_bound_holds() {
             expires_at_unix_ms: 2_000_000,
             server_addr: addr,
         });
-        s.handle_datagram(now, from, &connect_request(&token));
-        let t = s.poll_transmit(now, &mut buf).unwrap();
-        let Ok(Packet::Challenge { token_id, challenge }) = Packet::decode(&buf[..t.len]) else {
-            panic!("expected a challenge")
-        };
-        let m = Packet::ChallengeResponse { token_id, challenge }.encode(&mut buf).unwrap();
-        let resp = buf[..m].to_vec();
-        s.handle_datagram(now, from, &resp);
+        request_and_answer_challenge(now, &mut s, from, &token);
         while s.poll_transmit(now, &mut buf).is_some() {}
         while s.poll_event().is_some() {}
     }
@@ -421,16 +414,8 @@ fn a_shared_ledger_makes_tokens_single_use_across_servers() {
         expires_at_unix_ms: 2_000_000,
         server_addr: addr,
     });
-    let mut buf = [0u8; MAX_PACKET_LEN];
-    let mut handshake = |s: &mut Server, from: SocketAddr| {
-        s.handle_datagram(now, from, &connect_request(&token));
-        let t = s.poll_transmit(now, &mut buf).unwrap();
-        let Ok(Packet::Challenge { token_id, challenge }) = Packet::decode(&buf[..t.len]) else {
-            panic!("challenge expected")
-        };
-        let n = Packet::ChallengeResponse { token_id, challenge }.encode(&mut buf).unwrap();
-        let r = buf[..n].to_vec();
-        s.handle_datagram(now, from, &r);
+    let handshake = |s: &mut Server, from: SocketAddr| {
+        request_and_answer_challenge(now, s, from, &token);
         s.session_count()
     };
     assert_eq!(handshake(&mut w1, "10.0.0.1:1".parse().unwrap()), 1);

@@ -73,3 +73,41 @@ pub(crate) fn handshake(
     );
     conn
 }
+
+/// Sends a `ConnectRequest` carrying `token` to `server` from `from` and answers the challenge
+/// it replies with; the server's reply to the answer is left queued.
+pub(crate) fn request_and_answer_challenge(
+    now: Instant,
+    server: &mut Server,
+    from: SocketAddr,
+    token: &ConnectToken,
+) {
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    server.handle_datagram(now, from, &connect_request(token));
+    let t = server.poll_transmit(now, &mut buf).unwrap();
+    let Ok(Packet::Challenge { token_id, challenge }) = Packet::decode(&buf[..t.len]) else {
+        panic!("expected a challenge")
+    };
+    let n = Packet::ChallengeResponse { token_id, challenge }.encode(&mut buf).unwrap();
+    let resp = buf[..n].to_vec();
+    server.handle_datagram(now, from, &resp);
+}
+
+/// Hands every datagram `client` has queued at `now` to `server` (as from `from`), asserting
+/// there are at most `max`; returns how many there were.
+pub(crate) fn flush_client(
+    now: Instant,
+    client: &mut Client,
+    server: &mut Server,
+    from: SocketAddr,
+    max: usize,
+) -> usize {
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let mut sent = 0;
+    while let Some(t) = client.poll_transmit(now, &mut buf) {
+        sent += 1;
+        assert!(sent <= max);
+        server.handle_datagram(now, from, &buf[..t.len]);
+    }
+    sent
+}
