@@ -1,14 +1,15 @@
 //! API contract: every public item of pvp-ops does what its rustdoc says, including on bad
 //! input (typed errors, no panics, no state changed by a refused call).
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+#[path = "shared_support/mod.rs"]
+mod support;
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pvp_ops::chaos::proxy::{Direction, FaultProxy, LinkConditions, ProxyError};
 use pvp_ops::chaos::{
-    ChaosEngine, ChaosError, CrashInjector, CrashTarget, ExperimentConfig, Fault, FaultError, FaultKind,
-    LinkFaultInjector,
+    ChaosEngine, ChaosError, CrashInjector, ExperimentConfig, Fault, FaultError, FaultKind, LinkFaultInjector,
 };
 use pvp_ops::metrics::{MetricsRegistry, RegistryConfig, RegistryError};
 use pvp_ops::scale::{
@@ -20,6 +21,7 @@ use pvp_ops::slo::{
     prometheus_rules,
 };
 use pvp_ops::{FaultInjector, MetricSource, SourceError};
+use support::{Servers, crash_engine};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -29,25 +31,6 @@ fn secs(s: u64) -> Duration {
 
 // ---------------------------------------------------------------------------------------------
 // Chaos
-
-#[derive(Clone, Default)]
-struct Servers {
-    down: Arc<Mutex<Vec<String>>>,
-    restores: Arc<AtomicU32>,
-    fail_restore: bool,
-}
-
-impl CrashTarget for Servers {
-    fn crash(&mut self, target: &str) -> Result<(), FaultError> {
-        self.down.lock().unwrap().push(target.to_string());
-        Ok(())
-    }
-    fn restore(&mut self, target: &str) -> Result<(), FaultError> {
-        self.down.lock().unwrap().retain(|t| t != target);
-        self.restores.fetch_add(1, Ordering::SeqCst);
-        if self.fail_restore { Err(FaultError::Target("restore refused".into())) } else { Ok(()) }
-    }
-}
 
 fn quick() -> ExperimentConfig {
     ExperimentConfig {
@@ -89,8 +72,7 @@ fn inject_without_an_injector_is_a_typed_error_and_counts_nothing() {
 #[test]
 fn guard_reverts_once_and_counts_a_failed_revert() {
     let servers = Servers { fail_restore: true, ..Servers::default() };
-    let mut engine = ChaosEngine::new(quick());
-    engine.register(CrashInjector::new(servers.clone()));
+    let engine = crash_engine(quick(), &servers);
     let g = engine.inject(Fault::new(FaultKind::ServerCrash, "gs-1", secs(60), 1.0).unwrap()).unwrap();
     assert_eq!(g.fault().target(), "gs-1");
     assert_eq!(*servers.down.lock().unwrap(), ["gs-1"]);
@@ -103,8 +85,7 @@ fn guard_reverts_once_and_counts_a_failed_revert() {
 #[test]
 fn same_target_twice_is_already_active_and_the_first_stays_revertible() {
     let servers = Servers::default();
-    let mut engine = ChaosEngine::new(quick());
-    engine.register(CrashInjector::new(servers.clone()));
+    let engine = crash_engine(quick(), &servers);
     let f = Fault::new(FaultKind::ServerCrash, "gs-1", secs(60), 1.0).unwrap();
     let g = engine.inject(f.clone()).unwrap();
     match engine.inject(f) {
@@ -120,8 +101,7 @@ fn same_target_twice_is_already_active_and_the_first_stays_revertible() {
 #[test]
 fn experiment_with_a_duplicate_fault_reverts_the_first_and_reports_inject() {
     let servers = Servers::default();
-    let mut engine = ChaosEngine::new(quick());
-    engine.register(CrashInjector::new(servers.clone()));
+    let mut engine = crash_engine(quick(), &servers);
     let f = Fault::new(FaultKind::ServerCrash, "gs-1", secs(60), 1.0).unwrap();
     let r = engine.run_experiment("dup", vec![f.clone(), f], || true);
     assert!(matches!(r, Err(ChaosError::Inject { source: FaultError::AlreadyActive(_), .. })), "{r:?}");
@@ -132,8 +112,7 @@ fn experiment_with_a_duplicate_fault_reverts_the_first_and_reports_inject() {
 #[test]
 fn experiment_errors_before_any_fault_inject_nothing() {
     let servers = Servers::default();
-    let mut engine = ChaosEngine::new(quick());
-    engine.register(CrashInjector::new(servers.clone()));
+    let mut engine = crash_engine(quick(), &servers);
     assert_eq!(engine.run_experiment("none", vec![], || true).unwrap_err(), ChaosError::NoFaults);
     let f = Fault::new(FaultKind::ServerCrash, "gs-1", Duration::from_millis(5), 1.0).unwrap();
     assert_eq!(
@@ -152,8 +131,7 @@ fn experiment_errors_before_any_fault_inject_nothing() {
 #[test]
 fn zero_duration_fault_is_injected_and_reverted() {
     let servers = Servers::default();
-    let mut engine = ChaosEngine::new(quick());
-    engine.register(CrashInjector::new(servers.clone()));
+    let mut engine = crash_engine(quick(), &servers);
     let f = Fault::new(FaultKind::ServerCrash, "gs-9", Duration::ZERO, 1.0).unwrap();
     let report = engine.run_experiment("instant", vec![f], || true).unwrap();
     assert!(report.passed, "{report:?}");
@@ -957,29 +935,14 @@ fn metrics_server_serves_only_get_metrics_and_refuses_a_taken_port() {
     server.shutdown();
 }
 
-#[derive(Clone, Default)]
-struct OnlyGs(Servers);
-
-impl CrashTarget for OnlyGs {
-    fn knows(&self, target: &str) -> bool {
-        target.starts_with("gs-")
-    }
-    fn crash(&mut self, target: &str) -> Result<(), FaultError> {
-        self.0.crash(target)
-    }
-    fn restore(&mut self, target: &str) -> Result<(), FaultError> {
-        self.0.restore(target)
-    }
-}
-
 #[test]
 fn injectors_called_directly_refuse_targets_they_do_not_handle() {
-    let servers = OnlyGs::default();
+    let servers = Servers::only_gs();
     let mut crash = CrashInjector::new(servers.clone());
     let db = Fault::new(FaultKind::ServerCrash, "db-1", secs(1), 1.0).unwrap();
     assert!(!crash.supports(&db));
     assert_eq!(crash.inject(&db), Err(FaultError::UnknownTarget("db-1".into())));
-    assert!(servers.0.down.lock().unwrap().is_empty(), "nothing crashed");
+    assert!(servers.down.lock().unwrap().is_empty(), "nothing crashed");
     assert!(crash.crashed().is_empty());
     assert_eq!(crash.revert(&db), Err(FaultError::NotActive("db-1".into())));
 

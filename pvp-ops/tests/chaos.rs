@@ -1,36 +1,19 @@
 //! ChaosEngine: experiments, reverts on end/abort/panic, and the stress injectors.
 
+#[path = "shared_support/mod.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pvp_ops::FaultInjector;
 use pvp_ops::chaos::{
-    AbortCondition, ChaosEngine, ChaosError, CpuStressInjector, CrashInjector, CrashTarget, DiskFillInjector,
-    ExperimentConfig, Fault, FaultError, FaultKind, MemoryPressureInjector,
+    AbortCondition, ChaosEngine, ChaosError, CpuStressInjector, DiskFillInjector, ExperimentConfig, Fault,
+    FaultError, FaultKind, MemoryPressureInjector,
 };
 use pvp_ops::slo::{MonitorConfig, Sli, SliReading, Slo, SloMonitor};
-
-#[derive(Clone, Default)]
-struct Servers {
-    down: Arc<Mutex<Vec<String>>>,
-    restores: Arc<AtomicU32>,
-}
-
-impl CrashTarget for Servers {
-    fn knows(&self, target: &str) -> bool {
-        target.starts_with("gs-")
-    }
-    fn crash(&mut self, target: &str) -> Result<(), FaultError> {
-        self.down.lock().unwrap().push(target.to_string());
-        Ok(())
-    }
-    fn restore(&mut self, target: &str) -> Result<(), FaultError> {
-        self.down.lock().unwrap().retain(|t| t != target);
-        self.restores.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
+use support::{Servers, crash_engine};
 
 fn fast() -> ExperimentConfig {
     ExperimentConfig {
@@ -64,9 +47,8 @@ fn faults_are_validated() {
 
 #[test]
 fn experiment_reverts_each_fault_at_its_end_and_measures_recovery() {
-    let servers = Servers::default();
-    let mut engine = ChaosEngine::new(fast());
-    engine.register(CrashInjector::new(servers.clone()));
+    let servers = Servers::only_gs();
+    let mut engine = crash_engine(fast(), &servers);
     let probe = servers.clone();
     // The hypothesis: one server down does not break the steady state (at most one down).
     let report = engine
@@ -89,9 +71,8 @@ fn experiment_reverts_each_fault_at_its_end_and_measures_recovery() {
 
 #[test]
 fn passing_experiment() {
-    let servers = Servers::default();
-    let mut engine = ChaosEngine::new(fast());
-    engine.register(CrashInjector::new(servers.clone()));
+    let servers = Servers::only_gs();
+    let mut engine = crash_engine(fast(), &servers);
     let report = engine.run_experiment("gs-1 is not needed", vec![crash("gs-1", 20)], || true).unwrap();
     assert!(report.passed);
     assert_eq!(report.failed_checks, 0);
@@ -100,9 +81,8 @@ fn passing_experiment() {
 
 #[test]
 fn errors_before_any_fault() {
-    let servers = Servers::default();
-    let mut engine = ChaosEngine::new(fast());
-    engine.register(CrashInjector::new(servers.clone()));
+    let servers = Servers::only_gs();
+    let mut engine = crash_engine(fast(), &servers);
     assert_eq!(engine.run_experiment("h", vec![], || true).unwrap_err(), ChaosError::NoFaults);
     assert!(matches!(
         engine.run_experiment("h", vec![crash("db-1", 10)], || true),
@@ -118,9 +98,8 @@ fn errors_before_any_fault() {
 
 #[test]
 fn a_failed_injection_reverts_the_ones_before_it() {
-    let servers = Servers::default();
-    let mut engine = ChaosEngine::new(fast());
-    engine.register(CrashInjector::new(servers.clone()));
+    let servers = Servers::only_gs();
+    let mut engine = crash_engine(fast(), &servers);
     // The second fault hits the same target: AlreadyActive.
     let err =
         engine.run_experiment("h", vec![crash("gs-1", 1000), crash("gs-1", 1000)], || true).unwrap_err();
@@ -131,9 +110,8 @@ fn a_failed_injection_reverts_the_ones_before_it() {
 
 #[test]
 fn panicking_steady_state_check_still_reverts() {
-    let servers = Servers::default();
-    let mut engine = ChaosEngine::new(fast());
-    engine.register(CrashInjector::new(servers.clone()));
+    let servers = Servers::only_gs();
+    let mut engine = crash_engine(fast(), &servers);
     let calls = AtomicU32::new(0);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         engine.run_experiment("h", vec![crash("gs-1", 60_000)], || {
@@ -149,9 +127,8 @@ fn panicking_steady_state_check_still_reverts() {
 
 #[test]
 fn guard_drop_reverts() {
-    let servers = Servers::default();
-    let mut engine = ChaosEngine::new(fast());
-    engine.register(CrashInjector::new(servers.clone()));
+    let servers = Servers::only_gs();
+    let engine = crash_engine(fast(), &servers);
     let g = engine.inject(crash("gs-9", 0)).unwrap();
     assert_eq!(servers.down.lock().unwrap().as_slice(), ["gs-9"]);
     drop(g);
@@ -176,22 +153,24 @@ fn burn_rate_abort_stops_the_experiment_early() {
             Ok(SliReading::Events { bad: self.bad, total: self.total })
         }
     }
-    let servers = Servers::default();
+    let servers = Servers::only_gs();
     let slo = Slo::new("errors", Sli::events("bad", "total"), 0.999, Duration::from_secs(86_400)).unwrap();
     let mut mon = SloMonitor::new(MonitorConfig { resolution: Duration::ZERO, ..MonitorConfig::default() });
     mon.add_slo(slo).unwrap();
     let monitor = Arc::new(Mutex::new(mon));
-    let mut engine = ChaosEngine::new(ExperimentConfig {
-        abort_conditions: vec![AbortCondition::BurnRateAbove {
-            monitor: monitor.clone(),
-            source: Some(Box::new(Traffic { servers: servers.clone(), total: 0.0, bad: 0.0 })),
-            slo: "errors".into(),
-            window: Duration::from_secs(300),
-            max: 10.0,
-        }],
-        ..fast()
-    });
-    engine.register(CrashInjector::new(servers.clone()));
+    let mut engine = crash_engine(
+        ExperimentConfig {
+            abort_conditions: vec![AbortCondition::BurnRateAbove {
+                monitor: monitor.clone(),
+                source: Some(Box::new(Traffic { servers: servers.clone(), total: 0.0, bad: 0.0 })),
+                slo: "errors".into(),
+                window: Duration::from_secs(300),
+                max: 10.0,
+            }],
+            ..fast()
+        },
+        &servers,
+    );
     let started = Instant::now();
     let report = engine.run_experiment("h", vec![crash("gs-1", 60_000)], || true).unwrap();
     assert!(started.elapsed() < Duration::from_secs(30), "aborted long before the 60 s fault ended");
@@ -207,12 +186,11 @@ fn burn_rate_abort_stops_the_experiment_early() {
 
 #[test]
 fn custom_and_failed_check_aborts() {
-    let servers = Servers::default();
-    let mut engine = ChaosEngine::new(ExperimentConfig {
-        abort_conditions: vec![AbortCondition::FailedChecks(3)],
-        ..fast()
-    });
-    engine.register(CrashInjector::new(servers.clone()));
+    let servers = Servers::only_gs();
+    let mut engine = crash_engine(
+        ExperimentConfig { abort_conditions: vec![AbortCondition::FailedChecks(3)], ..fast() },
+        &servers,
+    );
     let probe = servers.clone();
     let report = engine
         .run_experiment("h", vec![crash("gs-1", 60_000)], move || probe.down.lock().unwrap().is_empty())
