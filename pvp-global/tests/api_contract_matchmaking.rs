@@ -41,6 +41,14 @@ fn matched(h: &MatchHandle) -> MatchResult {
     }
 }
 
+/// Two equal 1v1 players (1 and 2) queued and matched at `T0`: their match.
+fn one_v_one_match(mm: &mut GlobalMatchmaking) -> MatchResult {
+    let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
+    mm.find_match(duel(2, 1500.0, [10, 40, 80]), T0).unwrap();
+    tick(mm, T0);
+    matched(&a)
+}
+
 fn ids(m: &MatchResult) -> Vec<u64> {
     let mut v: Vec<u64> = m.players().iter().map(|p| p.player().get()).collect();
     v.sort_unstable();
@@ -560,10 +568,7 @@ fn every_system_rates_wins_losses_and_draws_through_report_outcome() {
         let cfg = MatchmakingConfig { rating_system: system, ..MatchmakingConfig::default() };
         let mut mm = mm_with(cfg);
         assert_eq!(mm.ratings().system(), system);
-        let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
-        mm.find_match(duel(2, 1500.0, [10, 40, 80]), T0).unwrap();
-        tick(&mut mm, T0);
-        let m = matched(&a);
+        let m = one_v_one_match(&mut mm);
         let region = m.region();
         let free_before = mm.cluster(region).unwrap().free_slots();
         let winner = m.team(0).next().unwrap().player();
@@ -624,10 +629,7 @@ fn a_ticket_cancelled_through_its_handle_frees_its_queue_place_at_once() {
 #[test]
 fn a_cancelled_backfill_is_counted_like_a_cancelled_ticket() {
     let mut mm = mm();
-    let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
-    mm.find_match(duel(2, 1500.0, [10, 40, 80]), T0).unwrap();
-    tick(&mut mm, T0);
-    let m = matched(&a);
+    let m = one_v_one_match(&mut mm);
     let req = backfill_of(&m, GameMode::ONE_V_ONE, 1, 1, 1500.0);
     let bf = mm.backfill(req, T0).unwrap();
     assert!(bf.cancel());
@@ -733,10 +735,7 @@ fn a_backfill_ends_cancelled_when_its_match_ends_first() {
 #[test]
 fn backfill_and_new_matches_in_one_tick_never_share_a_player() {
     let mut mm = mm();
-    let a = mm.find_match(duel(1, 1500.0, [10, 40, 80]), T0).unwrap();
-    mm.find_match(duel(2, 1500.0, [10, 40, 80]), T0).unwrap();
-    tick(&mut mm, T0);
-    let m = matched(&a);
+    let m = one_v_one_match(&mut mm);
     let bf = mm.backfill(backfill_of(&m, GameMode::ONE_V_ONE, 0, 1, 1500.0), T0).unwrap();
     let hs: Vec<_> = (3..=5).map(|id| mm.find_match(duel(id, 1500.0, [10, 40, 80]), T0).unwrap()).collect();
     let r = tick(&mut mm, T0);
