@@ -1,0 +1,374 @@
+//! API-contract audit of the low-level [`IoUringNetwork`]: buffer ownership, result types,
+//! more operations than the ring holds, loopback TCP echo, closed peers and drop with
+//! operations in flight. Every test skips itself (with a note) where io_uring is unavailable.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pvp_net::uring::{Completion, IoUringNetwork};
+
+/// Counts live heap blocks of a few marker sizes, so a test can see whether buffers it handed
+/// to the ring were freed (and freed once).
+struct Counting;
+
+const MARKERS: [usize; 2] = [77_771, 77_773];
+static LIVE: [AtomicIsize; 2] = [AtomicIsize::new(0), AtomicIsize::new(0)];
+
+fn marker(size: usize) -> Option<usize> {
+    MARKERS.iter().position(|&m| m == size)
+}
+
+// SAFETY: forwards to the system allocator; the counters are plain atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(i) = marker(layout.size()) {
+            LIVE[i].fetch_add(1, Ordering::SeqCst);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if let Some(i) = marker(layout.size()) {
+            LIVE[i].fetch_add(1, Ordering::SeqCst);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(i) = marker(layout.size()) {
+            LIVE[i].fetch_sub(1, Ordering::SeqCst);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn skip() -> bool {
+    if let Some(e) = pvp_net::driver::io_uring_unavailable() {
+        eprintln!("note: skipping io_uring test: {e}");
+        return true;
+    }
+    false
+}
+
+fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// Drives the ring until `want` completions went through `f` or 5 s pass; false on the
+/// deadline.
+fn drive(net: &mut IoUringNetwork, mut f: impl FnMut(Completion), want: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = 0;
+    while got < want {
+        if Instant::now() > deadline {
+            return false;
+        }
+        net.submit_and_wait(want - got, Some(Duration::from_millis(20))).unwrap();
+        got += net.process_completions(&mut f);
+    }
+    true
+}
+
+#[test]
+fn every_completion_hands_back_exactly_the_buffer_it_was_given() {
+    if skip() {
+        return;
+    }
+    let (mut client, server) = pair();
+    let mut net = IoUringNetwork::new(8).unwrap();
+    let mut expect: HashMap<u64, (usize, usize, usize)> = HashMap::new();
+    for t in 0..6u64 {
+        let mut buf = Vec::with_capacity(100 + t as usize * 10);
+        buf.resize(10 + t as usize, 0xEE);
+        expect.insert(t, (buf.as_ptr() as usize, buf.len(), buf.capacity()));
+        net.prepare_recv(&server, buf, t).unwrap();
+    }
+    for t in 100..104u64 {
+        let buf = vec![t as u8; 3];
+        expect.insert(t, (buf.as_ptr() as usize, buf.len(), buf.capacity()));
+        net.prepare_send(&server, buf, t).unwrap();
+    }
+    assert_eq!(net.in_flight(), 10);
+    assert_eq!(net.stats().prepared, 10);
+    net.submit().unwrap();
+    // Enough bytes for every receive to finish (each takes at most its length).
+    client.write_all(&[7u8; 6 * 15]).unwrap();
+    let mut seen = HashMap::new();
+    let mut received = 0usize;
+    let ok = drive(
+        &mut net,
+        |c| match c {
+            Completion::Received { token, buf, result } => {
+                let n = result.unwrap();
+                assert!(n >= 1 && n <= buf.len());
+                assert!(buf[..n].iter().all(|&b| b == 7), "first n bytes are the new data");
+                assert!(buf[n..].iter().all(|&b| b == 0xEE), "bytes past n untouched");
+                received += n;
+                seen.insert(token, (buf.as_ptr() as usize, buf.len(), buf.capacity()));
+            }
+            Completion::Sent { token, buf, result } => {
+                assert_eq!(result.unwrap(), 3);
+                assert_eq!(buf, vec![token as u8; 3]);
+                seen.insert(token, (buf.as_ptr() as usize, buf.len(), buf.capacity()));
+            }
+            other => panic!("unexpected {other:?}"),
+        },
+        10,
+    );
+    assert!(ok, "only {} of 10 completions", seen.len());
+    assert_eq!(seen, expect, "same allocation, length and capacity back for every token");
+    assert_eq!(net.in_flight(), 0);
+    assert_eq!(net.stats().completed, 10);
+    let mut sent = [0u8; 12];
+    client.read_exact(&mut sent).unwrap();
+    let mut s = sent.to_vec();
+    s.sort_unstable();
+    assert_eq!(s, [100, 100, 100, 101, 101, 101, 102, 102, 102, 103, 103, 103]);
+    assert!(received <= 90);
+}
+
+#[test]
+fn accept_then_echo_over_loopback_tcp() {
+    if skip() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut net = IoUringNetwork::new(4).unwrap();
+    net.prepare_accept(&listener, 1).unwrap();
+    net.submit().unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mut server = None;
+    assert!(drive(
+        &mut net,
+        |c| match c {
+            Completion::Accepted { token: 1, result } => {
+                let (s, peer) = result.unwrap();
+                assert_eq!(peer, client.local_addr().unwrap());
+                assert_eq!(s.local_addr().unwrap(), listener.local_addr().unwrap());
+                server = Some(s);
+            }
+            other => panic!("unexpected {other:?}"),
+        },
+        1
+    ));
+    let server = server.unwrap();
+    // Echo 20 messages through the ring: each received chunk is sent back in the same buffer.
+    let mut echoed = Vec::new();
+    for round in 0..20u8 {
+        let msg = vec![round; 1 + round as usize * 7];
+        client.write_all(&msg).unwrap();
+        let mut got = 0;
+        while got < msg.len() {
+            net.prepare_recv(&server, vec![0u8; 256], 2).unwrap();
+            let mut chunk = None;
+            assert!(drive(
+                &mut net,
+                |c| match c {
+                    Completion::Received { token: 2, mut buf, result } => {
+                        let n = result.unwrap();
+                        buf.truncate(n);
+                        chunk = Some(buf);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+                1
+            ));
+            let chunk = chunk.unwrap();
+            assert!(!chunk.is_empty(), "peer still open");
+            got += chunk.len();
+            let len = chunk.len();
+            net.prepare_send(&server, chunk, 3).unwrap();
+            let mut sent = None;
+            assert!(drive(
+                &mut net,
+                |c| match c {
+                    Completion::Sent { token: 3, result, .. } => sent = Some(result.unwrap()),
+                    other => panic!("unexpected {other:?}"),
+                },
+                1
+            ));
+            assert_eq!(sent, Some(len));
+        }
+        let mut back = vec![0u8; msg.len()];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+        echoed.push(round);
+    }
+    assert_eq!(echoed.len(), 20);
+    assert_eq!(net.in_flight(), 0);
+}
+
+#[test]
+fn closed_peers_report_zero_on_recv_and_an_error_on_send_without_a_signal() {
+    if skip() {
+        return;
+    }
+    let (client, server) = pair();
+    let mut net = IoUringNetwork::new(4).unwrap();
+    drop(client);
+    net.prepare_recv(&server, vec![1u8; 16], 1).unwrap();
+    let mut r = None;
+    assert!(drive(
+        &mut net,
+        |c| {
+            if let Completion::Received { token: 1, buf, result } = c {
+                assert_eq!(buf, vec![1u8; 16], "nothing written on end of stream");
+                r = Some(result.map_err(|e| e.kind()));
+            }
+        },
+        1
+    ));
+    assert_eq!(r, Some(Ok(0)), "documented: Ok(0) means the peer closed");
+    // Sending to a closed peer eventually fails with an error (EPIPE / ECONNRESET), not a
+    // SIGPIPE that would kill the process.
+    let mut failed = None;
+    for i in 0..50u64 {
+        net.prepare_send(&server, vec![0u8; 4096], i).unwrap();
+        assert!(drive(
+            &mut net,
+            |c| {
+                if let Completion::Sent { result: Err(e), .. } = c {
+                    failed = Some(e.kind());
+                }
+            },
+            1
+        ));
+        if failed.is_some() {
+            break;
+        }
+    }
+    assert!(
+        matches!(failed, Some(std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)),
+        "{failed:?}"
+    );
+    let _ = server.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn more_operations_than_the_ring_holds_all_complete() {
+    if skip() {
+        return;
+    }
+    let (mut client, server) = pair();
+    // 2 submission slots (so a completion queue of a few entries), 64 receives pending at
+    // once: the queue is flushed repeatedly and more completions arrive than the completion
+    // queue holds.
+    let mut net = IoUringNetwork::new(2).unwrap();
+    for t in 0..64u64 {
+        net.prepare_recv(&server, vec![0u8; 1], t).unwrap();
+    }
+    assert_eq!(net.in_flight(), 64);
+    assert_eq!(net.stats().prepared, 64);
+    assert!(net.stats().sq_full_flushes >= 30, "{:?}", net.stats());
+    net.submit().unwrap();
+    let data: Vec<u8> = (0..64u8).collect();
+    client.write_all(&data).unwrap();
+    let mut tokens = Vec::new();
+    let mut bytes = Vec::new();
+    let ok = drive(
+        &mut net,
+        |c| match c {
+            Completion::Received { token, buf, result } => {
+                assert_eq!(result.unwrap(), 1);
+                tokens.push(token);
+                bytes.push(buf[0]);
+            }
+            other => panic!("unexpected {other:?}"),
+        },
+        64,
+    );
+    assert!(ok, "only {} of 64 receives completed", tokens.len());
+    tokens.sort_unstable();
+    assert_eq!(tokens, (0..64).collect::<Vec<_>>());
+    bytes.sort_unstable();
+    assert_eq!(bytes, data);
+    assert_eq!(net.in_flight(), 0);
+    assert_eq!(net.stats().completed, 64);
+}
+
+#[test]
+fn dropping_with_operations_in_flight_frees_every_buffer_once() {
+    if skip() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_client, server) = pair();
+    let before = LIVE[0].load(Ordering::SeqCst);
+    let mut net = IoUringNetwork::new(4).unwrap();
+    // Submitted receives, queued-but-unsubmitted receives and a pending accept.
+    for t in 0..12u64 {
+        net.prepare_recv(&server, vec![0u8; MARKERS[0]], t).unwrap();
+    }
+    net.submit().unwrap();
+    net.prepare_accept(&listener, 99).unwrap();
+    for t in 12..14u64 {
+        net.prepare_recv(&server, vec![0u8; MARKERS[0]], t).unwrap();
+    }
+    assert_eq!(LIVE[0].load(Ordering::SeqCst) - before, 14);
+    assert_eq!(net.in_flight(), 15);
+    drop(net);
+    assert_eq!(LIVE[0].load(Ordering::SeqCst), before, "cancelled buffers are freed, not leaked");
+    // The sockets still work after the drop.
+    let mut c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    c.write_all(b"ok").unwrap();
+    let mut got = [0u8; 2];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ok");
+}
+
+#[test]
+fn a_completed_buffer_dropped_by_the_caller_is_freed_once() {
+    if skip() {
+        return;
+    }
+    let (mut client, server) = pair();
+    let before = LIVE[1].load(Ordering::SeqCst);
+    let mut net = IoUringNetwork::new(4).unwrap();
+    net.prepare_recv(&server, vec![0u8; MARKERS[1]], 5).unwrap();
+    client.write_all(b"z").unwrap();
+    let mut done = false;
+    assert!(drive(&mut net, |c| done |= matches!(c, Completion::Received { token: 5, result: Ok(1), .. }), 1));
+    assert_eq!(LIVE[1].load(Ordering::SeqCst), before, "the callback dropped the buffer");
+    drop(net);
+    assert_eq!(LIVE[1].load(Ordering::SeqCst), before);
+}
+
+#[test]
+fn stats_count_prepares_completions_and_enter_calls() {
+    if skip() {
+        return;
+    }
+    let (mut client, server) = pair();
+    let mut net = IoUringNetwork::new(8).unwrap();
+    let s0 = net.stats();
+    assert_eq!((s0.prepared, s0.completed, s0.submits, s0.sq_full_flushes), (0, 0, 0, 0));
+    net.prepare_send(&server, b"abc".to_vec(), 1).unwrap();
+    assert_eq!(net.stats().prepared, 1);
+    assert_eq!(net.stats().submits, 0, "prepare alone does not enter the kernel");
+    net.submit().unwrap();
+    assert_eq!(net.stats().submits, 1);
+    let mut n = 0;
+    assert!(drive(&mut net, |_| n += 1, 1));
+    let s = net.stats();
+    assert_eq!(s.completed, 1);
+    assert_eq!(s.sq_full_flushes, 0);
+    assert!(s.submits >= 2);
+    let mut got = [0u8; 3];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"abc");
+    // Nothing in flight: waiting for more returns at once with nothing processed.
+    assert_eq!(net.submit_and_wait(5, Some(Duration::from_secs(30))).unwrap(), 0);
+    assert_eq!(net.process_completions(|_| panic!("no completion expected")), 0);
+}
