@@ -111,7 +111,10 @@ fn large_block_counters_move_exactly_per_node_and_back() {
     let after = alloc.stats();
     assert_eq!(after.large_frees, before.large_frees + 3);
     assert_eq!(after.large_live_bytes, before.large_live_bytes);
-    assert_eq!(after.policy_fallbacks(), after.nodes.iter().map(|n| n.policy_fallbacks).sum::<u64>() + after.interleaved.policy_fallbacks);
+    assert_eq!(
+        after.policy_fallbacks(),
+        after.nodes.iter().map(|n| n.policy_fallbacks).sum::<u64>() + after.interleaved.policy_fallbacks
+    );
 }
 
 #[test]
@@ -222,8 +225,9 @@ impl Drop for Counted {
 fn node_box_drops_its_value_exactly_once_on_any_thread() {
     let alloc = alloc_with(2);
     let drops = Arc::new(AtomicUsize::new(0));
-    let boxes: Vec<_> =
-        (0..50).map(|i| NodeBox::new_on(&alloc, NodeId::new(i % 2), Counted(drops.clone(), u64::from(i))).unwrap()).collect();
+    let boxes: Vec<_> = (0..50)
+        .map(|i| NodeBox::new_on(&alloc, NodeId::new(i % 2), Counted(drops.clone(), u64::from(i))).unwrap())
+        .collect();
     for (i, b) in boxes.iter().enumerate() {
         assert_eq!(b.1, i as u64);
         assert_eq!(b.node(), NodeId::new((i % 2) as u32));
@@ -342,4 +346,110 @@ fn synthetic_topology_cpus_partition_over_nodes() {
     let s = Topology::single_node([3, 1, 3]);
     assert_eq!(s.nodes()[0].cpus(), &[1, 3]);
     assert_eq!(s.current_node(), NodeId::new(0));
+}
+
+#[test]
+fn a_fifth_allocator_on_a_thread_hands_the_oldest_cache_back() {
+    std::thread::spawn(|| {
+        let allocs: Vec<NumaAllocator> = (0..5).map(|_| alloc_with(2)).collect();
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        // Touch the first four: each gets a cache slot on this thread holding freed blocks.
+        for a in &allocs[..4] {
+            let ps: Vec<_> = (0..8).map(|_| a.allocate_on_node(NodeId::new(1), layout).unwrap()).collect();
+            for p in ps {
+                // SAFETY: allocated by `a` with `layout`, freed once.
+                unsafe { a.deallocate(p, layout) };
+            }
+        }
+        let oldest_before = allocs[0].stats().nodes[1].blocks_returned;
+        let newest_before: Vec<u64> =
+            allocs[1..4].iter().map(|a| a.stats().nodes[1].blocks_returned).collect();
+        let p = allocs[4].allocate_on_node(NodeId::new(1), layout).unwrap();
+        assert!(
+            allocs[0].stats().nodes[1].blocks_returned >= oldest_before + 8,
+            "the oldest allocator's cached blocks go back when a fifth is used"
+        );
+        let newest_after: Vec<u64> =
+            allocs[1..4].iter().map(|a| a.stats().nodes[1].blocks_returned).collect();
+        assert_eq!(newest_before, newest_after, "the three newer caches stay");
+        // The evicted allocator still works and attaches a cache again.
+        let q = allocs[0].allocate_local(layout).unwrap();
+        fill(q, 64, 3);
+        assert!(check(q, 64, 3));
+        // SAFETY: as above.
+        unsafe {
+            allocs[0].deallocate(q, layout);
+            allocs[4].deallocate(p, layout);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn over_aligned_blocks_are_aligned_and_disjoint() {
+    let alloc = alloc_with(2);
+    let mut live = Vec::new();
+    for (i, align) in [32usize, 64, 256, 4096, 8192].into_iter().enumerate() {
+        for size in [1usize, align, 3 * align, 40 * 1024] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            for p in [
+                alloc.allocate_on_node(NodeId::new(1), layout).unwrap(),
+                alloc.allocate_interleaved(layout).unwrap(),
+            ] {
+                assert_eq!(p.as_ptr() as usize % align, 0, "align {align} size {size}");
+                let tag = (live.len() % 250) as u8 + 1 + i as u8;
+                fill(p, size, tag);
+                live.push((p, layout, tag));
+            }
+        }
+    }
+    for &(p, l, t) in &live {
+        assert!(check(p, l.size(), t));
+    }
+    for (p, l, _) in live {
+        // SAFETY: allocated by `alloc` with `l`, freed once.
+        unsafe { alloc.deallocate(p, l) };
+    }
+    assert_eq!(alloc.stats().large_live_bytes, 0);
+}
+
+#[test]
+fn zero_sized_node_boxes_drop_their_value_once_and_keep_the_node() {
+    #[derive(Debug)]
+    struct Zst;
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    impl Drop for Zst {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let alloc = alloc_with(2);
+    let before = alloc.stats();
+    let b = NodeBox::new_on(&alloc, NodeId::new(1), Zst).unwrap();
+    assert_eq!(b.node(), NodeId::new(1));
+    drop(b);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    let c = NodeBox::new_on(&alloc, NodeId::new(0), Zst).unwrap();
+    let z = NodeBox::into_inner(c);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    drop(z);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 2);
+    assert_eq!(alloc.stats(), before, "zero-sized values take no memory");
+}
+
+#[test]
+fn release_thread_cache_and_home_node() {
+    std::thread::spawn(|| {
+        let alloc = alloc_with(4);
+        let default_home = alloc.home_node();
+        alloc.set_home_node(NodeId::new(3)).unwrap();
+        assert_eq!(alloc.home_node(), NodeId::new(3));
+        alloc.release_thread_cache();
+        assert_eq!(alloc.home_node(), default_home, "documented: releasing the cache forgets the home node");
+        alloc.set_home_node(NodeId::new(2)).unwrap();
+        assert_eq!(alloc.home_node(), NodeId::new(2), "and it can be set again");
+    })
+    .join()
+    .unwrap();
 }

@@ -339,7 +339,11 @@ fn a_completed_buffer_dropped_by_the_caller_is_freed_once() {
     net.prepare_recv(&server, vec![0u8; MARKERS[1]], 5).unwrap();
     client.write_all(b"z").unwrap();
     let mut done = false;
-    assert!(drive(&mut net, |c| done |= matches!(c, Completion::Received { token: 5, result: Ok(1), .. }), 1));
+    assert!(drive(
+        &mut net,
+        |c| done |= matches!(c, Completion::Received { token: 5, result: Ok(1), .. }),
+        1
+    ));
     assert_eq!(LIVE[1].load(Ordering::SeqCst), before, "the callback dropped the buffer");
     drop(net);
     assert_eq!(LIVE[1].load(Ordering::SeqCst), before);
@@ -371,4 +375,32 @@ fn stats_count_prepares_completions_and_enter_calls() {
     // Nothing in flight: waiting for more returns at once with nothing processed.
     assert_eq!(net.submit_and_wait(5, Some(Duration::from_secs(30))).unwrap(), 0);
     assert_eq!(net.process_completions(|_| panic!("no completion expected")), 0);
+}
+
+#[test]
+fn waiting_without_a_timeout_for_more_completions_than_the_queue_holds_returns() {
+    if skip() {
+        return;
+    }
+    let (mut client, server) = pair();
+    let mut net = IoUringNetwork::new(2).unwrap();
+    for t in 0..32u64 {
+        net.prepare_recv(&server, vec![0u8; 1], t).unwrap();
+    }
+    net.submit().unwrap();
+    client.write_all(&[9u8; 32]).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while n < 32 && Instant::now() < deadline {
+            if net.submit_and_wait(32 - n, None).is_err() {
+                break;
+            }
+            n +=
+                net.process_completions(|c| assert!(matches!(c, Completion::Received { result: Ok(1), .. })));
+        }
+        let _ = tx.send(n);
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(32));
 }

@@ -415,6 +415,11 @@ impl NumaAllocator {
     /// The node `allocate_local` serves the calling thread from: the node the thread ran on
     /// when it first used this allocator, or the one last given to
     /// [`NumaAllocator::bind_thread_to_node`] / [`NumaAllocator::set_home_node`].
+    ///
+    /// The home node is kept in the thread's cache for this allocator: once that cache is
+    /// detached ([`NumaAllocator::release_thread_cache`], or handed back because the thread
+    /// used four other allocators since), the home node is again the node the thread runs on
+    /// at its next use; set it again after a release.
     pub fn home_node(&self) -> NodeId {
         self.inner.topology.nodes()[self.home_index()].id()
     }
@@ -445,7 +450,8 @@ impl NumaAllocator {
     }
 
     /// Hands every block the calling thread caches for this allocator back to the node pools
-    /// and detaches the thread's cache (the next allocation attaches a new one).
+    /// and detaches the thread's cache (the next allocation attaches a new one). The thread's
+    /// home node for this allocator is forgotten with it (see [`NumaAllocator::home_node`]).
     pub fn release_thread_cache(&self) {
         let _ = CACHES.try_with(|c| c.release(self.inner.shared_ptr()));
     }
