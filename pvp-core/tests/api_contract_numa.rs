@@ -453,3 +453,27 @@ fn release_thread_cache_and_home_node() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn small_blocks_come_from_the_pool_the_policy_names() {
+    let layout = Layout::from_size_align(128, 8).unwrap();
+    let cases: [(MemPolicy, Option<usize>); 3] = [
+        (MemPolicy::Interleave, None),
+        (MemPolicy::Preferred(NodeId::new(1)), Some(1)),
+        (MemPolicy::Bind(NodeId::new(2)), Some(2)),
+    ];
+    for (policy, pool) in cases {
+        let alloc = alloc_with(3);
+        let p = alloc.allocate_with_policy(layout, policy).unwrap();
+        let s = alloc.stats();
+        for (i, n) in s.nodes.iter().enumerate() {
+            let expect = pool == Some(i);
+            assert_eq!(n.segments >= 1, expect, "{policy:?}: node {i} segments {}", n.segments);
+            assert_eq!(n.refills >= 1, expect, "{policy:?}: node {i} refills {}", n.refills);
+            assert_eq!(n.large_allocations, 0);
+        }
+        assert_eq!(s.interleaved.segments >= 1, pool.is_none(), "{policy:?}");
+        // SAFETY: allocated by `alloc` with `layout`, freed once.
+        unsafe { alloc.deallocate(p, layout) };
+    }
+}

@@ -404,3 +404,31 @@ fn waiting_without_a_timeout_for_more_completions_than_the_queue_holds_returns()
     });
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(32));
 }
+
+#[test]
+fn failed_operations_complete_with_errors_and_hand_buffers_back() {
+    if skip() {
+        return;
+    }
+    let (_client, server) = pair();
+    let mut net = IoUringNetwork::new(4).unwrap();
+    // Accept on a connected stream (not a listener): the kernel refuses it at completion.
+    net.prepare_accept(&server, 1).unwrap();
+    // An empty send is allowed and sends nothing.
+    net.prepare_send(&server, Vec::with_capacity(32), 2).unwrap();
+    let mut accept_err = None;
+    let mut sent = None;
+    assert!(drive(
+        &mut net,
+        |c| match c {
+            Completion::Accepted { token: 1, result } => accept_err = Some(result.is_err()),
+            Completion::Sent { token: 2, buf, result } =>
+                sent = Some((buf.capacity() >= 32, result.unwrap())),
+            other => panic!("unexpected {other:?}"),
+        },
+        2
+    ));
+    assert_eq!(accept_err, Some(true));
+    assert_eq!(sent, Some((true, 0)));
+    assert_eq!(net.in_flight(), 0);
+}
