@@ -477,3 +477,28 @@ fn small_blocks_come_from_the_pool_the_policy_names() {
         unsafe { alloc.deallocate(p, layout) };
     }
 }
+
+#[test]
+fn a_failed_bind_changes_nothing() {
+    std::thread::spawn(|| {
+        // Node 1's CPUs (64..128) do not exist on the build machine, so pinning fails.
+        let alloc = NumaAllocator::new(Topology::synthetic("numa:2 core:64 pu:1").unwrap()).unwrap();
+        if std::thread::available_parallelism().map_or(0, |n| n.get()) > 64 {
+            eprintln!("note: machine has more than 64 CPUs; skipping the failed-bind check");
+            return;
+        }
+        alloc.set_home_node(NodeId::new(0)).unwrap();
+        assert!(alloc.bind_thread_to_node(NodeId::new(1)).is_err());
+        assert_eq!(alloc.home_node(), NodeId::new(0), "on error the home node stays");
+        let bad = NodeId::new(1000);
+        match pvp_core::numa::bind_thread_to_node(bad) {
+            Err(pvp_core::numa::NumaError::NoSuchNode { node, count }) => {
+                assert_eq!(node, bad);
+                assert_eq!(count, Topology::detect().unwrap().node_count());
+            }
+            other => panic!("expected NoSuchNode, got {other:?}"),
+        }
+    })
+    .join()
+    .unwrap();
+}
