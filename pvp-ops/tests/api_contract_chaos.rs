@@ -94,6 +94,10 @@ fn failed_checks_abort_at_exactly_the_limit_and_revert_every_fault() {
     let s = engine.stats();
     assert_eq!((s.experiments, s.aborted, s.injected, s.reverted), (1, 1, 2, 2));
     assert_eq!(report.hypothesis, "survives two crashes");
+    let noted = |p: &str| report.observations.iter().filter(|o| o.what.starts_with(p)).count();
+    assert_eq!(noted("injected: "), 2, "{:?}", report.observations);
+    assert_eq!(noted("reverted: "), 2, "each revert on abort is observed: {:?}", report.observations);
+    assert_eq!(noted("abort: "), 1);
     let ats: Vec<Duration> = report.observations.iter().map(|o| o.at).collect();
     assert!(ats.windows(2).all(|w| w[0] <= w[1]), "observations in order: {ats:?}");
 }
