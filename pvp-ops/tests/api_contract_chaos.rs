@@ -425,3 +425,53 @@ fn dropping_a_tcp_proxy_closes_its_connections_even_with_a_backlogged_bandwidth_
     }
     echo.join().unwrap();
 }
+
+#[test]
+fn experiment_partitions_a_real_link_and_restores_its_conditions() {
+    let upstream = sock(5000);
+    let proxy = FaultProxy::udp(lo(), upstream.local_addr().unwrap(), 21).unwrap();
+    let ctl = proxy.control();
+    let before = LinkConditions::delay(Duration::from_millis(1));
+    ctl.set_both(before).unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
+            if &buf[..n] == b"quit" {
+                break;
+            }
+            let _ = upstream.send_to(&buf[..n], from);
+        }
+    });
+    let mut engine = ChaosEngine::new(fast());
+    engine.register(
+        pvp_ops::chaos::LinkFaultInjector::new(Duration::from_millis(100)).with_link("kr-us", ctl.clone()),
+    );
+    let client = sock(100);
+    let to = proxy.local_addr();
+    let mut seq = 0u32;
+    let ping = move || {
+        seq += 1;
+        client.send_to(&seq.to_be_bytes(), to).unwrap();
+        let mut buf = [0u8; 64];
+        // Skip late replies to earlier pings; a bounded number of reads.
+        for _ in 0..8 {
+            match client.recv_from(&mut buf) {
+                Ok((4, _)) if buf[..4] == seq.to_be_bytes() => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    let fault =
+        Fault::new(FaultKind::NetworkPartition, "kr-us/forward", Duration::from_millis(150), 1.0).unwrap();
+    let report = engine.run_experiment("pings survive a one-way cut", vec![fault], ping).unwrap();
+    assert!(report.failed_checks >= 1, "the cut broke the steady state: {report:?}");
+    assert_eq!(report.failed_checks, report.checks, "no ping passes a forward cut");
+    assert!(!report.passed);
+    assert!(report.recovery_time.is_some());
+    assert_eq!(ctl.conditions(Direction::Forward), before, "revert restores the conditions from before");
+    assert_eq!(ctl.conditions(Direction::Backward), before);
+    UdpSocket::bind(lo()).unwrap().send_to(b"quit", to).unwrap();
+    echo.join().unwrap();
+}
