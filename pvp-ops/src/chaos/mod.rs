@@ -543,8 +543,9 @@ impl ChaosEngine {
                 note(format!("abort: {reason}"));
                 for (_, g) in active.drain(..) {
                     let desc = g.fault.description.clone();
-                    if let Err(e) = g.revert() {
-                        note(format!("revert of {desc} failed: {e}"));
+                    match g.revert() {
+                        Ok(()) => note(format!("reverted: {desc}")),
+                        Err(e) => note(format!("revert of {desc} failed: {e}")),
                     }
                 }
                 last_revert = Instant::now();

@@ -396,7 +396,7 @@ impl LinkControl {
 }
 
 /// The fault proxy: threads forwarding between clients and one upstream address. Stops and
-/// joins its threads when dropped.
+/// joins its threads when dropped; open TCP connections through it are closed.
 pub struct FaultProxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -448,8 +448,8 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(seed));
         let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let s2 = shared.clone();
-        let t = spawn("pvp-proxy-tcp", move || tcp_accept(&listener, upstream, &s2))?;
+        let (s2, t2) = (shared.clone(), threads.clone());
+        let t = spawn("pvp-proxy-tcp", move || tcp_accept(&listener, upstream, &s2, &t2))?;
         lock(&threads).push(t);
         Ok(Self { addr, shared, threads })
     }
@@ -469,9 +469,16 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.shared.wake.notify_all();
-        let threads = std::mem::take(&mut *lock(&self.threads));
-        for t in threads {
-            let _ = t.join();
+        // A forwarding thread may start another (a session) until it sees `stop`: join
+        // until none is left.
+        loop {
+            let threads = std::mem::take(&mut *lock(&self.threads));
+            if threads.is_empty() {
+                break;
+            }
+            for t in threads {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -548,7 +555,12 @@ fn udp_backward(up: &Arc<UdpSocket>, listen: &Arc<UdpSocket>, client: SocketAddr
     }
 }
 
-fn tcp_accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>) {
+fn tcp_accept(
+    listener: &TcpListener,
+    upstream: SocketAddr,
+    shared: &Arc<Shared>,
+    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
     let live = Arc::new(AtomicU64::new(0));
     while !shared.stop.load(Ordering::Relaxed) {
         let client = match listener.accept() {
@@ -581,11 +593,14 @@ fn tcp_accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>
             let (s1, s2) = (shared.clone(), shared.clone());
             live.fetch_add(1, Ordering::Relaxed);
             let l2 = live.clone();
-            let _ = spawn("pvp-proxy-tcp-rd", move || tcp_read(src, dir, &s1, &tx));
-            let _ = spawn("pvp-proxy-tcp-wr", move || {
+            let rd = spawn("pvp-proxy-tcp-rd", move || tcp_read(src, dir, &s1, &tx));
+            let wr = spawn("pvp-proxy-tcp-wr", move || {
                 tcp_write(dst, dir, &s2, &rx);
                 l2.fetch_sub(1, Ordering::Relaxed);
             });
+            let mut t = lock(threads);
+            t.retain(|h| !h.is_finished());
+            t.extend(rd.into_iter().chain(wr));
         }
     }
 }
@@ -607,11 +622,15 @@ fn tcp_read(mut src: TcpStream, dir: usize, shared: &Shared, tx: &SyncSender<(In
                 let now = Instant::now();
                 // Never reorder a byte stream; a full pacing queue waits instead of dropping.
                 let at = loop {
+                    if shared.stop.load(Ordering::Relaxed) {
+                        break None;
+                    }
                     match shared.delay(dir, n, &c, Instant::now()) {
-                        Some(at) => break at,
+                        Some(at) => break Some(at),
                         None => std::thread::sleep(Duration::from_millis(5)),
                     }
                 };
+                let Some(at) = at else { break };
                 let at = at.max(last).max(now);
                 last = at;
                 if tx.send((at, Some(buf[..n].to_vec()))).is_err() {
@@ -627,6 +646,11 @@ fn tcp_read(mut src: TcpStream, dir: usize, shared: &Shared, tx: &SyncSender<(In
                 ) => {}
             Err(_) => break,
         }
+    }
+    if shared.stop.load(Ordering::Relaxed) {
+        // The proxy is going away: close this side now, which also wakes a writer blocked on
+        // it, so every connection thread ends and can be joined.
+        let _ = src.shutdown(Shutdown::Both);
     }
     let _ = tx.send((last, None));
 }
