@@ -18,6 +18,22 @@ fn connect_all(h: &mut Harness) -> bool {
     h.run_until(Duration::from_secs(5), |h| (0..h.client_count()).all(|i| h.client(i).is_connected()))
 }
 
+/// The key and server address the handshake tests below share.
+fn key_and_addr() -> (TokenKey, SocketAddr) {
+    (TokenKey::from_bytes([3; 32]), "127.0.0.1:7000".parse().unwrap())
+}
+
+/// A token for match 1, valid until Unix ms 2,000,000, for the server at `addr`.
+fn issue(key: &TokenKey, addr: SocketAddr, token_id: u64, player: u64) -> ConnectToken {
+    key.issue(&TokenClaims {
+        token_id,
+        match_id: MatchId::new(1),
+        player_id: PlayerId::new(player),
+        expires_at_unix_ms: 2_000_000,
+        server_addr: addr,
+    })
+}
+
 #[test]
 fn handshake_and_data_on_clean_link() {
     let mut h = Harness::new(1, LinkConditions::clean(10 * MS));
@@ -178,8 +194,7 @@ fn token_in_handshake_from_another_address_is_refused() {
 #[test]
 fn no_reply_before_handshake_is_larger_than_its_request() {
     let now = Instant::now();
-    let key = TokenKey::from_bytes([3; 32]);
-    let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let (key, addr) = key_and_addr();
     let mut cfg = ServerConfig::new(key.clone(), addr);
     cfg.max_sessions = 1;
     let mut s = Server::new(cfg, now, Duration::from_secs(1_000)).unwrap();
@@ -188,13 +203,7 @@ fn no_reply_before_handshake_is_larger_than_its_request() {
     let mut min_request = usize::MAX;
     for i in 0..3u64 {
         let from: SocketAddr = format!("10.0.0.{}:1", i + 1).parse().unwrap();
-        let token = key.issue(&TokenClaims {
-            token_id: i,
-            match_id: MatchId::new(1),
-            player_id: PlayerId::new(i),
-            expires_at_unix_ms: 2_000_000,
-            server_addr: addr,
-        });
+        let token = issue(&key, addr, i, i);
         let req = connect_request(&token);
         min_request = min_request.min(req.len());
         s.handle_datagram(now, from, &req);
@@ -220,20 +229,13 @@ fn no_reply_before_handshake_is_larger_than_its_request() {
 #[test]
 fn pending_handshakes_are_bounded_and_expire() {
     let now = Instant::now();
-    let key = TokenKey::from_bytes([3; 32]);
-    let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let (key, addr) = key_and_addr();
     let mut cfg = ServerConfig::new(key.clone(), addr);
     cfg.max_pending = 4;
     cfg.handshake_timeout = Duration::from_secs(1);
     let mut s = Server::new(cfg, now, Duration::from_secs(1_000)).unwrap();
     let send = |s: &mut Server, t: Instant, i: u64| {
-        let token = key.issue(&TokenClaims {
-            token_id: i,
-            match_id: MatchId::new(1),
-            player_id: PlayerId::new(i),
-            expires_at_unix_ms: 2_000_000,
-            server_addr: addr,
-        });
+        let token = issue(&key, addr, i, i);
         let from: SocketAddr = format!("10.0.{}.{}:1", i / 200, i % 200 + 1).parse().unwrap();
         s.handle_datagram(t, from, &connect_request(&token));
     };
@@ -369,8 +371,7 @@ fn bad_packets_are_counted_by_reason_and_dropped() {
 #[test]
 fn hundred_thousand_sessions_fit_and_the_bound_holds() {
     let now = Instant::now();
-    let key = TokenKey::from_bytes([3; 32]);
-    let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let (key, addr) = key_and_addr();
     let mut cfg = ServerConfig::new(key.clone(), addr);
     let n = 100_000u64;
     cfg.max_sessions = n as usize;
@@ -379,13 +380,7 @@ fn hundred_thousand_sessions_fit_and_the_bound_holds() {
     let mut buf = [0u8; MAX_PACKET_LEN];
     for i in 0..=n {
         let from = SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).into(), 1000);
-        let token = key.issue(&TokenClaims {
-            token_id: i,
-            match_id: MatchId::new(1),
-            player_id: PlayerId::new(i),
-            expires_at_unix_ms: 2_000_000,
-            server_addr: addr,
-        });
+        let token = issue(&key, addr, i, i);
         request_and_answer_challenge(now, &mut s, from, &token);
         while s.poll_transmit(now, &mut buf).is_some() {}
         while s.poll_event().is_some() {}
@@ -398,8 +393,7 @@ fn hundred_thousand_sessions_fit_and_the_bound_holds() {
 #[test]
 fn a_shared_ledger_makes_tokens_single_use_across_servers() {
     let now = Instant::now();
-    let key = TokenKey::from_bytes([3; 32]);
-    let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let (key, addr) = key_and_addr();
     let ledger = TokenLedger::new(16);
     let mk = || {
         let mut cfg = ServerConfig::new(key.clone(), addr);
@@ -407,13 +401,7 @@ fn a_shared_ledger_makes_tokens_single_use_across_servers() {
         Server::new(cfg, now, Duration::from_secs(1_000)).unwrap()
     };
     let (mut w1, mut w2) = (mk(), mk());
-    let token = key.issue(&TokenClaims {
-        token_id: 42,
-        match_id: MatchId::new(1),
-        player_id: PlayerId::new(1),
-        expires_at_unix_ms: 2_000_000,
-        server_addr: addr,
-    });
+    let token = issue(&key, addr, 42, 1);
     let handshake = |s: &mut Server, from: SocketAddr| {
         request_and_answer_challenge(now, s, from, &token);
         s.session_count()
