@@ -218,6 +218,13 @@ struct Session {
     socket: usize,
 }
 
+/// Queues whatever `client` has to send now straight into `sock`'s next slot (a client only
+/// ever sends to its server).
+fn queue_poll(client: &mut Client, sock: &mut BatchSocket, now: Instant) {
+    let to = client.server_addr();
+    let _ = sock.queue_with(to, |b| client.poll_transmit(now, b).map_or(0, |t| t.len));
+}
+
 fn main() {
     let a = parse();
     if a.role_server {
@@ -268,7 +275,6 @@ fn main() {
     let mut sessions: Vec<Session> = Vec::with_capacity(a.sessions);
     let mut by_token: HashMap<u64, usize> = HashMap::with_capacity(a.sessions);
     let mut by_conn: HashMap<u64, usize> = HashMap::with_capacity(a.sessions);
-    let mut buf = [0u8; MAX_PACKET_LEN];
     let mut hist = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("hist");
 
     // Phase 1: handshakes, ramped.
@@ -298,12 +304,7 @@ fn main() {
             cc.keepalive_interval = Duration::from_secs(3);
             let mut client = Client::new(cc, token, now).expect("token");
             let s = i % a.sockets;
-            if let Some(t) = client.poll_transmit(now, &mut buf) {
-                let _ = socks[s].queue_with(t.destination, |b| {
-                    b[..t.len].copy_from_slice(&buf[..t.len]);
-                    t.len
-                });
-            }
+            queue_poll(&mut client, &mut socks[s], now);
             by_token.insert(i as u64 + 1, i);
             sessions.push(Session { client, socket: s });
             next_new += 1;
@@ -338,12 +339,7 @@ fn main() {
                             by_conn.insert(id, idx);
                         }
                     }
-                    if let Some(t) = c.poll_transmit(now, &mut buf) {
-                        let _ = sock.queue_with(t.destination, |b| {
-                            b[..t.len].copy_from_slice(&buf[..t.len]);
-                            t.len
-                        });
-                    }
+                    queue_poll(c, sock, now);
                 }
                 let _ = sock.flush();
             }
@@ -354,12 +350,7 @@ fn main() {
             // closes sessions idle for 10 s, and a 100,000-session ramp takes longer).
             for s in sessions.iter_mut() {
                 s.client.handle_timeout(now);
-                if let Some(t) = s.client.poll_transmit(now, &mut buf) {
-                    let _ = socks[s.socket].queue_with(t.destination, |b| {
-                        b[..t.len].copy_from_slice(&buf[..t.len]);
-                        t.len
-                    });
-                }
+                queue_poll(&mut s.client, &mut socks[s.socket], now);
             }
         }
     }
