@@ -165,11 +165,11 @@ impl<T> UnboundedQueue<T> {
     ///
     /// let q = UnboundedQueue::with_block_reuse();
     /// for round in 0..100 {
-    ///     for i in 0..40 {
-    ///         q.push(round * 40 + i);
+    ///     for i in 0..20 {
+    ///         q.push(round * 20 + i);
     ///     }
-    ///     for i in 0..40 {
-    ///         assert_eq!(q.pop(), Some(round * 40 + i));
+    ///     for i in 0..20 {
+    ///         assert_eq!(q.pop(), Some(round * 20 + i));
     ///     }
     /// }
     /// assert_eq!(q.pop(), None);
