@@ -5,8 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+say() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*"; [ "$(type -t disk)" = function ] && disk || true; }
 export CARGO_TERM_COLOR=never
+# Disk: a full run with full debug info and incremental caches took 8.4 GB; CI machines share
+# their disk, and one run failed with "No space left on device". Line tables keep backtraces
+# readable; release builds (loom, benches, fuzz) carry no debug info here.
+export CARGO_INCREMENTAL=0
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+export CARGO_PROFILE_TEST_DEBUG=line-tables-only
+export CARGO_PROFILE_RELEASE_DEBUG=0
+export CARGO_PROFILE_BENCH_DEBUG=0
+disk() { df -h . | awk 'NR==2 {print "    disk: " $4 " free, " $5 " used; target/ " t}' t="$(du -sh target 2>/dev/null | cut -f1)"; }
 
 bash scripts/setup.sh
 
@@ -29,6 +38,10 @@ say "loom models (RUSTFLAGS=--cfg pvp_loom)"
 RUSTFLAGS="--cfg pvp_loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=1 \
     cargo test --release -p pvp-core --test 'loom*'
 
+# On CI (PVP_CI_PRUNE=1, set by .ci/run) builds no later step needs are removed as it goes.
+prune() { [ "${PVP_CI_PRUNE:-0}" = 1 ] && rm -rf "$@" || true; }
+prune target/loom
+
 say "cargo bench --no-run (benches compile)"
 cargo bench --workspace --no-run
 
@@ -39,6 +52,7 @@ for step in scripts/test.d/*.sh; do
     bash "$step"
 done
 
+prune target/debug target/release
 if [ -d fuzz ]; then
     secs="${FUZZ_SECONDS:-20}"
     for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
