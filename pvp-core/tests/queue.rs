@@ -376,3 +376,29 @@ fn empty_batches_and_zero_max_change_nothing() {
     assert!(out[1..].iter().copied().eq(0..100u8));
     assert!(u.is_empty() && u.pop().is_none());
 }
+
+/// `pop` and `push` remember that the queue was empty / full to skip a wait next time; that
+/// memory must never change an answer: every later call still sees exactly what is there.
+#[test]
+fn answers_after_empty_and_full_reflect_the_queue_not_the_last_answer() {
+    let q = LockFreeQueue::new(2).unwrap();
+    for round in 0..50u32 {
+        assert_eq!(q.pop(), None, "round {round}");
+        assert_eq!(q.pop(), None);
+        assert_eq!(q.push(round), Ok(()));
+        assert_eq!(q.pop(), Some(round), "a value pushed after two empty answers is there");
+        assert_eq!(q.push(1), Ok(()));
+        assert_eq!(q.push(2), Ok(()));
+        assert_eq!(q.push(3), Err(3));
+        assert_eq!(q.push(4), Err(4), "still full");
+        assert_eq!(q.pop(), Some(1));
+        assert_eq!(q.push(5), Ok(()), "room made after two full answers is used");
+        assert_eq!(q.pop(), Some(2));
+        assert_eq!(q.pop(), Some(5));
+        // The same, with the other end's answers interleaved from another thread.
+        thread::scope(|s| {
+            s.spawn(|| assert_eq!(q.pop(), None));
+        });
+        assert_eq!(q.len(), 0);
+    }
+}
