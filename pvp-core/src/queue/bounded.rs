@@ -41,9 +41,11 @@ use crate::primitive::{Backoff, UnsafeCell, full_fence, spin_loop};
 /// The wait only pays when the other side is running on another core. After a `pop` that
 /// found the queue empty (or a `push` that found it full), the next one does not wait until
 /// one succeeds (the `idle` flag of [`End`]), so a consumer polling an idle queue pays for the
-/// wait once, not on every poll: with all threads on one core the waits halved throughput
-/// (0.50x `ArrayQueue`), with the flag 0.83x; across cores it measured 3-7x `ArrayQueue`
-/// against 2.5-5x without it (`cargo bench -p pvp-benches --bench queue_ab`, BENCHMARKS.md).
+/// wait once, not on every poll. With all threads on one core the waits had halved
+/// throughput (0.54x `ArrayQueue`); with the flag, and `pop`'s contended path out of line,
+/// 0.87-0.89x. Where crossing cores is expensive, 1P1C went from 3.5-6.9x to 7.1-8.0x
+/// `ArrayQueue` and 2P2C from 2.6-4.0x to 4.5-6.5x (dev box, `cargo bench -p pvp-benches
+/// --bench queue_ab`, BENCHMARKS.md).
 #[cfg(not(pvp_loom))]
 const SLOT_WAIT: u32 = 4;
 /// Loom explores every interleaving of each spin: one re-read keeps the models small.
@@ -357,7 +359,7 @@ impl<T> LockFreeQueue<T> {
     /// `pop` past its first try: an empty-looking slot, a lost race or a slot still being
     /// written. Out of line, so the inlined fast path stays small: that took the single-thread
     /// round trip from 0.83x to 0.96x `ArrayQueue` and, where crossing cores is expensive,
-    /// 1P1C from 4-5x to 6-7x (`push` measured worse split the same way, so it is not).
+    /// 1P1C from 4.4-5.8x to 6.1-7.6x (`push` measured worse split the same way: it is not).
     #[inline(never)]
     fn pop_contended(&self) -> Option<T> {
         let mut waited = 0;

@@ -36,8 +36,8 @@ use crate::primitive::{Backoff, UnsafeCell, full_fence, spin_loop};
 /// Slots per block. 127 rather than crossbeam `SegQueue`'s 31: a block switch is the one
 /// point where every producer (and, at the other end, every consumer) waits for one thread,
 /// and each block costs an allocation, a free and a walk over its slots. Four times fewer
-/// switches measured 1.22-1.34x `SegQueue` at 1P1C and 2P2C on the dev box, against 0.95-1.10x
-/// with 31 (BENCHMARKS.md); a block of `u64`s is 2 KiB instead of 0.5 KiB.
+/// switches measured 1.11-1.35x `SegQueue` at 1P1C and 2P2C on the dev box, against 1.00-1.13x
+/// with 31, in the same rounds (BENCHMARKS.md); a block of `u64`s is 2 KiB instead of 0.5 KiB.
 #[cfg(not(pvp_loom))]
 const BLOCK_CAP: usize = 127;
 /// Positions per block: one more than its slots, the extra one meaning "moving to next block".
