@@ -96,50 +96,61 @@ fn span(handles: Vec<thread::ScopedJoinHandle<'_, (Instant, Instant)>>) -> Durat
     end - start
 }
 
+/// Runs `produce` on `producers` threads and `consume` on `consumers` threads, all released
+/// together by a barrier; returns the wall time from the first thread's start to the last
+/// thread's end, each taken by the thread itself (see `span`).
+fn run<P, C>(producers: usize, consumers: usize, produce: P, consume: C) -> Duration
+where
+    P: Fn() + Sync,
+    C: Fn() + Sync,
+{
+    let barrier = Barrier::new(producers + consumers);
+    let timed = |work: &(dyn Fn() + Sync)| {
+        barrier.wait();
+        let start = Instant::now();
+        work();
+        (start, Instant::now())
+    };
+    thread::scope(|s| {
+        let mut handles = Vec::new();
+        for _ in 0..producers {
+            handles.push(s.spawn(|| timed(&produce)));
+        }
+        for _ in 0..consumers {
+            handles.push(s.spawn(|| timed(&consume)));
+        }
+        span(handles)
+    })
+}
+
 /// `producers` threads push `msgs` values in all, `consumers` threads pop them all; returns the
 /// wall time from the first thread's start to the last pop.
 pub(crate) fn transfer<Q: Queue>(q: &Q, msgs: u64, producers: usize, consumers: usize) -> Duration {
     let per_p = msgs / producers as u64;
     let per_c = msgs / consumers as u64;
-    let barrier = Barrier::new(producers + consumers);
-    thread::scope(|s| {
-        let mut handles = Vec::new();
-        for _ in 0..producers {
-            handles.push(s.spawn(|| {
-                barrier.wait();
-                let start = Instant::now();
-                for i in 0..per_p {
-                    let mut v = i;
-                    let mut spins = 0;
-                    while let Err(back) = q.push(v) {
-                        v = back;
-                        wait(&mut spins);
-                    }
-                }
-                (start, Instant::now())
-            }));
+    let produce = || {
+        for i in 0..per_p {
+            let mut v = i;
+            let mut spins = 0;
+            while let Err(back) = q.push(v) {
+                v = back;
+                wait(&mut spins);
+            }
         }
-        for _ in 0..consumers {
-            handles.push(s.spawn(|| {
-                barrier.wait();
-                let start = Instant::now();
-                let mut got = 0;
-                while got < per_c {
-                    let mut spins = 0;
-                    loop {
-                        if let Some(v) = q.pop() {
-                            black_box(v);
-                            break;
-                        }
-                        wait(&mut spins);
-                    }
-                    got += 1;
+    };
+    let consume = || {
+        for _ in 0..per_c {
+            let mut spins = 0;
+            loop {
+                if let Some(v) = q.pop() {
+                    black_box(v);
+                    break;
                 }
-                (start, Instant::now())
-            }));
+                wait(&mut spins);
+            }
         }
-        span(handles)
-    })
+    };
+    run(producers, consumers, produce, consume)
 }
 
 /// The batch path of LockFreeQueue: 32 values per push_batch / pop_batch.
@@ -151,53 +162,39 @@ pub(crate) fn transfer_batched(
 ) -> Duration {
     let per_p = msgs / producers as u64;
     let per_c = msgs / consumers as u64;
-    let barrier = Barrier::new(producers + consumers);
-    thread::scope(|s| {
-        let mut handles = Vec::new();
-        for _ in 0..producers {
-            handles.push(s.spawn(|| {
-                let mut buf = Vec::with_capacity(BATCH);
-                barrier.wait();
-                let start = Instant::now();
-                let mut i = 0;
-                while i < per_p {
-                    while buf.len() < BATCH && i < per_p {
-                        buf.push(i);
-                        i += 1;
-                    }
-                    let mut spins = 0;
-                    while !buf.is_empty() {
-                        if q.push_batch(&mut buf) == 0 {
-                            wait(&mut spins);
-                        }
-                    }
+    let produce = || {
+        let mut buf = Vec::with_capacity(BATCH);
+        let mut i = 0;
+        while i < per_p {
+            while buf.len() < BATCH && i < per_p {
+                buf.push(i);
+                i += 1;
+            }
+            let mut spins = 0;
+            while !buf.is_empty() {
+                if q.push_batch(&mut buf) == 0 {
+                    wait(&mut spins);
                 }
-                (start, Instant::now())
-            }));
+            }
         }
-        for _ in 0..consumers {
-            handles.push(s.spawn(|| {
-                let mut buf = Vec::with_capacity(BATCH);
-                barrier.wait();
-                let start = Instant::now();
-                let mut got = 0;
-                while got < per_c {
-                    buf.clear();
-                    let mut spins = 0;
-                    let want = BATCH.min((per_c - got) as usize);
-                    loop {
-                        let n = q.pop_batch(&mut buf, want);
-                        if n > 0 {
-                            got += n as u64;
-                            black_box(&buf);
-                            break;
-                        }
-                        wait(&mut spins);
-                    }
+    };
+    let consume = || {
+        let mut buf = Vec::with_capacity(BATCH);
+        let mut got = 0;
+        while got < per_c {
+            buf.clear();
+            let mut spins = 0;
+            let want = BATCH.min((per_c - got) as usize);
+            loop {
+                let n = q.pop_batch(&mut buf, want);
+                if n > 0 {
+                    got += n as u64;
+                    black_box(&buf);
+                    break;
                 }
-                (start, Instant::now())
-            }));
+                wait(&mut spins);
+            }
         }
-        span(handles)
-    })
+    };
+    run(producers, consumers, produce, consume)
 }
