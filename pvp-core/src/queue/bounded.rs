@@ -348,12 +348,24 @@ impl<T> LockFreeQueue<T> {
         {
             // SAFETY: the CAS gave this thread position `head`, and the acquired stamp shows
             // the value pushed there is fully written.
-            let value = slot.value.with(|p| unsafe { p.read().assume_init() });
-            slot.stamp.store(head.wrapping_add(self.one_lap), Ordering::Release);
-            self.head.busy();
-            return Some(value);
+            return Some(unsafe { self.take(slot, head) });
         }
         self.pop_contended()
+    }
+
+    /// Moves the value out of the slot at position `head` and hands the slot to the next
+    /// lap's producer.
+    ///
+    /// # Safety
+    /// The calling thread claimed `head` (CAS on `head`) after acquiring the slot's stamp as
+    /// `head + 1` (value written).
+    #[inline(always)]
+    unsafe fn take(&self, slot: &Slot<T>, head: usize) -> T {
+        // SAFETY: per the caller, this thread alone owns the written value at `head`.
+        let value = slot.value.with(|p| unsafe { p.read().assume_init() });
+        slot.stamp.store(head.wrapping_add(self.one_lap), Ordering::Release);
+        self.head.busy();
+        value
     }
 
     /// `pop` past its first try: an empty-looking slot, a lost race or a slot still being
@@ -376,10 +388,7 @@ impl<T> LockFreeQueue<T> {
                     Ok(_) => {
                         // SAFETY: the CAS gave this thread position `head`, and the acquired
                         // stamp shows the value pushed there is fully written.
-                        let value = slot.value.with(|p| unsafe { p.read().assume_init() });
-                        slot.stamp.store(head.wrapping_add(self.one_lap), Ordering::Release);
-                        self.head.busy();
-                        return Some(value);
+                        return Some(unsafe { self.take(slot, head) });
                     }
                     Err(current) => {
                         head = current;

@@ -63,6 +63,18 @@ struct Slot<T> {
 }
 
 impl<T> Slot<T> {
+    /// Writes `value` and publishes it to the slot's reader.
+    ///
+    /// # Safety
+    /// The calling thread claimed this slot's position (CAS on the tail index) and its block
+    /// is not retired before the slot is read.
+    #[inline(always)]
+    unsafe fn write(&self, value: T) {
+        // SAFETY: per the caller, this thread alone writes this slot, once.
+        self.value.with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
+        self.state.fetch_or(WRITE, Ordering::Release);
+    }
+
     fn wait_write(&self) {
         let mut backoff = Backoff::default();
         while self.state.load(Ordering::Acquire) & WRITE == 0 {
@@ -125,10 +137,10 @@ struct Position<T> {
 /// An unbounded, lock-free, multi-producer multi-consumer FIFO queue.
 ///
 /// For producers that must never block and never drop: [`push`](Self::push) always succeeds.
-/// Memory grows in blocks of [`BLOCK_CAPACITY`](Self::BLOCK_CAPACITY) values as needed and is reclaimed safely (no leak, no ABA, no
-/// use-after-free) as blocks are drained: a drained block is freed, or, with
-/// [`with_block_reuse`](Self::with_block_reuse), kept for the next block so that a short queue
-/// allocates nothing in its steady state. Prefer the bounded
+/// Memory grows in blocks of [`BLOCK_CAPACITY`](Self::BLOCK_CAPACITY) values as needed and is
+/// reclaimed safely (no leak, no ABA, no use-after-free) as blocks are drained: a drained block
+/// is freed, or, with [`with_block_reuse`](Self::with_block_reuse), kept for the next block so
+/// that a short queue allocates nothing in its steady state. Prefer the bounded
 /// [`LockFreeQueue`](super::LockFreeQueue) wherever a full queue can be handled: it bounds
 /// memory.
 ///
@@ -301,11 +313,7 @@ impl<T> UnboundedQueue<T> {
         {
             // SAFETY: as in `push_contended`: the CAS claimed position `tail` inside `block`,
             // which is not retired before this slot is read.
-            unsafe {
-                let slot = &(*block).slots[offset];
-                slot.value.with_mut(|p| p.write(MaybeUninit::new(value)));
-                slot.state.fetch_or(WRITE, Ordering::Release);
-            }
+            unsafe { (*block).slots[offset].write(value) };
             return;
         }
         self.push_contended(value);
@@ -348,9 +356,7 @@ impl<T> UnboundedQueue<T> {
                             // Prepared for a block switch someone else made.
                             self.retire(next_block);
                         }
-                        let slot = &(*block).slots[offset];
-                        slot.value.with_mut(|p| p.write(MaybeUninit::new(value)));
-                        slot.state.fetch_or(WRITE, Ordering::Release);
+                        (*block).slots[offset].write(value);
                     }
                     return;
                 }

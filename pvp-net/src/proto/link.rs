@@ -77,12 +77,14 @@ impl Link {
     /// Takes the next sequence number, or fails when the session used all
     /// 2^32 - 2 (1 to `u32::MAX - 1`).
     pub(crate) fn take_seq(&mut self) -> Result<u32, SendError> {
-        let seq = self.next_seq;
-        if seq == u32::MAX {
-            return Err(SendError::SequenceExhausted);
-        }
+        let seq = self.peek_seq()?;
         self.next_seq += 1;
         Ok(seq)
+    }
+
+    /// The sequence number the next packet will take, without taking it.
+    fn peek_seq(&self) -> Result<u32, SendError> {
+        if self.next_seq == u32::MAX { Err(SendError::SequenceExhausted) } else { Ok(self.next_seq) }
     }
 
     /// Records `seq` in the replay window; duplicates and packets older than the window are
@@ -230,10 +232,7 @@ impl Link {
             return Err(SendError::TooLarge);
         }
         // Taken for real only once the packet is written: a failed encode burns nothing.
-        let seq = self.next_seq;
-        if seq == u32::MAX {
-            return Err(SendError::SequenceExhausted);
-        }
+        let seq = self.peek_seq()?;
         let resend = at_least_a_tick(resend);
         let ack = self.ack_header();
         let mut picked = [usize::MAX; MAX_RELIABLE_PER_PACKET];
