@@ -42,15 +42,40 @@ fn pair<'a, A: Queue, B: Queue>(name: &'static str, a: &'a A, b: &'a B, p: usize
     Pairing { name, round: Box::new(move || (rate(transfer(a, MSGS, p, p)), rate(transfer(b, MSGS, p, p)))) }
 }
 
+/// Parses `[ROUNDS] [PAIRS]` (flags such as cargo's `--bench` are skipped): a positive round
+/// count and a comma-separated list of positive pair counts.
+fn parse_args(args: &[String]) -> Result<(usize, Vec<usize>), String> {
+    let positive = |a: &str| a.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    let rounds = match args.first() {
+        None => 101,
+        Some(a) => positive(a).ok_or_else(|| format!("ROUNDS must be a positive number, not {a:?}"))?,
+    };
+    let pairs = match args.get(1) {
+        None => vec![1, 2],
+        Some(a) => a
+            .split(',')
+            .map(|p| {
+                positive(p).ok_or_else(|| format!("PAIRS must be positive numbers like 1,2,4, not {a:?}"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if args.len() > 2 {
+        return Err(format!("unexpected argument {:?}", args[2]));
+    }
+    Ok((rounds, pairs))
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; take the first two numeric-looking arguments.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let rounds: usize = args.first().and_then(|a| a.parse().ok()).filter(|&r| r > 0).unwrap_or(101);
-    let pairs: Vec<usize> = args
-        .get(1)
-        .map(|a| a.split(',').filter_map(|p| p.trim().parse().ok()).filter(|&p| p > 0).collect())
-        .filter(|v: &Vec<usize>| !v.is_empty())
-        .unwrap_or_else(|| vec![1, 2]);
+    let (rounds, pairs) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!(
+                "queue_ab: {e}\nusage: cargo bench -p pvp-benches --bench queue_ab -- [ROUNDS] [PAIRS]"
+            );
+            std::process::exit(2);
+        }
+    };
     println!("queue_ab: {rounds} paired rounds of {MSGS} values; ratio = ours / peer, p25 / p50 / p75");
     for p in pairs {
         let ours = LockFreeQueue::<u64>::new(CAP).expect("capacity");
