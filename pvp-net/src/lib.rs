@@ -15,6 +15,7 @@
 
 pub mod driver;
 pub mod endpoint;
+pub mod netcode;
 mod gso;
 pub mod proto;
 pub mod sim;

@@ -231,13 +231,27 @@ impl Link {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(SendError::TooLarge);
         }
+        self.encode_with(now, resend, MAX_PACKET_LEN - DATA_HEADER_LEN - payload.len(), |seq, ack, reliable| {
+            Packet::Data { connection_id, seq, ack, reliable, payload }.encode(buf).map_err(|_| SendError::BufferTooSmall)
+        })
+    }
+
+    /// Picks the due reliable frames that fit in `room` bytes and hands them, with the next
+    /// sequence number and the ack state, to `write`; on success takes the sequence number
+    /// and marks the frames sent. Shared by the data packet and the netcode payload layer.
+    pub(crate) fn encode_with(
+        &mut self,
+        now: Instant,
+        resend: Duration,
+        mut room: usize,
+        write: impl FnOnce(u32, AckHeader, ReliableFrames<'_>) -> Result<usize, SendError>,
+    ) -> Result<usize, SendError> {
         // Taken for real only once the packet is written: a failed encode burns nothing.
         let seq = self.peek_seq()?;
         let resend = at_least_a_tick(resend);
         let ack = self.ack_header();
         let mut picked = [usize::MAX; MAX_RELIABLE_PER_PACKET];
         let mut n = 0;
-        let mut room = MAX_PACKET_LEN - DATA_HEADER_LEN - payload.len();
         if let Some(r) = self.reliable.as_ref() {
             for (i, m) in r.unacked.iter().enumerate() {
                 if n == MAX_RELIABLE_PER_PACKET {
@@ -261,9 +275,7 @@ impl Link {
                     }
                 }
             }
-            Packet::Data { connection_id, seq, ack, reliable: frames, payload }
-                .encode(buf)
-                .map_err(|_| SendError::BufferTooSmall)?
+            write(seq, ack, frames)?
         };
         self.take_seq()?;
         if let Some(r) = self.reliable.as_mut() {

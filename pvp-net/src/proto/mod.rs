@@ -60,7 +60,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 
 mod client;
-mod link;
+pub(crate) mod link;
 pub mod packet;
 mod server;
 pub mod token;
@@ -179,6 +179,15 @@ drop_reasons! {
     Replayed => "replayed",
     /// Sequence number older than the replay window.
     Stale => "stale",
+    /// netcode: the packet's tag did not verify under the session's key (forged, tampered
+    /// or sealed for another session).
+    DecryptFailed => "decrypt_failed",
+    /// netcode: another game's protocol id.
+    WrongProtocol => "wrong_protocol",
+    /// netcode: a session from that address is already open.
+    AddressInUse => "address_in_use",
+    /// netcode: a session with that client id is already open.
+    ClientIdInUse => "client_id_in_use",
 }
 
 /// Per-reason drop counters; cheap to share between a driver's threads.
@@ -187,7 +196,7 @@ pub struct DropCounters {
     counts: [AtomicU64; DROP_REASONS],
 }
 
-const DROP_REASONS: usize = 16;
+const DROP_REASONS: usize = 20;
 const _: () = assert!(DropReason::ALL.len() == DROP_REASONS);
 
 impl DropCounters {
