@@ -307,6 +307,29 @@ impl Outbox {
         Ok(len)
     }
 
+    /// Queues a datagram whose destination is known only once it is written (a sans-IO
+    /// `poll_transmit`): `fill` writes into the slot's [`MAX_DATAGRAM`] bytes and returns the
+    /// destination and length, or `None` for nothing to send. Returns the length queued;
+    /// `None` when `fill` had nothing or no slot was free (then `fill` is not called).
+    pub fn send_with_dest(
+        &mut self,
+        fill: impl FnOnce(&mut [u8]) -> Option<(SocketAddr, usize)>,
+    ) -> Option<usize> {
+        let idx = self.free.pop()?;
+        let slot = &mut self.slots[idx as usize];
+        let Some((to, len)) = fill(&mut slot.buf).map(|(a, l)| (a, l.min(MAX_DATAGRAM))).filter(|&(_, l)| l > 0)
+        else {
+            self.free.push(idx);
+            return None;
+        };
+        slot.len = len;
+        slot.addr.set(&to);
+        slot.iov = libc::iovec { iov_base: slot.buf.as_mut_ptr().cast(), iov_len: len };
+        slot.msg = sys::msghdr_for(&mut slot.addr, &mut slot.iov);
+        self.queued.push_back(idx);
+        Some(len)
+    }
+
     /// Slots in all (a handler that queues many datagrams from `on_tick` should leave some
     /// free for replies in `on_datagram`).
     pub fn capacity(&self) -> usize {

@@ -15,6 +15,7 @@
 
 pub mod driver;
 pub mod endpoint;
+pub mod game;
 pub mod netcode;
 mod gso;
 pub mod proto;

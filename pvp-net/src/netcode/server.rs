@@ -337,9 +337,20 @@ impl Server {
         if config.public_addresses.is_empty() {
             return Err(ConfigError::NoAddress);
         }
+        Ok(Self::new_clamped(config, now, unix_now))
+    }
+
+    /// [`new`](Self::new) for a config already validated: out-of-range bounds are raised to
+    /// their minimum instead of refused.
+    pub(crate) fn new_clamped(mut config: ServerConfig, now: Instant, unix_now: Duration) -> Self {
+        config.max_clients = config.max_clients.clamp(1, u32::MAX as usize);
+        config.max_pending = config.max_pending.max(1);
+        config.token_history = config.token_history.max(1);
+        config.handshake_timeout = config.handshake_timeout.max(Duration::from_millis(1));
+        config.timer_granularity = config.timer_granularity.max(Duration::from_micros(100));
         let ledger = config.ledger.clone().unwrap_or_else(|| SessionLedger::new(config.token_history));
         let n = config.max_clients;
-        Ok(Server {
+        Server {
             ledger,
             started: now,
             unix_at_start: unix_now,
@@ -360,7 +371,12 @@ impl Server {
             drops: Arc::new(DropCounters::default()),
             stats: ServerStats::default(),
             config,
-        })
+        }
+    }
+
+    /// Counts drops into `counters` from now on (several servers can share one).
+    pub fn set_drop_counters(&mut self, counters: Arc<DropCounters>) {
+        self.drops = counters;
     }
 
     /// The settings.

@@ -1,0 +1,641 @@
+//! `GameServer`: netcode sessions on `UdpServer` workers, events to the game loop through a
+//! lock-free queue, sends from any thread.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pvp_core::MatchId;
+use pvp_core::queue::LockFreeQueue;
+use thiserror::Error;
+
+use crate::endpoint::{DatagramHandler, EndpointError, Outbox, UdpServer, UdpServerConfig, WorkerInfo};
+use crate::netcode::{
+    ConfigError, DisconnectReason, Key, MAX_PAYLOAD_BYTES, Server, ServerConfig, ServerEvent,
+    SessionLedger, SessionUserData, USER_DATA_BYTES,
+};
+use crate::proto::{DropCounters, DropReason};
+
+/// Payload bytes an event or command holds without allocating; longer ones are boxed.
+pub const PAYLOAD_INLINE: usize = 112;
+
+/// A payload moved through the queues: inline up to [`PAYLOAD_INLINE`] bytes (no
+/// allocation), boxed above.
+#[derive(Clone)]
+pub struct Payload {
+    len: u16,
+    inline: [u8; PAYLOAD_INLINE],
+    heap: Option<Box<[u8]>>,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload").field("len", &self.len).finish()
+    }
+}
+
+impl Payload {
+    /// A copy of `bytes`; `None` above [`MAX_PAYLOAD_BYTES`].
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() > MAX_PAYLOAD_BYTES {
+            return None;
+        }
+        let mut p = Payload { len: bytes.len() as u16, inline: [0; PAYLOAD_INLINE], heap: None };
+        if bytes.len() <= PAYLOAD_INLINE {
+            p.inline[..bytes.len()].copy_from_slice(bytes);
+        } else {
+            p.heap = Some(bytes.into());
+        }
+        Some(p)
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.heap {
+            Some(h) => h,
+            None => &self.inline[..usize::from(self.len)],
+        }
+    }
+
+    /// Its length.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A session on a [`GameServer`]: the client id from its token and the worker that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId {
+    client_id: u64,
+    worker: u16,
+}
+
+impl SessionId {
+    /// The netcode client id (unique among this server's open sessions).
+    pub fn client_id(self) -> u64 {
+        self.client_id
+    }
+    /// The worker that owns it.
+    pub fn worker(self) -> usize {
+        usize::from(self.worker)
+    }
+}
+
+/// What the game loop receives.
+#[derive(Debug, Clone)]
+pub enum GameEvent {
+    /// A client finished the handshake.
+    Connected {
+        /// The session.
+        session: SessionId,
+        /// Its address.
+        addr: SocketAddr,
+        /// The token's user data, as issued.
+        user_data: Box<[u8; USER_DATA_BYTES]>,
+        /// The seat, when the user data is in this crate's layout ([`SessionUserData`]).
+        seat: Option<SessionUserData>,
+    },
+    /// An unreliable payload.
+    Payload {
+        /// The session.
+        session: SessionId,
+        /// The bytes (without the payload layer's header).
+        payload: Payload,
+    },
+    /// A reliable message, once and in order (layered sessions).
+    Message {
+        /// The session.
+        session: SessionId,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// A session ended.
+    Disconnected {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// `GameServer` settings. Build with [`GameServerConfig::new`], then adjust fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GameServerConfig {
+    /// Socket settings (bind address, workers, driver, CPUs, batch sizes).
+    pub udp: UdpServerConfig,
+    /// The game's protocol id.
+    pub protocol_id: u64,
+    /// The private key shared with the token issuer.
+    pub private_key: Key,
+    /// The address tokens name; `None`: the bound address (wrong for a wildcard bind).
+    pub public_address: Option<SocketAddr>,
+    /// Sessions held at once, all workers together (each worker gets an equal share);
+    /// handshakes past it are answered with a denied packet and counted.
+    pub max_sessions: usize,
+    /// Handshakes in progress per worker.
+    pub max_pending: usize,
+    /// Used tokens remembered (shared by the workers).
+    pub token_history: usize,
+    /// Keep-alive interval for idle sessions.
+    pub keepalive_interval: Duration,
+    /// Reliable resend interval.
+    pub reliable_resend: Duration,
+    /// Capacity of the event queue to the game loop; events past it are dropped and counted
+    /// ([`GameServerStats::events_dropped`]).
+    pub event_queue: usize,
+    /// Capacity of each worker's command queue (sends from the game).
+    pub command_queue: usize,
+}
+
+impl GameServerConfig {
+    /// One worker, 1,024 sessions, 1,024 pending handshakes per worker, token history of
+    /// 4x the sessions, 100 ms keep-alive and reliable resend, 65,536-deep event queue and
+    /// 16,384-deep command queues.
+    pub fn new(bind: SocketAddr, protocol_id: u64, private_key: Key) -> Self {
+        GameServerConfig {
+            udp: UdpServerConfig::new(bind),
+            protocol_id,
+            private_key,
+            public_address: None,
+            max_sessions: 1024,
+            max_pending: 1024,
+            token_history: 4096,
+            keepalive_interval: Duration::from_millis(100),
+            reliable_resend: Duration::from_millis(100),
+            event_queue: 65_536,
+            command_queue: 16_384,
+        }
+    }
+}
+
+/// Why a `GameServer` could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum GameServerError {
+    /// The socket layer refused (bad worker count, bind failed, ...).
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// A netcode setting is out of range.
+    #[error("netcode config: {0}")]
+    Config(#[from] ConfigError),
+    /// `max_sessions` is smaller than the number of workers, or a queue capacity is 0 or too
+    /// large for pvp-core's queue.
+    #[error("game server config: {0}")]
+    Bound(&'static str),
+}
+
+/// Why a send was not queued. Errors that only the worker can see (session gone, reliable
+/// queue full) are counted in [`GameServerStats::sends_failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum GameSendError {
+    /// The worker's command queue is full.
+    #[error("command queue full")]
+    QueueFull,
+    /// Longer than [`MAX_PAYLOAD_BYTES`].
+    #[error("payload too large")]
+    TooLarge,
+    /// The session names no worker of this server.
+    #[error("no such worker")]
+    NoSuchWorker,
+}
+
+#[derive(Debug)]
+enum Command {
+    Send { client_id: u64, payload: Payload },
+    Reliable { client_id: u64, bytes: Box<[u8]> },
+    Match { match_id: MatchId, payload: Payload, reliable: bool },
+    Disconnect { client_id: u64 },
+    Shutdown,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    sessions: AtomicUsize,
+    connected: AtomicU64,
+    disconnected: AtomicU64,
+    payloads_in: AtomicU64,
+    payloads_out: AtomicU64,
+    messages_in: AtomicU64,
+    events_dropped: AtomicU64,
+    sends_failed: AtomicU64,
+    denied_full: AtomicU64,
+    commands_dropped: AtomicU64,
+    drained: AtomicUsize,
+}
+
+/// A snapshot of a `GameServer`'s counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct GameServerStats {
+    /// Sessions open now.
+    pub sessions: usize,
+    /// Sessions opened.
+    pub connected: u64,
+    /// Sessions closed.
+    pub disconnected: u64,
+    /// Unreliable payloads delivered to the game.
+    pub payloads_in: u64,
+    /// Payload packets sent (unreliable sends and layer flushes).
+    pub payloads_out: u64,
+    /// Reliable messages delivered to the game.
+    pub messages_in: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Sends the worker could not make (session gone, reliable queue full, outbox full).
+    pub sends_failed: u64,
+    /// Handshakes answered with a denied packet (server full).
+    pub denied_full: u64,
+    /// Incoming datagrams dropped as bad input, all reasons (see [`GameServer::drops`]).
+    pub dropped: u64,
+}
+
+/// Sends to sessions from any thread; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GameSender {
+    commands: Arc<[LockFreeQueue<Command>]>,
+    shared: Arc<Shared>,
+}
+
+impl GameSender {
+    fn push(&self, worker: usize, c: Command) -> Result<(), GameSendError> {
+        let q = self.commands.get(worker).ok_or(GameSendError::NoSuchWorker)?;
+        q.push(c).map_err(|_| {
+            self.shared.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            GameSendError::QueueFull
+        })
+    }
+
+    /// An unreliable payload to one session.
+    pub fn send(&self, session: SessionId, payload: &[u8]) -> Result<(), GameSendError> {
+        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
+        self.push(session.worker(), Command::Send { client_id: session.client_id, payload })
+    }
+
+    /// A reliable, ordered message to one session (layered sessions; on a plain one it is
+    /// counted in `sends_failed`).
+    pub fn send_reliable(&self, session: SessionId, bytes: &[u8]) -> Result<(), GameSendError> {
+        if bytes.len() > crate::netcode::layer::MAX_RELIABLE_MESSAGE {
+            return Err(GameSendError::TooLarge);
+        }
+        self.push(session.worker(), Command::Reliable { client_id: session.client_id, bytes: bytes.into() })
+    }
+
+    /// A payload to every session whose seat names `match_id` (unreliable, or reliable on
+    /// layered sessions), on every worker.
+    pub fn send_to_match(&self, match_id: MatchId, payload: &[u8], reliable: bool) -> Result<(), GameSendError> {
+        let max = if reliable { crate::netcode::layer::MAX_RELIABLE_MESSAGE } else { MAX_PAYLOAD_BYTES };
+        if payload.len() > max {
+            return Err(GameSendError::TooLarge);
+        }
+        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
+        for w in 0..self.commands.len() {
+            self.push(w, Command::Match { match_id, payload: payload.clone(), reliable })?;
+        }
+        Ok(())
+    }
+
+    /// Closes a session (the client gets redundant disconnect packets).
+    pub fn disconnect(&self, session: SessionId) -> Result<(), GameSendError> {
+        self.push(session.worker(), Command::Disconnect { client_id: session.client_id })
+    }
+}
+
+/// The session server a backend embeds: netcode 1.02, any netcode client can join.
+/// Dropping it closes every session and stops the workers.
+#[derive(Debug)]
+pub struct GameServer {
+    udp: Option<UdpServer>,
+    public_address: SocketAddr,
+    events: Arc<LockFreeQueue<GameEvent>>,
+    sender: GameSender,
+    drops: Arc<DropCounters>,
+}
+
+struct Worker {
+    index: u16,
+    server: Server,
+    events: Arc<LockFreeQueue<GameEvent>>,
+    commands: Arc<[LockFreeQueue<Command>]>,
+    shared: Arc<Shared>,
+    matches: HashMap<MatchId, Vec<u64>>,
+    seats: HashMap<u64, MatchId>,
+    local: LocalCounts,
+    next_publish: Instant,
+    draining: bool,
+}
+
+#[derive(Default)]
+struct LocalCounts {
+    payloads_in: u64,
+    payloads_out: u64,
+    messages_in: u64,
+}
+
+impl Worker {
+    fn session(&self, client_id: u64) -> SessionId {
+        SessionId { client_id, worker: self.index }
+    }
+
+    fn emit(&self, e: GameEvent) {
+        if self.events.push(e).is_err() {
+            self.shared.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn pump(&mut self, now: Instant, out: &mut Outbox) {
+        while let Some(e) = self.server.poll_event() {
+            match e {
+                ServerEvent::Connected { client_id, addr, user_data, .. } => {
+                    let seat = SessionUserData::decode(&user_data);
+                    if let Some(s) = &seat {
+                        self.matches.entry(s.match_id).or_default().push(client_id);
+                        self.seats.insert(client_id, s.match_id);
+                    }
+                    self.shared.sessions.fetch_add(1, Ordering::Relaxed);
+                    self.shared.connected.fetch_add(1, Ordering::Relaxed);
+                    self.emit(GameEvent::Connected { session: self.session(client_id), addr, user_data, seat });
+                }
+                ServerEvent::Disconnected { client_id, reason } => {
+                    if let Some(m) = self.seats.remove(&client_id) {
+                        if let Some(v) = self.matches.get_mut(&m) {
+                            v.retain(|&c| c != client_id);
+                            if v.is_empty() {
+                                self.matches.remove(&m);
+                            }
+                        }
+                    }
+                    self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.disconnected.fetch_add(1, Ordering::Relaxed);
+                    self.emit(GameEvent::Disconnected { session: self.session(client_id), reason });
+                }
+                ServerEvent::Message { client_id, bytes } => {
+                    self.local.messages_in += 1;
+                    self.emit(GameEvent::Message { session: self.session(client_id), bytes });
+                }
+            }
+        }
+        self.flush(now, out);
+    }
+
+    fn flush(&mut self, now: Instant, out: &mut Outbox) {
+        while out.free_slots() > 0 {
+            let server = &mut self.server;
+            match out.send_with_dest(|buf| server.poll_transmit(now, buf).map(|t| (t.destination, t.len))) {
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    fn send_one(&mut self, now: Instant, client_id: u64, payload: &[u8], out: &mut Outbox) {
+        let Some(addr) = self.server.client_addr(client_id) else {
+            self.shared.sends_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let server = &mut self.server;
+        let mut failed = false;
+        let r = out.send_with(addr, |buf| match server.send(now, client_id, payload, buf) {
+            Ok(t) => t.len,
+            Err(_) => {
+                failed = true;
+                0
+            }
+        });
+        if failed || r.is_err() {
+            self.shared.sends_failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.local.payloads_out += 1;
+        }
+    }
+
+    fn reliable_one(&mut self, client_id: u64, bytes: &[u8]) {
+        if self.server.send_reliable(client_id, bytes).is_err() {
+            self.shared.sends_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn run_commands(&mut self, now: Instant, out: &mut Outbox) {
+        let commands = self.commands.clone();
+        let q = &commands[usize::from(self.index)];
+        // Leave slots for the control packets the timers make.
+        while out.free_slots() > out.capacity() / 4 {
+            let Some(c) = q.pop() else { break };
+            match c {
+                Command::Send { client_id, payload } => self.send_one(now, client_id, payload.as_slice(), out),
+                Command::Reliable { client_id, bytes } => self.reliable_one(client_id, &bytes),
+                Command::Match { match_id, payload, reliable } => {
+                    let members = self.matches.get(&match_id).cloned().unwrap_or_default();
+                    for client_id in members {
+                        if reliable {
+                            self.reliable_one(client_id, payload.as_slice());
+                        } else {
+                            self.send_one(now, client_id, payload.as_slice(), out);
+                        }
+                    }
+                }
+                Command::Disconnect { client_id } => {
+                    self.server.disconnect(client_id);
+                }
+                Command::Shutdown => {
+                    self.server.disconnect_all();
+                    self.draining = true;
+                }
+            }
+            self.pump(now, out);
+        }
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let l = std::mem::take(&mut self.local);
+        self.shared.payloads_in.fetch_add(l.payloads_in, Ordering::Relaxed);
+        self.shared.payloads_out.fetch_add(l.payloads_out, Ordering::Relaxed);
+        self.shared.messages_in.fetch_add(l.messages_in, Ordering::Relaxed);
+        if now >= self.next_publish {
+            self.next_publish = now + Duration::from_millis(100);
+            let st = self.server.stats();
+            let denied = self.shared.denied_full.load(Ordering::Relaxed).max(st.denied_full);
+            self.shared.denied_full.store(denied, Ordering::Relaxed);
+            metrics::counter!("pvp_net_game_payloads_in_total").increment(l.payloads_in);
+            metrics::counter!("pvp_net_game_payloads_out_total").increment(l.payloads_out);
+            metrics::gauge!("pvp_net_game_sessions").set(self.shared.sessions.load(Ordering::Relaxed) as f64);
+        }
+    }
+}
+
+impl DatagramHandler for Worker {
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+        if let Some(r) = self.server.handle_datagram(now, from, data) {
+            let session = SessionId { client_id: r.client_id, worker: self.index };
+            // r.payload <= MAX_PAYLOAD_BYTES, so `new` succeeds.
+            if let Some(payload) = Payload::new(r.payload) {
+                self.local.payloads_in += 1;
+                if self.events.push(GameEvent::Payload { session, payload }).is_err() {
+                    self.shared.events_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.pump(now, out);
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
+        self.run_commands(now, out);
+        self.server.handle_timeout(now);
+        self.pump(now, out);
+        if self.draining {
+            self.draining = false;
+            self.shared.drained.fetch_add(1, Ordering::Release);
+        }
+        self.publish(now);
+    }
+}
+
+impl GameServer {
+    /// Binds and starts the workers.
+    pub fn bind(config: GameServerConfig) -> Result<Self, GameServerError> {
+        let workers = config.udp.workers.max(1);
+        if config.max_sessions < workers {
+            return Err(GameServerError::Bound("max_sessions must be at least the number of workers"));
+        }
+        fn queue<T>(n: usize) -> Result<LockFreeQueue<T>, GameServerError> {
+            LockFreeQueue::new(n).map_err(|_| GameServerError::Bound("queue capacity out of range"))
+        }
+        let events = Arc::new(queue(config.event_queue)?);
+        let commands: Arc<[LockFreeQueue<Command>]> =
+            (0..workers).map(|_| queue(config.command_queue)).collect::<Result<Vec<_>, _>>()?.into();
+        let shared = Arc::new(Shared::default());
+        let drops = Arc::new(DropCounters::default());
+        let ledger = SessionLedger::new(config.token_history);
+        let per_worker = config.max_sessions / workers;
+        // Validate the netcode settings here, where an error can be returned.
+        let template = {
+            let mut c = ServerConfig::new(config.protocol_id, config.private_key.clone(), config.udp.bind);
+            c.max_clients = per_worker;
+            c.max_pending = config.max_pending;
+            c.token_history = config.token_history;
+            c.keepalive_interval = config.keepalive_interval;
+            c.reliable_resend = config.reliable_resend;
+            c.ledger = Some(ledger);
+            c.max_clients_reported = u32::try_from(config.max_sessions).unwrap_or(u32::MAX);
+            c
+        };
+        Server::new(template.clone(), Instant::now(), Duration::ZERO)?;
+        let public = config.public_address;
+        let (ev, cmd, sh, dr) = (events.clone(), commands.clone(), shared.clone(), drops.clone());
+        let udp = UdpServer::bind_with(config.udp.clone(), move |info: WorkerInfo| {
+            let mut c = template.clone();
+            c.public_addresses = vec![public.unwrap_or(info.local_addr)];
+            c.client_index_base = u32::try_from(info.index * per_worker).unwrap_or(u32::MAX);
+            let now = Instant::now();
+            let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            // Validated above with the same bounds; only the addresses and index base differ.
+            let mut server = Server::new_clamped(c, now, unix);
+            server.set_drop_counters(dr.clone());
+            Worker {
+                // workers <= u16::MAX (checked by UdpServer).
+                index: info.index as u16,
+                server,
+                events: ev.clone(),
+                commands: cmd.clone(),
+                shared: sh.clone(),
+                matches: HashMap::new(),
+                seats: HashMap::new(),
+                local: LocalCounts::default(),
+                next_publish: now,
+                draining: false,
+            }
+        })?;
+        let public_address = public.unwrap_or(udp.local_addr());
+        Ok(GameServer { udp: Some(udp), public_address, events, sender: GameSender { commands, shared }, drops })
+    }
+
+    /// The address tokens must name.
+    pub fn public_address(&self) -> SocketAddr {
+        self.public_address
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp.as_ref().map_or(self.public_address, |u| u.local_addr())
+    }
+
+    /// The driver the workers run (io_uring or epoll).
+    pub fn driver(&self) -> crate::DriverKind {
+        self.udp.as_ref().map_or(crate::DriverKind::Epoll, |u| u.driver())
+    }
+
+    /// Moves up to `max` events into `out` (one synchronisation per run); returns how many.
+    pub fn poll_events(&self, out: &mut Vec<GameEvent>, max: usize) -> usize {
+        self.events.pop_batch(out, max)
+    }
+
+    /// A handle for sending from any thread.
+    pub fn sender(&self) -> GameSender {
+        self.sender.clone()
+    }
+
+    /// Incoming datagrams dropped as bad input, by reason (all workers).
+    pub fn drops(&self) -> Vec<(DropReason, u64)> {
+        self.drops.snapshot()
+    }
+
+    /// The socket layer's counters.
+    pub fn endpoint_stats(&self) -> crate::endpoint::EndpointStats {
+        self.udp.as_ref().map(|u| u.stats()).unwrap_or_default()
+    }
+
+    /// Counters, all workers together.
+    pub fn stats(&self) -> GameServerStats {
+        let s = &self.sender.shared;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        GameServerStats {
+            sessions: s.sessions.load(Ordering::Relaxed),
+            connected: l(&s.connected),
+            disconnected: l(&s.disconnected),
+            payloads_in: l(&s.payloads_in),
+            payloads_out: l(&s.payloads_out),
+            messages_in: l(&s.messages_in),
+            events_dropped: l(&s.events_dropped),
+            sends_failed: l(&s.sends_failed),
+            denied_full: l(&s.denied_full),
+            dropped: self.drops.total(),
+        }
+    }
+
+    fn stop(&mut self) -> std::io::Result<()> {
+        let Some(udp) = self.udp.take() else { return Ok(()) };
+        let workers = self.sender.commands.len();
+        let mut asked = 0;
+        for w in 0..workers {
+            if self.sender.push(w, Command::Shutdown).is_ok() {
+                asked += 1;
+            }
+        }
+        // Each worker sends its disconnect packets, then reports; bounded so a wedged worker
+        // cannot hang shutdown.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.sender.shared.drained.load(Ordering::Acquire) < asked && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        udp.shutdown()
+    }
+
+    /// Closes every session (each client gets disconnect packets) and stops the workers.
+    pub fn shutdown(mut self) -> std::io::Result<()> {
+        self.stop()
+    }
+}
+
+impl Drop for GameServer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
