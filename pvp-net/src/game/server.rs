@@ -330,6 +330,7 @@ struct Worker {
     seats: HashMap<u64, MatchId>,
     local: LocalCounts,
     next_publish: Instant,
+    denied_reported: u64,
     draining: bool,
 }
 
@@ -459,11 +460,13 @@ impl Worker {
         self.shared.payloads_in.fetch_add(l.payloads_in, Ordering::Relaxed);
         self.shared.payloads_out.fetch_add(l.payloads_out, Ordering::Relaxed);
         self.shared.messages_in.fetch_add(l.messages_in, Ordering::Relaxed);
+        let denied = self.server.stats().denied_full;
+        if denied > self.denied_reported {
+            self.shared.denied_full.fetch_add(denied - self.denied_reported, Ordering::Relaxed);
+            self.denied_reported = denied;
+        }
         if now >= self.next_publish {
             self.next_publish = now + Duration::from_millis(100);
-            let st = self.server.stats();
-            let denied = self.shared.denied_full.load(Ordering::Relaxed).max(st.denied_full);
-            self.shared.denied_full.store(denied, Ordering::Relaxed);
             metrics::counter!("pvp_net_game_payloads_in_total").increment(l.payloads_in);
             metrics::counter!("pvp_net_game_payloads_out_total").increment(l.payloads_out);
             metrics::gauge!("pvp_net_game_sessions").set(self.shared.sessions.load(Ordering::Relaxed) as f64);
@@ -550,6 +553,7 @@ impl GameServer {
                 seats: HashMap::new(),
                 local: LocalCounts::default(),
                 next_publish: now,
+                denied_reported: 0,
                 draining: false,
             }
         })?;
