@@ -83,7 +83,7 @@ pub enum PacketError {
     /// Longer than [`MAX_PACKET_BYTES`], or a request not exactly 1078 bytes.
     #[error("packet too large")]
     Oversized,
-    /// Prefix byte names no packet type, or a sequence length outside 1..=8.
+    /// Prefix byte names no packet type, or a sequence length above 8.
     #[error("malformed prefix byte")]
     BadPrefix,
     /// Version info is not `"NETCODE 1.02\0"`.
@@ -298,7 +298,10 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, PacketError> {
         Some(t) => t,
     };
     let seq_len = usize::from(prefix >> 4);
-    if !(1..=8).contains(&seq_len) {
+    // The standard says 1..=8; renetcode (2.0 and earlier) writes sequence 0 with no bytes
+    // at all. Reading 0 bytes as sequence 0 is safe (the prefix byte is authenticated) and
+    // saves every renetcode peer a resend of its first packet; we always write at least one.
+    if seq_len > 8 {
         return Err(PacketError::BadPrefix);
     }
     if buf.len() < 1 + seq_len + MAC_BYTES {
@@ -445,8 +448,9 @@ mod tests {
         assert_eq!(decode_header(&[0x15; 10]), Err(PacketError::Truncated));
         assert_eq!(decode_header(&[0x17; 40]), Err(PacketError::BadPrefix));
         assert_eq!(decode_header(&[0x10; 40]), Err(PacketError::BadPrefix));
+        // renetcode's zero-byte sequence 0 reads as sequence 0.
+        assert_eq!(decode_header(&[0x05; 40]).map(|h| h.sequence), Ok(0));
         assert_eq!(decode_header(&[0x95; 40]), Err(PacketError::BadPrefix));
-        assert_eq!(decode_header(&[0x05; 40]), Err(PacketError::BadPrefix));
         assert_eq!(decode_header(&[0x15; MAX_PACKET_BYTES + 1]), Err(PacketError::Oversized));
     }
 
