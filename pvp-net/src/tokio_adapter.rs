@@ -150,3 +150,121 @@ impl SessionSocket {
         Ok(())
     }
 }
+
+/// What [`NetcodeSocket::next`] hands the game.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetcodeIncoming {
+    /// An unreliable payload.
+    Payload {
+        /// The client.
+        client_id: u64,
+        /// The bytes (without the payload layer's header).
+        bytes: Vec<u8>,
+    },
+    /// A session event (connected, disconnected, reliable message).
+    Event(crate::netcode::ServerEvent),
+}
+
+/// Why the netcode adapter failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetcodeAdapterError {
+    /// Socket error.
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    /// The server configuration was refused.
+    #[error("server config: {0}")]
+    Config(#[from] crate::netcode::ConfigError),
+    /// The session refused the send.
+    #[error("send: {0}")]
+    Send(#[from] crate::netcode::SendError),
+}
+
+/// The netcode [`Server`](crate::netcode::Server) on a tokio `UdpSocket`: the same state
+/// machine [`GameServer`](crate::game::GameServer) runs on its workers, for services that
+/// already run tokio.
+#[derive(Debug)]
+pub struct NetcodeSocket {
+    socket: UdpSocket,
+    server: crate::netcode::Server,
+    buf: Box<[u8; crate::netcode::MAX_PACKET_BYTES]>,
+    rx: Box<[u8; 2048]>,
+}
+
+impl NetcodeSocket {
+    /// Binds `addr` and builds the server from `config(local address)`.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: impl FnOnce(SocketAddr) -> crate::netcode::ServerConfig,
+    ) -> Result<Self, NetcodeAdapterError> {
+        let socket = UdpSocket::bind(addr).await?;
+        let local = socket.local_addr()?;
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let server = crate::netcode::Server::new(config(local), Instant::now(), unix)?;
+        Ok(NetcodeSocket {
+            socket,
+            server,
+            buf: Box::new([0; crate::netcode::MAX_PACKET_BYTES]),
+            rx: Box::new([0; 2048]),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The server (stats, sessions, drops).
+    pub fn server(&self) -> &crate::netcode::Server {
+        &self.server
+    }
+
+    /// The server, mutably (reliable sends, disconnects; flushed by the next call to
+    /// [`next`](Self::next) or [`send`](Self::send)).
+    pub fn server_mut(&mut self) -> &mut crate::netcode::Server {
+        &mut self.server
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        while let Some(t) = self.server.poll_transmit(now, &mut self.buf[..]) {
+            // A datagram the kernel refuses is a lost packet, which the protocol survives.
+            let _ = self.socket.send_to(&self.buf[..t.len], t.destination).await;
+        }
+        Ok(())
+    }
+
+    /// Runs the protocol until there is something for the game: a payload or an event.
+    pub async fn next(&mut self) -> Result<NetcodeIncoming, NetcodeAdapterError> {
+        loop {
+            self.flush().await?;
+            if let Some(e) = self.server.poll_event() {
+                return Ok(NetcodeIncoming::Event(e));
+            }
+            let deadline = tokio::time::Instant::from_std(self.server.poll_timeout());
+            let got = match tokio::time::timeout_at(deadline, self.socket.recv_from(&mut self.rx[..])).await {
+                Ok(Ok(r)) => Some(r),
+                // ICMP errors from earlier sends surface here; they are not the server's.
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => None,
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => None,
+            };
+            let now = Instant::now();
+            self.server.handle_timeout(now);
+            if let Some((n, from)) = got {
+                if let Some(r) = self.server.handle_datagram(now, from, &self.rx[..n]) {
+                    return Ok(NetcodeIncoming::Payload { client_id: r.client_id, bytes: r.payload.to_vec() });
+                }
+            }
+        }
+    }
+
+    /// Sends an unreliable payload to a client.
+    pub async fn send(&mut self, client_id: u64, payload: &[u8]) -> Result<(), NetcodeAdapterError> {
+        let t = self.server.send(Instant::now(), client_id, payload, &mut self.buf[..])?;
+        self.socket.send_to(&self.buf[..t.len], t.destination).await?;
+        self.flush().await?;
+        Ok(())
+    }
+}

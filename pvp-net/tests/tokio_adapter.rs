@@ -60,3 +60,50 @@ async fn connect_and_echo() {
     assert_eq!(echoed.as_deref(), Some(&b"hi"[..]));
     assert_eq!(server_task.await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netcode_socket_serves_a_game_client() {
+    use pvp_net::game::GameClient;
+    use pvp_net::netcode::{self, IssuerConfig, Key, ServerEvent, TokenIssuer};
+    use pvp_net::tokio_adapter::{NetcodeIncoming, NetcodeSocket};
+
+    let key = Key::random();
+    let k = key.clone();
+    let mut server =
+        NetcodeSocket::bind("127.0.0.1:0".parse().unwrap(), move |a| netcode::ServerConfig::new(5, k, a)).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let issuer = TokenIssuer::new(IssuerConfig::new(5, key));
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let token = issuer.token_with_user_data(unix, 11, &[addr], [1; 256]).unwrap();
+    let server_task = tokio::spawn(async move {
+        let mut connected = false;
+        loop {
+            match server.next().await.unwrap() {
+                NetcodeIncoming::Event(ServerEvent::Connected { client_id, .. }) => {
+                    assert_eq!(client_id, 11);
+                    connected = true;
+                }
+                NetcodeIncoming::Payload { client_id, bytes } => {
+                    assert!(connected);
+                    server.send(client_id, &bytes).await.unwrap();
+                    return server.server().stats().sessions;
+                }
+                _ => {}
+            }
+        }
+    });
+    let echoed = tokio::task::spawn_blocking(move || {
+        let mut cc = netcode::ClientConfig::default();
+        cc.layered = false;
+        let mut client = GameClient::new(token, cc).unwrap();
+        client.connect_blocking(Duration::from_secs(5)).unwrap();
+        client.send(b"ping").unwrap();
+        let mut buf = [0u8; 64];
+        let n = client.recv_payload_timeout(&mut buf, Duration::from_secs(5)).unwrap().expect("echo");
+        buf[..n].to_vec()
+    })
+    .await
+    .unwrap();
+    assert_eq!(echoed, b"ping");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), server_task).await.unwrap().unwrap(), 1);
+}
