@@ -242,6 +242,8 @@ pub(crate) struct SendSlot {
     pub(crate) len: usize,
     /// io_uring SEND_ZC: the send's result, held until the kernel's notification.
     pub(crate) zc_res: i32,
+    /// Control message (`IP_PKTINFO` source) for [`BatchSocket::queue_from`].
+    pub(crate) ctrl: sys::CmsgSpace,
     pub(crate) buf: [u8; MAX_DATAGRAM],
 }
 
@@ -260,6 +262,7 @@ impl Outbox {
                 msg: unsafe { std::mem::zeroed() },
                 len: 0,
                 zc_res: 0,
+                ctrl: sys::CmsgSpace([0; 64]),
                 buf: [0; MAX_DATAGRAM],
             })
             .collect();
@@ -693,6 +696,54 @@ impl BatchSocket {
             mm: Vec::with_capacity(batch),
             received: 0,
         })
+    }
+
+    /// Binds an IPv4 socket that can send from, and tell apart, many local source addresses
+    /// on its port (`IP_PKTINFO`): with a wildcard bind, a load generator gives every client
+    /// its own address in 127.0.0.0/8 over one socket ([`queue_from`](Self::queue_from),
+    /// [`destination`](Self::destination)).
+    pub fn bind_multi_source(addr: SocketAddr, batch: usize) -> io::Result<Self> {
+        let batch = batch.clamp(1, 1024);
+        let socket = sys::udp_socket(addr, false, 16 << 20)?;
+        sys::enable_pktinfo(socket.as_raw_fd_())?;
+        Ok(BatchSocket {
+            socket,
+            recv: sys::MmsgRecv::with_pktinfo(batch, MAX_DATAGRAM + 1),
+            out: Outbox::new(batch),
+            mm: Vec::with_capacity(batch),
+            received: 0,
+        })
+    }
+
+    /// Queues a datagram that leaves from local address `src` (sockets made with
+    /// [`bind_multi_source`](Self::bind_multi_source)); otherwise as
+    /// [`queue_with`](Self::queue_with).
+    pub fn queue_from(
+        &mut self,
+        src: std::net::Ipv4Addr,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> io::Result<usize> {
+        if self.out.free_slots() == 0 {
+            self.flush()?;
+        }
+        let Ok(n) = self.out.send_with(to, fill) else { return Ok(0) };
+        if n > 0 {
+            if let Some(&idx) = self.out.queued.back() {
+                let slot = &mut self.out.slots[idx as usize];
+                sys::set_pktinfo_cmsg(&mut slot.msg, &mut slot.ctrl, src);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The local address datagram `i` of the last [`recv_batch`](Self::recv_batch) was sent
+    /// to (sockets made with [`bind_multi_source`](Self::bind_multi_source)).
+    pub fn destination(&self, i: usize) -> Option<std::net::Ipv4Addr> {
+        if i >= self.received {
+            return None;
+        }
+        self.recv.destination(i)
     }
 
     /// The bound address.

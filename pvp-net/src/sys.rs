@@ -223,7 +223,14 @@ pub(crate) struct MmsgRecv {
     addrs: Box<[RawAddr]>,
     bufs: Box<[u8]>,
     slot: usize,
+    /// Control-message space per header, when the socket reports `IP_PKTINFO`.
+    ctrl: Option<Box<[CmsgSpace]>>,
 }
+
+/// 64 bytes of control-message space, aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub(crate) struct CmsgSpace(pub(crate) [u8; 64]);
 
 impl MmsgRecv {
     pub(crate) fn new(batch: usize, slot: usize) -> Self {
@@ -247,15 +254,52 @@ impl MmsgRecv {
                 libc::mmsghdr { msg_hdr: h, msg_len: 0 }
             })
             .collect();
-        MmsgRecv { hdrs, _iovs: iovs, addrs, bufs, slot }
+        MmsgRecv { hdrs, _iovs: iovs, addrs, bufs, slot, ctrl: None }
+    }
+
+    /// As [`new`](Self::new), with room for each datagram's `IP_PKTINFO` (its destination
+    /// address; the socket must have [`enable_pktinfo`] set).
+    pub(crate) fn with_pktinfo(batch: usize, slot: usize) -> Self {
+        let mut r = Self::new(batch, slot);
+        let mut ctrl = vec![CmsgSpace([0; 64]); batch].into_boxed_slice();
+        for (h, c) in r.hdrs.iter_mut().zip(ctrl.iter_mut()) {
+            h.msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+        }
+        r.ctrl = Some(ctrl);
+        r
+    }
+
+    /// The destination IPv4 address of datagram `i` of the last `recv` (sockets made with
+    /// [`with_pktinfo`](Self::with_pktinfo) only).
+    pub(crate) fn destination(&self, i: usize) -> Option<std::net::Ipv4Addr> {
+        self.ctrl.as_ref()?;
+        let h = &self.hdrs.get(i)?.msg_hdr;
+        if h.msg_controllen == 0 {
+            return None;
+        }
+        // SAFETY: the kernel wrote `msg_controllen` bytes of control messages into this
+        // header's own 64-byte buffer; CMSG_FIRSTHDR/CMSG_NXTHDR walk only within it, and the
+        // pktinfo read is unaligned-safe.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                    let info = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>());
+                    return Some(std::net::Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
     }
 
     /// Receives up to the batch size without blocking; `Ok(0)` when nothing is waiting.
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        for (h, a) in self.hdrs.iter_mut().zip(self.addrs.iter()) {
+        let ctrl_len = if self.ctrl.is_some() { size_of::<CmsgSpace>() } else { 0 };
+        for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_flags = 0;
-            let _ = a;
+            h.msg_hdr.msg_controllen = ctrl_len as _;
         }
         let n = libc::c_uint::try_from(self.hdrs.len()).unwrap_or(libc::c_uint::MAX);
         // SAFETY: every header points at this struct's own live buffers and addresses, sized
@@ -358,6 +402,36 @@ pub(crate) fn gso_supported(fd: RawFd) -> bool {
         libc::getsockopt(fd, libc::SOL_UDP, UDP_SEGMENT, (&mut val as *mut libc::c_int).cast(), &mut len)
     };
     r == 0
+}
+
+/// Asks the kernel to report each datagram's destination address (`IP_PKTINFO`).
+pub(crate) fn enable_pktinfo(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+}
+
+/// Points `msg`'s control data at `buf` holding one `IP_PKTINFO` cmsg that makes the
+/// datagram leave from local address `src`. `buf` must outlive every use of `msg`.
+pub(crate) fn set_pktinfo_cmsg(msg: &mut libc::msghdr, buf: &mut CmsgSpace, src: std::net::Ipv4Addr) {
+    buf.0.fill(0);
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) } as usize;
+    debug_assert!(space <= buf.0.len());
+    msg.msg_control = buf.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let info = libc::in_pktinfo {
+        ipi_ifindex: 0,
+        ipi_spec_dst: libc::in_addr { s_addr: u32::from(src).to_be() },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    // SAFETY: msg_control points at `buf` (8-aligned, `space` <= 64 bytes); CMSG_FIRSTHDR and
+    // CMSG_DATA stay inside it; the pktinfo write is unaligned-safe.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(msg);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+    }
 }
 
 /// Points `msg`'s control data at `buf` holding one `UDP_SEGMENT` cmsg with `segment` bytes

@@ -319,3 +319,42 @@ fn failed_sends_are_counted_and_do_not_stall_the_worker() {
         assert!(eventually(|| server.stats().tx_errors == 5), "{driver:?}: {:?}", server.stats());
     }
 }
+
+#[test]
+fn a_multi_source_socket_sends_from_and_tells_apart_loopback_addresses() {
+    use pvp_net::endpoint::BatchSocket;
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let mut s = BatchSocket::bind_multi_source("0.0.0.0:0".parse().unwrap(), 8).unwrap();
+    let port = s.local_addr().unwrap().port();
+    for last in [5u8, 6] {
+        let src = std::net::Ipv4Addr::new(127, 0, 3, last);
+        s.queue_from(src, peer.local_addr().unwrap(), |b| {
+            b[0] = last;
+            1
+        })
+        .unwrap();
+    }
+    s.flush().unwrap();
+    let mut buf = [0u8; 16];
+    for last in [5u8, 6] {
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((n, buf[0]), (1, last));
+        assert_eq!(from, std::net::SocketAddr::from(([127, 0, 3, last], port)));
+        peer.send_to(&[last + 100], from).unwrap();
+    }
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while got.len() < 2 && std::time::Instant::now() < deadline {
+        let n = s.recv_batch(std::time::Duration::from_millis(50)).unwrap();
+        for i in 0..n {
+            let (_, d) = s.datagram(i).unwrap();
+            got.push((s.destination(i), d[0]));
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(Some(std::net::Ipv4Addr::new(127, 0, 3, 5)), 105), (Some(std::net::Ipv4Addr::new(127, 0, 3, 6)), 106)]
+    );
+}
