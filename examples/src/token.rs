@@ -132,3 +132,80 @@ mod tests {
         assert_eq!(key.open(&t[..10], 0, addr), Err(TokenError::Length));
     }
 }
+
+/// netcode 1.02 connect tokens for every seat of a match: the call the matchmaker makes once
+/// it has a [`ConnectGrant`](pvp_global::matchmaking::ConnectGrant). Each seat gets its own
+/// token (client id = player id) naming the grant's server, with the match, player and team
+/// in the user data ([`pvp_net::netcode::SessionUserData`]) and the game server's id as the
+/// game data (8 bytes, little-endian), so a server can check the seat is its own. The
+/// protocol id, key, lifetime and session timeout come from the issuer's config.
+pub fn netcode_tokens(
+    issuer: &pvp_net::netcode::TokenIssuer,
+    grant: &pvp_global::matchmaking::ConnectGrant<'_>,
+    unix_now: std::time::Duration,
+    layered: bool,
+) -> Result<Vec<(PlayerId, Box<[u8; pvp_net::netcode::CONNECT_TOKEN_BYTES]>)>, pvp_net::netcode::TokenError> {
+    use pvp_net::netcode::{SessionGrant, SessionUserData};
+    grant
+        .players
+        .iter()
+        .map(|p| {
+            let seat = SessionGrant {
+                client_id: p.player().get(),
+                server_addresses: vec![grant.server_addr],
+                user_data: SessionUserData {
+                    match_id: grant.match_id,
+                    player: p.player(),
+                    team: p.team(),
+                    layered,
+                    game_data: grant.server_id.get().to_le_bytes().to_vec(),
+                },
+            };
+            Ok((p.player(), issuer.issue(unix_now, &seat)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod netcode_tests {
+    use std::time::Duration;
+
+    use pvp_core::ids::PlayerId;
+    use pvp_global::cluster::{FleetConfig, JP, KR, SG};
+    use pvp_global::matchmaking::{GameMode, GlobalMatchmaking, MatchRequest, MatchmakingConfig};
+    use pvp_net::netcode::{ConnectToken, IssuerConfig, Key, PrivateToken, SessionUserData, TokenIssuer};
+
+    #[test]
+    fn a_grant_becomes_one_token_per_seat_that_the_server_key_opens() {
+        let t0 = Duration::from_secs(1);
+        let mut mm = GlobalMatchmaking::new(FleetConfig::reference(), MatchmakingConfig::default(), t0).unwrap();
+        mm.heartbeat_all(t0);
+        let req = |id| {
+            MatchRequest::new(PlayerId::new(id), 1500.0, KR, GameMode::ONE_V_ONE)
+                .latency(KR, Duration::from_millis(10))
+                .latency(JP, Duration::from_millis(40))
+                .latency(SG, Duration::from_millis(80))
+        };
+        let a = mm.find_match(req(1), t0).unwrap();
+        mm.find_match(req(2), t0).unwrap();
+        mm.heartbeat_all(t0);
+        mm.tick(t0);
+        let m = a.try_result().unwrap().unwrap();
+        let grant = m.connect_grant();
+        let key = Key::random();
+        let issuer = TokenIssuer::new(IssuerConfig::new(99, key.clone()));
+        let unix = Duration::from_secs(1_800_000_000);
+        let tokens = super::netcode_tokens(&issuer, &grant, unix, true).unwrap();
+        assert_eq!(tokens.len(), 2);
+        for (player, bytes) in tokens {
+            let t = ConnectToken::from_bytes(&bytes[..]).unwrap();
+            assert_eq!(t.server_addresses, vec![grant.server_addr]);
+            let p = PrivateToken::open(&t.private_data, 99, t.expire_timestamp, &t.nonce, &key).unwrap();
+            assert_eq!(p.client_id, player.get());
+            let seat = SessionUserData::decode(&p.user_data).unwrap();
+            assert_eq!((seat.match_id, seat.player), (grant.match_id, player));
+            assert_eq!(seat.game_data, grant.server_id.get().to_le_bytes());
+            assert!(seat.layered);
+        }
+    }
+}
