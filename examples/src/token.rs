@@ -133,6 +133,9 @@ mod tests {
     }
 }
 
+/// A netcode 1.02 connect token in its standard 2048-byte form.
+pub type NetcodeToken = Box<[u8; pvp_net::netcode::CONNECT_TOKEN_BYTES]>;
+
 /// netcode 1.02 connect tokens for every seat of a match: the call the matchmaker makes once
 /// it has a [`ConnectGrant`](pvp_global::matchmaking::ConnectGrant). Each seat gets its own
 /// token (client id = player id) naming the grant's server, with the match, player and team
@@ -144,7 +147,7 @@ pub fn netcode_tokens(
     grant: &pvp_global::matchmaking::ConnectGrant<'_>,
     unix_now: std::time::Duration,
     layered: bool,
-) -> Result<Vec<(PlayerId, Box<[u8; pvp_net::netcode::CONNECT_TOKEN_BYTES]>)>, pvp_net::netcode::TokenError> {
+) -> Result<Vec<(PlayerId, NetcodeToken)>, pvp_net::netcode::TokenError> {
     use pvp_net::netcode::{SessionGrant, SessionUserData};
     grant
         .players
@@ -178,7 +181,8 @@ mod netcode_tests {
     #[test]
     fn a_grant_becomes_one_token_per_seat_that_the_server_key_opens() {
         let t0 = Duration::from_secs(1);
-        let mut mm = GlobalMatchmaking::new(FleetConfig::reference(), MatchmakingConfig::default(), t0).unwrap();
+        let mut mm =
+            GlobalMatchmaking::new(FleetConfig::reference(), MatchmakingConfig::default(), t0).unwrap();
         mm.heartbeat_all(t0);
         let req = |id| {
             MatchRequest::new(PlayerId::new(id), 1500.0, KR, GameMode::ONE_V_ONE)

@@ -9,7 +9,7 @@ use pvp_net::netcode::layer::Layered;
 use pvp_net::netcode::packet::{
     ConnectRequest, Packet, decode_header, decode_packet, encode_packet, open_challenge,
 };
-use pvp_net::netcode::{ConnectToken, Key, PrivateToken, SessionUserData, MAX_PACKET_BYTES};
+use pvp_net::netcode::{ConnectToken, Key, MAX_PACKET_BYTES, PrivateToken, SessionUserData};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -29,7 +29,8 @@ fuzz_target!(|input: Input| {
     }
     let _ = ConnectRequest::decode(data, 1);
     if let Ok(t) = ConnectToken::from_bytes(data) {
-        let again = ConnectToken::from_bytes(&t.to_bytes().expect("a read token writes")[..]).expect("reads back");
+        let again =
+            ConnectToken::from_bytes(&t.to_bytes().expect("a read token writes")[..]).expect("reads back");
         assert_eq!(again, t);
     }
     if let Ok(sealed) = <[u8; 1024]>::try_from(&data[..data.len().min(1024)]) {
@@ -43,10 +44,9 @@ fuzz_target!(|input: Input| {
         let n = l.encode(&mut out).expect("fits");
         assert_eq!(Layered::decode(&out[..n]).expect("reads back"), l);
     }
-    if let Ok(ud) = <[u8; 256]>::try_from(&input.user_data[..input.user_data.len().min(256)]) {
-        if let Some(s) = SessionUserData::decode(&ud) {
-            assert_eq!(SessionUserData::decode(&s.encode().expect("fits")), Some(s));
-        }
+    let ud = <[u8; 256]>::try_from(&input.user_data[..input.user_data.len().min(256)]).ok();
+    if let Some(s) = ud.and_then(|ud| SessionUserData::decode(&ud)) {
+        assert_eq!(SessionUserData::decode(&s.encode().expect("fits")), Some(s));
     }
     // A payload packet sealed here opens to the same bytes, whatever the sequence.
     let mut buf = [0u8; MAX_PACKET_BYTES];

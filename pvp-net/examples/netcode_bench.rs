@@ -67,7 +67,9 @@ fn parse() -> Result<Args, String> {
             "--handshakes" => a.handshakes = num(&val)?.max(1),
             "--payloads" => a.payloads = num(&val)?.max(1),
             "--hold" => a.hold = num(&val)?,
-            "--socket-seconds" => a.socket_seconds = val.parse().map_err(|_| "--socket-seconds needs seconds")?,
+            "--socket-seconds" => {
+                a.socket_seconds = val.parse().map_err(|_| "--socket-seconds needs seconds")?
+            }
             "--role" => a.role = Some(val),
             "--skip-sockets" => {
                 a.skip_sockets = true;
@@ -201,8 +203,9 @@ fn payloads_netcode(n: usize, layered: bool, server_addr: SocketAddr) -> f64 {
                 game_data: vec![],
             },
         };
-        let mut c = netcode::Client::new(issuer.token(unix(), &grant).expect("token"), cc.clone(), now, unix())
-            .expect("client");
+        let mut c =
+            netcode::Client::new(issuer.token(unix(), &grant).expect("token"), cc.clone(), now, unix())
+                .expect("client");
         let from = client_addr(i);
         for _ in 0..3 {
             while let Some(t) = c.poll_transmit(now, &mut buf) {
@@ -387,8 +390,13 @@ fn hold(n: usize, server_addr: SocketAddr) -> (usize, f64) {
                 game_data: vec![],
             },
         };
-        let mut c = netcode::Client::new(issuer.token(unix(), &grant).expect("token"), ClientConfig::default(), now, unix())
-            .expect("client");
+        let mut c = netcode::Client::new(
+            issuer.token(unix(), &grant).expect("token"),
+            ClientConfig::default(),
+            now,
+            unix(),
+        )
+        .expect("client");
         let from = client_addr(i);
         for _ in 0..3 {
             while let Some(t) = c.poll_transmit(now, &mut buf) {
@@ -413,7 +421,8 @@ fn run_server(role: &str) {
     let stdin = std::io::stdin();
     match role {
         "pvp" => {
-            let mut c = GameServerConfig::new("127.0.0.1:0".parse().expect("addr"), PID, Key::from_bytes(KEY));
+            let mut c =
+                GameServerConfig::new("127.0.0.1:0".parse().expect("addr"), PID, Key::from_bytes(KEY));
             c.max_sessions = 4096;
             c.max_pending = 4096;
             c.token_history = 65_536;
@@ -473,7 +482,9 @@ fn run_server(role: &str) {
                         server.update(now - last);
                         last = now;
                         for id in server.clients_id() {
-                            if let renetcode::ServerResult::PacketToSend { addr, payload } = server.update_client(id) {
+                            if let renetcode::ServerResult::PacketToSend { addr, payload } =
+                                server.update_client(id)
+                            {
                                 let _ = socket.send_to(payload, addr);
                             }
                         }
@@ -600,7 +611,9 @@ fn main() {
     let a = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: netcode_bench [--rounds N] [--handshakes N] [--payloads N] [--hold N] [--socket-seconds S] [--skip-sockets]");
+            eprintln!(
+                "{e}\nusage: netcode_bench [--rounds N] [--handshakes N] [--payloads N] [--hold N] [--socket-seconds S] [--skip-sockets]"
+            );
             std::process::exit(2);
         }
     };
@@ -615,7 +628,10 @@ fn main() {
         return;
     }
     let server_addr: SocketAddr = "10.255.0.1:40000".parse().expect("addr");
-    println!("# netcode_bench: rounds {}, handshakes/round {}, payloads/round {}", a.rounds, a.handshakes, a.payloads);
+    println!(
+        "# netcode_bench: rounds {}, handshakes/round {}, payloads/round {}",
+        a.rounds, a.handshakes, a.payloads
+    );
 
     println!("\n## 1. handshakes, server CPU only (sans-IO), ns per handshake");
     let (mut ours, mut theirs, mut ratio) = (vec![], vec![], vec![]);
@@ -659,7 +675,9 @@ fn main() {
         println!("median pvp/renetcode handshakes per server-core second: {:.2}x", median(ratio));
     }
 
-    println!("\n## 3. payloads, server CPU only (sans-IO): receive + echo, {SESSIONS} sessions, 16-byte payloads, ns per payload");
+    println!(
+        "\n## 3. payloads, server CPU only (sans-IO): receive + echo, {SESSIONS} sessions, 16-byte payloads, ns per payload"
+    );
     let (mut plain, mut nc, mut ncl, mut rn) = (vec![], vec![], vec![], vec![]);
     for r in 0..a.rounds {
         let p = payloads_plain(a.payloads, server_addr);

@@ -275,7 +275,12 @@ fn parse_stats(line: &str) -> Option<StatsLine> {
     if f.first() != Some(&"STATS") {
         return None;
     }
-    Some(StatsLine { rss: f.get(1)?.parse().ok()?, cpu_ns: f.get(2)?.parse().ok()?, rx: f.get(3)?.parse().ok()?, tx: f.get(4)?.parse().ok()? })
+    Some(StatsLine {
+        rss: f.get(1)?.parse().ok()?,
+        cpu_ns: f.get(2)?.parse().ok()?,
+        rx: f.get(3)?.parse().ok()?,
+        tx: f.get(4)?.parse().ok()?,
+    })
 }
 
 fn main() {
@@ -308,7 +313,8 @@ fn main() {
     if a.layered {
         args.push("--layered".into());
     }
-    let mut child = Command::new(exe).args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut child =
+        Command::new(exe).args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
     let mut cin = child.stdin.take().expect("stdin");
     let mut cout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
@@ -389,7 +395,9 @@ fn main() {
                     break;
                 }
                 for d in 0..n {
-                    let Some(idx) = index_of(si, sock.destination(d)).filter(|&i| i < clients.len()) else { continue };
+                    let Some(idx) = index_of(si, sock.destination(d)).filter(|&i| i < clients.len()) else {
+                        continue;
+                    };
                     let Some((from, data)) = sock.datagram(d) else { continue };
                     let data = data.to_vec();
                     let c = &mut clients[idx];
@@ -444,7 +452,8 @@ fn main() {
             let ts = (now - start).as_nanos() as u64;
             let c = &mut clients[idx];
             let to = c.server_addr();
-            let _ = socks[idx % k].queue_from(src(idx), to, |b| c.send(now, &ts.to_le_bytes(), b).map_or(0, |t| t.len));
+            let _ = socks[idx % k]
+                .queue_from(src(idx), to, |b| c.send(now, &ts.to_le_bytes(), b).map_or(0, |t| t.len));
             sent += 1;
             burst += 1;
             if measuring {
@@ -472,7 +481,9 @@ fn main() {
                 }
                 let now = Instant::now();
                 for d in 0..n {
-                    let Some(idx) = index_of(si, sock.destination(d)).filter(|&i| i < clients.len()) else { continue };
+                    let Some(idx) = index_of(si, sock.destination(d)).filter(|&i| i < clients.len()) else {
+                        continue;
+                    };
                     let Some((from, data)) = sock.datagram(d) else { continue };
                     if let Some(p) = clients[idx].handle_datagram(now, from, data) {
                         if let Ok(b) = <[u8; 8]>::try_from(p) {
@@ -499,7 +510,11 @@ fn main() {
     let cpu = (m1.1.cpu_ns - s0.cpu_ns) as f64 / 1e9;
     let echoed = (m1.1.tx - s0.tx).max(1);
     let per_session = held.rss.saturating_sub(base.rss) as f64 / connected.max(1) as f64;
-    println!("offered {total_rate:.0} sends/s ({} sessions x {} Hz); measured {secs:.1} s", live.len(), a.rate);
+    println!(
+        "offered {total_rate:.0} sends/s ({} sessions x {} Hz); measured {secs:.1} s",
+        live.len(),
+        a.rate
+    );
     println!(
         "client: sent {msent}, echoed {mrecv}, lost {} ({:.3}%)",
         msent.saturating_sub(mrecv),
@@ -511,7 +526,11 @@ fn main() {
         100.0 * cpu / secs,
         cpu * 1e9 / echoed as f64
     );
-    println!("server memory: {per_session:.0} B/session ({connected} sessions; RSS {} MiB -> {} MiB)", base.rss >> 20, held.rss >> 20);
+    println!(
+        "server memory: {per_session:.0} B/session ({connected} sessions; RSS {} MiB -> {} MiB)",
+        base.rss >> 20,
+        held.rss >> 20
+    );
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e6;
     println!(
         "RTT ms: p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  (n = {})",

@@ -320,7 +320,8 @@ impl Outbox {
     ) -> Option<usize> {
         let idx = self.free.pop()?;
         let slot = &mut self.slots[idx as usize];
-        let Some((to, len)) = fill(&mut slot.buf).map(|(a, l)| (a, l.min(MAX_DATAGRAM))).filter(|&(_, l)| l > 0)
+        let Some((to, len)) =
+            fill(&mut slot.buf).map(|(a, l)| (a, l.min(MAX_DATAGRAM))).filter(|&(_, l)| l > 0)
         else {
             self.free.push(idx);
             return None;

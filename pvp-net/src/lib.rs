@@ -83,8 +83,8 @@
 pub mod driver;
 pub mod endpoint;
 pub mod game;
-pub mod netcode;
 mod gso;
+pub mod netcode;
 pub mod proto;
 pub mod sim;
 mod sys;

@@ -254,7 +254,10 @@ impl NetcodeSocket {
             self.server.handle_timeout(now);
             if let Some((n, from)) = got {
                 if let Some(r) = self.server.handle_datagram(now, from, &self.rx[..n]) {
-                    return Ok(NetcodeIncoming::Payload { client_id: r.client_id, bytes: r.payload.to_vec() });
+                    return Ok(NetcodeIncoming::Payload {
+                        client_id: r.client_id,
+                        bytes: r.payload.to_vec(),
+                    });
                 }
             }
         }

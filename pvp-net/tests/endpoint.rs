@@ -355,6 +355,9 @@ fn a_multi_source_socket_sends_from_and_tells_apart_loopback_addresses() {
     got.sort();
     assert_eq!(
         got,
-        vec![(Some(std::net::Ipv4Addr::new(127, 0, 3, 5)), 105), (Some(std::net::Ipv4Addr::new(127, 0, 3, 6)), 106)]
+        vec![
+            (Some(std::net::Ipv4Addr::new(127, 0, 3, 5)), 105),
+            (Some(std::net::Ipv4Addr::new(127, 0, 3, 6)), 106)
+        ]
     );
 }

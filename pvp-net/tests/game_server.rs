@@ -106,7 +106,7 @@ fn many_clients_on_several_workers(driver: DriverChoice) {
     assert_eq!((connected, inputs, chats), (40, 40, 40));
     // Match 2 gets a reliable broadcast; exactly its 10 members receive it.
     s.server.sender().send_to_match(MatchId::new(2), b"round over", true).unwrap();
-    let mut got = vec![false; 40];
+    let mut got = [false; 40];
     let deadline = Instant::now() + Duration::from_secs(10);
     while got.iter().filter(|g| **g).count() < 10 && Instant::now() < deadline {
         for (i, c) in clients.iter_mut().enumerate() {

@@ -62,7 +62,12 @@ impl World {
 
     /// Shuttles datagrams (each direction filtered by `keep`) until quiet or 32 rounds;
     /// returns the server-side payloads.
-    fn pump_with(&mut self, client: &mut Client, from: SocketAddr, mut keep: impl FnMut() -> bool) -> Vec<Vec<u8>> {
+    fn pump_with(
+        &mut self,
+        client: &mut Client,
+        from: SocketAddr,
+        mut keep: impl FnMut() -> bool,
+    ) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
         let mut buf = [0u8; MAX_PACKET_BYTES];
         for _ in 0..32 {
@@ -127,7 +132,10 @@ fn handshake_delivers_user_data_and_payloads_flow_both_ways() {
     };
     assert_eq!((*client_id, *layered, *addr, *client_index), (1, false, client_addr(1), 0));
     let seat = SessionUserData::decode(user_data).unwrap();
-    assert_eq!((seat.match_id, seat.player, seat.team, &seat.game_data[..]), (MatchId::new(5), PlayerId::new(1), 1, &[1u8, 2, 3][..]));
+    assert_eq!(
+        (seat.match_id, seat.player, seat.team, &seat.game_data[..]),
+        (MatchId::new(5), PlayerId::new(1), 1, &[1u8, 2, 3][..])
+    );
     assert_eq!(c.client_index(), 0);
     assert_eq!(c.max_clients(), 1024);
 
@@ -347,7 +355,10 @@ fn idle_sessions_get_keep_alives_and_silent_ones_time_out_on_both_sides() {
     // 11 s of silence from the client: the token's 10 s timeout closes it, with disconnects.
     w.now += Duration::from_secs(11);
     w.server.handle_timeout(w.now);
-    assert_eq!(w.events(), vec![ServerEvent::Disconnected { client_id: 1, reason: DisconnectReason::TimedOut }]);
+    assert_eq!(
+        w.events(),
+        vec![ServerEvent::Disconnected { client_id: 1, reason: DisconnectReason::TimedOut }]
+    );
     let mut disconnects = 0;
     while let Some(t) = w.server.poll_transmit(w.now, &mut buf) {
         if decode_header(&buf[..t.len]).unwrap().packet_type == PacketType::Disconnect {
@@ -376,7 +387,10 @@ fn disconnects_reach_the_other_side() {
     assert!(!w.server.disconnect(2));
     w.pump(&mut c, client_addr(2));
     assert_eq!(c.state(), ClientState::Disconnected);
-    assert!(matches!(w.server.send(w.now, 2, b"x", &mut [0; MAX_PACKET_BYTES]), Err(SendError::NotConnected)));
+    assert!(matches!(
+        w.server.send(w.now, 2, b"x", &mut [0; MAX_PACKET_BYTES]),
+        Err(SendError::NotConnected)
+    ));
 }
 
 #[test]
@@ -418,7 +432,10 @@ fn reliable_messages_arrive_once_and_in_order_through_loss() {
     // An unreliable payload on a layered session arrives without the layer's header.
     let mut buf = [0u8; MAX_PACKET_BYTES];
     let t = c.send(w.now, b"plain part", &mut buf).unwrap();
-    assert_eq!(w.server.handle_datagram(w.now, client_addr(1), &buf[..t.len]).unwrap().payload, b"plain part");
+    assert_eq!(
+        w.server.handle_datagram(w.now, client_addr(1), &buf[..t.len]).unwrap().payload,
+        b"plain part"
+    );
 }
 
 #[test]

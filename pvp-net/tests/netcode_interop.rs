@@ -10,7 +10,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pvp_net::game::{GameClient, GameEvent, GameServer, GameServerConfig};
-use pvp_net::netcode::{ClientConfig, ClientState, ConnectToken, DisconnectReason, IssuerConfig, Key, TokenIssuer};
+use pvp_net::netcode::{
+    ClientConfig, ClientState, ConnectToken, DisconnectReason, IssuerConfig, Key, TokenIssuer,
+};
 use renetcode::{ClientAuthentication, NetcodeClient, NetcodeServer, ServerAuthentication, ServerResult};
 
 const PROTOCOL_ID: u64 = 0x7076_7000_0000_0102;
@@ -38,8 +40,9 @@ fn from_renetcode(t: &renetcode::ConnectToken) -> [u8; 2048] {
 #[test]
 fn renetcode_client_joins_our_game_server_and_exchanges_payloads() {
     let key = Key::random();
-    let server = GameServer::bind(GameServerConfig::new("127.0.0.1:0".parse().unwrap(), PROTOCOL_ID, key.clone()))
-        .unwrap();
+    let server =
+        GameServer::bind(GameServerConfig::new("127.0.0.1:0".parse().unwrap(), PROTOCOL_ID, key.clone()))
+            .unwrap();
     let issuer = TokenIssuer::new(IssuerConfig::new(PROTOCOL_ID, key));
     // A plain netcode client: user data in no layout of ours, so no payload layer.
     let user_data = [0xAB; 256];
@@ -54,7 +57,8 @@ fn renetcode_client_joins_our_game_server_and_exchanges_payloads() {
 
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-    let mut client = NetcodeClient::new(unix_now(), ClientAuthentication::Secure { connect_token: token }).unwrap();
+    let mut client =
+        NetcodeClient::new(unix_now(), ClientAuthentication::Secure { connect_token: token }).unwrap();
     let mut last = Instant::now();
     let mut buf = [0u8; 1500];
     let mut events = Vec::new();
@@ -206,7 +210,9 @@ fn our_game_client_joins_a_renetcode_server_with_its_token() {
     let mut gone = false;
     while !gone && Instant::now() < deadline {
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            if let ServerResult::ClientDisconnected { client_id, .. } = server.process_packet(from, &mut buf[..n]) {
+            if let ServerResult::ClientDisconnected { client_id, .. } =
+                server.process_packet(from, &mut buf[..n])
+            {
                 assert_eq!(client_id, 77);
                 gone = true;
             }

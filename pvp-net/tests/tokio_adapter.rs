@@ -70,7 +70,9 @@ async fn netcode_socket_serves_a_game_client() {
     let key = Key::random();
     let k = key.clone();
     let mut server =
-        NetcodeSocket::bind("127.0.0.1:0".parse().unwrap(), move |a| netcode::ServerConfig::new(5, k, a)).await.unwrap();
+        NetcodeSocket::bind("127.0.0.1:0".parse().unwrap(), move |a| netcode::ServerConfig::new(5, k, a))
+            .await
+            .unwrap();
     let addr = server.local_addr().unwrap();
     let issuer = TokenIssuer::new(IssuerConfig::new(5, key));
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();

@@ -54,7 +54,11 @@ impl GameClient {
     }
 
     /// A client on `socket` (for example one bound to a chosen local address).
-    pub fn with_socket(token: ConnectToken, config: ClientConfig, socket: UdpSocket) -> Result<Self, GameClientError> {
+    pub fn with_socket(
+        token: ConnectToken,
+        config: ClientConfig,
+        socket: UdpSocket,
+    ) -> Result<Self, GameClientError> {
         socket.set_nonblocking(true)?;
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let client = Client::new(token, config, Instant::now(), unix)?;

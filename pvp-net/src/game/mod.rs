@@ -16,6 +16,6 @@ mod server;
 
 pub use client::{GameClient, GameClientError};
 pub use server::{
-    GameEvent, GameSendError, GameSender, GameServer, GameServerConfig, GameServerError, GameServerStats, Payload,
-    SessionId, PAYLOAD_INLINE,
+    GameEvent, GameSendError, GameSender, GameServer, GameServerConfig, GameServerError, GameServerStats,
+    PAYLOAD_INLINE, Payload, SessionId,
 };

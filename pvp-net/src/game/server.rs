@@ -13,8 +13,8 @@ use thiserror::Error;
 
 use crate::endpoint::{DatagramHandler, EndpointError, Outbox, UdpServer, UdpServerConfig, WorkerInfo};
 use crate::netcode::{
-    ConfigError, DisconnectReason, Key, MAX_PAYLOAD_BYTES, Server, ServerConfig, ServerEvent,
-    SessionLedger, SessionUserData, USER_DATA_BYTES,
+    ConfigError, DisconnectReason, Key, MAX_PAYLOAD_BYTES, Server, ServerConfig, ServerEvent, SessionLedger,
+    SessionUserData, USER_DATA_BYTES,
 };
 use crate::proto::{DropCounters, DropReason};
 
@@ -291,7 +291,12 @@ impl GameSender {
 
     /// A payload to every session whose seat names `match_id` (unreliable, or reliable on
     /// layered sessions), on every worker.
-    pub fn send_to_match(&self, match_id: MatchId, payload: &[u8], reliable: bool) -> Result<(), GameSendError> {
+    pub fn send_to_match(
+        &self,
+        match_id: MatchId,
+        payload: &[u8],
+        reliable: bool,
+    ) -> Result<(), GameSendError> {
         let max = if reliable { crate::netcode::layer::MAX_RELIABLE_MESSAGE } else { MAX_PAYLOAD_BYTES };
         if payload.len() > max {
             return Err(GameSendError::TooLarge);
@@ -363,7 +368,12 @@ impl Worker {
                     }
                     self.shared.sessions.fetch_add(1, Ordering::Relaxed);
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
-                    self.emit(GameEvent::Connected { session: self.session(client_id), addr, user_data, seat });
+                    self.emit(GameEvent::Connected {
+                        session: self.session(client_id),
+                        addr,
+                        user_data,
+                        seat,
+                    });
                 }
                 ServerEvent::Disconnected { client_id, reason } => {
                     if let Some(m) = self.seats.remove(&client_id) {
@@ -431,7 +441,9 @@ impl Worker {
         while out.free_slots() > out.capacity() / 4 {
             let Some(c) = q.pop() else { break };
             match c {
-                Command::Send { client_id, payload } => self.send_one(now, client_id, payload.as_slice(), out),
+                Command::Send { client_id, payload } => {
+                    self.send_one(now, client_id, payload.as_slice(), out)
+                }
                 Command::Reliable { client_id, bytes } => self.reliable_one(client_id, &bytes),
                 Command::Match { match_id, payload, reliable } => {
                     let members = self.matches.get(&match_id).cloned().unwrap_or_default();
@@ -558,7 +570,13 @@ impl GameServer {
             }
         })?;
         let public_address = public.unwrap_or(udp.local_addr());
-        Ok(GameServer { udp: Some(udp), public_address, events, sender: GameSender { commands, shared }, drops })
+        Ok(GameServer {
+            udp: Some(udp),
+            public_address,
+            events,
+            sender: GameSender { commands, shared },
+            drops,
+        })
     }
 
     /// The address tokens must name.

@@ -148,7 +148,12 @@ impl Client {
     /// is expired already, or whose user data the server cannot use, still makes a client: its
     /// state is then [`ClientState::ConnectTokenExpired`]; a token with no servers is an
     /// error.
-    pub fn new(token: ConnectToken, config: ClientConfig, now: Instant, unix_now: Duration) -> Result<Self, TokenError> {
+    pub fn new(
+        token: ConnectToken,
+        config: ClientConfig,
+        now: Instant,
+        unix_now: Duration,
+    ) -> Result<Self, TokenError> {
         if token.server_addresses.is_empty() || token.server_addresses.len() > super::MAX_SERVER_ADDRESSES {
             return Err(TokenError::BadAddressCount);
         }
@@ -262,12 +267,15 @@ impl Client {
                 return None;
             }
         };
-        let accepted = match (self.state, header.packet_type) {
-            (ClientState::SendingConnectionRequest, PacketType::Challenge | PacketType::Denied) => true,
-            (ClientState::SendingConnectionResponse, PacketType::KeepAlive | PacketType::Denied) => true,
-            (ClientState::Connected, PacketType::KeepAlive | PacketType::Payload | PacketType::Disconnect) => true,
-            _ => false,
-        };
+        let accepted = matches!(
+            (self.state, header.packet_type),
+            (ClientState::SendingConnectionRequest, PacketType::Challenge | PacketType::Denied)
+                | (ClientState::SendingConnectionResponse, PacketType::KeepAlive | PacketType::Denied)
+                | (
+                    ClientState::Connected,
+                    PacketType::KeepAlive | PacketType::Payload | PacketType::Disconnect
+                )
+        );
         if !accepted {
             self.drops.count(DropReason::Unexpected);
             return None;
@@ -288,7 +296,12 @@ impl Client {
             Disconnected,
         }
         let next = {
-            let packet = match decode_packet(&header, &mut self.rx[..n], protocol_id, &self.token.server_to_client_key) {
+            let packet = match decode_packet(
+                &header,
+                &mut self.rx[..n],
+                protocol_id,
+                &self.token.server_to_client_key,
+            ) {
                 Ok(p) => p,
                 Err(e) => {
                     self.drops.count(e.into());
@@ -328,8 +341,10 @@ impl Client {
                     None => Next::Deliver(end - p.len()..end),
                     Some(layer) => {
                         let events = &mut self.events;
-                        match layer.unwrap(now, p, usize::MAX / 2, |m| events.push_back(ClientEvent::Message(m))) {
-                            Ok(rest) if rest.is_empty() => Next::Nothing,
+                        match layer
+                            .unwrap(now, p, usize::MAX / 2, |m| events.push_back(ClientEvent::Message(m)))
+                        {
+                            Ok([]) => Next::Nothing,
                             Ok(rest) => Next::Deliver(end - rest.len()..end),
                             Err(r) => {
                                 self.drops.count(r);
@@ -370,10 +385,10 @@ impl Client {
                     self.next_server(now, s);
                 }
             }
-            ClientState::Connected => {
-                if self.timeout.is_some_and(|t| now.saturating_duration_since(self.last_recv) > t) {
-                    self.fail(ClientState::ConnectionTimedOut);
-                }
+            ClientState::Connected
+                if self.timeout.is_some_and(|t| now.saturating_duration_since(self.last_recv) > t) =>
+            {
+                self.fail(ClientState::ConnectionTimedOut);
             }
             _ => {}
         }
@@ -381,7 +396,8 @@ impl Client {
 
     /// When the timers or a resend are next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let after = |d: Duration| Some(self.last_send.map_or(self.step_started, |t| crate::proto::later(t, d)));
+        let after =
+            |d: Duration| Some(self.last_send.map_or(self.step_started, |t| crate::proto::later(t, d)));
         match self.state {
             ClientState::SendingConnectionRequest | ClientState::SendingConnectionResponse => {
                 after(self.config.handshake_send_interval)
@@ -400,7 +416,14 @@ impl Client {
             self.pending_disconnects -= 1;
             let seq = self.send_seq;
             self.send_seq += 1;
-            let len = encode_packet(&Packet::Disconnect, seq, self.token.protocol_id, &self.token.client_to_server_key, buf).ok()?;
+            let len = encode_packet(
+                &Packet::Disconnect,
+                seq,
+                self.token.protocol_id,
+                &self.token.client_to_server_key,
+                buf,
+            )
+            .ok()?;
             return Some(Transmit { destination: self.server_addr(), len });
         }
         self.handle_timeout(now);
@@ -422,7 +445,8 @@ impl Client {
                 }
                 let (token_sequence, token) = self.challenge.as_ref()?;
                 let p = Packet::Response { token_sequence: *token_sequence, token };
-                let r = encode_packet(&p, self.send_seq, protocol_id, &self.token.client_to_server_key, buf).ok()?;
+                let r = encode_packet(&p, self.send_seq, protocol_id, &self.token.client_to_server_key, buf)
+                    .ok()?;
                 self.send_seq += 1;
                 r
             }
@@ -436,7 +460,8 @@ impl Client {
                     return None;
                 }
                 let p = Packet::KeepAlive { client_index: self.client_index, max_clients: self.max_clients };
-                let r = encode_packet(&p, self.send_seq, protocol_id, &self.token.client_to_server_key, buf).ok()?;
+                let r = encode_packet(&p, self.send_seq, protocol_id, &self.token.client_to_server_key, buf)
+                    .ok()?;
                 self.send_seq += 1;
                 r
             }
@@ -470,8 +495,14 @@ impl Client {
                 payload
             }
         };
-        let len = encode_packet(&Packet::Payload(body), self.send_seq, self.token.protocol_id, &self.token.client_to_server_key, buf)
-            .map_err(|_| SendError::BufferTooSmall)?;
+        let len = encode_packet(
+            &Packet::Payload(body),
+            self.send_seq,
+            self.token.protocol_id,
+            &self.token.client_to_server_key,
+            buf,
+        )
+        .map_err(|_| SendError::BufferTooSmall)?;
         self.send_seq += 1;
         self.last_send = Some(now);
         Ok(Transmit { destination: self.server_addr(), len })

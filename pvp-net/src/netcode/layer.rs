@@ -20,8 +20,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::proto::packet::{AckHeader, MAX_RELIABLE_PER_PACKET, RELIABLE_HEADER_LEN, ReliableFrame, ReliableFrames};
 use crate::proto::link::Link;
+use crate::proto::packet::{
+    AckHeader, MAX_RELIABLE_PER_PACKET, RELIABLE_HEADER_LEN, ReliableFrame, ReliableFrames,
+};
 use crate::proto::{DropReason, SendError as LinkSendError};
 
 use super::token::Reader;
@@ -79,7 +81,11 @@ impl<'a> Layered<'a> {
             return Err(LayerError::Malformed);
         }
         let seq = r.u32().map_err(t)?;
-        let ack = AckHeader { ack: r.u32().map_err(t)?, ack_bits: r.u32().map_err(t)?, reliable_ack: r.u32().map_err(t)? };
+        let ack = AckHeader {
+            ack: r.u32().map_err(t)?,
+            ack_bits: r.u32().map_err(t)?,
+            reliable_ack: r.u32().map_err(t)?,
+        };
         let count = usize::from(r.u8().map_err(t)?);
         if count > MAX_RELIABLE_PER_PACKET {
             return Err(LayerError::Malformed);
@@ -96,7 +102,9 @@ impl<'a> Layered<'a> {
 
     /// Writes it into `out`; returns the length, or `None` if it does not fit.
     pub fn encode(&self, out: &mut [u8]) -> Option<usize> {
-        let need = LAYER_HEADER_BYTES + self.reliable.iter().map(|f| RELIABLE_HEADER_LEN + f.bytes.len()).sum::<usize>() + self.payload.len();
+        let need = LAYER_HEADER_BYTES
+            + self.reliable.iter().map(|f| RELIABLE_HEADER_LEN + f.bytes.len()).sum::<usize>()
+            + self.payload.len();
         if need > out.len() || self.reliable.len() > MAX_RELIABLE_PER_PACKET {
             return None;
         }
@@ -134,7 +142,13 @@ impl LayerState {
     }
 
     /// Wraps `payload` (with due reliable messages and acks) into `out`.
-    pub(crate) fn wrap(&mut self, now: Instant, resend: Duration, payload: &[u8], out: &mut [u8]) -> Result<usize, SendError> {
+    pub(crate) fn wrap(
+        &mut self,
+        now: Instant,
+        resend: Duration,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SendError> {
         if payload.len() > MAX_LAYERED_PAYLOAD {
             return Err(SendError::TooLarge);
         }

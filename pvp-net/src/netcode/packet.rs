@@ -167,7 +167,11 @@ impl<'a> ConnectRequest<'a> {
     /// order); the token is not opened here.
     pub fn decode(buf: &'a [u8], protocol_id: u64) -> Result<Self, PacketError> {
         if buf.len() != CONNECT_REQUEST_BYTES {
-            return Err(if buf.len() > CONNECT_REQUEST_BYTES { PacketError::Oversized } else { PacketError::Truncated });
+            return Err(if buf.len() > CONNECT_REQUEST_BYTES {
+                PacketError::Oversized
+            } else {
+                PacketError::Truncated
+            });
         }
         if buf[0] != 0 {
             return Err(PacketError::BadPrefix);
@@ -183,7 +187,8 @@ impl<'a> ConnectRequest<'a> {
         }
         let expire_timestamp = r.u64().map_err(map)?;
         let nonce = r.take(24).map_err(map)?.try_into().map_err(|_| PacketError::Truncated)?;
-        let private_data = r.take(PRIVATE_TOKEN_BYTES).map_err(map)?.try_into().map_err(|_| PacketError::Truncated)?;
+        let private_data =
+            r.take(PRIVATE_TOKEN_BYTES).map_err(map)?.try_into().map_err(|_| PacketError::Truncated)?;
         Ok(ConnectRequest { protocol_id: pid, expire_timestamp, nonce, private_data })
     }
 }
@@ -342,7 +347,8 @@ pub fn decode_packet<'a>(
         PacketType::Disconnect => fixed(0).map(|_| Packet::Disconnect)?,
         PacketType::Challenge | PacketType::Response => {
             fixed(8 + CHALLENGE_TOKEN_BYTES)?;
-            let token_sequence = u64::from_le_bytes(body[..8].try_into().map_err(|_| PacketError::BadLength)?);
+            let token_sequence =
+                u64::from_le_bytes(body[..8].try_into().map_err(|_| PacketError::BadLength)?);
             let token = body[8..].try_into().map_err(|_| PacketError::BadLength)?;
             if header.packet_type == PacketType::Challenge {
                 Packet::Challenge { token_sequence, token }

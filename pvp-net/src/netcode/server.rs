@@ -527,7 +527,8 @@ impl Server {
             }
         }
         let timeout = token_timeout(token.timeout_seconds);
-        let handshake = timeout.map_or(self.config.handshake_timeout, |t| t.min(self.config.handshake_timeout));
+        let handshake =
+            timeout.map_or(self.config.handshake_timeout, |t| t.min(self.config.handshake_timeout));
         let challenge_seq = self.challenge_seq;
         self.challenge_seq += 1;
         let challenge = seal_challenge(token.client_id, &token.user_data, challenge_seq, &self.challenge_key);
@@ -555,17 +556,18 @@ impl Server {
         let Some(p) = self.pending.get(&from) else { return };
         let n = data.len();
         self.rx[..n].copy_from_slice(data);
-        let (token_sequence, token) = match decode_packet(header, &mut self.rx[..n], self.config.protocol_id, &p.c2s) {
-            Ok(Packet::Response { token_sequence, token }) => (token_sequence, *token),
-            Ok(_) => {
-                self.drops.count(DropReason::Unexpected);
-                return;
-            }
-            Err(e) => {
-                self.drops.count(e.into());
-                return;
-            }
-        };
+        let (token_sequence, token) =
+            match decode_packet(header, &mut self.rx[..n], self.config.protocol_id, &p.c2s) {
+                Ok(Packet::Response { token_sequence, token }) => (token_sequence, *token),
+                Ok(_) => {
+                    self.drops.count(DropReason::Unexpected);
+                    return;
+                }
+                Err(e) => {
+                    self.drops.count(e.into());
+                    return;
+                }
+            };
         let Some((client_id, user_data)) = open_challenge(&token, token_sequence, &self.challenge_key) else {
             self.drops.count(DropReason::BadChallenge);
             return;
@@ -618,7 +620,13 @@ impl Server {
         self.queue(Outgoing::KeepAlive { slot, client_id });
     }
 
-    fn on_session_packet(&mut self, now: Instant, slot: u32, header: &Header, data: &[u8]) -> Option<Received<'_>> {
+    fn on_session_packet(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        header: &Header,
+        data: &[u8],
+    ) -> Option<Received<'_>> {
         let protocol_id = self.config.protocol_id;
         let resend = self.config.reliable_resend;
         let Some(s) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
@@ -738,12 +746,24 @@ impl Server {
     /// Sends an unreliable payload to `client_id`, encoded into `buf` (give
     /// [`MAX_PACKET_BYTES`]). On a layered session it carries due acks and reliable messages
     /// too.
-    pub fn send(&mut self, now: Instant, client_id: u64, payload: &[u8], buf: &mut [u8]) -> Result<Transmit, SendError> {
+    pub fn send(
+        &mut self,
+        now: Instant,
+        client_id: u64,
+        payload: &[u8],
+        buf: &mut [u8],
+    ) -> Result<Transmit, SendError> {
         let slot = *self.by_client.get(&client_id).ok_or(SendError::NotConnected)?;
         self.send_slot(now, slot, payload, buf)
     }
 
-    fn send_slot(&mut self, now: Instant, slot: u32, payload: &[u8], buf: &mut [u8]) -> Result<Transmit, SendError> {
+    fn send_slot(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        payload: &[u8],
+        buf: &mut [u8],
+    ) -> Result<Transmit, SendError> {
         let protocol_id = self.config.protocol_id;
         let resend = self.config.reliable_resend;
         let s = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(SendError::NotConnected)?;
@@ -805,9 +825,11 @@ impl Server {
                     self.global_seq += 1;
                     r.ok().map(|len| Transmit { destination: addr, len })
                 }
-                Outgoing::Disconnect { addr, key, seq } => encode_packet(&Packet::Disconnect, seq, protocol_id, &key, buf)
-                    .ok()
-                    .map(|len| Transmit { destination: addr, len }),
+                Outgoing::Disconnect { addr, key, seq } => {
+                    encode_packet(&Packet::Disconnect, seq, protocol_id, &key, buf)
+                        .ok()
+                        .map(|len| Transmit { destination: addr, len })
+                }
                 Outgoing::KeepAlive { slot, client_id } => {
                     let index = self.config.client_index_base.saturating_add(slot);
                     let max = match self.config.max_clients_reported {
@@ -815,7 +837,13 @@ impl Server {
                         m => m,
                     };
                     let Some(s) = self.slot_of(slot, client_id) else { continue };
-                    let r = encode_packet(&Packet::KeepAlive { client_index: index, max_clients: max }, s.send_seq, protocol_id, &s.s2c, buf);
+                    let r = encode_packet(
+                        &Packet::KeepAlive { client_index: index, max_clients: max },
+                        s.send_seq,
+                        protocol_id,
+                        &s.s2c,
+                        buf,
+                    );
                     s.send_seq += 1;
                     s.last_send = now;
                     r.ok().map(|len| Transmit { destination: s.addr, len })

@@ -125,7 +125,8 @@ pub(crate) struct Writer<'a> {
 
 impl Writer<'_> {
     pub(crate) fn put(&mut self, b: &[u8]) -> Result<(), TokenError> {
-        let end = self.pos.checked_add(b.len()).filter(|&e| e <= self.buf.len()).ok_or(TokenError::TooLarge)?;
+        let end =
+            self.pos.checked_add(b.len()).filter(|&e| e <= self.buf.len()).ok_or(TokenError::TooLarge)?;
         self.buf[self.pos..end].copy_from_slice(b);
         self.pos = end;
         Ok(())
@@ -511,7 +512,12 @@ pub struct IssuerConfig {
 impl IssuerConfig {
     /// 30 s token lifetime, 10 s session timeout.
     pub fn new(protocol_id: u64, private_key: Key) -> Self {
-        IssuerConfig { protocol_id, private_key, token_lifetime: Duration::from_secs(30), timeout_seconds: 10 }
+        IssuerConfig {
+            protocol_id,
+            private_key,
+            token_lifetime: Duration::from_secs(30),
+            timeout_seconds: 10,
+        }
     }
 }
 
@@ -555,7 +561,11 @@ impl TokenIssuer {
     }
 
     /// A token for `grant`, issued at `unix_now`, in its 2048-byte form.
-    pub fn issue(&self, unix_now: Duration, grant: &SessionGrant) -> Result<Box<[u8; CONNECT_TOKEN_BYTES]>, TokenError> {
+    pub fn issue(
+        &self,
+        unix_now: Duration,
+        grant: &SessionGrant,
+    ) -> Result<Box<[u8; CONNECT_TOKEN_BYTES]>, TokenError> {
         self.token(unix_now, grant)?.to_bytes()
     }
 

@@ -231,9 +231,16 @@ impl Link {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(SendError::TooLarge);
         }
-        self.encode_with(now, resend, MAX_PACKET_LEN - DATA_HEADER_LEN - payload.len(), |seq, ack, reliable| {
-            Packet::Data { connection_id, seq, ack, reliable, payload }.encode(buf).map_err(|_| SendError::BufferTooSmall)
-        })
+        self.encode_with(
+            now,
+            resend,
+            MAX_PACKET_LEN - DATA_HEADER_LEN - payload.len(),
+            |seq, ack, reliable| {
+                Packet::Data { connection_id, seq, ack, reliable, payload }
+                    .encode(buf)
+                    .map_err(|_| SendError::BufferTooSmall)
+            },
+        )
     }
 
     /// Picks the due reliable frames that fit in `room` bytes and hands them, with the next
