@@ -505,7 +505,9 @@ impl DatagramHandler for Worker {
         self.run_commands(now, out);
         self.server.handle_timeout(now);
         self.pump(now, out);
-        if self.draining {
+        // Drained once every disconnect packet left the server and the kernel took it (a
+        // slot is free again only after its send completed).
+        if self.draining && !self.server.has_queued_transmits() && out.free_slots() == out.capacity() {
             self.draining = false;
             self.shared.drained.fetch_add(1, Ordering::Release);
         }

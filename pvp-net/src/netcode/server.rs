@@ -868,6 +868,11 @@ impl Server {
         None
     }
 
+    /// True while control packets wait for [`poll_transmit`](Self::poll_transmit).
+    pub fn has_queued_transmits(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
     fn slot_of(&mut self, slot: u32, client_id: u64) -> Option<&mut Session> {
         self.slots.get_mut(slot as usize)?.as_mut().filter(|s| s.client_id == client_id)
     }
