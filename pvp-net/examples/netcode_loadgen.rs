@@ -216,13 +216,15 @@ fn run_server(a: &Args) {
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
-                // The game loop, on the server's core: echo every payload through the sender.
+                // The game loop, on the server's core: echo every payload through the sender,
+                // draining the queue in batches and sleeping 0.5 ms when it is empty (a
+                // spinning loop would take the worker's core).
                 let _ = pvp_net::pin_to_cpu(a.server_cpu);
                 let sender = server.sender();
                 let mut ev = Vec::with_capacity(4096);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     if server.poll_events(&mut ev, 4096) == 0 {
-                        std::thread::yield_now();
+                        std::thread::sleep(Duration::from_micros(500));
                     }
                     for e in ev.drain(..) {
                         if let GameEvent::Payload { session, payload } = e {

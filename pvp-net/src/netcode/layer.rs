@@ -189,6 +189,11 @@ impl LayerState {
         l.ack_due || l.reliable_due(now, resend)
     }
 
+    /// Nothing owed: no unacknowledged reliable message and no ack due.
+    pub(crate) fn idle(&self) -> bool {
+        !self.link.ack_due && self.link.reliable_in_flight() == 0
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.link.reliable_in_flight()
     }

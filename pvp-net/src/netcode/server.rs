@@ -259,11 +259,23 @@ struct Session {
     s2c: Key,
     send_seq: u64,
     replay: ReplayWindow,
-    timeout: Option<Duration>,
-    last_recv: Instant,
-    last_send: Instant,
     confirmed: bool,
     layer: Option<Box<LayerState>>,
+}
+
+/// A slot's timers, kept apart from the session in a dense array so that the periodic sweep
+/// reads 32 bytes a slot (100,000 slots: 3.2 MB) instead of every session.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timers {
+    /// Milliseconds since the server started.
+    last_recv: u64,
+    last_send: u64,
+    /// `u64::MAX`: no timeout.
+    timeout: u64,
+    open: bool,
+    /// The payload layer may owe an ack or a resend (set when it gets work, cleared by the
+    /// sweep once it is idle).
+    layer_busy: bool,
 }
 
 /// Control packets waiting for [`Server::poll_transmit`].
@@ -299,6 +311,7 @@ pub struct Server {
     global_seq: u64,
     pending: HashMap<SocketAddr, Pending>,
     slots: Vec<Option<Session>>,
+    timers: Vec<Timers>,
     free: Vec<u32>,
     by_addr: HashMap<SocketAddr, u32>,
     by_client: HashMap<u64, u32>,
@@ -359,6 +372,7 @@ impl Server {
             global_seq: GLOBAL_SEQUENCE_START,
             pending: HashMap::new(),
             slots: (0..n).map(|_| None).collect(),
+            timers: vec![Timers::default(); n],
             // n fits u32 (checked above); pop() hands out slot 0 first.
             free: (0..n as u32).rev().collect(),
             by_addr: HashMap::new(),
@@ -422,6 +436,10 @@ impl Server {
     fn session(&self, client_id: u64) -> Option<&Session> {
         let slot = *self.by_client.get(&client_id)?;
         self.slots.get(slot as usize)?.as_ref()
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn unix_secs(&self, now: Instant) -> u64 {
@@ -600,12 +618,17 @@ impl Server {
             s2c: p.s2c,
             send_seq: 0,
             replay: ReplayWindow::new(),
-            timeout: p.timeout,
-            last_recv: now,
-            last_send: now,
             confirmed: false,
             layer: layered.then(|| Box::new(LayerState::new(now))),
         });
+        let t = self.ms(now);
+        self.timers[slot as usize] = Timers {
+            last_recv: t,
+            last_send: t,
+            timeout: p.timeout.map_or(u64::MAX, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            open: true,
+            layer_busy: false,
+        };
         self.by_addr.insert(from, slot);
         self.by_client.insert(client_id, slot);
         self.stats.sessions_opened += 1;
@@ -627,6 +650,7 @@ impl Server {
         header: &Header,
         data: &[u8],
     ) -> Option<Received<'_>> {
+        let now_ms = self.ms(now);
         let protocol_id = self.config.protocol_id;
         let resend = self.config.reliable_resend;
         let Some(s) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
@@ -641,6 +665,7 @@ impl Server {
         }
         let n = data.len();
         self.rx[..n].copy_from_slice(data);
+        let timers = &mut self.timers[slot as usize];
         // The payload, as a range of `rx`, so no borrow of `rx` outlives this block.
         let (client_id, range) = {
             let packet = match decode_packet(header, &mut self.rx[..n], protocol_id, &s.c2s) {
@@ -651,7 +676,7 @@ impl Server {
                 }
             };
             s.replay.advance(header.sequence);
-            s.last_recv = now;
+            timers.last_recv = now_ms;
             let client_id = s.client_id;
             let range = match packet {
                 Packet::KeepAlive { .. } => {
@@ -672,6 +697,7 @@ impl Server {
                                     if layer.due(now, resend) {
                                         self.outgoing.push_back(Outgoing::Layer { slot, client_id });
                                     }
+                                    timers.layer_busy |= !layer.idle();
                                     (!rest.is_empty()).then(|| Some(end - rest.len()..end))
                                 }
                                 Err(r) => {
@@ -702,6 +728,7 @@ impl Server {
     /// Closes `slot`: event, maps, ledger, and (if `notify`) redundant disconnect packets.
     fn close(&mut self, slot: u32, reason: DisconnectReason, notify: bool) {
         let Some(mut s) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        self.timers[slot as usize] = Timers::default();
         self.by_addr.remove(&s.addr);
         self.by_client.remove(&s.client_id);
         self.ledger.release_client(s.client_id);
@@ -764,6 +791,7 @@ impl Server {
         payload: &[u8],
         buf: &mut [u8],
     ) -> Result<Transmit, SendError> {
+        let t = self.ms(now);
         let protocol_id = self.config.protocol_id;
         let resend = self.config.reliable_resend;
         let s = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(SendError::NotConnected)?;
@@ -782,8 +810,12 @@ impl Server {
         let len = encode_packet(&Packet::Payload(body), s.send_seq, protocol_id, &s.s2c, buf)
             .map_err(|_| SendError::BufferTooSmall)?;
         s.send_seq += 1;
-        s.last_send = now;
         let (confirmed, client_id, addr) = (s.confirmed, s.client_id, s.addr);
+        let timers = &mut self.timers[slot as usize];
+        timers.last_send = t;
+        if s.layer.as_ref().is_some_and(|l| !l.idle()) {
+            timers.layer_busy = true;
+        }
         if !confirmed {
             self.queue(Outgoing::KeepAlive { slot, client_id });
         }
@@ -798,6 +830,7 @@ impl Server {
         let s = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(SendError::NotConnected)?;
         let layer = s.layer.as_mut().ok_or(SendError::NoPayloadLayer)?;
         layer.queue_reliable(msg)?;
+        self.timers[slot as usize].layer_busy = true;
         self.outgoing.push_back(Outgoing::Layer { slot, client_id });
         Ok(())
     }
@@ -836,6 +869,7 @@ impl Server {
                         0 => self.config.max_clients as u32,
                         m => m,
                     };
+                    let t = self.ms(now);
                     let Some(s) = self.slot_of(slot, client_id) else { continue };
                     let r = encode_packet(
                         &Packet::KeepAlive { client_index: index, max_clients: max },
@@ -845,8 +879,9 @@ impl Server {
                         buf,
                     );
                     s.send_seq += 1;
-                    s.last_send = now;
-                    r.ok().map(|len| Transmit { destination: s.addr, len })
+                    let addr = s.addr;
+                    self.timers[slot as usize].last_send = t;
+                    r.ok().map(|len| Transmit { destination: addr, len })
                 }
                 Outgoing::Layer { slot, client_id } => {
                     let resend = self.config.reliable_resend;
@@ -891,21 +926,41 @@ impl Server {
         }
         self.next_sweep = later(now, self.config.timer_granularity);
         self.sweep_pending(now);
-        let keepalive = self.config.keepalive_interval;
+        let keepalive = u64::try_from(self.config.keepalive_interval.as_millis()).unwrap_or(u64::MAX);
         let resend = self.config.reliable_resend;
+        let t = self.ms(now);
         let mut closing = Vec::new();
-        for (i, s) in self.slots.iter().enumerate() {
-            let Some(s) = s else { continue };
+        for (i, tm) in self.timers.iter_mut().enumerate() {
+            if !tm.open {
+                continue;
+            }
             // i < max_clients fits u32.
             let slot = i as u32;
-            if s.timeout.is_some_and(|t| now.saturating_duration_since(s.last_recv) > t) {
+            if t.saturating_sub(tm.last_recv) > tm.timeout {
                 closing.push(slot);
                 continue;
             }
-            if s.layer.as_ref().is_some_and(|l| l.due(now, resend)) {
-                self.outgoing.push_back(Outgoing::Layer { slot, client_id: s.client_id });
-            } else if now.saturating_duration_since(s.last_send) >= keepalive {
-                self.outgoing.push_back(Outgoing::KeepAlive { slot, client_id: s.client_id });
+            let mut layer_due = false;
+            if tm.layer_busy {
+                // Only busy slots are looked up: the sweep stays in the dense array otherwise.
+                match self.slots[i].as_ref().and_then(|s| s.layer.as_ref()) {
+                    Some(l) if l.due(now, resend) => layer_due = true,
+                    Some(l) if l.idle() => tm.layer_busy = false,
+                    Some(_) => {}
+                    None => tm.layer_busy = false,
+                }
+            }
+            let Some(client_id) = self.slots[i]
+                .as_ref()
+                .map(|s| s.client_id)
+                .filter(|_| layer_due || t.saturating_sub(tm.last_send) >= keepalive)
+            else {
+                continue;
+            };
+            if layer_due {
+                self.outgoing.push_back(Outgoing::Layer { slot, client_id });
+            } else {
+                self.outgoing.push_back(Outgoing::KeepAlive { slot, client_id });
             }
         }
         for slot in closing {
@@ -933,7 +988,7 @@ mod tests {
         let slot = std::mem::size_of::<Option<Session>>();
         let maps = (std::mem::size_of::<(SocketAddr, u32)>() + std::mem::size_of::<(u64, u32)>() + 2) * 8 / 7;
         let layer = std::mem::size_of::<LayerState>();
-        let total = slot + maps + layer + std::mem::size_of::<u32>();
+        let total = slot + maps + layer + std::mem::size_of::<Timers>() + std::mem::size_of::<u32>();
         assert!(total <= SESSION_BYTES_BOUND, "session takes {total} bytes");
     }
 }
