@@ -94,6 +94,90 @@ fn client_addr(i: usize) -> SocketAddr {
 
 // ---------------------------------------------------------------- sans-IO handshakes
 
+/// Drives `c` through its handshake: each datagram it sends goes to `exchange`, whose replies
+/// come back to it. Panics if it does not connect (a figure from a broken handshake is void).
+fn handshake(
+    c: &mut netcode::Client,
+    now: Instant,
+    server_addr: SocketAddr,
+    mut exchange: impl FnMut(&[u8]) -> Vec<Vec<u8>>,
+) {
+    let mut buf = [0u8; MAX_PACKET_BYTES];
+    for _ in 0..3 {
+        while let Some(t) = c.poll_transmit(now, &mut buf) {
+            for r in exchange(&buf[..t.len]) {
+                c.handle_datagram(now, server_addr, &r);
+            }
+        }
+    }
+    assert!(c.is_connected(), "handshake failed: {:?}", c.state());
+}
+
+/// One datagram into our server; its replies (copied, as renetcode's are).
+fn ours_exchange(server: &mut netcode::Server, now: Instant, from: SocketAddr, data: &[u8]) -> Vec<Vec<u8>> {
+    let mut sbuf = [0u8; MAX_PACKET_BYTES];
+    server.handle_datagram(now, from, data);
+    std::iter::from_fn(|| server.poll_transmit(now, &mut sbuf).map(|t| sbuf[..t.len].to_vec())).collect()
+}
+
+/// One datagram into renetcode's server; its reply.
+fn renet_exchange(server: &mut renetcode::NetcodeServer, from: SocketAddr, data: &[u8]) -> Vec<Vec<u8>> {
+    let mut pkt = data.to_vec();
+    match server.process_packet(from, &mut pkt) {
+        renetcode::ServerResult::PacketToSend { payload, .. }
+        | renetcode::ServerResult::ClientConnected { payload, .. } => vec![payload.to_vec()],
+        _ => Vec::new(),
+    }
+}
+
+fn renet_server(server_addr: SocketAddr) -> renetcode::NetcodeServer {
+    renetcode::NetcodeServer::new(renetcode::ServerConfig {
+        current_time: unix(),
+        max_clients: 1024,
+        protocol_id: PID,
+        public_addresses: vec![server_addr],
+        authentication: renetcode::ServerAuthentication::Secure { private_key: KEY },
+    })
+}
+
+/// A client whose token carries our user-data layout (match, player, `layered`).
+fn seat_client(
+    issuer: &TokenIssuer,
+    i: usize,
+    layered: bool,
+    server_addr: SocketAddr,
+    now: Instant,
+) -> netcode::Client {
+    let grant = netcode::SessionGrant {
+        client_id: i as u64,
+        server_addresses: vec![server_addr],
+        user_data: netcode::SessionUserData {
+            match_id: MatchId::new(i as u64 / 10),
+            player: PlayerId::new(i as u64),
+            team: 0,
+            layered,
+            game_data: vec![],
+        },
+    };
+    let mut cc = ClientConfig::default();
+    cc.layered = layered;
+    netcode::Client::new(issuer.token(unix(), &grant).expect("token"), cc, now, unix()).expect("client")
+}
+
+/// A plain (no payload layer) client with a fresh token for `client_id`.
+fn plain_client(
+    issuer: &TokenIssuer,
+    client_id: u64,
+    server_addr: SocketAddr,
+    now: Instant,
+) -> netcode::Client {
+    let mut cc = ClientConfig::default();
+    cc.layered = false;
+    cc.disconnect_packets = 1;
+    let token = issuer.token_with_user_data(unix(), client_id, &[server_addr], [0; 256]).expect("token");
+    netcode::Client::new(token, cc, now, unix()).expect("client")
+}
+
 /// ns of server work per handshake, ours.
 fn handshakes_ours(n: usize, server_addr: SocketAddr) -> f64 {
     let now = Instant::now();
@@ -104,73 +188,37 @@ fn handshakes_ours(n: usize, server_addr: SocketAddr) -> f64 {
     sc.token_history = 2 * n + 1;
     let mut server = netcode::Server::new(sc, now, unix()).expect("config");
     let issuer = TokenIssuer::new(IssuerConfig::new(PID, key));
-    let mut buf = [0u8; MAX_PACKET_BYTES];
-    let mut sbuf = [0u8; MAX_PACKET_BYTES];
     let mut timed = Duration::ZERO;
-    let mut mk = ClientConfig::default();
-    mk.layered = false;
     for i in 0..n {
-        let token = issuer.token_with_user_data(unix(), i as u64, &[server_addr], [0; 256]).expect("token");
-        let mut c = netcode::Client::new(token, mk.clone(), now, unix()).expect("client");
-        let from = client_addr(i);
-        for _ in 0..3 {
-            while let Some(t) = c.poll_transmit(now, &mut buf) {
-                let t0 = Instant::now();
-                server.handle_datagram(now, from, &buf[..t.len]);
-                let r = server.poll_transmit(now, &mut sbuf);
-                timed += t0.elapsed();
-                if let Some(r) = r {
-                    c.handle_datagram(now, server_addr, &sbuf[..r.len]);
-                }
-            }
-        }
-        assert!(c.is_connected(), "handshake {i} failed: {:?}", c.state());
+        let mut c = plain_client(&issuer, i as u64, server_addr, now);
+        handshake(&mut c, now, server_addr, |d| {
+            let t0 = Instant::now();
+            let r = ours_exchange(&mut server, now, client_addr(i), d);
+            timed += t0.elapsed();
+            r
+        });
     }
     while server.poll_event().is_some() {}
     timed.as_nanos() as f64 / n as f64
 }
 
-/// ns of server work per handshake, renetcode (max 1,024 clients: sessions are disconnected
-/// as they complete, which is server work too; the same is done for ours below).
+/// ns of server work per handshake, renetcode. It holds at most 1,024 clients, so each is
+/// disconnected once connected; that call is not timed (nor is anything but the handshake
+/// for ours).
 fn handshakes_renet(n: usize, server_addr: SocketAddr) -> f64 {
-    let t0 = unix();
-    let mut server = renetcode::NetcodeServer::new(renetcode::ServerConfig {
-        current_time: t0,
-        max_clients: 1024,
-        protocol_id: PID,
-        public_addresses: vec![server_addr],
-        authentication: renetcode::ServerAuthentication::Secure { private_key: KEY },
-    });
-    let mut timed = Duration::ZERO;
+    let mut server = renet_server(server_addr);
     let now = Instant::now();
     let issuer = TokenIssuer::new(IssuerConfig::new(PID, Key::from_bytes(KEY)));
-    let mut buf = [0u8; MAX_PACKET_BYTES];
-    let mut mk = ClientConfig::default();
-    mk.layered = false;
-    mk.disconnect_packets = 1;
+    let mut timed = Duration::ZERO;
     for i in 0..n {
-        let token = issuer.token_with_user_data(unix(), i as u64, &[server_addr], [0; 256]).expect("token");
-        let mut c = netcode::Client::new(token, mk.clone(), now, unix()).expect("client");
-        let from = client_addr(i);
-        for _ in 0..3 {
-            while let Some(t) = c.poll_transmit(now, &mut buf) {
-                let mut pkt = buf[..t.len].to_vec();
-                let t1 = Instant::now();
-                let reply = match server.process_packet(from, &mut pkt) {
-                    renetcode::ServerResult::PacketToSend { payload, .. } => Some(payload.to_vec()),
-                    renetcode::ServerResult::ClientConnected { payload, .. } => Some(payload.to_vec()),
-                    _ => None,
-                };
-                timed += t1.elapsed();
-                if let Some(r) = reply {
-                    c.handle_datagram(now, server_addr, &r);
-                }
-            }
-        }
-        assert!(c.is_connected(), "renetcode handshake {i} failed: {:?}", c.state());
-        let t1 = Instant::now();
+        let mut c = plain_client(&issuer, i as u64, server_addr, now);
+        handshake(&mut c, now, server_addr, |d| {
+            let t0 = Instant::now();
+            let r = renet_exchange(&mut server, client_addr(i), d);
+            timed += t0.elapsed();
+            r
+        });
         let _ = server.disconnect(i as u64);
-        timed += t1.elapsed();
     }
     timed.as_nanos() as f64 / n as f64
 }
@@ -188,35 +236,11 @@ fn payloads_netcode(n: usize, layered: bool, server_addr: SocketAddr) -> f64 {
     let issuer = TokenIssuer::new(IssuerConfig::new(PID, key));
     let mut buf = [0u8; MAX_PACKET_BYTES];
     let mut sbuf = [0u8; MAX_PACKET_BYTES];
-    let mut cc = ClientConfig::default();
-    cc.layered = layered;
     let mut clients = Vec::with_capacity(SESSIONS);
     for i in 0..SESSIONS {
-        let grant = netcode::SessionGrant {
-            client_id: i as u64,
-            server_addresses: vec![server_addr],
-            user_data: netcode::SessionUserData {
-                match_id: MatchId::new(1),
-                player: PlayerId::new(i as u64),
-                team: 0,
-                layered,
-                game_data: vec![],
-            },
-        };
-        let mut c =
-            netcode::Client::new(issuer.token(unix(), &grant).expect("token"), cc.clone(), now, unix())
-                .expect("client");
-        let from = client_addr(i);
-        for _ in 0..3 {
-            while let Some(t) = c.poll_transmit(now, &mut buf) {
-                server.handle_datagram(now, from, &buf[..t.len]);
-                while let Some(r) = server.poll_transmit(now, &mut sbuf) {
-                    c.handle_datagram(now, server_addr, &sbuf[..r.len]);
-                }
-            }
-        }
-        assert!(c.is_connected());
-        clients.push((c, from));
+        let mut c = seat_client(&issuer, i, layered, server_addr, now);
+        handshake(&mut c, now, server_addr, |d| ours_exchange(&mut server, now, client_addr(i), d));
+        clients.push((c, client_addr(i)));
     }
     while server.poll_event().is_some() {}
     // Pre-encode the client packets (client cost untimed), then time receive + echo.
@@ -302,38 +326,15 @@ fn payloads_plain(n: usize, server_addr: SocketAddr) -> f64 {
 }
 
 fn payloads_renet(n: usize, server_addr: SocketAddr) -> f64 {
-    let mut server = renetcode::NetcodeServer::new(renetcode::ServerConfig {
-        current_time: unix(),
-        max_clients: 1024,
-        protocol_id: PID,
-        public_addresses: vec![server_addr],
-        authentication: renetcode::ServerAuthentication::Secure { private_key: KEY },
-    });
+    let mut server = renet_server(server_addr);
     let now = Instant::now();
     let issuer = TokenIssuer::new(IssuerConfig::new(PID, Key::from_bytes(KEY)));
     let mut buf = [0u8; MAX_PACKET_BYTES];
-    let mut cc = ClientConfig::default();
-    cc.layered = false;
     let mut clients = Vec::with_capacity(SESSIONS);
     for i in 0..SESSIONS {
-        let token = issuer.token_with_user_data(unix(), i as u64, &[server_addr], [0; 256]).expect("token");
-        let mut c = netcode::Client::new(token, cc.clone(), now, unix()).expect("client");
-        let from = client_addr(i);
-        for _ in 0..3 {
-            while let Some(t) = c.poll_transmit(now, &mut buf) {
-                let mut pkt = buf[..t.len].to_vec();
-                let reply = match server.process_packet(from, &mut pkt) {
-                    renetcode::ServerResult::PacketToSend { payload, .. } => Some(payload.to_vec()),
-                    renetcode::ServerResult::ClientConnected { payload, .. } => Some(payload.to_vec()),
-                    _ => None,
-                };
-                if let Some(r) = reply {
-                    c.handle_datagram(now, server_addr, &r);
-                }
-            }
-        }
-        assert!(c.is_connected());
-        clients.push((c, from));
+        let mut c = plain_client(&issuer, i as u64, server_addr, now);
+        handshake(&mut c, now, server_addr, |d| renet_exchange(&mut server, client_addr(i), d));
+        clients.push((c, client_addr(i)));
     }
     let mut packets = Vec::with_capacity(n);
     for k in 0..n {
@@ -376,36 +377,9 @@ fn hold(n: usize, server_addr: SocketAddr) -> (usize, f64) {
     sc.token_history = 1024;
     let mut server = netcode::Server::new(sc, now, unix()).expect("config");
     let issuer = TokenIssuer::new(IssuerConfig::new(PID, key));
-    let mut buf = [0u8; MAX_PACKET_BYTES];
-    let mut sbuf = [0u8; MAX_PACKET_BYTES];
     for i in 0..n {
-        let grant = netcode::SessionGrant {
-            client_id: i as u64,
-            server_addresses: vec![server_addr],
-            user_data: netcode::SessionUserData {
-                match_id: MatchId::new(i as u64 / 10),
-                player: PlayerId::new(i as u64),
-                team: 0,
-                layered: true,
-                game_data: vec![],
-            },
-        };
-        let mut c = netcode::Client::new(
-            issuer.token(unix(), &grant).expect("token"),
-            ClientConfig::default(),
-            now,
-            unix(),
-        )
-        .expect("client");
-        let from = client_addr(i);
-        for _ in 0..3 {
-            while let Some(t) = c.poll_transmit(now, &mut buf) {
-                server.handle_datagram(now, from, &buf[..t.len]);
-                while let Some(r) = server.poll_transmit(now, &mut sbuf) {
-                    c.handle_datagram(now, server_addr, &sbuf[..r.len]);
-                }
-            }
-        }
+        let mut c = seat_client(&issuer, i, true, server_addr, now);
+        handshake(&mut c, now, server_addr, |d| ours_exchange(&mut server, now, client_addr(i), d));
         while server.poll_event().is_some() {}
     }
     let after = pvp_net::resident_bytes().unwrap_or(0);
