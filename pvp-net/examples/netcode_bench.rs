@@ -392,7 +392,6 @@ fn hold(n: usize, server_addr: SocketAddr) -> (usize, f64) {
 /// `STATS cpu_ns`, exits on `quit`.
 fn run_server(role: &str) {
     let _ = pvp_net::pin_to_cpu(0);
-    let stdin = std::io::stdin();
     match role {
         "pvp" => {
             let mut c =
@@ -407,7 +406,6 @@ fn run_server(role: &str) {
             // The game loop drains events (connects, disconnects) as a real one would.
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let s2 = stop.clone();
-            let mut line = String::new();
             std::thread::scope(|scope| {
                 scope.spawn(|| {
                     let _ = pvp_net::pin_to_cpu(0);
@@ -419,14 +417,7 @@ fn run_server(role: &str) {
                         ev.clear();
                     }
                 });
-                while stdin.lock().read_line(&mut line).unwrap_or(0) > 0 {
-                    if line.trim() == "quit" {
-                        break;
-                    }
-                    println!("STATS {}", pvp_net::process_cpu_time().unwrap_or_default().as_nanos());
-                    let _ = std::io::stdout().flush();
-                    line.clear();
-                }
+                answer_stats();
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
             });
         }
@@ -473,18 +464,25 @@ fn run_server(role: &str) {
                         }
                     }
                 });
-                let mut line = String::new();
-                while stdin.lock().read_line(&mut line).unwrap_or(0) > 0 {
-                    if line.trim() == "quit" {
-                        break;
-                    }
-                    println!("STATS {}", pvp_net::process_cpu_time().unwrap_or_default().as_nanos());
-                    let _ = std::io::stdout().flush();
-                    line.clear();
-                }
+                answer_stats();
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
             });
         }
+    }
+}
+
+/// The child's side of the stats protocol: each `stats` line on stdin is answered with
+/// `STATS <process cpu ns>`; `quit` or end of input returns.
+fn answer_stats() {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    while stdin.lock().read_line(&mut line).unwrap_or(0) > 0 {
+        if line.trim() == "quit" {
+            break;
+        }
+        println!("STATS {}", pvp_net::process_cpu_time().unwrap_or_default().as_nanos());
+        let _ = std::io::stdout().flush();
+        line.clear();
     }
 }
 
