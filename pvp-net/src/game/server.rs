@@ -290,7 +290,8 @@ impl GameSender {
     }
 
     /// A payload to every session whose seat names `match_id` (unreliable, or reliable on
-    /// layered sessions), on every worker.
+    /// layered sessions), on every worker. On [`GameSendError::QueueFull`] the workers before
+    /// the full one have it queued already; a retry may reach their sessions twice.
     pub fn send_to_match(
         &self,
         match_id: MatchId,

@@ -145,9 +145,9 @@ pub struct Client {
 
 impl Client {
     /// A client at `now` (wall clock `unix_now`) that will connect with `token`. A token that
-    /// is expired already, or whose user data the server cannot use, still makes a client: its
-    /// state is then [`ClientState::ConnectTokenExpired`]; a token with no servers is an
-    /// error.
+    /// has expired already still makes a client, in state [`ClientState::ConnectTokenExpired`]
+    /// (it sends nothing); a token with no or more than 32 servers, or created after it
+    /// expires, is an error.
     pub fn new(
         token: ConnectToken,
         config: ClientConfig,
