@@ -284,8 +284,8 @@ pub struct ExperimentReport {
     /// The hypothesis held: no abort, steady state held during the faults (within
     /// `tolerated_failures`) and came back within `recovery_timeout`.
     pub passed: bool,
-    /// From the last fault's revert to the first good steady-state check; `None` if the steady
-    /// state did not come back within `recovery_timeout`.
+    /// From the start of the last fault's revert to the end of the first good steady-state check;
+    /// `None` if the steady state did not come back within `recovery_timeout`.
     pub recovery_time: Option<Duration>,
     /// Steady-state checks made while faults were active.
     pub checks: u32,
@@ -518,11 +518,13 @@ impl ChaosEngine {
             active = rest;
             for (_, g) in done {
                 let desc = g.fault.description.clone();
+                // Recovery counts from the moment the revert starts: the system may be back
+                // before the revert call returns, and time spent reverting is recovery time.
+                last_revert = Instant::now();
                 match g.revert() {
                     Ok(()) => note(format!("reverted: {desc}")),
                     Err(e) => note(format!("revert of {desc} failed: {e}")),
                 }
-                last_revert = Instant::now();
             }
             if active.is_empty() {
                 break;
@@ -541,6 +543,7 @@ impl ChaosEngine {
             }
             if let Some(reason) = self.config.abort_conditions.iter_mut().find_map(|c| c.check(failed)) {
                 note(format!("abort: {reason}"));
+                last_revert = Instant::now();
                 for (_, g) in active.drain(..) {
                     let desc = g.fault.description.clone();
                     match g.revert() {
@@ -548,7 +551,6 @@ impl ChaosEngine {
                         Err(e) => note(format!("revert of {desc} failed: {e}")),
                     }
                 }
-                last_revert = Instant::now();
                 self.counters.aborted.fetch_add(1, Ordering::Relaxed);
                 aborted = Some(reason);
             }
