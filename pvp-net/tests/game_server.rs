@@ -197,3 +197,42 @@ fn bad_configs_are_refused() {
     c.event_queue = 0;
     assert!(matches!(GameServer::bind(c), Err(pvp_net::game::GameServerError::Bound(_))));
 }
+
+#[test]
+fn ipv6_loopback_sessions_work_end_to_end() {
+    let key = Key::random();
+    let c = GameServerConfig::new("[::1]:0".parse().unwrap(), PID, key.clone());
+    let server = match GameServer::bind(c) {
+        Ok(s) => s,
+        Err(e) => {
+            // A machine without IPv6 on loopback cannot run this; say so rather than pass.
+            eprintln!("no IPv6 loopback, skipped: {e}");
+            return;
+        }
+    };
+    let issuer = TokenIssuer::new(IssuerConfig::new(PID, key));
+    let token = issuer.token_with_user_data(unix(), 5, &[server.public_address()], [0; 256]).unwrap();
+    let mut cc = ClientConfig::default();
+    cc.layered = false;
+    let mut client = GameClient::new(token, cc).unwrap();
+    client.connect_blocking(Duration::from_secs(5)).unwrap();
+    assert!(client.local_addr().unwrap().is_ipv6());
+    client.send(b"v6").unwrap();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut echoed = false;
+    while !echoed && Instant::now() < deadline {
+        client.update().unwrap();
+        server.poll_events(&mut events, 16);
+        for e in events.drain(..) {
+            if let GameEvent::Payload { session, payload } = e {
+                assert_eq!(payload.as_slice(), b"v6");
+                server.sender().send(session, b"back").unwrap();
+                echoed = true;
+            }
+        }
+    }
+    let mut buf = [0u8; 16];
+    let n = client.recv_payload_timeout(&mut buf, Duration::from_secs(5)).unwrap().expect("echo over IPv6");
+    assert_eq!(&buf[..n], b"back");
+}
