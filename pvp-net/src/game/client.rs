@@ -120,6 +120,8 @@ impl GameClient {
                 Ok(Some(got))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            // A signal arrived mid-call: nothing was read; the caller's loop tries again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(None)),
             // A previous send drew an ICMP port-unreachable: the server is not there (yet).
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(Some(None)),
             Err(e) => Err(e),
@@ -172,7 +174,10 @@ impl GameClient {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::ConnectionRefused
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 Ok(())
@@ -235,11 +240,14 @@ fn send_ignoring_refused(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io:
     match socket.send_to(data, to) {
         Ok(_) => Ok(()),
         // Datagrams are best effort: a full socket buffer or an ICMP error from an earlier
-        // datagram is a lost packet, which the protocol already survives.
+        // datagram or a signal mid-call is a lost packet, which the protocol already survives.
         Err(e)
             if matches!(
                 e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                io::ErrorKind::WouldBlock
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::Interrupted
             ) =>
         {
             Ok(())
