@@ -126,7 +126,12 @@ fn many_clients_on_several_workers(driver: DriverChoice) {
     let st = s.server.stats();
     assert_eq!(st.sessions, 40);
     assert_eq!(st.events_dropped, 0);
-    assert_eq!(st.dropped, 0, "{:?}", s.server.drops());
+    // Nothing bad arrived. Under load a client may resend its challenge response after the
+    // server opened its session (the keep-alive was still on its way); the standard ignores
+    // those, counted as `unexpected`. Every other reason stays at zero.
+    let bad: Vec<_> =
+        s.server.drops().into_iter().filter(|&(r, n)| n > 0 && r != DropReason::Unexpected).collect();
+    assert!(bad.is_empty(), "{bad:?}");
     // Shutdown sends each client its disconnect packets.
     s.server.shutdown().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -152,11 +157,9 @@ fn many_clients_on_several_workers_io_uring() {
 fn sessions_past_the_bound_are_denied_and_junk_is_dropped_input() {
     let Some(s) = setup(DriverChoice::Auto, 1, 3) else { return };
     let mut clients: Vec<GameClient> = (0..4).map(|i| s.client(i, 1)).collect();
-    let mut results = Vec::new();
-    for c in &mut clients[..3] {
-        results.push(c.connect_blocking(Duration::from_secs(5)).is_ok());
-    }
-    assert_eq!(results, vec![true; 3]);
+    let results: Vec<_> =
+        clients[..3].iter_mut().map(|c| c.connect_blocking(Duration::from_secs(5))).collect();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
     let r = clients[3].connect_blocking(Duration::from_secs(5));
     assert!(matches!(r, Err(pvp_net::game::GameClientError::Failed(ClientState::ConnectionDenied))), "{r:?}");
     // Junk from an outside socket: counted as dropped input, never an event.
