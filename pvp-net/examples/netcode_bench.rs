@@ -227,6 +227,23 @@ fn handshakes_renet(n: usize, server_addr: SocketAddr) -> f64 {
 
 const SESSIONS: usize = 1000;
 
+/// `n` 16-byte payload packets from the clients in turn, encoded ahead of the timed part
+/// (client cost untimed): (source, client id, bytes).
+fn pre_encode(
+    clients: &mut [(netcode::Client, SocketAddr)],
+    n: usize,
+    now: Instant,
+) -> Vec<(SocketAddr, u64, Vec<u8>)> {
+    let mut buf = [0u8; MAX_PACKET_BYTES];
+    (0..n)
+        .map(|k| {
+            let (c, from) = &mut clients[k % clients.len()];
+            let t = c.send(now, &(k as u64).to_le_bytes().repeat(2), &mut buf).expect("send");
+            (*from, (k % SESSIONS) as u64, buf[..t.len].to_vec())
+        })
+        .collect()
+}
+
 fn payloads_netcode(n: usize, layered: bool, server_addr: SocketAddr) -> f64 {
     let now = Instant::now();
     let key = Key::from_bytes(KEY);
@@ -234,7 +251,6 @@ fn payloads_netcode(n: usize, layered: bool, server_addr: SocketAddr) -> f64 {
     sc.max_clients = SESSIONS;
     let mut server = netcode::Server::new(sc, now, unix()).expect("config");
     let issuer = TokenIssuer::new(IssuerConfig::new(PID, key));
-    let mut buf = [0u8; MAX_PACKET_BYTES];
     let mut sbuf = [0u8; MAX_PACKET_BYTES];
     let mut clients = Vec::with_capacity(SESSIONS);
     for i in 0..SESSIONS {
@@ -243,20 +259,14 @@ fn payloads_netcode(n: usize, layered: bool, server_addr: SocketAddr) -> f64 {
         clients.push((c, client_addr(i)));
     }
     while server.poll_event().is_some() {}
-    // Pre-encode the client packets (client cost untimed), then time receive + echo.
-    let mut packets = Vec::with_capacity(n);
-    for k in 0..n {
-        let (c, from) = &mut clients[k % SESSIONS];
-        let t = c.send(now, &(k as u64).to_le_bytes().repeat(2), &mut buf).expect("send");
-        packets.push((*from, k % SESSIONS, buf[..t.len].to_vec()));
-    }
+    let packets = pre_encode(&mut clients, n, now);
     let t0 = Instant::now();
     let mut echoed = 0usize;
     for (from, id, p) in &packets {
         let mut echo = [0u8; 16];
         if let Some(r) = server.handle_datagram(now, *from, p) {
             echo.copy_from_slice(r.payload);
-            if server.send(now, *id as u64, &echo, &mut sbuf).is_ok() {
+            if server.send(now, *id, &echo, &mut sbuf).is_ok() {
                 echoed += 1;
             }
         }
@@ -329,22 +339,16 @@ fn payloads_renet(n: usize, server_addr: SocketAddr) -> f64 {
     let mut server = renet_server(server_addr);
     let now = Instant::now();
     let issuer = TokenIssuer::new(IssuerConfig::new(PID, Key::from_bytes(KEY)));
-    let mut buf = [0u8; MAX_PACKET_BYTES];
     let mut clients = Vec::with_capacity(SESSIONS);
     for i in 0..SESSIONS {
         let mut c = plain_client(&issuer, i as u64, server_addr, now);
         handshake(&mut c, now, server_addr, |d| renet_exchange(&mut server, client_addr(i), d));
         clients.push((c, client_addr(i)));
     }
-    let mut packets = Vec::with_capacity(n);
-    for k in 0..n {
-        let (c, from) = &mut clients[k % SESSIONS];
-        let t = c.send(now, &(k as u64).to_le_bytes().repeat(2), &mut buf).expect("send");
-        packets.push((*from, buf[..t.len].to_vec()));
-    }
+    let mut packets = pre_encode(&mut clients, n, now);
     let t0 = Instant::now();
     let mut echoed = 0usize;
-    for (from, p) in packets.iter_mut() {
+    for (from, _, p) in packets.iter_mut() {
         let mut echo = [0u8; 16];
         let id = match server.process_packet(*from, p) {
             renetcode::ServerResult::Payload { client_id, payload } => {

@@ -410,23 +410,16 @@ impl Worker {
     }
 
     fn send_one(&mut self, now: Instant, client_id: u64, payload: &[u8], out: &mut Outbox) {
-        let Some(addr) = self.server.client_addr(client_id) else {
-            self.shared.sends_failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
         let server = &mut self.server;
-        let mut failed = false;
-        let r = out.send_with(addr, |buf| match server.send(now, client_id, payload, buf) {
-            Ok(t) => t.len,
-            Err(_) => {
-                failed = true;
-                0
-            }
+        // One session lookup: the send names the destination (`None`: no session, a refused
+        // payload, or no free outbox slot).
+        let sent = out.send_with_dest(|buf| {
+            server.send(now, client_id, payload, buf).ok().map(|t| (t.destination, t.len))
         });
-        if failed || r.is_err() {
-            self.shared.sends_failed.fetch_add(1, Ordering::Relaxed);
-        } else {
+        if sent.is_some() {
             self.local.payloads_out += 1;
+        } else {
+            self.shared.sends_failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -448,14 +441,17 @@ impl Worker {
                 }
                 Command::Reliable { client_id, bytes } => self.reliable_one(client_id, &bytes),
                 Command::Match { match_id, payload, reliable } => {
-                    let members = self.matches.get(&match_id).cloned().unwrap_or_default();
-                    for client_id in members {
+                    // Taken out and put back (sends change no membership), so a broadcast copies
+                    // no member list.
+                    let Some(members) = self.matches.remove(&match_id) else { continue };
+                    for &client_id in &members {
                         if reliable {
                             self.reliable_one(client_id, payload.as_slice());
                         } else {
                             self.send_one(now, client_id, payload.as_slice(), out);
                         }
                     }
+                    self.matches.insert(match_id, members);
                 }
                 Command::Disconnect { client_id } => {
                     self.server.disconnect(client_id);

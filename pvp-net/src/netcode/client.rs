@@ -341,9 +341,7 @@ impl Client {
                     None => Next::Deliver(end - p.len()..end),
                     Some(layer) => {
                         let events = &mut self.events;
-                        match layer
-                            .unwrap(now, p, usize::MAX / 2, |m| events.push_back(ClientEvent::Message(m)))
-                        {
+                        match layer.unwrap(now, p, |m| events.push_back(ClientEvent::Message(m))) {
                             Ok([]) => Next::Nothing,
                             Ok(rest) => Next::Deliver(end - rest.len()..end),
                             Err(r) => {

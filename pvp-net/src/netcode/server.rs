@@ -136,12 +136,16 @@ impl SessionLedger {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records that the token with `mac` was used from `addr`; false if another address used
-    /// it (within the remembered history).
-    fn use_token(&self, mac: [u8; MAC_BYTES], addr: SocketAddr) -> bool {
+    /// Admits a connection request: refused with [`DropReason::ClientIdInUse`] while
+    /// `client_id` has a session, or [`DropReason::TokenReplayed`] when another address used
+    /// the token with `mac` (within the remembered history); otherwise records the use.
+    fn admit(&self, client_id: u64, mac: [u8; MAC_BYTES], addr: SocketAddr) -> Result<(), DropReason> {
         let mut s = self.lock();
+        if s.clients.contains(&client_id) {
+            return Err(DropReason::ClientIdInUse);
+        }
         if let Some(prev) = s.tokens.get(&mac) {
-            return same_addr(prev, &addr);
+            return if same_addr(prev, &addr) { Ok(()) } else { Err(DropReason::TokenReplayed) };
         }
         if s.order.len() >= s.capacity {
             if let Some(old) = s.order.pop_front() {
@@ -150,11 +154,7 @@ impl SessionLedger {
         }
         s.tokens.insert(mac, addr);
         s.order.push_back(mac);
-        true
-    }
-
-    fn client_open(&self, id: u64) -> bool {
-        self.lock().clients.contains(&id)
+        Ok(())
     }
 
     fn claim_client(&self, id: u64) -> bool {
@@ -522,14 +522,11 @@ impl Server {
             self.drops.count(DropReason::AddressInUse);
             return;
         }
-        if self.by_client.contains_key(&token.client_id) || self.ledger.client_open(token.client_id) {
-            self.drops.count(DropReason::ClientIdInUse);
-            return;
-        }
         let mut mac = [0u8; MAC_BYTES];
         mac.copy_from_slice(&req.private_data[super::PRIVATE_TOKEN_BYTES - MAC_BYTES..]);
-        if !self.ledger.use_token(mac, from) {
-            self.drops.count(DropReason::TokenReplayed);
+        // One lock for both checks; the ledger holds this server's open clients too.
+        if let Err(reason) = self.ledger.admit(token.client_id, mac, from) {
+            self.drops.count(reason);
             return;
         }
         if self.free.is_empty() {
@@ -692,7 +689,7 @@ impl Server {
                         Some(layer) => {
                             let events = &mut self.events;
                             let deliver = |bytes| events.push_back(ServerEvent::Message { client_id, bytes });
-                            match layer.unwrap(now, p, usize::MAX / 2, deliver) {
+                            match layer.unwrap(now, p, deliver) {
                                 Ok(rest) => {
                                     if layer.due(now, resend) {
                                         self.outgoing.push_back(Outgoing::Layer { slot, client_id });
@@ -950,13 +947,11 @@ impl Server {
                     None => tm.layer_busy = false,
                 }
             }
-            let Some(client_id) = self.slots[i]
-                .as_ref()
-                .map(|s| s.client_id)
-                .filter(|_| layer_due || t.saturating_sub(tm.last_send) >= keepalive)
-            else {
+            if !layer_due && t.saturating_sub(tm.last_send) < keepalive {
                 continue;
-            };
+            }
+            // Only now is the session itself read, for its id.
+            let Some(client_id) = self.slots[i].as_ref().map(|s| s.client_id) else { continue };
             if layer_due {
                 self.outgoing.push_back(Outgoing::Layer { slot, client_id });
             } else {
