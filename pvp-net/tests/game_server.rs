@@ -239,3 +239,33 @@ fn ipv6_loopback_sessions_work_end_to_end() {
     let n = client.recv_payload_timeout(&mut buf, Duration::from_secs(5)).unwrap().expect("echo over IPv6");
     assert_eq!(&buf[..n], b"back");
 }
+
+#[test]
+fn oversized_sends_are_refused_before_they_reach_a_worker() {
+    let Some(s) = setup(DriverChoice::Auto, 1, 4) else { return };
+    let mut c = s.client(1, 9);
+    c.connect_blocking(Duration::from_secs(5)).unwrap();
+    c.send(b"hi").unwrap();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut session = None;
+    while session.is_none() && Instant::now() < deadline {
+        c.update().unwrap();
+        s.server.poll_events(&mut events, 16);
+        session = events.iter().find_map(|e| match e {
+            GameEvent::Payload { session, .. } => Some(*session),
+            _ => None,
+        });
+    }
+    let session = session.expect("payload arrived");
+    let sender = s.server.sender();
+    let huge = vec![0u8; pvp_net::netcode::MAX_PAYLOAD_BYTES + 1];
+    assert_eq!(sender.send(session, &huge), Err(pvp_net::game::GameSendError::TooLarge));
+    assert_eq!(sender.send_reliable(session, &huge), Err(pvp_net::game::GameSendError::TooLarge));
+    assert_eq!(
+        sender.send_to_match(MatchId::new(9), &huge, false),
+        Err(pvp_net::game::GameSendError::TooLarge)
+    );
+    assert!(pvp_net::game::Payload::new(&huge).is_none());
+    assert_eq!(s.server.stats().sends_failed, 0, "refused sends never reached a worker");
+}

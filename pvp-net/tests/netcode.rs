@@ -523,3 +523,62 @@ fn many_sessions_stay_within_the_memory_bound() {
         assert!(per < 16 * 1024, "{per} bytes per session+client");
     }
 }
+
+#[test]
+fn bad_api_arguments_get_typed_errors() {
+    let now = Instant::now();
+    let key = Key::random();
+    let bad = |f: fn(&mut ServerConfig)| {
+        let mut c = ServerConfig::new(PID, key.clone(), server_addr());
+        f(&mut c);
+        Server::new(c, now, UNIX).err()
+    };
+    assert_eq!(bad(|c| c.max_clients = 0), Some(ConfigError::BadBound));
+    assert_eq!(bad(|c| c.max_pending = 0), Some(ConfigError::BadBound));
+    assert_eq!(bad(|c| c.token_history = 0), Some(ConfigError::BadBound));
+    assert_eq!(bad(|c| c.handshake_timeout = Duration::ZERO), Some(ConfigError::BadTimeouts));
+    assert_eq!(bad(|c| c.timer_granularity = Duration::ZERO), Some(ConfigError::BadTimeouts));
+    assert_eq!(bad(|c| c.public_addresses.clear()), Some(ConfigError::NoAddress));
+
+    let issuer = TokenIssuer::new(IssuerConfig::new(PID, key));
+    let too_many: Vec<SocketAddr> = (0..33).map(client_addr).collect();
+    assert_eq!(
+        issuer.token_with_user_data(UNIX, 1, &too_many, [0; 256]).err(),
+        Some(TokenError::BadAddressCount)
+    );
+    let mut big = SessionUserData {
+        match_id: MatchId::new(1),
+        player: PlayerId::new(1),
+        team: 0,
+        layered: false,
+        game_data: vec![0; SessionUserData::MAX_GAME_DATA + 1],
+    };
+    assert_eq!(big.encode(), None);
+    let grant = SessionGrant { client_id: 1, server_addresses: vec![server_addr()], user_data: big.clone() };
+    assert_eq!(issuer.token(UNIX, &grant).err(), Some(TokenError::TooLarge));
+    big.game_data.truncate(SessionUserData::MAX_GAME_DATA);
+    assert!(big.encode().is_some());
+
+    // A token whose fields were edited into nonsense is refused by the client.
+    let mut t = issuer.token_with_user_data(UNIX, 1, &[server_addr()], [0; 256]).unwrap();
+    t.server_addresses.clear();
+    assert_eq!(
+        Client::new(t.clone(), ClientConfig::default(), now, UNIX).err(),
+        Some(TokenError::BadAddressCount)
+    );
+    t.server_addresses = vec![server_addr()];
+    t.create_timestamp = t.expire_timestamp + 1;
+    assert_eq!(Client::new(t, ClientConfig::default(), now, UNIX).err(), Some(TokenError::BadTimestamps));
+
+    // Garbage as a layered payload or as user data is an error or `None`, never a panic.
+    for junk in [
+        &[][..],
+        &[2u8, 0, 0][..],
+        &[1u8; 17][..],
+        &[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9][..],
+    ] {
+        assert!(layer::Layered::decode(junk).is_err(), "{junk:?}");
+    }
+    assert_eq!(SessionUserData::decode(&[0xFF; 256]), None);
+    assert!(matches!(Key::from_hex("not hex"), Err(KeyError::BadHex)));
+}
