@@ -1,9 +1,11 @@
 //! A matchmaking pass allocates nothing per ticket once its buffers have grown: a counting
 //! global allocator measures the allocations of `tick` in the steady state.
-//! (One test in this binary, so no other test's allocations are counted.)
+//! Only the measuring thread's allocations count (a thread-local flag): the test harness's
+//! thread allocates while it waits for the result, and that must not race into the window.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pvp_core::ids::PlayerId;
@@ -12,13 +14,21 @@ use pvp_global::matchmaking::{GameMode, GlobalMatchmaking, MatchRequest, Matchma
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set on the measuring thread (const-initialised: reading it never allocates).
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as our caller's.
@@ -29,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as our caller's.
@@ -78,9 +88,9 @@ fn steady_state_pass_allocates_nothing_per_ticket() {
         mm.heartbeat_all(now);
         enqueue(&mut mm, 1 + round * N, N, now, &mut seed);
         ALLOCS.store(0, Ordering::Relaxed);
-        COUNTING.store(true, Ordering::Relaxed);
+        COUNTING.with(|c| c.set(true));
         let report = mm.tick(now);
-        COUNTING.store(false, Ordering::Relaxed);
+        COUNTING.with(|c| c.set(false));
         allocs.push(ALLOCS.load(Ordering::Relaxed));
         matched.push(report.matched_players);
         // End every match so the fleet has room for the next round.
