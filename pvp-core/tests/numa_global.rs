@@ -1,5 +1,6 @@
 //! `NumaGlobalAlloc` installed as this test binary's global allocator: every allocation of the
-//! test harness, std and the tests goes through the node pools.
+//! test harness, std and the tests goes through the node pools. Its own test binary, since a
+//! `#[global_allocator]` is process-wide.
 
 use std::collections::HashMap;
 use std::sync::mpsc;

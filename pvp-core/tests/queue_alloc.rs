@@ -3,6 +3,7 @@
 //! a global allocator wrapper that counts only the measuring thread's allocations: the test
 //! harness's own thread allocates while it waits for the result (its channel registers a
 //! waiter), and counted process-wide that raced into the measured window on a slow machine.
+//! Its own test binary: the counting wrapper is the process's `#[global_allocator]`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

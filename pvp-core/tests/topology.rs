@@ -1,5 +1,6 @@
-//! Topology discovery: a fake sysfs tree, synthetic descriptions, the running machine, and
-//! (with the `hwloc` feature) agreement with hwloc.
+//! Topology discovery: a fake sysfs tree, synthetic descriptions (and malformed ones as typed
+//! errors naming the token), unknown nodes, the running machine, and (with the `hwloc`
+//! feature) agreement with hwloc.
 
 use std::path::{Path, PathBuf};
 
@@ -172,4 +173,113 @@ proptest::proptest! {
         proptest::prop_assert_eq!(t.core_count(), packs * cores);
         proptest::prop_assert_eq!(t.pu_count(), packs * cores * pus);
     }
+}
+
+fn synthetic_err(desc: &str) -> (String, &'static str) {
+    match Topology::synthetic(desc) {
+        Err(TopologyError::Synthetic { token, reason }) => (token, reason),
+        other => panic!("{desc:?}: {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_synthetic_descriptions_are_typed_errors_naming_the_token() {
+    let cases: [(&str, &str); 17] = [
+        ("", ""),
+        ("   ", ""),
+        ("core:2", ""),
+        ("pu:0", "pu:0"),
+        ("pu:4097", "pu:4097"),
+        ("pu:-1", "pu:-1"),
+        ("core:x pu:1", "core:x"),
+        ("core pu:1", "core"),
+        ("pu:2 core:2", "core:2"),
+        ("pu:2 numa:2", "numa:2"),
+        ("blade:2 pu:1", "blade:2"),
+        ("pack:2 [numa pu:1", "[numa"),
+        ("[l3] pu:1", "[l3]"),
+        ("pack:2 [numa(memory=lots)] pu:1", "[numa(memory=lots)]"),
+        ("pack:2 [numa] numa:2 pu:1", "numa:2"),
+        ("core:2 machine:1 pu:1", "machine:1"),
+        ("core:2(foo pu:1", "core:2(foo"),
+    ];
+    for (desc, token) in cases {
+        let (got, reason) = synthetic_err(desc);
+        assert_eq!(got, token, "{desc:?}: {reason}");
+        assert!(!reason.is_empty());
+    }
+    // Size limits: too many PUs overall, too many nodes.
+    assert_eq!(synthetic_err("pack:4096 core:4096 pu:1").0, "");
+    assert_eq!(synthetic_err("numa:2048 pu:1").0, "");
+    assert_eq!(synthetic_err("pack:2 [numa(memory=99999999999TB)] pu:1").0, "[numa(memory=99999999999TB)]");
+}
+
+#[test]
+fn synthetic_shapes_number_pus_and_nodes_in_order() {
+    let t = Topology::synthetic("numa:4 core:4 pu:2").unwrap();
+    assert_eq!((t.node_count(), t.core_count(), t.pu_count()), (4, 16, 32));
+    assert_eq!(t.node(NodeId::new(3)).unwrap().cpus(), (24..32).collect::<Vec<_>>());
+    assert_eq!(t.node_of_cpu(31), Some(NodeId::new(3)));
+    assert_eq!(t.node_of_cpu(32), None);
+    assert_eq!(t.index_of(NodeId::new(2)).unwrap(), 2);
+
+    let t = Topology::synthetic("Machine:1 Pack:2 [NUMA(memory=2GB)] L3:1 core:2 pu:1").unwrap();
+    assert_eq!(t.node_count(), 2);
+    assert!(t.nodes().iter().all(|n| n.memory_bytes() == 2 << 30));
+    assert_eq!(t.nodes()[1].cpus(), &[2, 3]);
+
+    let t = Topology::synthetic("pack:2 core:3 pu:2").unwrap();
+    assert_eq!((t.node_count(), t.core_count(), t.pu_count()), (1, 6, 12), "no NUMA level: one node");
+    assert_eq!(t.nodes()[0].id(), NodeId::new(0));
+    assert_eq!(t.nodes()[0].memory_bytes(), 0);
+}
+
+#[test]
+fn unknown_nodes_are_no_such_node() {
+    let t = Topology::synthetic("pack:2 [numa] core:1 pu:1").unwrap();
+    for bad in [2, 99, u32::MAX] {
+        match t.node(NodeId::new(bad)) {
+            Err(TopologyError::NoSuchNode { node, count }) => {
+                assert_eq!((node, count), (NodeId::new(bad), 2))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.index_of(NodeId::new(bad)), Err(TopologyError::NoSuchNode { .. })));
+        assert!(matches!(t.bind_thread_to_node(NodeId::new(bad)), Err(TopologyError::NoSuchNode { .. })));
+    }
+    assert_eq!(NodeId::new(7).to_string(), "node7");
+    assert_eq!(NodeId::new(7).get(), 7);
+}
+
+#[test]
+fn single_node_sorts_dedups_and_is_never_empty() {
+    let t = Topology::single_node([3, 1, 1, 2]);
+    assert_eq!(t.node_count(), 1);
+    assert_eq!(t.nodes()[0].cpus(), &[1, 2, 3]);
+    assert_eq!(t.pu_count(), 3);
+    let empty = Topology::single_node([]);
+    assert_eq!(empty.nodes()[0].cpus(), &[0]);
+    assert_eq!(empty.node_count(), 1);
+}
+
+#[test]
+fn synthetic_topology_cpus_partition_over_nodes() {
+    let t = Topology::synthetic("pack:2 [numa] core:3 pu:2").unwrap();
+    assert_eq!(t.node_count(), 2);
+    assert_eq!(t.pu_count(), 12);
+    let mut all = Vec::new();
+    for (i, n) in t.nodes().iter().enumerate() {
+        assert_eq!(t.index_of(n.id()).unwrap(), i);
+        assert_eq!(t.node(n.id()).unwrap().cpus(), n.cpus());
+        for &c in n.cpus() {
+            assert_eq!(t.node_of_cpu(c), Some(n.id()));
+            all.push(c);
+        }
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..12).collect::<Vec<_>>());
+    assert_eq!(t.node_of_cpu(12), None);
+    let s = Topology::single_node([3, 1, 3]);
+    assert_eq!(s.nodes()[0].cpus(), &[1, 3]);
+    assert_eq!(s.current_node(), NodeId::new(0));
 }
