@@ -1,12 +1,16 @@
 //! UdpServer on loopback under both drivers: echo through the queues and through inline
-//! handlers, several workers on one port, truncation, and the session protocol end to end.
+//! handlers, several workers on one port, truncation, bad configs refused before anything is
+//! allocated, start / stop / drop releasing the port, `BatchSocket`, the CPU and memory helpers,
+//! and the session protocol end to end.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pvp_core::{MatchId, PlayerId};
 use pvp_net::driver::{DRIVER_ENV, io_uring_unavailable};
-use pvp_net::endpoint::{Datagram, DatagramHandler, EndpointError, Outbox, UdpServer, UdpServerConfig};
+use pvp_net::endpoint::{
+    Datagram, DatagramHandler, EndpointError, MAX_DATAGRAM, Outbox, UdpServer, UdpServerConfig,
+};
 use pvp_net::proto::{Client, ClientConfig, MAX_PACKET_LEN, Server, ServerConfig, TokenClaims, TokenKey};
 use pvp_net::{DriverChoice, DriverKind};
 
@@ -112,6 +116,7 @@ fn queue_echo_on_every_driver() {
 }
 
 struct Echo;
+
 impl DatagramHandler for Echo {
     fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
         let _ = out.send(from, data);
@@ -298,6 +303,7 @@ fn ipv6_loopback_echo() {
 /// Replies to an address the socket cannot reach (IPv6 from an IPv4 socket) as well as to
 /// the sender: the bad send is counted and the good one still goes out.
 struct EchoAndBadSend;
+
 impl DatagramHandler for EchoAndBadSend {
     fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
         let _ = out.send("[::1]:9".parse().unwrap(), data);
@@ -360,4 +366,320 @@ fn a_multi_source_socket_sends_from_and_tells_apart_loopback_addresses() {
             (Some(std::net::Ipv4Addr::new(127, 0, 3, 6)), 106)
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datagrams, configs and sockets
+
+#[test]
+fn datagram_bounds_and_reply() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let d = Datagram::new(addr, &[1; MAX_DATAGRAM]).unwrap();
+    assert_eq!(d.payload().len(), MAX_DATAGRAM);
+    assert_eq!(d.worker(), 0);
+    assert!(Datagram::new(addr, &[1; MAX_DATAGRAM + 1]).is_err());
+    let e = Datagram::new(addr, &[]).unwrap();
+    assert!(e.payload().is_empty());
+    let r = d.reply(b"pong").unwrap();
+    assert_eq!(r.addr, addr);
+    assert_eq!(r.payload(), b"pong");
+    assert!(d.reply(&[0; MAX_DATAGRAM + 1]).is_err());
+}
+
+#[test]
+fn udp_server_refuses_bad_configs_before_allocating() {
+    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut c = UdpServerConfig::new(bind);
+    c.workers = usize::MAX;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    let mut c = UdpServerConfig::new(bind);
+    c.queue_capacity = 0;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    let mut c = UdpServerConfig::new(bind);
+    c.queue_capacity = usize::MAX;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    let mut c = UdpServerConfig::new(bind);
+    c.queue_capacity = 1 << 40;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    let mut c = UdpServerConfig::new(bind);
+    c.batch = 0;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    let mut c = UdpServerConfig::new(bind);
+    c.ring_buffers = 3;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    let mut c = UdpServerConfig::new(bind);
+    c.ring_buffers = 0;
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+}
+
+#[test]
+fn batch_socket_round_trip_and_oversize_is_not_handed_out() {
+    use pvp_net::endpoint::BatchSocket;
+    let mut a = BatchSocket::bind("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let a_addr = a.local_addr().unwrap();
+    let b_addr = b.local_addr().unwrap();
+    // batch 0 is taken as 1: queueing two sends the first on the way.
+    assert_eq!(
+        a.queue_with(b_addr, |buf| {
+            buf[..3].copy_from_slice(b"one");
+            3
+        })
+        .unwrap(),
+        3
+    );
+    assert_eq!(
+        a.queue_with(b_addr, |buf| {
+            buf[..3].copy_from_slice(b"two");
+            3
+        })
+        .unwrap(),
+        3
+    );
+    assert_eq!(a.flush().unwrap(), 1);
+    // A fill of 0 queues nothing.
+    assert_eq!(a.queue_with(b_addr, |_| 0).unwrap(), 0);
+    assert_eq!(a.flush().unwrap(), 0);
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = [0u8; 16];
+    for want in [&b"one"[..], b"two"] {
+        let (n, from) = b.recv_from(&mut got).unwrap();
+        assert_eq!((&got[..n], from), (want, a_addr));
+    }
+    // Exactly MAX_DATAGRAM is handed out; one byte more is not.
+    for len in [MAX_DATAGRAM, MAX_DATAGRAM + 1, MAX_DATAGRAM + 2, 0] {
+        b.send_to(&vec![7u8; len], a_addr).unwrap();
+        let mut n = 0;
+        for _ in 0..50 {
+            n = a.recv_batch(Duration::from_millis(100)).unwrap();
+            if n > 0 {
+                break;
+            }
+        }
+        assert_eq!(n, 1, "len {len}");
+        match a.datagram(0) {
+            Some((from, d)) => {
+                assert!(len <= MAX_DATAGRAM, "{len} bytes handed out");
+                assert_eq!((from, d.len()), (b_addr, len));
+            }
+            None => assert!(len > MAX_DATAGRAM, "{len} bytes refused"),
+        }
+        assert!(a.datagram(1).is_none());
+    }
+}
+
+#[test]
+fn bind_with_server_has_no_queues() {
+    use pvp_net::endpoint::{DatagramHandler, Outbox};
+    struct Nop;
+    impl DatagramHandler for Nop {
+        fn on_datagram(&mut self, _: Instant, _: SocketAddr, _: &[u8], _: &mut Outbox) {}
+    }
+    let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+    c.driver = pvp_net::DriverChoice::Epoll;
+    let s = UdpServer::bind_with(c, |_| Nop).unwrap();
+    assert_ne!(s.local_addr().port(), 0);
+    assert_eq!(s.workers(), 1);
+    assert!(s.recv().is_none());
+    let mut out = Vec::new();
+    assert_eq!(s.recv_batch(&mut out, 10), 0);
+    let d = Datagram::new(s.local_addr(), b"x").unwrap();
+    assert_eq!(s.send(d).map_err(|d| d.payload().to_vec()), Err(b"x".to_vec()));
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn datagrams_just_over_max_are_counted_not_delivered_on_every_driver() {
+    use pvp_net::DriverChoice;
+    let mut drivers = vec![(DriverChoice::Epoll, false)];
+    if pvp_net::driver::io_uring_unavailable().is_none() {
+        drivers.push((DriverChoice::IoUring, true));
+        drivers.push((DriverChoice::IoUring, false));
+    }
+    for (driver, multishot) in drivers {
+        let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+        c.driver = driver;
+        c.uring_multishot = multishot;
+        let server = UdpServer::bind(c).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for len in [MAX_DATAGRAM + 1, MAX_DATAGRAM + 200] {
+            client.send_to(&vec![1u8; len], server.local_addr()).unwrap();
+        }
+        client.send_to(&[2u8; MAX_DATAGRAM], server.local_addr()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            if let Some(d) = server.recv() {
+                break Some(d);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::yield_now();
+        };
+        let got = got.expect("the full-size datagram arrives");
+        assert_eq!(got.payload(), &[2u8; MAX_DATAGRAM][..], "{driver:?} multishot {multishot}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.stats().rx_truncated < 2 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(server.stats().rx_truncated, 2, "{driver:?} multishot {multishot}");
+        assert!(server.recv().is_none());
+    }
+}
+
+#[test]
+fn cpu_and_memory_helpers_report_sensibly() {
+    let cpus = pvp_net::allowed_cpus();
+    assert!(!cpus.is_empty());
+    assert!(cpus.windows(2).all(|w| w[0] < w[1]));
+    assert!(pvp_net::pin_to_cpu(usize::MAX).is_err());
+    let first = cpus[0];
+    let pinned = std::thread::spawn(move || pvp_net::pin_to_cpu(first).is_ok()).join().unwrap();
+    assert!(pinned);
+    assert!(pvp_net::resident_bytes().is_some_and(|b| b > 0));
+    assert!(pvp_net::process_cpu_time().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+fn driver_choices() -> Vec<DriverChoice> {
+    let mut v = vec![DriverChoice::Epoll];
+    let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+    c.driver = DriverChoice::IoUring;
+    if std::env::var_os("PVP_NET_DRIVER").is_none() && UdpServer::bind(c).is_ok() {
+        v.push(DriverChoice::IoUring);
+    }
+    v
+}
+
+fn echo_once(server: &UdpServer) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = [0u8; 64];
+    loop {
+        assert!(Instant::now() < deadline, "no echo");
+        sock.send_to(b"ping", server.local_addr()).unwrap();
+        let mut spins = 0;
+        while spins < 100_000 {
+            if let Some(d) = server.recv() {
+                assert_eq!(d.payload(), b"ping");
+                server.send(d.reply(b"pong").unwrap()).unwrap();
+            }
+            if let Ok((n, from)) = sock.recv_from(&mut got) {
+                assert_eq!((&got[..n], from), (&b"pong"[..], server.local_addr()));
+                return;
+            }
+            spins += 1;
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[test]
+fn udp_server_starts_and_stops_repeatedly_on_every_driver() {
+    for driver in driver_choices() {
+        for round in 0..3 {
+            let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+            c.driver = driver;
+            c.workers = 1 + round % 2;
+            let s = UdpServer::bind(c).unwrap();
+            assert_eq!(s.workers(), 1 + round % 2);
+            echo_once(&s);
+            let st = s.stats();
+            assert!(st.rx_packets >= 1 && st.tx_packets <= st.rx_packets);
+            s.shutdown().unwrap();
+        }
+    }
+}
+
+#[test]
+fn udp_server_dropped_without_shutdown_releases_its_port() {
+    for driver in driver_choices() {
+        let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+        c.driver = driver;
+        let s = UdpServer::bind(c.clone()).unwrap();
+        let addr = s.local_addr();
+        echo_once(&s);
+        drop(s);
+        // The workers are joined by drop: the same port binds again.
+        c.bind = addr;
+        let again = UdpServer::bind(c).unwrap();
+        assert_eq!(again.local_addr(), addr);
+        echo_once(&again);
+        again.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn handler_mode_runs_one_handler_per_worker_ticks_while_idle_and_drops_them_on_stop() {
+    use pvp_net::endpoint::{DatagramHandler, Outbox, WorkerInfo};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Echo {
+        ticks: Arc<AtomicUsize>,
+        dropped: Arc<AtomicUsize>,
+    }
+    impl DatagramHandler for Echo {
+        fn on_datagram(&mut self, _: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
+            let _ = out.send(from, data);
+        }
+        fn on_tick(&mut self, _: Instant, _: &mut Outbox) {
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    impl Drop for Echo {
+        fn drop(&mut self) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    for driver in driver_choices() {
+        for explicit_shutdown in [true, false] {
+            let made = Arc::new(AtomicUsize::new(0));
+            let ticks = Arc::new(AtomicUsize::new(0));
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let mut c = UdpServerConfig::new("127.0.0.1:0".parse().unwrap());
+            c.driver = driver;
+            c.workers = 2;
+            let (m, t, d) = (made.clone(), ticks.clone(), dropped.clone());
+            let s = UdpServer::bind_with(c, move |info: WorkerInfo| {
+                assert!(info.index < 2);
+                m.fetch_add(1, Ordering::Relaxed);
+                Echo { ticks: t.clone(), dropped: d.clone() }
+            })
+            .unwrap();
+            assert_eq!(made.load(Ordering::Relaxed), 2, "factory ran once per worker before bind returned");
+            // Ticks arrive with no traffic at all.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ticks.load(Ordering::Relaxed) < 4 {
+                assert!(Instant::now() < deadline, "no ticks while idle");
+                std::thread::yield_now();
+            }
+            // Echo through the handler.
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let mut got = [0u8; 16];
+            let mut echoed = false;
+            for _ in 0..50 {
+                sock.send_to(b"hi", s.local_addr()).unwrap();
+                if let Ok((n, from)) = sock.recv_from(&mut got) {
+                    assert_eq!((&got[..n], from), (&b"hi"[..], s.local_addr()));
+                    echoed = true;
+                    break;
+                }
+            }
+            assert!(echoed, "{driver:?}: no echo");
+            assert!(s.stats().rx_packets >= 1);
+            assert_eq!(dropped.load(Ordering::Relaxed), 0);
+            if explicit_shutdown {
+                s.shutdown().unwrap();
+            } else {
+                drop(s);
+            }
+            assert_eq!(dropped.load(Ordering::Relaxed), 2, "{driver:?}: workers joined, handlers dropped");
+        }
+    }
 }

@@ -1,6 +1,10 @@
-//! The tokio adapter: a proto Client over a plain socket connects, sends, gets its echo.
+//! The tokio adapter: a proto Client over a plain socket connects, sends, gets its echo; a
+//! netcode socket serves a game client; idle sessions time out while other peers keep the
+//! socket busy.
 #![cfg(feature = "tokio")]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pvp_core::{MatchId, PlayerId};
@@ -108,4 +112,77 @@ async fn netcode_socket_serves_a_game_client() {
     .unwrap();
     assert_eq!(echoed, b"ping");
     assert_eq!(tokio::time::timeout(Duration::from_secs(5), server_task).await.unwrap().unwrap(), 1);
+}
+
+/// A silent session times out even while other peers keep the socket busy.
+#[tokio::test]
+async fn idle_sessions_time_out_under_steady_traffic() {
+    let key = TokenKey::generate();
+    let k = key.clone();
+    let mut server = SessionSocket::bind("127.0.0.1:0".parse().unwrap(), move |a| {
+        let mut c = ServerConfig::new(k, a);
+        c.idle_timeout = Duration::from_millis(300);
+        c.keepalive_interval = Duration::from_millis(100);
+        c.timer_granularity = Duration::from_millis(10);
+        c
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let token = key.issue(&TokenClaims {
+        token_id: 1,
+        match_id: MatchId::new(1),
+        player_id: PlayerId::new(2),
+        expires_at_unix_ms: unix + 30_000,
+        server_addr: addr,
+    });
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    let server_task = tokio::spawn(async move {
+        let mut connected_tx = Some(connected_tx);
+        loop {
+            match server.next().await.unwrap() {
+                Incoming::Event(ServerEvent::Connected { .. }) => {
+                    if let Some(tx) = connected_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Incoming::Event(ServerEvent::Disconnected { reason, .. }) => return reason,
+                _ => {}
+            }
+        }
+    });
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut c = Client::new(ClientConfig::default(), token, Instant::now()).unwrap();
+    let mut buf = [0u8; MAX_PACKET_LEN];
+    let mut rx = [0u8; MAX_PACKET_LEN];
+    for _ in 0..200 {
+        if c.is_connected() {
+            break;
+        }
+        while let Some(t) = c.poll_transmit(Instant::now(), &mut buf) {
+            sock.send_to(&buf[..t.len], t.destination).await.unwrap();
+        }
+        if let Ok(Ok((n, from))) =
+            tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut rx)).await
+        {
+            c.handle_datagram(Instant::now(), from, &rx[..n]);
+        }
+    }
+    assert!(c.is_connected());
+    tokio::time::timeout(Duration::from_secs(5), connected_rx).await.unwrap().unwrap();
+    // The client goes silent; a third party floods the server with garbage.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let spammer = std::thread::spawn(move || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s2.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let _ = s.send_to(&[9u8; 3], addr);
+        }
+    });
+    let reason = tokio::time::timeout(Duration::from_secs(5), server_task).await;
+    stop.store(true, Ordering::Relaxed);
+    spammer.join().unwrap();
+    assert_eq!(reason.expect("no timeout under traffic").unwrap(), DisconnectReason::TimedOut);
 }

@@ -1,7 +1,10 @@
-//! Sans-IO handshake helpers shared by several pvp-net test binaries. Each binary keeps its own
-//! addresses, key and claims; these helpers take them as arguments.
+//! Helpers shared by the pvp-net test binaries: the sans-IO session fixture most tests use
+//! (addresses, key, claims, a server, a connected pair), handshake helpers that take their own
+//! addresses, key and claims as arguments, and the io_uring helpers in [`uring`].
 // Each test binary includes this module but uses only a subset of it.
 #![allow(dead_code)]
+
+pub(crate) mod uring;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,6 +14,42 @@ use pvp_net::proto::*;
 
 /// The wall clock (time since the Unix epoch) the servers under test start at.
 pub(crate) const UNIX: Duration = Duration::from_secs(1_700_000_000);
+
+/// One millisecond, the unit most sans-IO tests step time in.
+pub(crate) const MS: Duration = Duration::from_millis(1);
+
+/// The server address of the shared fixture.
+pub(crate) fn server_addr() -> SocketAddr {
+    "127.0.0.1:7000".parse().unwrap()
+}
+
+/// The client address of the shared fixture.
+pub(crate) fn client_addr() -> SocketAddr {
+    "127.0.0.1:5555".parse().unwrap()
+}
+
+/// The token key of the shared fixture.
+pub(crate) fn key() -> TokenKey {
+    TokenKey::from_bytes([9; 32])
+}
+
+/// Claims of the shared fixture for `token_id` (match 3, player `token_id + 100`).
+pub(crate) fn claims(token_id: u64) -> TokenClaims {
+    claims_for(token_id, MatchId::new(3), PlayerId::new(token_id.wrapping_add(100)), server_addr())
+}
+
+/// A server with the default configuration at [`server_addr`].
+pub(crate) fn server(now: Instant) -> Server {
+    Server::new(ServerConfig::new(key(), server_addr()), now, UNIX).unwrap()
+}
+
+/// A [`server`] and a client (at [`client_addr`], token `token_id`) after their handshake.
+pub(crate) fn connected_pair(now: Instant, token_id: u64) -> (Server, Client, ConnectionId) {
+    let mut s = server(now);
+    let mut c = Client::new(ClientConfig::default(), key().issue(&claims(token_id)), now).unwrap();
+    let conn = handshake(now, &mut s, &mut c, client_addr());
+    (s, c, conn)
+}
 
 /// Claims for `token_id` that stay valid for a minute past [`UNIX`].
 pub(crate) fn claims_for(

@@ -1,8 +1,19 @@
-//! The session protocol over the simulated network: handshake, data, reliability, tokens,
-//! bounds, timeouts and bad input.
+//! The sans-IO session protocol (`pvp_net::proto`): end to end over the simulated network here
+//! (handshake, data, reliability, tokens, bounds, timeouts, bad input), and `Server` / `Client`
+//! driven by hand in the submodules, held to their rustdoc at the edges: configs, tokens and the
+//! replay ledger, handshakes and the session table, data and the reliable channel, timers at
+//! their exact boundaries, counted drops, and disconnects. Sans-IO: `now` is always passed.
 
-#[path = "shared_support/mod.rs"]
-mod support;
+#[path = "../common/mod.rs"]
+mod common;
+mod config;
+mod data;
+mod disconnects;
+mod drops;
+mod exact;
+mod handshakes;
+mod timers;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,9 +21,8 @@ use std::time::{Duration, Instant};
 use pvp_core::{MatchId, PlayerId};
 use pvp_net::proto::*;
 use pvp_net::sim::{Harness, LinkConditions};
-use support::{connect_request, request_and_answer_challenge};
 
-const MS: Duration = Duration::from_millis(1);
+use common::{MS, connect_request, request_and_answer_challenge};
 
 fn connect_all(h: &mut Harness) -> bool {
     h.run_until(Duration::from_secs(5), |h| (0..h.client_count()).all(|i| h.client(i).is_connected()))
@@ -62,6 +72,19 @@ fn handshake_and_data_on_clean_link() {
     h.advance(20 * MS);
     let rtt = h.client(c).rtt().unwrap();
     assert!(rtt >= 20 * MS && rtt <= 40 * MS, "{rtt:?}");
+}
+
+#[test]
+fn same_seed_same_run() {
+    let run = |seed| {
+        let mut h = Harness::new(seed, LinkConditions::lossy(20 * MS, 0.3));
+        for p in 0..10 {
+            h.add_client(p);
+        }
+        h.advance(Duration::from_secs(2));
+        (h.net.sent, h.net.lost, h.server.session_count())
+    };
+    assert_eq!(run(9), run(9));
 }
 
 #[test]
@@ -126,19 +149,6 @@ fn handshake_and_reliable_order_under_loss_reorder_duplication() {
         }
         assert!(h.net.lost > 0 && h.net.duplicated > 0, "conditions exercised");
     }
-}
-
-#[test]
-fn same_seed_same_run() {
-    let run = |seed| {
-        let mut h = Harness::new(seed, LinkConditions::lossy(20 * MS, 0.3));
-        for p in 0..10 {
-            h.add_client(p);
-        }
-        h.advance(Duration::from_secs(2));
-        (h.net.sent, h.net.lost, h.server.session_count())
-    };
-    assert_eq!(run(9), run(9));
 }
 
 #[test]
@@ -429,4 +439,16 @@ fn client_restarts_a_handshake_the_server_forgot() {
     let ok = h.run_until(Duration::from_secs(3), |h| h.client(c).is_connected());
     assert!(ok, "{:?} {:?} {:?}", h.client(c).state(), h.server.drops().snapshot(), h.server.stats());
     assert!(h.server.drops().get(DropReason::BadChallenge) >= 1);
+}
+
+#[test]
+fn sim_harness_with_zero_step_or_nan_loss_does_not_hang_or_panic() {
+    let mut h = Harness::new(1, LinkConditions::clean(5 * MS));
+    h.step = Duration::ZERO;
+    let c = h.add_client(1);
+    assert!(h.run_until(Duration::from_secs(2), |h| h.client(c).is_connected()));
+    let mut h =
+        Harness::new(2, LinkConditions { loss: f64::NAN, duplicate: f64::NAN, ..LinkConditions::clean(MS) });
+    let c = h.add_client(1);
+    assert!(h.run_until(Duration::from_secs(2), |h| h.client(c).is_connected()));
 }
