@@ -1,4 +1,4 @@
-//! pvp-global's CrossRegionSync ([`SyncNode`]) in the region thread: it replicates the ban
+//! pvp-global's CrossRegionSync ([`CrossRegionSync`]) in the region thread: it replicates the ban
 //! list (STRONG: committed once a majority of regions has it) and the global leaderboard
 //! (wins per player, an `Incr` score CRDT). Match results stay in the exactly-once
 //! [`Replica`](crate::replica::Replica) log, which also measures the sync lag.
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pvp_core::ids::{PlayerId, RegionId};
 use pvp_global::leaderboard::{GameMode, ScoreOperator};
-use pvp_global::sync::{Key, SnapshotStore, SyncConfig, SyncEvent, SyncNode};
+use pvp_global::sync::{CrossRegionSync, Key, SnapshotStore, SyncConfig, SyncEvent};
 
 /// Tag of a results-log datagram.
 pub const TAG_RESULTS: u8 = 0;
@@ -37,14 +37,14 @@ pub struct CrdtStats {
 
 /// One region's CrossRegionSync node.
 #[derive(Debug)]
-pub struct CrdtSync {
-    node: SyncNode,
+pub struct RegionSync {
+    node: CrossRegionSync,
     ids: Vec<RegionId>,
     own: u8,
     stats: CrdtStats,
 }
 
-impl CrdtSync {
+impl RegionSync {
     /// A node for `ids[own]`, syncing with every other region, flushing every `flush`.
     pub fn new(
         ids: &[RegionId],
@@ -56,7 +56,7 @@ impl CrdtSync {
         let mut cfg = SyncConfig::new(ids[own], peers)?;
         cfg.flush_interval = flush;
         cfg.max_message_bytes = 16_000;
-        let mut node = SyncNode::new(cfg, now);
+        let mut node = CrossRegionSync::new(cfg, now);
         // Every region declares the mode the same way, so this cannot conflict.
         let _ = node.define_mode(WINS, ScoreOperator::Incr);
         Ok(Self { node, ids: ids.to_vec(), own: own as u8, stats: CrdtStats::default() })
@@ -68,7 +68,7 @@ impl CrdtSync {
     }
 
     /// The node.
-    pub fn node(&self) -> &SyncNode {
+    pub fn node(&self) -> &CrossRegionSync {
         &self.node
     }
 
@@ -89,7 +89,7 @@ impl CrdtSync {
     }
 
     /// Handles a CrossRegionSync datagram (without its tag byte).
-    pub fn handle_datagram(&mut self, bytes: &[u8], now: Duration) {
+    pub fn handle_datagram(&mut self, now: Duration, bytes: &[u8]) {
         let Some((&from, payload)) = bytes.split_first() else {
             self.stats.rejected += 1;
             return;
@@ -98,7 +98,7 @@ impl CrdtSync {
             self.stats.rejected += 1;
             return;
         };
-        self.node.handle_datagram(region, payload, now);
+        self.node.handle_datagram(now, region, payload);
     }
 
     /// Runs due timers and appends the datagrams to send (tagged) to `out`.

@@ -20,7 +20,7 @@ use pvp_net::{UdpServer, UdpServerConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::crdt::{CrdtSync, TAG_CRDT, TAG_RESULTS};
+use crate::crdt::{RegionSync, TAG_CRDT, TAG_RESULTS};
 use crate::replica::Replica;
 use crate::session::{ControlEvent, RegionCommand, Shared, lock};
 use crate::wire::{GamePacket, MAX_DATAGRAM, SyncOp};
@@ -89,7 +89,7 @@ pub(crate) fn run_region(
     sockets: RegionSockets,
     peer_addrs: Vec<(RegionId, SocketAddr)>,
     mut replica: Replica,
-    mut crdt: CrdtSync,
+    mut crdt: RegionSync,
 ) {
     let region = shared.config.regions[idx].id;
     let cfg = &shared.config;
@@ -347,8 +347,8 @@ pub(crate) fn run_region(
             };
             busy = true;
             match sync_buf[..n].split_first() {
-                Some((&TAG_RESULTS, rest)) => replica.handle_datagram(rest, elapsed, unix_ms),
-                Some((&TAG_CRDT, rest)) => crdt.handle_datagram(rest, wall),
+                Some((&TAG_RESULTS, rest)) => replica.handle_datagram(elapsed, unix_ms, rest),
+                Some((&TAG_CRDT, rest)) => crdt.handle_datagram(wall, rest),
                 _ => {
                     stats.bad_packets.fetch_add(1, Ordering::Relaxed);
                 }

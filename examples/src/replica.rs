@@ -242,7 +242,7 @@ impl Replica {
     }
 
     /// Handles one datagram from a peer; malformed ones are counted and dropped.
-    pub fn handle_datagram(&mut self, bytes: &[u8], now: Duration, now_unix_ms: u64) {
+    pub fn handle_datagram(&mut self, now: Duration, now_unix_ms: u64, bytes: &[u8]) {
         let Ok(msg) = SyncMessage::decode(bytes) else {
             self.stats.rejected += 1;
             return;
@@ -409,7 +409,7 @@ mod tests {
                     continue;
                 }
                 if let Some(dst) = nodes.iter_mut().find(|x| x.region() == to) {
-                    dst.handle_datagram(&bytes, now, now.as_millis() as u64);
+                    dst.handle_datagram(now, now.as_millis() as u64, &bytes);
                 }
             }
         }
@@ -450,7 +450,7 @@ mod tests {
     #[test]
     fn garbage_is_counted() {
         let mut a = Replica::new(r("kr"), &[r("jp")], Duration::from_millis(10), Duration::from_millis(50));
-        a.handle_datagram(&[1, 2, 3, 4, 5], Duration::ZERO, 0);
+        a.handle_datagram(Duration::ZERO, 0, &[1, 2, 3, 4, 5]);
         assert_eq!(a.stats().rejected, 1);
         assert_eq!(a.summary().results, 0);
     }

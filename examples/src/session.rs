@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bots::{home_of, run_bots};
 use crate::config::{GAME_MODE, SessionConfig};
-use crate::crdt::CrdtSync;
+use crate::crdt::RegionSync;
 use crate::region::{RegionSockets, hist, run_region};
 use crate::replica::{Replica, ReplicaSummary};
 use crate::report::{RegionReport, Report, SloLine};
@@ -171,7 +171,7 @@ pub(crate) struct Shared {
     pub(crate) followers_open: AtomicU64,
     pub(crate) hists: Mutex<Hists>,
     pub(crate) replica_view: Mutex<Vec<Option<ReplicaSummary>>>,
-    pub(crate) finished_replicas: Mutex<Vec<Option<(Replica, CrdtSync)>>>,
+    pub(crate) finished_replicas: Mutex<Vec<Option<(Replica, RegionSync)>>>,
     pub(crate) view: Mutex<ControlView>,
     /// The game servers' network driver, as the first region reported it.
     pub(crate) driver: Mutex<Option<String>>,
@@ -198,7 +198,7 @@ impl Shared {
         net: &mut Histogram<u64>,
         player: &mut Histogram<u64>,
         replica: &Replica,
-        crdt: &mut CrdtSync,
+        crdt: &mut RegionSync,
     ) {
         {
             let mut h = lock(&self.hists);
@@ -221,7 +221,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn finish_region(&self, idx: usize, replica: Replica, crdt: CrdtSync) {
+    pub(crate) fn finish_region(&self, idx: usize, replica: Replica, crdt: RegionSync) {
         if let Some(v) = lock(&self.finished_replicas).get_mut(idx) {
             *v = Some((replica, crdt));
         }
@@ -542,7 +542,7 @@ impl RunningSession {
             let replica = Replica::new(ids[i], &ids, flush, heartbeat);
             let wall = Duration::from_millis(shared.unix_ms(Instant::now()));
             let crdt =
-                CrdtSync::new(&ids, i, flush, wall).map_err(|_| SessionError::Role("bad sync peers"))?;
+                RegionSync::new(&ids, i, flush, wall).map_err(|_| SessionError::Role("bad sync peers"))?;
             threads.push(spawn(format!("region-{}", ids[i]), move || {
                 run_region(sh, i, s, peers, replica, crdt)
             })?);
@@ -1236,9 +1236,10 @@ fn build_report(
     game_addrs: &[SocketAddr],
 ) -> Report {
     let cfg = &sh.config;
-    let finished_nodes: Vec<Option<(Replica, CrdtSync)>> = std::mem::take(&mut *lock(&sh.finished_replicas));
+    let finished_nodes: Vec<Option<(Replica, RegionSync)>> =
+        std::mem::take(&mut *lock(&sh.finished_replicas));
     let mut replicas: Vec<Option<Replica>> = Vec::with_capacity(finished_nodes.len());
-    let mut crdts: Vec<CrdtSync> = Vec::new();
+    let mut crdts: Vec<RegionSync> = Vec::new();
     for n in finished_nodes {
         match n {
             Some((r, c)) => {

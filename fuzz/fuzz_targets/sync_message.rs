@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pvp_core::RegionId;
-use pvp_global::sync::{SyncConfig, SyncNode, msg};
+use pvp_global::sync::{SyncConfig, CrossRegionSync, msg};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,11 +16,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let max = cfg.max_message_bytes;
     let now = Duration::from_secs(1_700_000_000);
-    let mut node = SyncNode::new(cfg, now);
+    let mut node = CrossRegionSync::new(cfg, now);
     // Split the input into several datagrams so that sequences of messages are explored too.
     for (i, chunk) in data.split(|&b| b == 0xFE).enumerate() {
         let from = if i % 2 == 0 { jp } else { sg };
-        node.handle_datagram(from, chunk, now + Duration::from_millis(i as u64));
+        node.handle_datagram(now + Duration::from_millis(i as u64), from, chunk);
         node.handle_timeout(now + Duration::from_millis(i as u64 * 30));
         while node.poll_transmit().is_some() {}
         if let Ok(m) = msg::decode(chunk, max) {

@@ -54,7 +54,7 @@ fn main() {
     }
     println!(
         "integrated failover simulation: {runs} seeded runs (RegionFailover + GlobalMatchmaking + \
-         SyncNode on SimNetwork + LocalCoordinator), lease TTL 2 s, heartbeats 250 ms"
+         CrossRegionSync on SimNetwork + LocalCoordinator), lease TTL 2 s, heartbeats 250 ms"
     );
     println!("{:<46} {:>8} {:>8} {:>8} {:>12}", "", "p50 ms", "p99 ms", "max ms", "p99 / 30 s");
     for (name, h) in &hists {

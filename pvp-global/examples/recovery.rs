@@ -7,7 +7,7 @@
 
 use pvp_core::{PlayerId, RegionId};
 use pvp_global::leaderboard::{GameMode, ScoreOperator};
-use pvp_global::sync::{Key, LinkConfig, SimCluster, SnapshotStore, SyncNode, WriteOp};
+use pvp_global::sync::{CrossRegionSync, Key, LinkConfig, SimCluster, SnapshotStore, WriteOp};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -51,7 +51,7 @@ fn main() {
     let cfg = c.node(0).expect("running").config().clone();
     let t = Instant::now();
     let snap = store.load().expect("load").expect("present");
-    let restored = SyncNode::restore(cfg, snap, c.now());
+    let restored = CrossRegionSync::restore(cfg, snap, c.now());
     let restore = t.elapsed();
     assert_eq!(restored.len(), keys);
     assert!(encoded > 0);

@@ -7,7 +7,7 @@
 use pvp_core::{PlayerId, RegionId};
 use pvp_global::leaderboard::{GameMode, ScoreOperator};
 use pvp_global::sync::driver::wall_now;
-use pvp_global::sync::{Key, SyncConfig, SyncDriver, SyncNode, UdpTransport, WriteOp};
+use pvp_global::sync::{CrossRegionSync, Key, SyncConfig, SyncDriver, UdpTransport, WriteOp};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let peers: Vec<_> = regions.iter().copied().filter(|r| *r != region).collect();
             handles.push(s.spawn(move || -> Result<String, String> {
                 let cfg = SyncConfig::new(region, peers).map_err(|e| e.to_string())?;
-                let mut node = SyncNode::new(cfg, wall_now());
+                let mut node = CrossRegionSync::new(cfg, wall_now());
                 node.define_mode(MODE, ScoreOperator::Best).map_err(|e| e.to_string())?;
                 let mut d = SyncDriver::new(node, t);
                 barrier.wait();

@@ -38,4 +38,6 @@ pub use cluster::{FleetConfig, RegionCluster, RegionConfig, RegionHealth, Region
 pub use coord::{Coordinator, LocalCoordinator};
 pub use leaderboard::{GameMode, GlobalLeaderboard, Leaderboard, ScoreOperator};
 pub use matchmaking::{GlobalMatchmaking, MatchHandle, MatchRequest, MatchResult, MatchmakingConfig};
-pub use sync::{SyncConfig, SyncNode};
+#[allow(deprecated)]
+pub use sync::SyncNode;
+pub use sync::{CrossRegionSync, SyncConfig};

@@ -21,7 +21,7 @@ use pvp_global::matchmaking::{
     MatchmakingConfig, PlayerRating, RatingBook, RatingError, RatingSystem, RegionObjective, RequestError,
 };
 use pvp_global::sync::msg::{self, Body, DecodeError, Message, PROTOCOL_VERSION};
-use pvp_global::sync::{SyncConfig, SyncNode};
+use pvp_global::sync::{CrossRegionSync, SyncConfig};
 use support::{T0, backfill_of, mm, mm_with, ms, ready, small};
 
 fn region(name: &str) -> RegionId {
@@ -1154,14 +1154,14 @@ fn decode_refuses_garbage_with_typed_errors() {
 #[test]
 fn a_node_counts_and_drops_bad_datagrams_without_changing_state() {
     let cfg = SyncConfig::new(KR, vec![JP]).unwrap();
-    let mut node = SyncNode::new(cfg, ms(1_000));
+    let mut node = CrossRegionSync::new(cfg, ms(1_000));
     node.add_friend(PlayerId::new(1), PlayerId::new(2), ms(1_000)).unwrap();
     let len = node.len();
     let before = node.stats();
-    node.handle_datagram(JP, &[], ms(1_001));
-    node.handle_datagram(JP, &[9, 9, 9], ms(1_001));
-    node.handle_datagram(JP, &[PROTOCOL_VERSION, 0xff, 0xff], ms(1_001));
-    node.handle_datagram(JP, &vec![PROTOCOL_VERSION; 70_000], ms(1_001));
+    node.handle_datagram(ms(1_001), JP, &[]);
+    node.handle_datagram(ms(1_001), JP, &[9, 9, 9]);
+    node.handle_datagram(ms(1_001), JP, &[PROTOCOL_VERSION, 0xff, 0xff]);
+    node.handle_datagram(ms(1_001), JP, &vec![PROTOCOL_VERSION; 70_000]);
     let after = node.stats();
     assert_eq!(after.version_dropped, before.version_dropped + 2);
     assert_eq!(after.malformed_dropped, before.malformed_dropped + 1);
@@ -1191,7 +1191,7 @@ fn huge_timeouts_and_times_never_overflow_in_sync() {
     cfg.anti_entropy_interval = Duration::MAX;
     cfg.validate().unwrap();
     let now = ms(1_000);
-    let mut node = SyncNode::new(cfg, now);
+    let mut node = CrossRegionSync::new(cfg, now);
     node.ban(PlayerId::new(1), now).unwrap();
     assert!(node.is_banned(PlayerId::new(1)));
     node.handle_timeout(now);
@@ -1223,7 +1223,7 @@ fn draining_an_unhealthy_server_removes_it_without_counting_it_twice() {
 fn hostile_delta_sequence_numbers_do_not_panic_the_receiver() {
     let cfg = SyncConfig::new(KR, vec![JP]).unwrap();
     let now = ms(5_000);
-    let mut node = SyncNode::new(cfg, now);
+    let mut node = CrossRegionSync::new(cfg, now);
     let from_jp = |body: Body| {
         let m = Message { from: JP, incarnation: 7, stamp: HlcStamp::new(5_000, 0, JP), body };
         let mut buf = Vec::new();
@@ -1233,19 +1233,19 @@ fn hostile_delta_sequence_numbers_do_not_panic_the_receiver() {
     let before = node.stats().messages_received;
     for _ in 0..3 {
         let bytes = from_jp(Body::Deltas { floor: 0, first: 0, last: u64::MAX, entries: vec![] });
-        node.handle_datagram(JP, &bytes, now);
+        node.handle_datagram(now, JP, &bytes);
     }
     let bytes = from_jp(Body::Deltas { floor: u64::MAX, first: u64::MAX, last: u64::MAX, entries: vec![] });
-    node.handle_datagram(JP, &bytes, now);
+    node.handle_datagram(now, JP, &bytes);
     assert_eq!(node.stats().messages_received, before + 4);
     // A datagram claiming to come from another region than its sender is dropped.
     let bytes = from_jp(Body::DeltaAck { incarnation: 1, upto: u64::MAX });
-    node.handle_datagram(SG, &bytes, now);
+    node.handle_datagram(now, SG, &bytes);
     assert_eq!(node.stats().messages_received, before + 4);
     assert_eq!(node.stats().unknown_peer_dropped, 1);
     // An ack beyond our log head is harmless.
     let bytes = from_jp(Body::DeltaAck { incarnation: node.actor().incarnation, upto: u64::MAX });
-    node.handle_datagram(JP, &bytes, now);
+    node.handle_datagram(now, JP, &bytes);
     node.add_friend(PlayerId::new(1), PlayerId::new(2), now).unwrap();
     node.handle_timeout(now + ms(100));
     assert_eq!(node.friends(PlayerId::new(1)), [PlayerId::new(2)]);
@@ -1257,7 +1257,7 @@ fn sync_writes_refuse_bad_input_without_changing_state() {
     use pvp_global::leaderboard::GameMode as BoardMode;
     use pvp_global::sync::{Key, MAX_SET_LEN, MAX_TEXT, SyncError, WriteOp, WriteReceipt};
     let now = ms(1_000);
-    let mut node = SyncNode::new(SyncConfig::new(KR, vec![]).unwrap(), now);
+    let mut node = CrossRegionSync::new(SyncConfig::new(KR, vec![]).unwrap(), now);
     let p = PlayerId::new(1);
     // Removing what is absent is an applied no-op, twice.
     assert_eq!(node.remove_friend(p, PlayerId::new(2), now), Ok(WriteReceipt::Applied));

@@ -7,7 +7,7 @@ use pvp_core::{PlayerId, RegionId};
 use pvp_global::crdt::{Actor, Crdt, LwwRegister, MaxRegister, OrSet, PnCounter};
 use pvp_global::leaderboard::{GameMode, Leaderboard, ScoreCell, ScoreOperator};
 use pvp_global::sync::{
-    LinkConfig, SimCluster, StrongStatus, SyncConfig, SyncError, SyncEvent, SyncNode, WriteReceipt,
+    CrossRegionSync, LinkConfig, SimCluster, StrongStatus, SyncConfig, SyncError, SyncEvent, WriteReceipt,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -359,7 +359,7 @@ proptest! {
 }
 
 // ----------------------------------------------------------------------------------------------
-// SyncNode / CrossRegionSync
+// CrossRegionSync / CrossRegionSync
 
 fn cluster(seed: u64, n: usize, link: LinkConfig) -> SimCluster {
     let regions: Vec<RegionId> = (0..n).map(region).collect();
@@ -465,7 +465,7 @@ fn snapshot_restore_gives_the_same_digest_and_state() {
     let snap = n.snapshot();
     let want = n.digest();
     let cfg = SyncConfig::new(region(0), vec![region(1)]).unwrap();
-    let mut restored = SyncNode::restore(cfg, snap.clone(), now + ms(1));
+    let mut restored = CrossRegionSync::restore(cfg, snap.clone(), now + ms(1));
     assert_eq!(restored.digest(), want);
     assert_eq!(restored.snapshot().entries, snap.entries);
     assert!(restored.is_banned(PlayerId::new(5)));
@@ -656,7 +656,7 @@ fn snapshot_store_save_and_save_node_round_trip_to_the_same_digest() {
     let loaded = a.load().unwrap().expect("saved");
     assert_eq!(loaded, snap);
     let cfg = SyncConfig::new(region(0), vec![region(1)]).unwrap();
-    let mut r = SyncNode::restore(cfg, loaded, now + ms(2));
+    let mut r = CrossRegionSync::restore(cfg, loaded, now + ms(2));
     assert_eq!(r.digest(), want);
     assert!(r.actor().incarnation > snap.incarnation, "a restore takes a new incarnation");
     assert_eq!(r.friends(PlayerId::new(9)), vec![PlayerId::new(11)]);
@@ -677,8 +677,8 @@ fn batches_within(cap: usize) {
         cfg.validate().unwrap();
         cfg
     };
-    let mut a = SyncNode::new(cfg_for(0), T0);
-    let mut b = SyncNode::new(cfg_for(1), T0);
+    let mut a = CrossRegionSync::new(cfg_for(0), T0);
+    let mut b = CrossRegionSync::new(cfg_for(1), T0);
     a.define_mode(GameMode(2), ScoreOperator::Set).unwrap();
     b.define_mode(GameMode(2), ScoreOperator::Set).unwrap();
     for p in 0..2_000u64 {
@@ -694,11 +694,11 @@ fn batches_within(cap: usize) {
         while let Some(t) = a.poll_transmit() {
             assert!(t.payload.len() <= cap, "sent {} bytes > {cap}", t.payload.len());
             sent += 1;
-            b.handle_datagram(region(0), &t.payload, now);
+            b.handle_datagram(now, region(0), &t.payload);
         }
         while let Some(t) = b.poll_transmit() {
             assert!(t.payload.len() <= cap);
-            a.handle_datagram(region(1), &t.payload, now);
+            a.handle_datagram(now, region(1), &t.payload);
         }
     }
     assert!(sent > 10, "2,000 writes cannot fit in {sent} datagrams of {cap} bytes");

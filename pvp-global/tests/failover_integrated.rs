@@ -83,7 +83,7 @@ mod gate {
         FailoverError, HealthPolicy, LatencyMatrix, PlannerConfig, RegionAvailability, RegionFailover,
         SyncProgress,
     };
-    use pvp_global::sync::{Key, SyncConfig, SyncNode, WriteOp};
+    use pvp_global::sync::{CrossRegionSync, Key, SyncConfig, WriteOp};
 
     const EPOCH: Duration = Duration::from_secs(1_000);
 
@@ -91,16 +91,16 @@ mod gate {
         Duration::from_millis(v)
     }
 
-    fn exchange(a: &mut SyncNode, b: &mut SyncNode, from: Duration, rounds: u64) {
+    fn exchange(a: &mut CrossRegionSync, b: &mut CrossRegionSync, from: Duration, rounds: u64) {
         for i in 1..=rounds {
             let now = EPOCH + from + ms(10 * i);
             a.handle_timeout(now);
             b.handle_timeout(now);
             while let Some(t) = a.poll_transmit() {
-                b.handle_datagram(a.region(), &t.payload, now);
+                b.handle_datagram(now, a.region(), &t.payload);
             }
             while let Some(t) = b.poll_transmit() {
-                a.handle_datagram(b.region(), &t.payload, now);
+                a.handle_datagram(now, b.region(), &t.payload);
             }
         }
     }
@@ -116,8 +116,8 @@ mod gate {
         let mut f = RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), latency).unwrap();
         f.add_region(ms(0), KR).unwrap();
         f.add_region(ms(0), JP).unwrap();
-        let mut a = SyncNode::new(SyncConfig::new(KR, vec![JP]).unwrap(), EPOCH);
-        let mut b = SyncNode::new(SyncConfig::new(JP, vec![KR]).unwrap(), EPOCH);
+        let mut a = CrossRegionSync::new(SyncConfig::new(KR, vec![JP]).unwrap(), EPOCH);
+        let mut b = CrossRegionSync::new(SyncConfig::new(JP, vec![KR]).unwrap(), EPOCH);
         exchange(&mut a, &mut b, ms(0), 5);
 
         for t in (250..=2000).step_by(250) {
@@ -157,7 +157,7 @@ mod gate {
 
     #[test]
     fn progress_round_trips_through_postcard() {
-        let mut node = SyncNode::new(SyncConfig::new(KR, vec![JP, SG]).unwrap(), EPOCH);
+        let mut node = CrossRegionSync::new(SyncConfig::new(KR, vec![JP, SG]).unwrap(), EPOCH);
         node.write(Key::Custom(1), WriteOp::CounterAdd(1), EPOCH).unwrap();
         let p = SyncProgress::of(&node, ms(5));
         assert_eq!((p.head, p.towards(JP).map(|x| x.unacked())), (1, Some(1)));
@@ -199,7 +199,7 @@ mod gate {
             RegionFailover::new(HealthPolicy::default(), PlannerConfig::default(), LatencyMatrix::default())
                 .unwrap();
         f.add_region(ms(0), KR).unwrap();
-        let node = SyncNode::new(SyncConfig::new(SG, vec![KR]).unwrap(), EPOCH);
+        let node = CrossRegionSync::new(SyncConfig::new(SG, vec![KR]).unwrap(), EPOCH);
         let err = f.handle_sync_progress(ms(1), SyncProgress::of(&node, ms(1))).unwrap_err();
         assert_eq!(err, FailoverError::UnknownRegion(SG));
         assert_eq!(f.stats().rejected, 1);

@@ -7,8 +7,8 @@ use pvp_global::crdt::Scalar;
 use pvp_global::leaderboard::{GameMode, ScoreOperator};
 use pvp_global::sync::msg::{self, Body, Message};
 use pvp_global::sync::{
-    Key, LinkConfig, SimCluster, SnapshotError, SnapshotStore, StrongStatus, SyncConfig, SyncError,
-    SyncEvent, SyncNode, Value, WriteOp, WriteReceipt,
+    CrossRegionSync, Key, LinkConfig, SimCluster, SnapshotError, SnapshotStore, StrongStatus, SyncConfig,
+    SyncError, SyncEvent, Value, WriteOp, WriteReceipt,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -44,7 +44,7 @@ fn cluster(seed: u64, loss: f64, full_state: bool) -> SimCluster {
     c
 }
 
-fn counter_value(n: &SyncNode, key: Key, field: &str) -> i64 {
+fn counter_value(n: &CrossRegionSync, key: Key, field: &str) -> i64 {
     match n.profile(match key {
         Key::Profile(p) => p,
         _ => unreachable!(),
@@ -211,23 +211,24 @@ fn strong_ban_is_in_force_in_a_majority_when_committed() {
 #[test]
 fn garbage_is_counted_and_dropped() {
     let [kr, jp, _] = regions();
-    let mut n = SyncNode::new(SyncConfig::new(kr, vec![jp]).unwrap(), T0);
-    n.handle_datagram(jp, &[], T0);
-    n.handle_datagram(jp, &[99, 1, 2, 3], T0);
-    n.handle_datagram(jp, &[msg::PROTOCOL_VERSION, 0xff, 0xff, 0xff], T0);
-    n.handle_datagram(jp, &vec![msg::PROTOCOL_VERSION; 70_000], T0);
+    let mut n = CrossRegionSync::new(SyncConfig::new(kr, vec![jp]).unwrap(), T0);
+    n.handle_datagram(T0, jp, &[]);
+    n.handle_datagram(T0, jp, &[99, 1, 2, 3]);
+    n.handle_datagram(T0, jp, &[msg::PROTOCOL_VERSION, 0xff, 0xff, 0xff]);
+    n.handle_datagram(T0, jp, &vec![msg::PROTOCOL_VERSION; 70_000]);
     let s = n.stats();
     assert_eq!(s.version_dropped, 2);
     assert_eq!(s.malformed_dropped, 1);
     assert_eq!(s.oversized_dropped, 1);
 
     // A well-formed message from a region that is not a peer, or claiming another name.
-    let mut other = SyncNode::new(SyncConfig::new(RegionId::new("eu").unwrap(), vec![kr]).unwrap(), T0);
+    let mut other =
+        CrossRegionSync::new(SyncConfig::new(RegionId::new("eu").unwrap(), vec![kr]).unwrap(), T0);
     other.write(Key::Custom(1), WriteOp::CounterAdd(5), T0).unwrap();
     other.handle_timeout(T0 + ms(100));
     let tx = other.poll_transmit().unwrap();
-    n.handle_datagram(RegionId::new("eu").unwrap(), &tx.payload, T0);
-    n.handle_datagram(jp, &tx.payload, T0);
+    n.handle_datagram(T0, RegionId::new("eu").unwrap(), &tx.payload);
+    n.handle_datagram(T0, jp, &tx.payload);
     assert_eq!(n.stats().unknown_peer_dropped, 2);
     assert!(n.is_empty(), "nothing from a dropped datagram may be applied");
 
@@ -241,7 +242,7 @@ fn garbage_is_counted_and_dropped() {
     };
     let mut buf = Vec::new();
     msg::encode(&m, &mut buf).unwrap();
-    n.handle_datagram(jp, &buf, T0);
+    n.handle_datagram(T0, jp, &buf);
     assert_eq!(n.stats().clock_rejected, 1);
 
     // A key holding a value of the wrong kind is malformed.
@@ -254,7 +255,7 @@ fn garbage_is_counted_and_dropped() {
         },
     };
     msg::encode(&bad, &mut buf).unwrap();
-    n.handle_datagram(jp, &buf, T0);
+    n.handle_datagram(T0, jp, &buf);
     assert_eq!(n.stats().malformed_dropped, 2);
     assert!(n.is_empty());
 }
@@ -262,7 +263,7 @@ fn garbage_is_counted_and_dropped() {
 #[test]
 fn write_errors_are_typed() {
     let [kr, jp, _] = regions();
-    let mut n = SyncNode::new(SyncConfig::new(kr, vec![jp]).unwrap(), T0);
+    let mut n = CrossRegionSync::new(SyncConfig::new(kr, vec![jp]).unwrap(), T0);
     assert_eq!(
         n.submit_score(GameMode(9), PlayerId::new(1), 5, T0),
         Err(SyncError::UnknownMode(GameMode(9)))
@@ -498,7 +499,7 @@ fn concurrent_adds_past_the_write_limit_still_replicate() {
 #[test]
 fn a_lone_region_commits_strong_writes_at_once() {
     let [kr, ..] = regions();
-    let mut n = SyncNode::new(SyncConfig::new(kr, vec![]).unwrap(), Duration::ZERO);
+    let mut n = CrossRegionSync::new(SyncConfig::new(kr, vec![]).unwrap(), Duration::ZERO);
     assert_eq!(n.majority(), 1);
     let WriteReceipt::Pending(id) = n.ban(PlayerId::new(3), Duration::ZERO).unwrap() else {
         panic!("bans are STRONG")

@@ -2,7 +2,7 @@
 
 use pvp_core::{PlayerId, RegionId};
 use pvp_global::sync::driver::{DriverError, wall_now};
-use pvp_global::sync::{Key, SyncConfig, SyncDriver, SyncError, SyncNode, UdpTransport, WriteOp};
+use pvp_global::sync::{CrossRegionSync, Key, SyncConfig, SyncDriver, SyncError, UdpTransport, WriteOp};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ fn drivers(strong_timeout: Duration) -> Vec<SyncDriver<UdpTransport>> {
             let peers = rs.iter().copied().filter(|r| *r != rs[i]).collect();
             let mut cfg = SyncConfig::new(rs[i], peers).unwrap();
             cfg.strong_timeout = strong_timeout;
-            SyncDriver::new(SyncNode::new(cfg, wall_now()), t)
+            SyncDriver::new(CrossRegionSync::new(cfg, wall_now()), t)
         })
         .collect()
 }

@@ -227,14 +227,14 @@ impl EtcdCoordinator {
                 _ => &self.stats.rejected,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("pvp_global_coord_errors").increment(1);
+            metrics::counter!("pvp_global_coord_errors_total").increment(1);
         }
         result
     }
 
     fn reject(&self, e: CoordError) -> CoordError {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("pvp_global_coord_rejected").increment(1);
+        metrics::counter!("pvp_global_coord_rejected_total").increment(1);
         e
     }
 
@@ -271,7 +271,7 @@ impl Coordinator for EtcdCoordinator {
         let id = LeaseId(resp.id());
         self.beliefs().insert(id, LeaseBelief { valid_until: sent + granted });
         self.stats.leases_granted.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("pvp_global_coord_leases_granted").increment(1);
+        metrics::counter!("pvp_global_coord_leases_granted_total").increment(1);
         Ok(id)
     }
 
@@ -294,7 +294,7 @@ impl Coordinator for EtcdCoordinator {
             _ => {
                 if self.beliefs().remove(&lease).is_some() {
                     self.stats.leases_expired.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("pvp_global_coord_leases_expired").increment(1);
+                    metrics::counter!("pvp_global_coord_leases_expired_total").increment(1);
                 }
                 Err(self.reject(CoordError::LeaseNotFound(lease)))
             }
@@ -428,7 +428,7 @@ impl Coordinator for EtcdCoordinator {
             Ok(CasOutcome::Applied { version })
         } else {
             self.stats.cas_conflicts.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("pvp_global_coord_cas_conflicts").increment(1);
+            metrics::counter!("pvp_global_coord_cas_conflicts_total").increment(1);
             let current = first_kv(&resp)
                 .map(|kv| VersionedRecord { value: kv.value().to_vec(), version: version_of(&kv) });
             Ok(CasOutcome::Conflict { current })

@@ -137,7 +137,7 @@ impl LocalCoordinator {
         self.leases
             .insert(id, LeaseEntry { ttl, expires_at: self.now.saturating_add(ttl), keys: BTreeSet::new() });
         self.stats.leases_granted += 1;
-        metrics::counter!("pvp_global_coord_leases_granted").increment(1);
+        metrics::counter!("pvp_global_coord_leases_granted_total").increment(1);
         Ok(id)
     }
 
@@ -298,7 +298,7 @@ impl LocalCoordinator {
         };
         if !matches {
             self.stats.cas_conflicts += 1;
-            metrics::counter!("pvp_global_coord_cas_conflicts").increment(1);
+            metrics::counter!("pvp_global_coord_cas_conflicts_total").increment(1);
             return Ok(CasOutcome::Conflict { current });
         }
         let version = self.put(key, value, None)?;
@@ -371,7 +371,7 @@ impl LocalCoordinator {
 
     fn reject(&mut self, e: CoordError) -> CoordError {
         self.stats.rejected += 1;
-        metrics::counter!("pvp_global_coord_rejected").increment(1);
+        metrics::counter!("pvp_global_coord_rejected_total").increment(1);
         e
     }
 
@@ -384,7 +384,7 @@ impl LocalCoordinator {
             self.leases.iter().filter(|(_, l)| l.expires_at <= now).map(|(id, _)| *id).collect();
         for id in expired {
             self.stats.leases_expired += 1;
-            metrics::counter!("pvp_global_coord_leases_expired").increment(1);
+            metrics::counter!("pvp_global_coord_leases_expired_total").increment(1);
             self.drop_lease(id);
         }
     }
@@ -457,7 +457,7 @@ impl LocalCoordinator {
         }
         if dropped > 0 {
             self.stats.watch_dropped += dropped;
-            metrics::counter!("pvp_global_coord_watch_dropped").increment(dropped);
+            metrics::counter!("pvp_global_coord_watch_dropped_total").increment(dropped);
         }
     }
 }

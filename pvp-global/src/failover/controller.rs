@@ -7,7 +7,7 @@ use pvp_core::ids::{PlayerId, RegionId};
 
 use crate::coord::Change;
 use crate::matchmaking::{GlobalMatchmaking, MatchResult};
-use crate::sync::{PeerProgress, SyncNode};
+use crate::sync::{CrossRegionSync, PeerProgress};
 
 use super::{
     FailoverDecision, FailoverError, FailoverPlanner, HealthPolicy, LatencyMatrix, PlannerConfig,
@@ -15,7 +15,7 @@ use super::{
 };
 
 /// One region's cross-region sync progress at one instant: how far each peer has received
-/// the region's local writes. Read it from the region's [`SyncNode`] with
+/// the region's local writes. Read it from the region's [`CrossRegionSync`] with
 /// [`SyncProgress::of`] and carry it to the [`RegionFailover`] (e.g. in the region's
 /// heartbeat); it is plain data (serde, e.g. postcard).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,7 +32,7 @@ pub struct SyncProgress {
 
 impl SyncProgress {
     /// Reads `node`'s progress at `now`.
-    pub fn of(node: &SyncNode, now: Duration) -> Self {
+    pub fn of(node: &CrossRegionSync, now: Duration) -> Self {
         Self { region: node.region(), at: now, head: node.head_seq(), peers: node.peers_progress().collect() }
     }
 
@@ -95,7 +95,7 @@ struct CatchUp {
 ///   returning region has every peer's writes, and every peer has the returning region's), and
 ///   no anti-entropy repair is owed either way. [`FailoverDecision::AwaitingCatchUp`] is the
 ///   moment to ask sync for an anti-entropy round
-///   ([`SyncNode::request_anti_entropy`]).
+///   ([`CrossRegionSync::request_anti_entropy`]).
 ///
 /// Sans-IO: every input takes `now` (one clock for all inputs); outputs are
 /// [`RegionFailover::poll_decision`] and the state read by [`RegionFailover::apply_to`].
@@ -106,7 +106,7 @@ struct CatchUp {
 /// use pvp_global::cluster::{FleetConfig, JP, KR, SG, RegionHealth as ClusterHealth};
 /// use pvp_global::failover::*;
 /// use pvp_global::matchmaking::{GlobalMatchmaking, MatchmakingConfig};
-/// use pvp_global::sync::{SyncConfig, SyncNode};
+/// use pvp_global::sync::{SyncConfig, CrossRegionSync};
 ///
 /// let ms = Duration::from_millis;
 /// let mut latency = LatencyMatrix::default();
@@ -139,7 +139,7 @@ struct CatchUp {
 /// let base = Duration::from_secs(1_000); // sync nodes run on the shared epoch clock
 /// for r in [KR, JP, SG] {
 ///     let peers = [KR, JP, SG].into_iter().filter(|p| *p != r).collect();
-///     let mut node = SyncNode::new(SyncConfig::new(r, peers)?, base);
+///     let mut node = CrossRegionSync::new(SyncConfig::new(r, peers)?, base);
 ///     node.handle_timeout(base + ms(20)); // first digests sent: no repair owed
 ///     failover.handle_sync_progress(ms(4600), SyncProgress::of(&node, ms(4600)))?;
 /// }
@@ -407,7 +407,7 @@ impl RegionFailover {
 
     fn reject(&mut self, e: FailoverError) -> FailoverError {
         self.stats.rejected += 1;
-        metrics::counter!("pvp_global_failover_controller_rejected").increment(1);
+        metrics::counter!("pvp_global_failover_controller_rejected_total").increment(1);
         e
     }
 
@@ -431,7 +431,7 @@ impl RegionFailover {
             if self.planner.handle_caught_up(now, region).is_ok() {
                 self.catch_ups.remove(&region);
                 self.stats.catch_ups_completed += 1;
-                metrics::counter!("pvp_global_failover_catch_ups_completed").increment(1);
+                metrics::counter!("pvp_global_failover_catch_ups_completed_total").increment(1);
             }
         }
         self.drain_planner_at(now);
@@ -454,7 +454,7 @@ impl RegionFailover {
                     }
                     self.catch_ups.insert(*region, CatchUp { since: now, watermarks });
                     self.stats.catch_ups_started += 1;
-                    metrics::counter!("pvp_global_failover_catch_ups_started").increment(1);
+                    metrics::counter!("pvp_global_failover_catch_ups_started_total").increment(1);
                 }
                 FailoverDecision::RegionDown { region, .. } => {
                     self.catch_ups.remove(region);

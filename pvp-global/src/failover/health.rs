@@ -292,7 +292,7 @@ impl RegionHealthTracker {
             Some(s) => Ok(s),
             None => {
                 self.stats.unknown_region += 1;
-                metrics::counter!("pvp_global_health_unknown_region").increment(1);
+                metrics::counter!("pvp_global_health_unknown_region_total").increment(1);
                 Err(FailoverError::UnknownRegion(region))
             }
         }
@@ -336,7 +336,7 @@ impl RegionHealthTracker {
                 self.stats.transitions += 1;
                 if to == RegionHealth::Down {
                     self.stats.downs += 1;
-                    metrics::counter!("pvp_global_region_down").increment(1);
+                    metrics::counter!("pvp_global_region_down_total").increment(1);
                 }
                 self.transitions.push_back(t);
             }

@@ -13,7 +13,7 @@
 //!   it marks non-serving regions Down in [`GlobalMatchmaking`](crate::GlobalMatchmaking)
 //!   ([`RegionFailover::apply_to`]) and opens the catch-up gate of a returning region from
 //!   cross-region sync progress ([`SyncProgress`], read from each region's
-//!   [`SyncNode`](crate::SyncNode)).
+//!   [`CrossRegionSync`](crate::CrossRegionSync)).
 //!
 //! Inputs and outputs are plain data, so that matchmaking (which places players), cross-region
 //! sync (which reports catch-up) and the connect-token issuer can be wired to it by the

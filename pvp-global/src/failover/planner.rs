@@ -325,7 +325,7 @@ impl FailoverPlanner {
             (RegionAvailability::Serving | RegionAvailability::CatchingUp, RegionHealth::Down) => {
                 state.availability = RegionAvailability::Down;
                 self.stats.regions_down += 1;
-                metrics::counter!("pvp_global_failover_regions_down").increment(1);
+                metrics::counter!("pvp_global_failover_regions_down_total").increment(1);
                 self.decisions.push_back(FailoverDecision::RegionDown { region, at: now });
                 self.refresh();
                 self.evacuate(region);
@@ -351,7 +351,7 @@ impl FailoverPlanner {
             Some(s) => {
                 s.availability = RegionAvailability::Serving;
                 self.stats.regions_restored += 1;
-                metrics::counter!("pvp_global_failover_regions_restored").increment(1);
+                metrics::counter!("pvp_global_failover_regions_restored_total").increment(1);
                 self.decisions.push_back(FailoverDecision::RegionRestored { region, at: now });
                 self.refresh();
                 Ok(())
@@ -416,7 +416,7 @@ impl FailoverPlanner {
 
     fn reject(&mut self, e: FailoverError) -> FailoverError {
         self.stats.rejected += 1;
-        metrics::counter!("pvp_global_failover_rejected").increment(1);
+        metrics::counter!("pvp_global_failover_rejected_total").increment(1);
         e
     }
 
@@ -444,7 +444,7 @@ impl FailoverPlanner {
                 }
                 self.stranded.remove(&player);
                 self.stats.reconnect_offers += 1;
-                metrics::counter!("pvp_global_failover_reconnect_offers").increment(1);
+                metrics::counter!("pvp_global_failover_reconnect_offers_total").increment(1);
                 self.decisions.push_back(FailoverDecision::OfferReconnect {
                     player,
                     from_server: s.server,

@@ -1,9 +1,9 @@
-//! A thin blocking driver: puts a [`SyncNode`] on a [`Transport`] with the system clock, and
+//! A thin blocking driver: puts a [`CrossRegionSync`] on a [`Transport`] with the system clock, and
 //! optionally snapshots it to disk.
 
 use super::snapshot::{SnapshotError, SnapshotStore};
 use super::transport::{Transport, TransportError};
-use super::{Key, StrongStatus, SyncError, SyncNode, WriteOp, WriteReceipt};
+use super::{CrossRegionSync, Key, StrongStatus, SyncError, WriteOp, WriteReceipt};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a driver call failed.
@@ -20,15 +20,15 @@ pub enum DriverError {
     Snapshot(#[from] SnapshotError),
 }
 
-/// Time since the UNIX epoch (what [`SyncNode`] expects as `now` in production).
+/// Time since the UNIX epoch (what [`CrossRegionSync`] expects as `now` in production).
 pub fn wall_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
 }
 
-/// Runs a [`SyncNode`] over a transport with the system clock.
+/// Runs a [`CrossRegionSync`] over a transport with the system clock.
 #[derive(Debug)]
 pub struct SyncDriver<T> {
-    node: SyncNode,
+    node: CrossRegionSync,
     transport: T,
     buf: Vec<u8>,
     snapshots: Option<(SnapshotStore, Duration, Duration)>,
@@ -36,7 +36,7 @@ pub struct SyncDriver<T> {
 
 impl<T: Transport> SyncDriver<T> {
     /// Drives `node` over `transport`.
-    pub fn new(node: SyncNode, transport: T) -> Self {
+    pub fn new(node: CrossRegionSync, transport: T) -> Self {
         Self { node, transport, buf: Vec::new(), snapshots: None }
     }
 
@@ -47,12 +47,12 @@ impl<T: Transport> SyncDriver<T> {
     }
 
     /// The node.
-    pub const fn node(&self) -> &SyncNode {
+    pub const fn node(&self) -> &CrossRegionSync {
         &self.node
     }
 
     /// The node, mutably (for writes that need no waiting).
-    pub fn node_mut(&mut self) -> &mut SyncNode {
+    pub fn node_mut(&mut self) -> &mut CrossRegionSync {
         &mut self.node
     }
 
@@ -66,7 +66,7 @@ impl<T: Transport> SyncDriver<T> {
     pub fn poll(&mut self) -> Result<(), DriverError> {
         let now = wall_now();
         while let Some(from) = self.transport.recv(now, &mut self.buf)? {
-            self.node.handle_datagram(from, &self.buf, now);
+            self.node.handle_datagram(now, from, &self.buf);
         }
         if now >= self.node.poll_timeout() {
             self.node.handle_timeout(now);
@@ -95,7 +95,7 @@ impl<T: Transport> SyncDriver<T> {
     pub fn run_until(
         &mut self,
         timeout: Duration,
-        mut done: impl FnMut(&SyncNode) -> bool,
+        mut done: impl FnMut(&CrossRegionSync) -> bool,
     ) -> Result<bool, DriverError> {
         let deadline = wall_now() + timeout;
         loop {

@@ -297,12 +297,12 @@ impl Transport for SimEndpoint {
     }
 }
 
-/// Several regions' [`SyncNode`](super::SyncNode)s on one [`SimNetwork`], driven in virtual time: the harness
+/// Several regions' [`CrossRegionSync`](super::CrossRegionSync)s on one [`SimNetwork`], driven in virtual time: the harness
 /// shared by tests, simulations and the convergence benchmark. Deterministic for a given seed.
 #[derive(Debug)]
 pub struct SimCluster {
     net: SimNetwork,
-    nodes: Vec<Option<super::SyncNode>>,
+    nodes: Vec<Option<super::CrossRegionSync>>,
     configs: Vec<super::SyncConfig>,
     endpoints: Vec<SimEndpoint>,
     now: Duration,
@@ -328,7 +328,7 @@ impl SimCluster {
             let mut cfg = super::SyncConfig::new(r, peers)?;
             configure(&mut cfg);
             cfg.validate()?;
-            nodes.push(Some(super::SyncNode::new(cfg.clone(), start)));
+            nodes.push(Some(super::CrossRegionSync::new(cfg.clone(), start)));
             configs.push(cfg);
             endpoints.push(net.endpoint(r));
         }
@@ -356,17 +356,17 @@ impl SimCluster {
     }
 
     /// Node `i`, or `None` while it is crashed.
-    pub fn node(&self, i: usize) -> Option<&super::SyncNode> {
+    pub fn node(&self, i: usize) -> Option<&super::CrossRegionSync> {
         self.nodes.get(i).and_then(Option::as_ref)
     }
 
     /// Node `i`, mutably.
-    pub fn node_mut(&mut self, i: usize) -> Option<&mut super::SyncNode> {
+    pub fn node_mut(&mut self, i: usize) -> Option<&mut super::CrossRegionSync> {
         self.nodes.get_mut(i).and_then(Option::as_mut)
     }
 
     /// Crashes node `i` (its state is gone; datagrams to it are dropped) and returns it.
-    pub fn crash(&mut self, i: usize) -> Option<super::SyncNode> {
+    pub fn crash(&mut self, i: usize) -> Option<super::CrossRegionSync> {
         self.nodes.get_mut(i).and_then(Option::take)
     }
 
@@ -376,8 +376,8 @@ impl SimCluster {
             return;
         };
         let node = match snapshot {
-            Some(s) => super::SyncNode::restore(cfg, s, self.now),
-            None => super::SyncNode::recover_from_peers(cfg, self.now),
+            Some(s) => super::CrossRegionSync::restore(cfg, s, self.now),
+            None => super::CrossRegionSync::recover_from_peers(cfg, self.now),
         };
         self.nodes[i] = Some(node);
     }
@@ -415,7 +415,7 @@ impl SimCluster {
         for i in 0..self.nodes.len() {
             while let Ok(Some(from)) = self.endpoints[i].recv(now, &mut self.buf) {
                 if let Some(n) = self.nodes[i].as_mut() {
-                    n.handle_datagram(from, &self.buf, now);
+                    n.handle_datagram(now, from, &self.buf);
                 }
             }
         }

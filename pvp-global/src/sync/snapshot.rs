@@ -5,13 +5,13 @@
 //! fsyncs it, renames it over the old one and fsyncs the directory, so a crash leaves either
 //! the old or the new snapshot. A torn or corrupted file is reported as
 //! [`SnapshotError::Corrupt`]; the region then starts with
-//! [`SyncNode::recover_from_peers`](super::SyncNode::recover_from_peers).
+//! [`CrossRegionSync::recover_from_peers`](super::CrossRegionSync::recover_from_peers).
 //!
 //! Saving every `snapshot_interval` (the driver's default is 500 ms) bounds the loss of a
 //! region's own writes at a crash to that interval, minus what already reached a peer (peers
 //! send it back through anti-entropy).
 
-use super::{Key, SyncNode, Value};
+use super::{CrossRegionSync, Key, Value};
 use crate::leaderboard::{GameMode, ScoreOperator};
 use pvp_core::RegionId;
 use pvp_core::hlc::HlcStamp;
@@ -83,7 +83,7 @@ impl SnapshotStore {
 
     /// Snapshots `node` straight from its state (no intermediate copy, unlike
     /// `save(&node.snapshot())`); same file format. Returns the bytes written.
-    pub fn save_node(&self, node: &SyncNode) -> Result<usize, SnapshotError> {
+    pub fn save_node(&self, node: &CrossRegionSync) -> Result<usize, SnapshotError> {
         let view = SnapshotView { node };
         let payload = postcard::to_stdvec(&view).map_err(|_| SnapshotError::Encode)?;
         self.write_payload(&payload)
@@ -145,10 +145,10 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
 
 /// Serializes a node exactly like its [`Snapshot`], borrowing instead of copying.
 struct SnapshotView<'a> {
-    node: &'a SyncNode,
+    node: &'a CrossRegionSync,
 }
 
-struct EntriesView<'a>(&'a SyncNode);
+struct EntriesView<'a>(&'a CrossRegionSync);
 
 impl Serialize for EntriesView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

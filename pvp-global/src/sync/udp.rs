@@ -77,7 +77,7 @@ impl Transport for UdpTransport {
                 Ok((n, src)) => {
                     let Some(&region) = self.by_addr.get(&src) else {
                         self.unknown_source += 1;
-                        metrics::counter!("pvp_global_sync_udp_unknown_source").increment(1);
+                        metrics::counter!("pvp_global_sync_udp_unknown_source_total").increment(1);
                         continue;
                     };
                     buf.clear();

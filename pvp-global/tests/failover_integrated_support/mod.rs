@@ -4,7 +4,7 @@
 //! - failure detection and failover: `RegionFailover` (health tracker + planner);
 //! - matchmaking: `GlobalMatchmaking` on the reference fleet, fed tickets from players with
 //!   per-region latencies and latency limits; `RegionFailover::apply_to` steers it;
-//! - sync: one `SyncNode` per region on a `SimCluster` (SimNetwork), every match result recorded
+//! - sync: one `CrossRegionSync` per region on a `SimCluster` (SimNetwork), every match result recorded
 //!   as a replicated write in the region that hosted the match (a per-match counter key and a
 //!   leaderboard point for the winner); the caught-up gate reads `SyncProgress` reports.
 //!
