@@ -1,19 +1,23 @@
-//! ChaosEngine: experiments, reverts on end/abort/panic, and the stress injectors.
+//! ChaosEngine: faults validated (intensity bounds inclusive), experiments and their reports
+//! (checks counted only during faults, aborts at exactly the limit, recovery timed from the last
+//! revert), reverts on end / abort / panic and by guards (exactly once), the same target refused
+//! while active, and the stress injectors.
 
-#[path = "shared_support/mod.rs"]
-mod support;
+mod common;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pvp_ops::FaultInjector;
 use pvp_ops::chaos::{
-    AbortCondition, ChaosEngine, ChaosError, CpuStressInjector, DiskFillInjector, ExperimentConfig, Fault,
-    FaultError, FaultKind, MemoryPressureInjector,
+    AbortCondition, ChaosEngine, ChaosError, CpuStressInjector, CrashInjector, CrashTarget, DiskFillInjector,
+    ExperimentConfig, Fault, FaultError, FaultKind, MemoryPressureInjector,
 };
 use pvp_ops::slo::{MonitorConfig, Sli, SliReading, Slo, SloMonitor};
-use support::{Servers, crash_engine};
+
+use common::{Servers, crash_engine, fast_long_recovery};
 
 fn fast() -> ExperimentConfig {
     ExperimentConfig {
@@ -302,4 +306,309 @@ fn engine_routes_to_the_right_injector() {
     assert!(report.passed, "{report:?}");
     assert_eq!(engine.stats().reverted, 3);
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "fill file removed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults and guards
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn quick() -> ExperimentConfig {
+    ExperimentConfig {
+        check_interval: Duration::from_millis(1),
+        recovery_timeout: Duration::from_secs(2),
+        ..ExperimentConfig::default()
+    }
+}
+
+#[test]
+fn fault_intensity_bounds_are_inclusive_and_everything_else_is_refused() {
+    for ok in [0.0, 1.0, 0.5, f64::MIN_POSITIVE] {
+        let f = Fault::new(FaultKind::PacketLoss, "l", Duration::ZERO, ok).unwrap();
+        assert_eq!(f.intensity(), ok);
+        assert_eq!(f.kind(), FaultKind::PacketLoss);
+        assert_eq!(f.target(), "l");
+        assert_eq!(f.duration(), Duration::ZERO);
+    }
+    for bad in [-f64::MIN_POSITIVE, 1.0 + f64::EPSILON, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert!(
+            matches!(Fault::new(FaultKind::PacketLoss, "l", secs(1), bad), Err(FaultError::Intensity(_))),
+            "{bad}"
+        );
+    }
+    assert_eq!(Fault::new(FaultKind::ServerCrash, "", secs(1), 1.0), Err(FaultError::EmptyTarget));
+    // A huge duration is a valid fault (the engine caps it, it does not overflow).
+    assert!(Fault::new(FaultKind::ServerCrash, "gs", Duration::MAX, 1.0).is_ok());
+}
+
+#[test]
+fn inject_without_an_injector_is_a_typed_error_and_counts_nothing() {
+    let engine = ChaosEngine::new(quick());
+    let f = Fault::new(FaultKind::CpuStress, "cpu", secs(1), 0.1).unwrap();
+    assert_eq!(engine.inject(f).unwrap_err(), ChaosError::NoInjector(FaultKind::CpuStress, "cpu".into()));
+    let s = engine.stats();
+    assert_eq!((s.injected, s.reverted, s.experiments), (0, 0, 0));
+}
+
+#[test]
+fn guard_reverts_once_and_counts_a_failed_revert() {
+    let servers = Servers { fail_restore: true, ..Servers::default() };
+    let engine = crash_engine(quick(), &servers);
+    let g = engine.inject(Fault::new(FaultKind::ServerCrash, "gs-1", secs(60), 1.0).unwrap()).unwrap();
+    assert_eq!(g.fault().target(), "gs-1");
+    assert_eq!(*servers.down.lock().unwrap(), ["gs-1"]);
+    assert_eq!(g.revert(), Err(FaultError::Target("restore refused".into())));
+    let s = engine.stats();
+    assert_eq!((s.injected, s.reverted, s.revert_failures), (1, 1, 1));
+    assert_eq!(servers.restores.load(Ordering::SeqCst), 1, "revert ran exactly once");
+}
+
+#[test]
+fn same_target_twice_is_already_active_and_the_first_stays_revertible() {
+    let servers = Servers::default();
+    let engine = crash_engine(quick(), &servers);
+    let f = Fault::new(FaultKind::ServerCrash, "gs-1", secs(60), 1.0).unwrap();
+    let g = engine.inject(f.clone()).unwrap();
+    match engine.inject(f) {
+        Err(ChaosError::Inject { source: FaultError::AlreadyActive(t), .. }) => assert_eq!(t, "gs-1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(engine.stats().injected, 1);
+    drop(g);
+    assert!(servers.down.lock().unwrap().is_empty());
+    assert_eq!(engine.stats().reverted, 1);
+}
+
+/// A server crash of `target` lasting `d`.
+fn crash_for(target: &str, d: Duration) -> Fault {
+    Fault::new(FaultKind::ServerCrash, target, d, 1.0).unwrap()
+}
+
+#[test]
+fn guard_reverts_exactly_once_when_a_panic_unwinds() {
+    let servers = Servers::default();
+    let engine = crash_engine(fast_long_recovery(), &servers);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let _g = engine.inject(crash_for("gs-1", Duration::from_secs(60))).unwrap();
+        assert_eq!(*servers.down.lock().unwrap(), vec!["gs-1".to_string()]);
+        panic!("boom");
+    }));
+    assert!(r.is_err());
+    assert!(servers.down.lock().unwrap().is_empty());
+    assert_eq!(servers.restores.load(Ordering::SeqCst), 1);
+    let s = engine.stats();
+    assert_eq!((s.injected, s.reverted, s.revert_failures), (1, 1, 0));
+}
+
+#[test]
+fn overlapping_guards_revert_independently_and_the_same_target_is_refused_while_active() {
+    let servers = Servers::default();
+    let engine = crash_engine(fast_long_recovery(), &servers);
+    let a = engine.inject(crash_for("gs-1", Duration::ZERO)).unwrap();
+    let b = engine.inject(crash_for("gs-2", Duration::ZERO)).unwrap();
+    match engine.inject(crash_for("gs-1", Duration::ZERO)) {
+        Err(ChaosError::Inject { source: FaultError::AlreadyActive(t), .. }) => assert_eq!(t, "gs-1"),
+        other => panic!("expected AlreadyActive, got {other:?}"),
+    }
+    drop(b);
+    assert_eq!(*servers.down.lock().unwrap(), vec!["gs-1".to_string()]);
+    a.revert().unwrap();
+    assert!(servers.down.lock().unwrap().is_empty());
+    assert_eq!(servers.restores.load(Ordering::SeqCst), 2);
+    // Reverted: the same target can be injected again.
+    let c = engine.inject(crash_for("gs-1", Duration::ZERO)).unwrap();
+    drop(c);
+    assert_eq!(engine.stats().injected, 3);
+    assert_eq!(engine.stats().reverted, 3);
+}
+
+#[test]
+fn injectors_called_directly_refuse_targets_they_do_not_handle() {
+    let servers = Servers::only_gs();
+    let mut crash = CrashInjector::new(servers.clone());
+    let db = Fault::new(FaultKind::ServerCrash, "db-1", secs(1), 1.0).unwrap();
+    assert!(!crash.supports(&db));
+    assert_eq!(crash.inject(&db), Err(FaultError::UnknownTarget("db-1".into())));
+    assert!(servers.down.lock().unwrap().is_empty(), "nothing crashed");
+    assert!(crash.crashed().is_empty());
+    assert_eq!(crash.revert(&db), Err(FaultError::NotActive("db-1".into())));
+
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut fill = pvp_ops::chaos::DiskFillInjector::new(dir.path(), 4096);
+    let wrong = Fault::new(FaultKind::DiskFull, other.path().to_str().unwrap(), secs(1), 1.0).unwrap();
+    assert!(!fill.supports(&wrong));
+    assert!(matches!(fill.inject(&wrong), Err(FaultError::UnknownTarget(_))));
+    assert_eq!(fill.filled_bytes(), 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let right = Fault::new(FaultKind::DiskFull, dir.path().to_str().unwrap(), secs(1), 0.5).unwrap();
+    fill.inject(&right).unwrap();
+    assert_eq!(fill.filled_bytes(), 2048);
+    fill.revert(&right).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Experiments
+
+#[test]
+fn experiment_with_a_duplicate_fault_reverts_the_first_and_reports_inject() {
+    let servers = Servers::default();
+    let mut engine = crash_engine(quick(), &servers);
+    let f = Fault::new(FaultKind::ServerCrash, "gs-1", secs(60), 1.0).unwrap();
+    let r = engine.run_experiment("dup", vec![f.clone(), f], || true);
+    assert!(matches!(r, Err(ChaosError::Inject { source: FaultError::AlreadyActive(_), .. })), "{r:?}");
+    assert!(servers.down.lock().unwrap().is_empty(), "the first fault was reverted");
+    assert_eq!(servers.restores.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn experiment_errors_before_any_fault_inject_nothing() {
+    let servers = Servers::default();
+    let mut engine = crash_engine(quick(), &servers);
+    assert_eq!(engine.run_experiment("none", vec![], || true).unwrap_err(), ChaosError::NoFaults);
+    let f = Fault::new(FaultKind::ServerCrash, "gs-1", Duration::from_millis(5), 1.0).unwrap();
+    assert_eq!(
+        engine.run_experiment("broken", vec![f.clone()], || false).unwrap_err(),
+        ChaosError::NotSteadyBefore
+    );
+    let cpu = Fault::new(FaultKind::CpuStress, "cpu", secs(1), 0.5).unwrap();
+    assert!(matches!(
+        engine.run_experiment("no inj", vec![f, cpu], || true),
+        Err(ChaosError::NoInjector(..))
+    ));
+    assert_eq!(engine.stats().injected, 0);
+    assert_eq!(servers.restores.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn zero_duration_fault_is_injected_and_reverted() {
+    let servers = Servers::default();
+    let mut engine = crash_engine(quick(), &servers);
+    let f = Fault::new(FaultKind::ServerCrash, "gs-9", Duration::ZERO, 1.0).unwrap();
+    let report = engine.run_experiment("instant", vec![f], || true).unwrap();
+    assert!(report.passed, "{report:?}");
+    assert_eq!(report.hypothesis, "instant");
+    assert!(report.recovery_time.is_some());
+    assert_eq!(servers.restores.load(Ordering::SeqCst), 1);
+    let s = engine.stats();
+    assert_eq!((s.injected, s.reverted, s.experiments, s.aborted), (1, 1, 1, 0));
+}
+
+#[test]
+fn failed_checks_abort_at_exactly_the_limit_and_revert_every_fault() {
+    let servers = Servers::default();
+    let mut cfg = fast_long_recovery();
+    cfg.abort_conditions = vec![AbortCondition::FailedChecks(3)];
+    let mut engine = crash_engine(cfg, &servers);
+    let probe = servers.down.clone();
+    let t0 = Instant::now();
+    let report = engine
+        .run_experiment(
+            "survives two crashes",
+            vec![crash_for("gs-1", Duration::from_secs(60)), crash_for("gs-2", Duration::from_secs(60))],
+            move || probe.lock().unwrap().is_empty(),
+        )
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(60), "aborted before the faults' end");
+    assert_eq!(report.failed_checks, 3);
+    assert_eq!(report.checks, 3, "every check while the servers were down failed");
+    assert!(report.aborted.is_some());
+    assert!(!report.passed);
+    assert!(report.recovery_time.is_some());
+    assert!(servers.down.lock().unwrap().is_empty());
+    assert_eq!(servers.restores.load(Ordering::SeqCst), 2, "each fault reverted exactly once");
+    let s = engine.stats();
+    assert_eq!((s.experiments, s.aborted, s.injected, s.reverted), (1, 1, 2, 2));
+    assert_eq!(report.hypothesis, "survives two crashes");
+    let noted = |p: &str| report.observations.iter().filter(|o| o.what.starts_with(p)).count();
+    assert_eq!(noted("injected: "), 2, "{:?}", report.observations);
+    assert_eq!(noted("reverted: "), 2, "each revert on abort is observed: {:?}", report.observations);
+    assert_eq!(noted("abort: "), 1);
+    let ats: Vec<Duration> = report.observations.iter().map(|o| o.at).collect();
+    assert!(ats.windows(2).all(|w| w[0] <= w[1]), "observations in order: {ats:?}");
+}
+
+#[test]
+fn tolerated_failures_decide_pass_and_checks_count_only_during_faults() {
+    for (tolerated, expect_pass) in [(u32::MAX, true), (0, false)] {
+        let servers = Servers::default();
+        let mut cfg = fast_long_recovery();
+        cfg.tolerated_failures = tolerated;
+        let mut engine = crash_engine(cfg, &servers);
+        let probe = servers.down.clone();
+        let report = engine
+            .run_experiment("h", vec![crash_for("gs-1", Duration::from_millis(30))], move || {
+                probe.lock().unwrap().is_empty()
+            })
+            .unwrap();
+        assert!(report.checks >= 1);
+        assert_eq!(
+            report.failed_checks, report.checks,
+            "the server was down at every check during the fault"
+        );
+        assert_eq!(report.passed, expect_pass, "tolerated {tolerated}");
+        assert!(report.aborted.is_none());
+        assert!(report.recovery_time.is_some());
+    }
+}
+
+/// A crash target that remembers when it was restored.
+#[derive(Clone, Default)]
+struct Timed {
+    restored_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl CrashTarget for Timed {
+    fn crash(&mut self, _: &str) -> Result<(), FaultError> {
+        *self.restored_at.lock().unwrap() = None;
+        Ok(())
+    }
+    fn restore(&mut self, _: &str) -> Result<(), FaultError> {
+        *self.restored_at.lock().unwrap() = Some(Instant::now());
+        Ok(())
+    }
+}
+
+#[test]
+fn recovery_time_runs_from_the_last_revert_to_the_first_good_check() {
+    let target = Timed::default();
+    let mut engine = ChaosEngine::new(fast_long_recovery());
+    engine.register(CrashInjector::new(target.clone()));
+    let lag = Duration::from_millis(40);
+    let at = target.restored_at.clone();
+    let mut first = true;
+    let report = engine
+        .run_experiment("recovers", vec![crash_for("gs-1", Duration::from_millis(10))], move || {
+            if std::mem::take(&mut first) {
+                return true; // the check before any fault
+            }
+            at.lock().unwrap().is_some_and(|t| t.elapsed() >= lag)
+        })
+        .unwrap();
+    let since_revert = target.restored_at.lock().unwrap().expect("reverted").elapsed();
+    let rt = report.recovery_time.expect("recovered");
+    assert!(rt >= lag, "recovery {rt:?} counts from the revert, the system needed {lag:?}");
+    assert!(rt <= since_revert, "recovery {rt:?} cannot exceed the time since the revert {since_revert:?}");
+}
+
+#[test]
+fn no_recovery_within_the_timeout_fails_with_none() {
+    let servers = Servers::default();
+    let mut cfg = fast_long_recovery();
+    cfg.recovery_timeout = Duration::from_millis(20);
+    cfg.tolerated_failures = u32::MAX;
+    let mut engine = crash_engine(cfg, &servers);
+    let mut calls = 0u32;
+    let report = engine
+        .run_experiment("never recovers", vec![crash_for("gs-1", Duration::from_millis(5))], move || {
+            calls += 1;
+            calls == 1
+        })
+        .unwrap();
+    assert_eq!(report.recovery_time, None);
+    assert!(!report.passed);
+    assert!(servers.down.lock().unwrap().is_empty(), "reverted although the steady state never came back");
 }

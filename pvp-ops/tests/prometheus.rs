@@ -1,7 +1,9 @@
-//! Real Prometheus parts: `promtool check metrics` on our `/metrics`, `promtool check rules` on
-//! the exported rules, and a real Prometheus on loopback scraping a registry while an
-//! SloMonitor reads SLIs through the query API and fires a burn-rate alert on injected errors.
-//! Each test skips (with a note) when the binaries are missing; CI installs them.
+//! Prometheus: the query client (`pvp_ops::prom`) against scripted answers (every answer a value
+//! or a typed error, no server unreachable), and real Prometheus parts: `promtool check metrics`
+//! on our `/metrics`, `promtool check rules` on the exported rules, and a real Prometheus on
+//! loopback scraping a registry while an SloMonitor reads SLIs through the query API and fires a
+//! burn-rate alert on injected errors. The real-Prometheus tests skip (with a note) when the
+//! binaries are missing; CI installs them.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -10,12 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pvp_ops::metrics::{MetricsRegistry, MetricsServer};
-use pvp_ops::prom::PromClient;
+use pvp_ops::prom::{PromClient, parse_query_answer};
 use pvp_ops::slo::{
     BurnRateRule, MonitorConfig, Sli, SliReading, Slo, SloEvent, SloMonitor, names, prometheus_rules,
     seed_slos,
 };
-use pvp_ops::{SliSource, SourceError};
+use pvp_ops::{MetricSource, SliSource, SourceError};
 
 fn have(bin: &str) -> bool {
     let ok = Command::new(bin)
@@ -96,6 +98,7 @@ fn promtool_accepts_metrics_and_rules() {
 
 /// Kills Prometheus when the test ends, however it ends.
 struct Prom(Child);
+
 impl Drop for Prom {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -221,4 +224,125 @@ fn real_prometheus_feeds_the_slo_monitor_and_a_burn_rate_alert_fires() {
     // A malformed query is a typed error too.
     assert!(matches!(client.query("sum(("), Err(SourceError::Query { .. })));
     assert!(server.scrapes() >= 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The query client against scripted answers
+
+#[test]
+fn query_answers_parse_or_give_typed_errors() {
+    let ok = r#"{"status":"success","data":{"resultType":"vector","result":[
+        {"metric":{"region":"kr"},"value":[1700000000.5,"3.25"]},
+        {"metric":{},"value":[1700000000.5,"+Inf"]},
+        {"value":[1700000000.5,"NaN"]}]}}"#;
+    let v = parse_query_answer(ok).unwrap();
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0].labels.get("region").map(String::as_str), Some("kr"));
+    assert_eq!((v[0].timestamp, v[0].value), (1_700_000_000.5, 3.25));
+    assert_eq!(v[1].value, f64::INFINITY);
+    assert!(v[2].value.is_nan());
+    let scalar =
+        parse_query_answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"-Inf"]}}"#)
+            .unwrap();
+    assert_eq!(scalar.len(), 1);
+    assert_eq!(scalar[0].value, f64::NEG_INFINITY);
+    assert!(
+        parse_query_answer(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#)
+            .unwrap()
+            .is_empty()
+    );
+    match parse_query_answer(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#) {
+        Err(SourceError::Query { kind, message }) => {
+            assert_eq!((kind.as_str(), message.as_str()), ("bad_data", "parse error"))
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        "",
+        "not json",
+        "{}",
+        r#"{"status":"success"}"#,
+        r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+        r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"abc"]}]}}"#,
+        r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1]}]}}"#,
+        r#"{"status":"success","data":{"resultType":"scalar","result":"x"}}"#,
+    ] {
+        assert!(matches!(parse_query_answer(bad), Err(SourceError::Malformed(_))), "{bad}");
+    }
+}
+
+/// A loopback HTTP server answering each request with the next scripted (status, body).
+fn scripted_prometheus(answers: Vec<(u16, &'static str)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let addr = server.server_addr().to_ip().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut urls = Vec::new();
+        for (status, body) in answers {
+            let Ok(Some(req)) = server.recv_timeout(Duration::from_secs(10)) else { break };
+            urls.push(req.url().to_string());
+            let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(status));
+        }
+        urls
+    });
+    (format!("http://{addr}/"), t)
+}
+
+const ONE: &str =
+    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"42"]}]}}"#;
+
+const TWO: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}]}}"#;
+
+const EMPTY: &str = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+
+const NAN: &str =
+    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#;
+
+const BAD_QUERY: &str = r#"{"status":"error","errorType":"bad_data","error":"1:5: parse error"}"#;
+
+#[test]
+fn prom_client_maps_every_answer_to_a_value_or_a_typed_error() {
+    let (url, server) = scripted_prometheus(vec![
+        (200, ONE),
+        (200, TWO),
+        (200, EMPTY),
+        (400, BAD_QUERY),
+        (503, "overloaded"),
+        (200, "garbage"),
+        (200, EMPTY),
+        (200, NAN),
+    ]);
+    let mut c = PromClient::new(url).with_timeout(Duration::from_secs(10));
+    assert_eq!(c.metric_value("players_online"), Ok(42.0));
+    assert_eq!(c.query_scalar("x"), Err(SourceError::Ambiguous(2)));
+    assert_eq!(c.metric_value("missing"), Err(SourceError::NoData("missing".into())));
+    assert!(matches!(c.query("1 +"), Err(SourceError::Query { kind, .. }) if kind == "bad_data"));
+    assert!(matches!(c.query("up"), Err(SourceError::Http { status: 503, .. })));
+    assert!(matches!(c.query("up"), Err(SourceError::Malformed(_))));
+    // An events SLI without a total series has no data yet.
+    assert_eq!(
+        c.read_sli(&Sli::events("bad_total", "all_total")),
+        Err(SourceError::NoData("all_total".into()))
+    );
+    // A quantile over an empty range is NaN in PromQL: no value, not a bad one.
+    assert_eq!(c.read_sli(&Sli::quantile_below("rtt", 0.99, 0.02)), Ok(SliReading::Quantile(None)));
+    let s = c.stats();
+    assert_eq!(s.queries, 8);
+    // Ambiguous and empty answers are answers: only the three failed round trips count.
+    assert_eq!(s.failures, 3);
+    let urls = server.join().unwrap();
+    assert_eq!(urls.len(), 8);
+    assert!(urls.iter().all(|u| u.starts_with("/api/v1/query?query=")), "{urls:?}");
+}
+
+#[test]
+fn prom_client_without_a_server_is_unreachable() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut c = PromClient::new(format!("http://127.0.0.1:{port}")).with_timeout(Duration::from_secs(5));
+    assert!(matches!(c.query("up"), Err(SourceError::Unreachable(_))));
+    let mut bad_url = PromClient::new("not a url");
+    assert!(matches!(bad_url.query("up"), Err(SourceError::Unreachable(_) | SourceError::Malformed(_))));
+    assert_eq!(c.stats().failures, 1);
 }

@@ -1,9 +1,10 @@
-//! Chaos-engine fakes shared by several pvp-ops test binaries.
+//! Chaos-engine fakes and configs shared by several pvp-ops test binaries.
 // Each test binary includes this module but uses only a subset of it.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pvp_ops::chaos::{ChaosEngine, CrashInjector, CrashTarget, ExperimentConfig, FaultError};
 
@@ -45,4 +46,13 @@ pub(crate) fn crash_engine(config: ExperimentConfig, servers: &Servers) -> Chaos
     let mut engine = ChaosEngine::new(config);
     engine.register(CrashInjector::new(servers.clone()));
     engine
+}
+
+/// Checks every 2 ms, with up to 10 s to recover.
+pub(crate) fn fast_long_recovery() -> ExperimentConfig {
+    ExperimentConfig {
+        check_interval: Duration::from_millis(2),
+        recovery_timeout: Duration::from_secs(10),
+        ..ExperimentConfig::default()
+    }
 }
