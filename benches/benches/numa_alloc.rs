@@ -4,7 +4,7 @@
 //! - `same_thread/<size>`: one alloc + free of `size` bytes per iteration.
 //! - `same_thread_batch64/<size>`: 64 allocs then 64 frees per iteration.
 //! - `cross_thread/<size>`: a producer allocates, a consumer frees; pointers travel through a
-//!   pvp-core's `LockFreeQueue`.
+//!   pvp-core's `BoundedQueue`.
 //!
 //! `cargo bench -p pvp-benches --bench numa_alloc`
 
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mimalloc::MiMalloc;
 use pvp_core::numa::{NumaAllocator, NumaGlobalAlloc};
-use pvp_core::queue::LockFreeQueue;
+use pvp_core::queue::BoundedQueue;
 
 /// The contenders, each a pair of alloc / free functions.
 trait Contender: Sync {
@@ -86,7 +86,7 @@ unsafe impl Send for SendPtr {}
 fn cross_thread<C: Contender>(c: &C, layout: Layout, iters: u64) -> Duration {
     // Deep enough that on a busy 2-core machine the threads rarely wait on each other, so the
     // figure is allocator work rather than scheduler hand-offs.
-    let queue = LockFreeQueue::<SendPtr>::new(1 << 16).expect("non-zero capacity");
+    let queue = BoundedQueue::<SendPtr>::new(1 << 16).expect("non-zero capacity");
     std::thread::scope(|s| {
         let start = Instant::now();
         s.spawn(|| {

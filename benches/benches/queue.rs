@@ -1,4 +1,4 @@
-//! LockFreeQueue and UnboundedQueue against crossbeam's ArrayQueue / SegQueue,
+//! BoundedQueue and UnboundedQueue against crossbeam's ArrayQueue / SegQueue,
 //! concurrent-queue and flume, moving the same u64 messages with the same thread layouts.
 //!
 //! `cargo bench -p pvp-benches --bench queue`
@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pvp_core::queue::{LockFreeQueue, UnboundedQueue};
+use pvp_core::queue::{BoundedQueue, UnboundedQueue};
 
 use queue_common::{BATCH, CAP, Flume, MSGS, Queue, transfer, transfer_batched};
 
@@ -31,7 +31,7 @@ fn bounded(c: &mut Criterion) {
     for (p, cs) in pairs().into_iter().map(|n| (n, n)) {
         let mut g = c.benchmark_group(format!("bounded_{p}p{cs}c"));
         g.throughput(Throughput::Elements(MSGS));
-        let ours = LockFreeQueue::<u64>::new(CAP).unwrap();
+        let ours = BoundedQueue::<u64>::new(CAP).unwrap();
         g.bench_function("pvp_LockFreeQueue", |b| {
             b.iter_custom(|n| timed(n, || transfer(&ours, MSGS, p, cs)))
         });
@@ -90,7 +90,7 @@ fn single_thread(c: &mut Criterion) {
             black_box(q.pop());
         }
     }
-    let ours = LockFreeQueue::<u64>::new(CAP).unwrap();
+    let ours = BoundedQueue::<u64>::new(CAP).unwrap();
     g.bench_function(BenchmarkId::new("pvp_LockFreeQueue", N), |b| b.iter(|| round_trip(&ours)));
     let mut buf = Vec::with_capacity(BATCH);
     g.bench_function(BenchmarkId::new("pvp_LockFreeQueue_batch32", N), |b| {
@@ -115,12 +115,12 @@ fn single_thread(c: &mut Criterion) {
     g.finish();
 }
 
-/// `pop` on an empty queue: what polling an idle queue costs (LockFreeQueue re-reads the slot
+/// `pop` on an empty queue: what polling an idle queue costs (BoundedQueue re-reads the slot
 /// a few times before it answers; see `SLOT_WAIT` in pvp-core).
 fn empty_pop(c: &mut Criterion) {
     let mut g = c.benchmark_group("empty_pop");
     g.throughput(Throughput::Elements(1));
-    let ours = LockFreeQueue::<u64>::new(CAP).unwrap();
+    let ours = BoundedQueue::<u64>::new(CAP).unwrap();
     g.bench_function("pvp_LockFreeQueue", |b| b.iter(|| black_box(ours.pop())));
     let cb = crossbeam_queue::ArrayQueue::<u64>::new(CAP);
     g.bench_function("crossbeam_ArrayQueue", |b| b.iter(|| black_box(cb.pop())));

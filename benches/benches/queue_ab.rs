@@ -13,7 +13,7 @@ mod queue_common;
 
 use std::time::Duration;
 
-use pvp_core::queue::{LockFreeQueue, UnboundedQueue};
+use pvp_core::queue::{BoundedQueue, UnboundedQueue};
 use queue_common::{CAP, Queue, transfer, transfer_batched};
 
 /// Values moved per queue per round: long enough that thread start-up is noise.
@@ -78,14 +78,14 @@ fn main() {
     };
     println!("queue_ab: {rounds} paired rounds of {MSGS} values; ratio = ours / peer, p25 / p50 / p75");
     for p in pairs {
-        let ours = LockFreeQueue::<u64>::new(CAP).expect("capacity");
+        let ours = BoundedQueue::<u64>::new(CAP).expect("capacity");
         let array = crossbeam_queue::ArrayQueue::<u64>::new(CAP);
         let unbounded = UnboundedQueue::<u64>::new();
         let seg = crossbeam_queue::SegQueue::<u64>::new();
         let mut comparisons = [
-            pair("LockFreeQueue / crossbeam ArrayQueue", &ours, &array, p),
+            pair("BoundedQueue / crossbeam ArrayQueue", &ours, &array, p),
             Pairing {
-                name: "LockFreeQueue batch32 / LockFreeQueue single",
+                name: "BoundedQueue batch32 / BoundedQueue single",
                 round: Box::new(|| {
                     (rate(transfer_batched(&ours, MSGS, p, p)), rate(transfer(&ours, MSGS, p, p)))
                 }),

@@ -1,6 +1,6 @@
 //! Primitives every pvp layer uses.
 //!
-//! - [`queue`]: [`LockFreeQueue`], a bounded lock-free MPMC ring with batch operations, and
+//! - [`queue`]: [`BoundedQueue`], a bounded lock-free MPMC ring with batch operations, and
 //!   [`UnboundedQueue`], its unbounded sibling with safe memory reclamation.
 //! - [`ids`]: players, matches, servers, regions and zones.
 //! - [`hlc`]: hybrid logical clock stamps that order events across regions.
@@ -21,5 +21,7 @@ pub mod topology;
 
 pub use ids::{MatchId, PlayerId, RegionId, ServerId, ZoneId};
 pub use numa::{NodeBox, NumaAllocator, NumaGlobalAlloc};
-pub use queue::{LockFreeQueue, QueueError, UnboundedQueue};
+pub use queue::{BoundedQueue, QueueError, UnboundedQueue};
+#[allow(deprecated)]
+pub use queue::LockFreeQueue;
 pub use topology::{NodeId, Topology};

@@ -8,7 +8,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use pvp_core::queue::{LockFreeQueue, UnboundedQueue};
+use pvp_core::queue::{BoundedQueue, UnboundedQueue};
 
 /// Collects every value the consumers got plus what is left, and checks it is exactly
 /// `expected`, each once.
@@ -55,15 +55,15 @@ fn two_by_two<Q: Send + Sync + 'static>(
 #[test]
 fn bounded_2p2c_push_pop() {
     loom::model(|| {
-        let q = Arc::new(LockFreeQueue::new(2).unwrap());
-        check_all(two_by_two(q, LockFreeQueue::push, LockFreeQueue::pop), &[0, 1]);
+        let q = Arc::new(BoundedQueue::new(2).unwrap());
+        check_all(two_by_two(q, BoundedQueue::push, BoundedQueue::pop), &[0, 1]);
     });
 }
 
 #[test]
 fn bounded_full_queue_hands_value_back() {
     loom::model(|| {
-        let q = Arc::new(LockFreeQueue::new(1).unwrap());
+        let q = Arc::new(BoundedQueue::new(1).unwrap());
         let a = {
             let q = q.clone();
             thread::spawn(move || q.push(1u32))
@@ -92,7 +92,7 @@ fn bounded_full_queue_hands_value_back() {
 #[test]
 fn bounded_batches() {
     loom::model(|| {
-        let q = Arc::new(LockFreeQueue::new(3).unwrap());
+        let q = Arc::new(BoundedQueue::new(3).unwrap());
         let producers: Vec<_> = [vec![1u32, 2], vec![3, 4]]
             .into_iter()
             .map(|mut items| {
@@ -138,7 +138,7 @@ fn bounded_batches() {
 #[test]
 fn bounded_force_push() {
     loom::model(|| {
-        let q = Arc::new(LockFreeQueue::new(1).unwrap());
+        let q = Arc::new(BoundedQueue::new(1).unwrap());
         q.push(0u32).unwrap();
         let a = {
             let q = q.clone();

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use pvp_core::queue::{LockFreeQueue, QueueError, UnboundedQueue};
+use pvp_core::queue::{BoundedQueue, QueueError, UnboundedQueue};
 
 #[test]
 fn zero_capacity_is_a_typed_error() {
-    assert_eq!(LockFreeQueue::<u8>::new(0).unwrap_err(), QueueError::ZeroCapacity);
-    assert!(matches!(LockFreeQueue::<u64>::new(usize::MAX), Err(QueueError::CapacityTooLarge { .. })));
+    assert_eq!(BoundedQueue::<u8>::new(0).unwrap_err(), QueueError::ZeroCapacity);
+    assert!(matches!(BoundedQueue::<u64>::new(usize::MAX), Err(QueueError::CapacityTooLarge { .. })));
 }
 
 #[test]
 fn push_pop_fifo_and_full_hands_value_back() {
     for cap in [1, 2, 3, 5, 8, 100] {
-        let q = LockFreeQueue::new(cap).unwrap();
+        let q = BoundedQueue::new(cap).unwrap();
         assert_eq!(q.capacity(), cap);
         assert!(q.is_empty());
         for round in 0..3 {
@@ -38,7 +38,7 @@ fn push_pop_fifo_and_full_hands_value_back() {
 
 #[test]
 fn force_push_overwrites_oldest() {
-    let q = LockFreeQueue::new(3).unwrap();
+    let q = BoundedQueue::new(3).unwrap();
     for i in 0..3 {
         assert_eq!(q.force_push(i), None);
     }
@@ -54,7 +54,7 @@ fn force_push_overwrites_oldest() {
 
 #[test]
 fn batches_move_what_fits_and_keep_the_rest() {
-    let q = LockFreeQueue::new(5).unwrap();
+    let q = BoundedQueue::new(5).unwrap();
     let mut items: Vec<u32> = (0..8).collect();
     assert_eq!(q.push_batch(&mut items), 5);
     assert_eq!(items, [5, 6, 7]);
@@ -75,7 +75,7 @@ fn batches_move_what_fits_and_keep_the_rest() {
 
 #[test]
 fn batches_wrap_around_the_ring() {
-    let q = LockFreeQueue::new(7).unwrap();
+    let q = BoundedQueue::new(7).unwrap();
     let mut out = Vec::new();
     let mut next = 0u64;
     let mut expect = 0u64;
@@ -109,7 +109,7 @@ impl Drop for Counted {
 fn drop_releases_what_is_left() {
     let drops = Arc::new(AtomicUsize::new(0));
     {
-        let q = LockFreeQueue::new(4).unwrap();
+        let q = BoundedQueue::new(4).unwrap();
         for _ in 0..6 {
             let _ = q.force_push(Counted(drops.clone()));
         }
@@ -138,7 +138,7 @@ fn drop_releases_what_is_left() {
 
 #[test]
 fn zero_sized_types_work() {
-    let q = LockFreeQueue::new(3).unwrap();
+    let q = BoundedQueue::new(3).unwrap();
     assert_eq!(q.push(()), Ok(()));
     assert_eq!(q.push(()), Ok(()));
     assert_eq!(q.push(()), Ok(()));
@@ -177,7 +177,7 @@ fn assert_send_sync<T: Send + Sync>() {}
 
 #[test]
 fn queues_are_send_and_sync_for_send_values() {
-    assert_send_sync::<LockFreeQueue<std::cell::Cell<u8>>>();
+    assert_send_sync::<BoundedQueue<std::cell::Cell<u8>>>();
     assert_send_sync::<UnboundedQueue<std::cell::Cell<u8>>>();
 }
 
@@ -194,7 +194,7 @@ enum Mode {
 /// P producers push (producer, seq) tags, C consumers pop; checks nothing lost or duplicated and
 /// that every consumer sees each producer's values in increasing order.
 fn stress(mode: Mode, producers: usize, consumers: usize, per_producer: u64, cap: usize) {
-    let bounded = Arc::new(LockFreeQueue::new(cap).unwrap());
+    let bounded = Arc::new(BoundedQueue::new(cap).unwrap());
     let unbounded = Arc::new(if matches!(mode, Mode::UnboundedReuse) {
         UnboundedQueue::with_block_reuse()
     } else {
@@ -313,7 +313,7 @@ fn stress_long() {
 #[test]
 fn capacity_one_and_odd_capacities_keep_len_and_order_over_many_laps() {
     for cap in [1usize, 3, 5, 1000] {
-        let q = LockFreeQueue::new(cap).unwrap();
+        let q = BoundedQueue::new(cap).unwrap();
         let mut model = std::collections::VecDeque::new();
         let mut next = 0u32;
         // A fixed pattern of pushes, force_pushes and pops over many laps of the ring.
@@ -350,7 +350,7 @@ fn capacity_one_and_odd_capacities_keep_len_and_order_over_many_laps() {
 
 #[test]
 fn empty_batches_and_zero_max_change_nothing() {
-    let q = LockFreeQueue::new(4).unwrap();
+    let q = BoundedQueue::new(4).unwrap();
     q.push(1u8).unwrap();
     let mut none: Vec<u8> = Vec::new();
     assert_eq!(q.push_batch(&mut none), 0);
@@ -381,7 +381,7 @@ fn empty_batches_and_zero_max_change_nothing() {
 /// memory must never change an answer: every later call still sees exactly what is there.
 #[test]
 fn answers_after_empty_and_full_reflect_the_queue_not_the_last_answer() {
-    let q = LockFreeQueue::new(2).unwrap();
+    let q = BoundedQueue::new(2).unwrap();
     for round in 0..50u32 {
         assert_eq!(q.pop(), None, "round {round}");
         assert_eq!(q.pop(), None);

@@ -6,7 +6,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pvp_core::queue::{LockFreeQueue, UnboundedQueue};
+use pvp_core::queue::{BoundedQueue, UnboundedQueue};
 
 /// Messages moved per transfer.
 pub(crate) const MSGS: u64 = 200_000;
@@ -21,12 +21,12 @@ pub(crate) trait Queue: Sync {
     fn pop(&self) -> Option<u64>;
 }
 
-impl Queue for LockFreeQueue<u64> {
+impl Queue for BoundedQueue<u64> {
     fn push(&self, v: u64) -> Result<(), u64> {
-        LockFreeQueue::push(self, v)
+        BoundedQueue::push(self, v)
     }
     fn pop(&self) -> Option<u64> {
-        LockFreeQueue::pop(self)
+        BoundedQueue::pop(self)
     }
 }
 impl Queue for UnboundedQueue<u64> {
@@ -153,9 +153,9 @@ pub(crate) fn transfer<Q: Queue>(q: &Q, msgs: u64, producers: usize, consumers: 
     run(producers, consumers, produce, consume)
 }
 
-/// The batch path of LockFreeQueue: 32 values per push_batch / pop_batch.
+/// The batch path of BoundedQueue: 32 values per push_batch / pop_batch.
 pub(crate) fn transfer_batched(
-    q: &LockFreeQueue<u64>,
+    q: &BoundedQueue<u64>,
     msgs: u64,
     producers: usize,
     consumers: usize,

@@ -1,4 +1,4 @@
-//! The bounded MPMC ring: [`LockFreeQueue`].
+//! The bounded MPMC ring: [`BoundedQueue`].
 //!
 //! # Algorithm
 //!
@@ -113,9 +113,9 @@ struct Slot<T> {
 /// # Examples
 ///
 /// ```
-/// use pvp_core::queue::LockFreeQueue;
+/// use pvp_core::queue::BoundedQueue;
 ///
-/// let q = LockFreeQueue::new(2)?;
+/// let q = BoundedQueue::new(2)?;
 /// assert_eq!(q.push("move"), Ok(()));
 /// assert_eq!(q.push("shoot"), Ok(()));
 /// assert_eq!(q.push("jump"), Err("jump")); // full: the value comes back
@@ -130,7 +130,7 @@ struct Slot<T> {
 /// assert_eq!(tick, ["shoot", "a"]);
 /// # Ok::<(), pvp_core::queue::QueueError>(())
 /// ```
-pub struct LockFreeQueue<T> {
+pub struct BoundedQueue<T> {
     /// Position of the next value to pop.
     head: CachePadded<End>,
     /// Position of the next free slot to push into.
@@ -143,12 +143,12 @@ pub struct LockFreeQueue<T> {
 
 // SAFETY: values move between threads through the queue, so `T: Send` is all that is needed to
 // send the queue itself or share it; the queue never hands out `&T`, so `T: Sync` is not.
-unsafe impl<T: Send> Send for LockFreeQueue<T> {}
+unsafe impl<T: Send> Send for BoundedQueue<T> {}
 // SAFETY: every shared access to a slot's value is guarded by the stamp protocol above: a
 // position is claimed by exactly one thread (CAS on head/tail) before its value is touched.
-unsafe impl<T: Send> Sync for LockFreeQueue<T> {}
+unsafe impl<T: Send> Sync for BoundedQueue<T> {}
 
-impl<T> LockFreeQueue<T> {
+impl<T> BoundedQueue<T> {
     /// Creates a queue that holds at most `capacity` values.
     ///
     /// All memory is allocated here; no later operation allocates.
@@ -300,9 +300,9 @@ impl<T> LockFreeQueue<T> {
     /// Never fails: a ring of the most recent `capacity` values.
     ///
     /// ```
-    /// use pvp_core::queue::LockFreeQueue;
+    /// use pvp_core::queue::BoundedQueue;
     ///
-    /// let recent = LockFreeQueue::new(2)?;
+    /// let recent = BoundedQueue::new(2)?;
     /// assert_eq!(recent.force_push(1), None);
     /// assert_eq!(recent.force_push(2), None);
     /// assert_eq!(recent.force_push(3), Some(1));
@@ -597,7 +597,7 @@ impl<T> LockFreeQueue<T> {
     }
 }
 
-impl<T> Drop for LockFreeQueue<T> {
+impl<T> Drop for BoundedQueue<T> {
     fn drop(&mut self) {
         if !core::mem::needs_drop::<T>() {
             return;
@@ -614,8 +614,8 @@ impl<T> Drop for LockFreeQueue<T> {
     }
 }
 
-impl<T> fmt::Debug for LockFreeQueue<T> {
+impl<T> fmt::Debug for BoundedQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockFreeQueue").field("len", &self.len()).field("capacity", &self.cap).finish()
+        f.debug_struct("BoundedQueue").field("len", &self.len()).field("capacity", &self.cap).finish()
     }
 }

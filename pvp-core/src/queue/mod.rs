@@ -1,7 +1,8 @@
 //! Lock-free queues for handing work between threads.
 //!
-//! - [`LockFreeQueue`]: bounded MPMC ring, no allocation after construction, single and batch
-//!   operations. The queue between network threads and the game loop.
+//! - [`BoundedQueue`]: bounded MPMC ring, no allocation after construction, single and batch
+//!   operations. The queue between network threads and the game loop (the plan's
+//!   `LockFreeQueue`; that name stays as a deprecated alias).
 //! - [`UnboundedQueue`]: unbounded MPMC list of blocks with safe reclamation, for producers
 //!   that must never block or drop.
 //!
@@ -12,8 +13,13 @@
 mod bounded;
 mod unbounded;
 
-pub use bounded::LockFreeQueue;
+pub use bounded::BoundedQueue;
 pub use unbounded::UnboundedQueue;
+
+/// The name [`BoundedQueue`] had before 0.2: both queues are lock-free, what tells them apart
+/// is the bound.
+#[deprecated(since = "0.2.0", note = "renamed to `BoundedQueue` (both queues are lock-free; this one is bounded)")]
+pub type LockFreeQueue<T> = BoundedQueue<T>;
 
 /// Why a queue could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

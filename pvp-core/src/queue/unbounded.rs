@@ -141,7 +141,7 @@ struct Position<T> {
 /// reclaimed safely (no leak, no ABA, no use-after-free) as blocks are drained: a drained block
 /// is freed, or, with [`with_block_reuse`](Self::with_block_reuse), kept for the next block so
 /// that a short queue allocates nothing in its steady state. Prefer the bounded
-/// [`LockFreeQueue`](super::LockFreeQueue) wherever a full queue can be handled: it bounds
+/// [`BoundedQueue`](super::BoundedQueue) wherever a full queue can be handled: it bounds
 /// memory.
 ///
 /// Values pushed by one producer are popped in the order they were pushed.
