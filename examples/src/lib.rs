@@ -38,6 +38,7 @@
 //! multi-region $P --region jp --sync 127.0.0.1:7102 --peers kr=127.0.0.1:7101,sg=127.0.0.1:7103 &
 //! multi-region $P --region sg --sync 127.0.0.1:7103 --peers kr=127.0.0.1:7101,jp=127.0.0.1:7102 &
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 

@@ -22,6 +22,7 @@
 //! nothing spawns threads, opens sockets or sleeps except the thin drivers (`sync::SyncDriver`,
 //! the UDP transport, the etcd client and its test cluster).
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -32,6 +33,7 @@ pub mod failover;
 pub mod leaderboard;
 pub mod matchmaking;
 pub mod sync;
+#[allow(unsafe_code)]
 mod sys;
 
 pub use cluster::{FleetConfig, RegionCluster, RegionConfig, RegionHealth, RegionSummary};

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::driver::{self, DriverChoice, DriverKind};
-use crate::sys::{self, RawAddr};
+use crate::sys::{self, OutMsg};
 
 /// The largest datagram the drivers receive or send.
 pub const MAX_DATAGRAM: usize = 1500;
@@ -52,7 +52,7 @@ pub const MAX_DATAGRAM: usize = 1500;
 pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 
 /// The bounded MPMC queue between workers and game logic.
-type PacketQueue<T> = pvp_core::queue::LockFreeQueue<T>;
+type PacketQueue<T> = pvp_core::queue::BoundedQueue<T>;
 
 /// UDP server settings.
 #[derive(Debug, Clone)]
@@ -219,7 +219,7 @@ pub trait DatagramHandler {
 /// Outgoing datagrams of one worker: fixed slots whose buffers the driver owns from the moment
 /// they are queued until the kernel reports them sent.
 pub struct Outbox {
-    pub(crate) slots: Box<[SendSlot]>,
+    pub(crate) slots: sys::SendSlots,
     free: Vec<u32>,
     pub(crate) queued: VecDeque<u32>,
     dropped: u64,
@@ -228,23 +228,11 @@ pub struct Outbox {
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
-            .field("slots", &self.slots.len())
+            .field("slots", &self.slots.count())
             .field("free", &self.free.len())
             .field("queued", &self.queued.len())
             .finish()
     }
-}
-
-pub(crate) struct SendSlot {
-    pub(crate) addr: RawAddr,
-    pub(crate) iov: libc::iovec,
-    pub(crate) msg: libc::msghdr,
-    pub(crate) len: usize,
-    /// io_uring SEND_ZC: the send's result, held until the kernel's notification.
-    pub(crate) zc_res: i32,
-    /// Control message (`IP_PKTINFO` source) for [`BatchSocket::queue_from`].
-    pub(crate) ctrl: sys::CmsgSpace,
-    pub(crate) buf: [u8; MAX_DATAGRAM],
 }
 
 /// The outbox has no free slot.
@@ -254,19 +242,8 @@ pub struct OutboxFull;
 
 impl Outbox {
     pub(crate) fn new(slots: usize) -> Self {
-        let slots: Box<[SendSlot]> = (0..slots)
-            .map(|_| SendSlot {
-                addr: RawAddr::zeroed(),
-                iov: libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
-                // SAFETY: msghdr is plain old data; zero is a valid (empty) value.
-                msg: unsafe { std::mem::zeroed() },
-                len: 0,
-                zc_res: 0,
-                ctrl: sys::CmsgSpace([0; 64]),
-                buf: [0; MAX_DATAGRAM],
-            })
-            .collect();
-        Outbox { free: (0..slots.len() as u32).rev().collect(), slots, queued: VecDeque::new(), dropped: 0 }
+        let slots = sys::SendSlots::new(slots);
+        Outbox { free: (0..slots.count() as u32).rev().collect(), slots, queued: VecDeque::new(), dropped: 0 }
     }
 
     /// Queues a copy of `data` to `to`. Refused with [`OutboxFull`] (and counted in
@@ -296,16 +273,12 @@ impl Outbox {
             self.dropped += 1;
             return Err(OutboxFull);
         };
-        let slot = &mut self.slots[idx as usize];
-        let len = fill(&mut slot.buf).min(MAX_DATAGRAM);
+        let len = fill(self.slots.buf_mut(idx)).min(MAX_DATAGRAM);
         if len == 0 {
             self.free.push(idx);
             return Ok(0);
         }
-        slot.len = len;
-        slot.addr.set(&to);
-        slot.iov = libc::iovec { iov_base: slot.buf.as_mut_ptr().cast(), iov_len: len };
-        slot.msg = sys::msghdr_for(&mut slot.addr, &mut slot.iov);
+        self.slots.set(idx, &to, len);
         self.queued.push_back(idx);
         Ok(len)
     }
@@ -319,17 +292,13 @@ impl Outbox {
         fill: impl FnOnce(&mut [u8]) -> Option<(SocketAddr, usize)>,
     ) -> Option<usize> {
         let idx = self.free.pop()?;
-        let slot = &mut self.slots[idx as usize];
         let Some((to, len)) =
-            fill(&mut slot.buf).map(|(a, l)| (a, l.min(MAX_DATAGRAM))).filter(|&(_, l)| l > 0)
+            fill(self.slots.buf_mut(idx)).map(|(a, l)| (a, l.min(MAX_DATAGRAM))).filter(|&(_, l)| l > 0)
         else {
             self.free.push(idx);
             return None;
         };
-        slot.len = len;
-        slot.addr.set(&to);
-        slot.iov = libc::iovec { iov_base: slot.buf.as_mut_ptr().cast(), iov_len: len };
-        slot.msg = sys::msghdr_for(&mut slot.addr, &mut slot.iov);
+        self.slots.set(idx, &to, len);
         self.queued.push_back(idx);
         Some(len)
     }
@@ -337,7 +306,7 @@ impl Outbox {
     /// Slots in all (a handler that queues many datagrams from `on_tick` should leave some
     /// free for replies in `on_datagram`).
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.slots.count()
     }
 
     /// Slots free now.
@@ -675,7 +644,7 @@ pub struct BatchSocket {
     socket: UdpSocket,
     recv: sys::MmsgRecv,
     out: Outbox,
-    mm: Vec<libc::mmsghdr>,
+    mm: sys::MmsgSend,
     received: usize,
 }
 
@@ -694,7 +663,7 @@ impl BatchSocket {
             socket: sys::udp_socket(addr, false, 4 << 20)?,
             recv: sys::MmsgRecv::new(batch, MAX_DATAGRAM + 1),
             out: Outbox::new(batch),
-            mm: Vec::with_capacity(batch),
+            mm: sys::MmsgSend::with_capacity(batch),
             received: 0,
         })
     }
@@ -711,7 +680,7 @@ impl BatchSocket {
             socket,
             recv: sys::MmsgRecv::with_pktinfo(batch, MAX_DATAGRAM + 1),
             out: Outbox::new(batch),
-            mm: Vec::with_capacity(batch),
+            mm: sys::MmsgSend::with_capacity(batch),
             received: 0,
         })
     }
@@ -731,8 +700,7 @@ impl BatchSocket {
         let Ok(n) = self.out.send_with(to, fill) else { return Ok(0) };
         if n > 0 {
             if let Some(&idx) = self.out.queued.back() {
-                let slot = &mut self.out.slots[idx as usize];
-                sys::set_pktinfo_cmsg(&mut slot.msg, &mut slot.ctrl, src);
+                self.out.slots.set_source(idx, src);
             }
         }
         Ok(n)
@@ -766,11 +734,8 @@ impl BatchSocket {
     pub fn flush(&mut self) -> io::Result<usize> {
         let mut sent = 0;
         while !self.out.queued.is_empty() {
-            self.mm.clear();
-            for &idx in self.out.queued.iter() {
-                self.mm.push(libc::mmsghdr { msg_hdr: self.out.slots[idx as usize].msg, msg_len: 0 });
-            }
-            let n = match sys::sendmmsg(self.socket.as_raw_fd_(), &mut self.mm) {
+            let msgs = self.out.queued.iter().map(|&idx| OutMsg::Slot(idx));
+            let n = match self.mm.send(self.socket.as_raw_fd_(), &self.out.slots, &mut [], msgs) {
                 Ok(0) | Err(_) => 1, // full buffer or a bad destination: drop one, go on
                 Ok(n) => {
                     sent += n;

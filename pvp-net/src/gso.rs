@@ -4,6 +4,7 @@
 //! kernel splits it back into datagrams (in software on loopback, in the NIC where it can).
 
 use crate::endpoint::Outbox;
+use crate::sys::GsoMsg;
 
 /// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 before 5.x's 128).
 pub(crate) const MAX_SEGMENTS: usize = 64;
@@ -37,58 +38,12 @@ pub(crate) fn run_len<K: PartialEq>(
     n
 }
 
-/// `UDP_SEGMENT` control message space (one `u16`), aligned for `cmsghdr`.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; 32]);
-
-/// One GSO send: the member slots, their iovecs, the control message and the header. Boxed,
-/// since the header points into the struct itself.
-pub(crate) struct GsoMsg {
-    iovs: [libc::iovec; MAX_SEGMENTS],
-    cmsg: CmsgBuf,
-    pub(crate) msg: libc::msghdr,
-    /// io_uring SEND_ZC: the send's result, held until the kernel's notification.
-    pub(crate) zc_res: i32,
-    /// Outbox slot indices, in send order.
-    pub(crate) members: Vec<u32>,
-}
-
-impl GsoMsg {
-    pub(crate) fn new() -> Box<Self> {
-        Box::new(GsoMsg {
-            iovs: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_SEGMENTS],
-            cmsg: CmsgBuf([0; 32]),
-            // SAFETY: msghdr is plain old data; zero is a valid (empty) value.
-            msg: unsafe { std::mem::zeroed() },
-            zc_res: 0,
-            members: Vec::with_capacity(MAX_SEGMENTS),
-        })
-    }
-
-    /// Builds a send of the datagrams in slots `members` (2..=MAX_SEGMENTS, same peer, all
-    /// but the last of the first one's size). The slots must stay untouched while in use.
-    pub(crate) fn build(&mut self, out: &Outbox, members: impl Iterator<Item = u32>) {
-        self.members.clear();
-        for idx in members.take(MAX_SEGMENTS) {
-            self.iovs[self.members.len()] = out.slots[idx as usize].iov;
-            self.members.push(idx);
-        }
-        let first = self.members.first().map_or(0, |&i| i as usize);
-        let seg = u16::try_from(out.slots[first].len).unwrap_or(u16::MAX);
-        let mut msg = out.slots[first].msg;
-        msg.msg_iov = self.iovs.as_mut_ptr();
-        msg.msg_iovlen = self.members.len() as _;
-        crate::sys::set_udp_segment_cmsg(&mut msg, &mut self.cmsg.0, seg);
-        self.msg = msg;
-    }
-}
-
 /// One worker's GSO state: whether it is on, a pool of messages, and how many datagrams at
 /// the front of the queue must leave one by one (after a GSO send failed).
 pub(crate) struct Gso {
     pub(crate) on: bool,
     /// Boxed: each header points into its own message, which must not move when the pool
-    /// grows (the epoll driver grows it while earlier headers are already in the batch).
+    /// grows (the epoll driver grows it) or while an io_uring send holds it.
     #[allow(clippy::vec_box)]
     pub(crate) pool: Vec<Box<GsoMsg>>,
     pub(crate) free: Vec<u32>,
@@ -110,10 +65,7 @@ impl Gso {
             return 1;
         }
         run_len(
-            out.queued.range(pos..).map(|&i| {
-                let s = &out.slots[i as usize];
-                (s.addr.key(), s.len)
-            }),
+            out.queued.range(pos..).map(|&i| (out.slots.peer_key(i), out.slots.datagram_len(i))),
             MAX_SEGMENTS,
             MAX_BYTES,
         )

@@ -78,6 +78,8 @@
 //! `--cfg poly1305_force_soft` (this workspace's `.cargo/config.toml` does; see
 //! `docs/ARCHITECTURE.md`).
 #![deny(missing_docs)]
+// Every `unsafe` block of this crate is in `sys` (see its module doc); nowhere else.
+#![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
 pub mod driver;
@@ -87,6 +89,7 @@ mod gso;
 pub mod netcode;
 pub mod proto;
 pub mod sim;
+#[allow(unsafe_code)]
 mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio_adapter;

@@ -41,14 +41,12 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use io_uring::types::{SubmitArgs, Timespec};
-use io_uring::{IoUring, opcode, squeue, types};
 use thiserror::Error;
 
-use crate::sys::RawAddr;
+use crate::sys::OpRing;
 
 /// A finished operation, with the buffer it used handed back.
 #[derive(Debug)]
@@ -91,17 +89,6 @@ pub struct PrepareError {
     pub buf: Option<Vec<u8>>,
 }
 
-enum OpKind {
-    Accept(Box<RawAddr>),
-    Recv(Vec<u8>),
-    Send(Vec<u8>),
-}
-
-struct Op {
-    token: u64,
-    kind: OpKind,
-}
-
 /// Counters of an [`IoUringNetwork`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -118,18 +105,14 @@ pub struct UringStats {
 
 /// An io_uring instance whose operations own their buffers.
 pub struct IoUringNetwork {
-    ring: IoUring,
-    ops: Vec<Option<Op>>,
-    free: Vec<u32>,
-    in_flight: usize,
-    stats: UringStats,
+    ring: OpRing,
 }
 
 impl std::fmt::Debug for IoUringNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoUringNetwork")
-            .field("in_flight", &self.in_flight)
-            .field("stats", &self.stats)
+            .field("in_flight", &self.ring.in_flight())
+            .field("stats", &self.ring.stats())
             .finish()
     }
 }
@@ -137,93 +120,25 @@ impl std::fmt::Debug for IoUringNetwork {
 impl IoUringNetwork {
     /// A ring with `entries` submission slots (rounded up to a power of two by the kernel).
     pub fn new(entries: u32) -> io::Result<Self> {
-        Ok(IoUringNetwork {
-            ring: IoUring::new(entries)?,
-            ops: Vec::new(),
-            free: Vec::new(),
-            in_flight: 0,
-            stats: UringStats::default(),
-        })
+        Ok(IoUringNetwork { ring: OpRing::new(entries)? })
     }
 
     /// Operations submitted or queued and not yet completed.
+    #[inline]
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.ring.in_flight()
     }
 
     /// Counters.
+    #[inline]
     pub fn stats(&self) -> UringStats {
-        self.stats
-    }
-
-    fn slot(&mut self, op: Op) -> u32 {
-        match self.free.pop() {
-            Some(i) => {
-                self.ops[i as usize] = Some(op);
-                i
-            }
-            None => {
-                self.ops.push(Some(op));
-                // More than u32::MAX operations in flight cannot fit a ring anyway.
-                (self.ops.len() - 1) as u32
-            }
-        }
-    }
-
-    fn push(&mut self, idx: u32, entry: squeue::Entry) -> Result<(), io::Error> {
-        let entry = entry.user_data(u64::from(idx));
-        for attempt in 0..2 {
-            // SAFETY: the entry points only at memory owned by `self.ops[idx]` (a boxed
-            // address or a Vec's heap buffer), which stays in place until its completion is
-            // reaped in `process_completions` (or is leaked in `drop`).
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                self.in_flight += 1;
-                self.stats.prepared += 1;
-                return Ok(());
-            }
-            if attempt == 0 {
-                // Full submission queue: hand it to the kernel, then retry.
-                self.stats.sq_full_flushes += 1;
-                self.submit()?;
-            }
-        }
-        Err(io::Error::other("submission queue full"))
-    }
-
-    fn queue(&mut self, op: Op, build: impl FnOnce(&mut Op) -> squeue::Entry) -> Result<(), PrepareError> {
-        let idx = self.slot(op);
-        let entry = match self.ops[idx as usize].as_mut() {
-            Some(op) => build(op),
-            None => unreachable!("slot just filled"),
-        };
-        self.push(idx, entry).map_err(|error| {
-            let op = self.ops[idx as usize].take();
-            self.free.push(idx);
-            PrepareError {
-                error,
-                buf: match op.map(|o| o.kind) {
-                    Some(OpKind::Recv(b) | OpKind::Send(b)) => Some(b),
-                    _ => None,
-                },
-            }
-        })
+        self.ring.stats()
     }
 
     /// Queues an accept on a listening socket. The socket must stay open until the
     /// completion arrives.
     pub fn prepare_accept(&mut self, listener: &impl AsRawFd, token: u64) -> Result<(), PrepareError> {
-        let fd = listener.as_raw_fd();
-        let op = Op { token, kind: OpKind::Accept(Box::new(RawAddr::zeroed())) };
-        self.queue(op, |op| match &mut op.kind {
-            OpKind::Accept(addr) => opcode::Accept::new(
-                types::Fd(fd),
-                (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
-                &mut addr.len,
-            )
-            .flags(libc::SOCK_CLOEXEC)
-            .build(),
-            _ => unreachable!("accept op"),
-        })
+        self.ring.queue_accept(listener.as_raw_fd(), token)
     }
 
     /// Queues a receive into `buf` (its whole length, not its capacity: an empty `buf` is
@@ -239,12 +154,7 @@ impl IoUringNetwork {
             let error = io::Error::new(io::ErrorKind::InvalidInput, "receive buffer of length 0");
             return Err(PrepareError { error, buf: Some(buf) });
         }
-        let fd = socket.as_raw_fd();
-        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        self.queue(Op { token, kind: OpKind::Recv(buf) }, |op| match &mut op.kind {
-            OpKind::Recv(b) => opcode::Recv::new(types::Fd(fd), b.as_mut_ptr(), len).build(),
-            _ => unreachable!("recv op"),
-        })
+        self.ring.queue_recv(socket.as_raw_fd(), buf, token)
     }
 
     /// Queues a send of all of `buf`. The socket must stay open until the completion, which
@@ -255,19 +165,11 @@ impl IoUringNetwork {
         buf: Vec<u8>,
         token: u64,
     ) -> Result<(), PrepareError> {
-        let fd = socket.as_raw_fd();
-        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        self.queue(Op { token, kind: OpKind::Send(buf) }, |op| match &mut op.kind {
-            OpKind::Send(b) => {
-                opcode::Send::new(types::Fd(fd), b.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
-            }
-            _ => unreachable!("send op"),
-        })
+        self.ring.queue_send(socket.as_raw_fd(), buf, token)
     }
 
     /// Hands every queued operation to the kernel in one system call.
     pub fn submit(&mut self) -> io::Result<usize> {
-        self.stats.submits += 1;
         self.ring.submit()
     }
 
@@ -275,90 +177,11 @@ impl IoUringNetwork {
     /// waits for more completions than operations are [in flight](Self::in_flight): with
     /// none in flight it returns at once rather than block forever.
     pub fn submit_and_wait(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
-        // Completions not yet reaped count in `in_flight`, so this many can always arrive.
-        let want = want.min(self.in_flight);
-        self.stats.submits += 1;
-        let r = match timeout {
-            Some(t) => {
-                let ts = Timespec::from(t);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(want, &args)
-            }
-            None => self.ring.submit_and_wait(want),
-        };
-        match r {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => Ok(0),
-            r => r,
-        }
+        self.ring.submit_and_wait(want, timeout)
     }
 
     /// Calls `f` for each finished operation, handing its buffer back; returns how many.
-    pub fn process_completions(&mut self, mut f: impl FnMut(Completion)) -> usize {
-        let mut n = 0;
-        loop {
-            let Some(cqe) = self.ring.completion().next() else {
-                break;
-            };
-            let idx = cqe.user_data() as usize;
-            let Some(op) = self.ops.get_mut(idx).and_then(Option::take) else {
-                continue;
-            };
-            self.free.push(idx as u32);
-            self.in_flight -= 1;
-            self.stats.completed += 1;
-            n += 1;
-            let res = cqe.result();
-            let result = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as usize) };
-            let c = match op.kind {
-                OpKind::Accept(addr) => Completion::Accepted {
-                    token: op.token,
-                    result: result.and_then(|fd| {
-                        let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("bad fd"))?;
-                        // SAFETY: a successful accept returns a new fd that we now own.
-                        let stream = unsafe { TcpStream::from_raw_fd(fd) };
-                        let peer = addr
-                            .socket_addr()
-                            .or_else(|| stream.peer_addr().ok())
-                            .ok_or_else(|| io::Error::other("unknown peer address"))?;
-                        Ok((stream, peer))
-                    }),
-                },
-                OpKind::Recv(buf) => Completion::Received { token: op.token, buf, result },
-                OpKind::Send(buf) => Completion::Sent { token: op.token, buf, result },
-            };
-            f(c);
-        }
-        n
-    }
-}
-
-impl Drop for IoUringNetwork {
-    fn drop(&mut self) {
-        if self.in_flight == 0 {
-            return;
-        }
-        for idx in 0..self.ops.len() {
-            if self.ops[idx].is_some() {
-                let cancel = opcode::AsyncCancel::new(idx as u64).build().user_data(u64::MAX);
-                // SAFETY: a cancel entry points at no memory.
-                if unsafe { self.ring.submission().push(&cancel) }.is_err() {
-                    // Full: hand the queue to the kernel, then this cancel gets its room.
-                    let _ = self.ring.submit();
-                    // SAFETY: as above, a cancel entry points at no memory.
-                    let _ = unsafe { self.ring.submission().push(&cancel) };
-                }
-            }
-        }
-        for _ in 0..100 {
-            if self.in_flight == 0 {
-                return;
-            }
-            let _ = self.submit_and_wait(1, Some(Duration::from_millis(10)));
-            self.process_completions(drop);
-        }
-        // The kernel still holds some buffers: leak them rather than free them under it.
-        for op in self.ops.drain(..).flatten() {
-            std::mem::forget(op);
-        }
+    pub fn process_completions(&mut self, f: impl FnMut(Completion)) -> usize {
+        self.ring.process_completions(f)
     }
 }

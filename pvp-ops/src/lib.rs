@@ -34,6 +34,7 @@
 //! }
 //! assert_eq!(load_config(), Ok(7));
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 

@@ -2,6 +2,7 @@
 //! crash game servers mid-match; prints the ChaosEngine's experiment results and the targets.
 //!
 //! `cargo run --release -p pvp-examples --bin chaos-failover -- --players 3000`
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

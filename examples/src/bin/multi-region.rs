@@ -1,6 +1,7 @@
 //! The multi-region example: Korea, Japan and Singapore on loopback with built-in bots.
 //!
 //! `cargo run --release -p pvp-examples --bin multi-region -- --duration 30`
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -8,8 +8,8 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use crate::endpoint::{DatagramHandler, MAX_DATAGRAM, Outbox, SharedStats, WorkerCtx, count_tx};
-use crate::gso::{Gso, GsoMsg};
-use crate::sys::{self, Epoll, MmsgRecv};
+use crate::gso::Gso;
+use crate::sys::{Epoll, GsoMsg, MmsgRecv, MmsgSend, OutMsg};
 
 pub(crate) fn run<H: DatagramHandler>(
     socket: UdpSocket,
@@ -36,7 +36,7 @@ pub(crate) fn run<H: DatagramHandler>(
     let batch = ctx.config.batch;
     let mut recv = MmsgRecv::new(batch, MAX_DATAGRAM + 1);
     let mut out = Outbox::new(batch * 8);
-    let mut mm: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
+    let mut mm = MmsgSend::with_capacity(batch);
     let mut gso = Gso::new(ctx.config.gso, fd, 0);
     let mut runs: Vec<usize> = Vec::with_capacity(batch);
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
@@ -80,7 +80,7 @@ pub(crate) fn run<H: DatagramHandler>(
 fn flush(
     fd: i32,
     out: &mut Outbox,
-    mm: &mut Vec<libc::mmsghdr>,
+    mm: &mut MmsgSend,
     gso: &mut Gso,
     runs: &mut Vec<usize>,
     batch: usize,
@@ -89,27 +89,34 @@ fn flush(
     count_tx(stats, out);
     while !out.queued.is_empty() {
         // Up to `batch` messages; a run of same-peer, same-size datagrams is one GSO message.
-        mm.clear();
         runs.clear();
         let mut pos = 0;
-        while mm.len() < batch && pos < out.queued.len() {
+        let mut g = 0;
+        while runs.len() < batch && pos < out.queued.len() {
             let n = gso.run_at(out, pos);
-            let hdr = if n > 1 {
-                let g = runs.iter().filter(|&&r| r > 1).count();
+            if n > 1 {
                 if g == gso.pool.len() {
                     gso.pool.push(GsoMsg::new());
                 }
-                gso.pool[g].build(out, out.queued.range(pos..pos + n).copied());
-                gso.pool[g].msg
-            } else {
-                out.slots[out.queued[pos] as usize].msg
-            };
-            mm.push(libc::mmsghdr { msg_hdr: hdr, msg_len: 0 });
+                gso.pool[g].set_members(out.queued.range(pos..pos + n).copied());
+                g += 1;
+            }
             runs.push(n);
             pos += n;
         }
         stats.tx_syscalls.fetch_add(1, Ordering::Relaxed);
-        match sys::sendmmsg(fd, mm) {
+        let (mut pos, mut g) = (0, 0);
+        let msgs = runs.iter().map(|&n| {
+            let m = if n > 1 {
+                g += 1;
+                OutMsg::Gso(g - 1)
+            } else {
+                OutMsg::Slot(out.queued[pos])
+            };
+            pos += n;
+            m
+        });
+        match mm.send(fd, &out.slots, &mut gso.pool, msgs) {
             Ok(0) => break, // socket buffer full: retry on the next loop
             Ok(k) => {
                 for &n in &runs[..k.min(runs.len())] {
