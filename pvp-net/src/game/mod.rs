@@ -4,7 +4,7 @@
 //! - [`GameServer`]: thread per core over io_uring (epoll fallback); each worker runs the
 //!   netcode [`Server`](crate::netcode::Server) inline on its own socket (no queue hop on
 //!   the receive path), hands events to the game loop in batches through pvp-core's
-//!   `LockFreeQueue`, and takes sends from any thread ([`GameSender`]).
+//!   `BoundedQueue`, and takes sends from any thread ([`GameSender`]).
 //! - [`GameClient`]: the netcode [`Client`](crate::netcode::Client) on a blocking-capable std
 //!   `UdpSocket`, for bots, tests and Rust game clients.
 //!

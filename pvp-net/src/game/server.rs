@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pvp_core::MatchId;
-use pvp_core::queue::LockFreeQueue;
+use pvp_core::queue::BoundedQueue;
 use thiserror::Error;
 
 use crate::endpoint::{DatagramHandler, EndpointError, Outbox, UdpServer, UdpServerConfig, WorkerInfo};
@@ -261,7 +261,7 @@ pub struct GameServerStats {
 /// Sends to sessions from any thread; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct GameSender {
-    commands: Arc<[LockFreeQueue<Command>]>,
+    commands: Arc<[BoundedQueue<Command>]>,
     shared: Arc<Shared>,
 }
 
@@ -321,7 +321,7 @@ impl GameSender {
 pub struct GameServer {
     udp: Option<UdpServer>,
     public_address: SocketAddr,
-    events: Arc<LockFreeQueue<GameEvent>>,
+    events: Arc<BoundedQueue<GameEvent>>,
     sender: GameSender,
     drops: Arc<DropCounters>,
 }
@@ -329,8 +329,8 @@ pub struct GameServer {
 struct Worker {
     index: u16,
     server: Server,
-    events: Arc<LockFreeQueue<GameEvent>>,
-    commands: Arc<[LockFreeQueue<Command>]>,
+    events: Arc<BoundedQueue<GameEvent>>,
+    commands: Arc<[BoundedQueue<Command>]>,
     shared: Arc<Shared>,
     matches: HashMap<MatchId, Vec<u64>>,
     seats: HashMap<u64, MatchId>,
@@ -527,11 +527,11 @@ impl GameServer {
         if config.max_sessions < workers {
             return Err(GameServerError::Bound("max_sessions must be at least the number of workers"));
         }
-        fn queue<T>(n: usize) -> Result<LockFreeQueue<T>, GameServerError> {
-            LockFreeQueue::new(n).map_err(|_| GameServerError::Bound("queue capacity out of range"))
+        fn queue<T>(n: usize) -> Result<BoundedQueue<T>, GameServerError> {
+            BoundedQueue::new(n).map_err(|_| GameServerError::Bound("queue capacity out of range"))
         }
         let events = Arc::new(queue(config.event_queue)?);
-        let commands: Arc<[LockFreeQueue<Command>]> =
+        let commands: Arc<[BoundedQueue<Command>]> =
             (0..workers).map(|_| queue(config.command_queue)).collect::<Result<Vec<_>, _>>()?.into();
         let shared = Arc::new(Shared::default());
         let drops = Arc::new(DropCounters::default());
