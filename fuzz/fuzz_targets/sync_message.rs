@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pvp_core::RegionId;
-use pvp_global::sync::{SyncConfig, CrossRegionSync, msg};
+use pvp_global::sync::{CrossRegionSync, SyncConfig, msg};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {

@@ -21,7 +21,7 @@ pub mod topology;
 
 pub use ids::{MatchId, PlayerId, RegionId, ServerId, ZoneId};
 pub use numa::{NodeBox, NumaAllocator, NumaGlobalAlloc};
-pub use queue::{BoundedQueue, QueueError, UnboundedQueue};
 #[allow(deprecated)]
 pub use queue::LockFreeQueue;
+pub use queue::{BoundedQueue, QueueError, UnboundedQueue};
 pub use topology::{NodeId, Topology};

@@ -18,7 +18,10 @@ pub use unbounded::UnboundedQueue;
 
 /// The name [`BoundedQueue`] had before 0.2: both queues are lock-free, what tells them apart
 /// is the bound.
-#[deprecated(since = "0.2.0", note = "renamed to `BoundedQueue` (both queues are lock-free; this one is bounded)")]
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `BoundedQueue` (both queues are lock-free; this one is bounded)"
+)]
 pub type LockFreeQueue<T> = BoundedQueue<T>;
 
 /// Why a queue could not be created.
