@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use pvp_core::ids::RegionId;
 
 use crate::config::{ConfigError, SessionConfig};
-use crate::session::{ProcessRole, Topology};
+use crate::session::{Deployment, ProcessRole};
 
 /// Why the arguments were refused.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum CliError {
 #[non_exhaustive]
 pub enum Command {
     /// Run with this config, in this topology.
-    Run(Box<SessionConfig>, Topology),
+    Run(Box<SessionConfig>, Deployment),
     /// Print the help text.
     Help,
 }
@@ -113,7 +113,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
     }
     config.validate()?;
     let topology = match (region, sync, control) {
-        (None, None, None) if peers.is_empty() && !leader => Topology::InProcess,
+        (None, None, None) if peers.is_empty() && !leader => Deployment::InProcess,
         (Some(region), Some(sync_addr), Some(control_addr)) => {
             if config.region_index(region).is_none() {
                 return Err(CliError::BadValue { option: "--region", value: region.to_string() });
@@ -133,7 +133,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
                     return Err(CliError::MissingValue("--peers (every other region's sync address)"));
                 }
             }
-            Topology::OneRegion(ProcessRole { region, sync_addr, peers, control_addr, leader })
+            Deployment::OneRegion(ProcessRole { region, sync_addr, peers, control_addr, leader })
         }
         _ => return Err(CliError::MissingValue("--region, --sync and --control (multi-process mode)")),
     };
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn options_override_defaults() {
-        let Command::Run(c, Topology::InProcess) =
+        let Command::Run(c, Deployment::InProcess) =
             parse(args(&["--players", "100000", "--duration", "30"])).unwrap()
         else {
             panic!("expected a run");
@@ -176,7 +176,7 @@ mod tests {
             "--peers",
             "kr=127.0.0.1:7101,sg=127.0.0.1:7103",
         ]);
-        let Command::Run(_, Topology::OneRegion(role)) = parse(multi).unwrap() else {
+        let Command::Run(_, Deployment::OneRegion(role)) = parse(multi).unwrap() else {
             panic!("multi-process")
         };
         assert_eq!(role.peers.len(), 2);

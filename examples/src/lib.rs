@@ -57,4 +57,6 @@ pub mod wire;
 
 pub use config::SessionConfig;
 pub use report::Report;
-pub use session::{ProcessRole, RunningSession, Topology};
+#[allow(deprecated)]
+pub use session::Topology;
+pub use session::{Deployment, ProcessRole, RunningSession};

@@ -55,15 +55,20 @@ pub enum SessionError {
     Role(&'static str),
 }
 
-/// Where the regions of a session run.
+/// Where the regions of a session run. (Named `Topology` before 0.2, which is also the name of
+/// pvp-core's NUMA topology.)
 #[derive(Debug, Clone, PartialEq, Default)]
-pub enum Topology {
+pub enum Deployment {
     /// Every region in this process.
     #[default]
     InProcess,
     /// One region in this process; the others run in other processes (or hosts).
     OneRegion(ProcessRole),
 }
+
+/// The name [`Deployment`] had before 0.2.
+#[deprecated(since = "0.2.0", note = "renamed to `Deployment` (pvp-core's `Topology` is the NUMA topology)")]
+pub type Topology = Deployment;
 
 /// This process's part in a multi-process session.
 #[derive(Debug, Clone, PartialEq)]
@@ -415,13 +420,13 @@ impl RunningSession {
     /// backbone latencies, game servers, the control plane (matchmaking, health, autoscaling,
     /// SLOs), `/metrics` and the bots.
     pub fn start(config: SessionConfig) -> Result<Self, SessionError> {
-        Self::start_with(config, Topology::InProcess)
+        Self::start_with(config, Deployment::InProcess)
     }
 
     /// Like [`start`](Self::start), for one region of a multi-process session (or all of
-    /// them in this process with [`Topology::InProcess`]). A multi-process session waits up to
+    /// them in this process with [`Deployment::InProcess`]). A multi-process session waits up to
     /// 30 s for every region's process to join the leader.
-    pub fn start_with(config: SessionConfig, topology: Topology) -> Result<Self, SessionError> {
+    pub fn start_with(config: SessionConfig, topology: Deployment) -> Result<Self, SessionError> {
         config.validate()?;
         let n = config.regions.len();
         let start = Instant::now();
@@ -446,8 +451,8 @@ impl RunningSession {
             Some(MetricsServer::bind(addr, registry.clone())?)
         };
         let (locals, role): (Vec<usize>, Option<&ProcessRole>) = match &topology {
-            Topology::InProcess => ((0..n).collect(), None),
-            Topology::OneRegion(r) => {
+            Deployment::InProcess => ((0..n).collect(), None),
+            Deployment::OneRegion(r) => {
                 let i = config.region_index(r.region).ok_or(SessionError::Role("unknown region"))?;
                 (vec![i], Some(r))
             }

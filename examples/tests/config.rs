@@ -10,7 +10,7 @@ use std::time::Duration;
 use pvp_core::ids::RegionId;
 use pvp_examples::cli::{self, CliError, Command};
 use pvp_examples::config::{ConfigError, MAX_PLAYERS};
-use pvp_examples::{SessionConfig, Topology};
+use pvp_examples::{Deployment, SessionConfig};
 
 fn args(s: &[&str]) -> Vec<String> {
     s.iter().map(|x| x.to_string()).collect()
@@ -205,7 +205,7 @@ fn latency_tables_name_only_known_regions_and_cover_every_peer() {
 
 #[test]
 fn duration_flag_edge_cases() {
-    let Command::Run(c, Topology::InProcess) = cli::parse(args(&["--duration", "0"])).unwrap() else {
+    let Command::Run(c, Deployment::InProcess) = cli::parse(args(&["--duration", "0"])).unwrap() else {
         panic!("a run")
     };
     assert_eq!(c.duration_secs, 0.0);
@@ -261,7 +261,7 @@ fn multi(extra: &[&str]) -> Result<Command, CliError> {
 
 #[test]
 fn multi_process_flags_refuse_unknown_regions_and_bad_peers() {
-    let Command::Run(_, Topology::OneRegion(role)) =
+    let Command::Run(_, Deployment::OneRegion(role)) =
         multi(&["--peers", "jp=127.0.0.1:7102,sg=127.0.0.1:7103", "--leader"]).unwrap()
     else {
         panic!("one region")

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if topology != pvp_examples::Topology::InProcess {
+    if topology != pvp_examples::Deployment::InProcess {
         eprintln!("chaos-failover: runs every region in one process (no --region)");
         return ExitCode::from(2);
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pvp_examples::cli::{Command, HELP, parse};
-use pvp_examples::{RunningSession, Topology};
+use pvp_examples::{Deployment, RunningSession};
 
 fn main() -> ExitCode {
     let (config, topology) = match parse(std::env::args().skip(1)) {
@@ -28,7 +28,9 @@ fn main() -> ExitCode {
         eprintln!("multi-region: cannot handle Ctrl-C: {e}");
     }
     let regions: Vec<String> = match &topology {
-        Topology::OneRegion(role) => vec![format!("{} (one region of a multi-process session)", role.region)],
+        Deployment::OneRegion(role) => {
+            vec![format!("{} (one region of a multi-process session)", role.region)]
+        }
         _ => config.regions.iter().map(|r| r.id.to_string()).collect(),
     };
     println!(
