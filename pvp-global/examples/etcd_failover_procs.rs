@@ -7,16 +7,14 @@
 //! the global job, and a route service a client polls. kr is killed (SIGKILL) and restarted,
 //! then (second table) frozen (SIGSTOP) past its lease and resumed (SIGCONT).
 //!
-//! `cargo run --release -p pvp-global --features etcd --example etcd_failover_procs -- [runs]`
-
-#[path = "../tests/etcd_procs_support/mod.rs"]
-mod procs;
+//! `cargo run --release -p pvp-global --features etcd,sim --example etcd_failover_procs -- [runs]`
 
 use std::process::Command;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use pvp_global::coord::LoopbackEtcdCluster;
+use pvp_global::failover::sim::procs;
 
 const SEED_FAILOVER: Duration = Duration::from_secs(30);
 

@@ -2,14 +2,12 @@
 //! (the integrated deterministic simulation, virtual time) over many seeds, against the seed
 //! design's 30 s failover.
 //!
-//! `cargo run --release -p pvp-global --example failover_integrated -- [runs]`
-
-#[path = "../tests/failover_integrated_support/mod.rs"]
-mod sim;
+//! `cargo run --release -p pvp-global --features sim --example failover_integrated -- [runs]`
 
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use pvp_global::failover::sim::integrated as sim;
 
 const SEED_FAILOVER: Duration = Duration::from_secs(30);
 

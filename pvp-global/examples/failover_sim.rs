@@ -1,14 +1,12 @@
 //! Detection and failover times of the local coordinator + failover planner, measured on the
 //! deterministic simulation (virtual time) over many seeds.
 //!
-//! `cargo run --release -p pvp-global --example failover_sim -- [runs]`
-
-#[path = "../tests/failover_support/mod.rs"]
-mod sim;
+//! `cargo run --release -p pvp-global --features sim --example failover_sim -- [runs]`
 
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use pvp_global::failover::sim::planner as sim;
 
 fn main() {
     let runs: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(500);

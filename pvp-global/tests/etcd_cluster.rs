@@ -1,5 +1,6 @@
 //! EtcdCoordinator against a real 3-member etcd cluster on loopback, started and stopped here.
-//! Skips itself (with a note) when no etcd binary is installed.
+//! Skips itself (with a note) when no etcd binary is installed. Its own test binary (feature
+//! `etcd`): it starts and stops a real etcd cluster.
 #![cfg(feature = "etcd")]
 
 use std::time::{Duration, Instant};

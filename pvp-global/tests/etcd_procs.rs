@@ -1,15 +1,15 @@
 //! The kr failover scenario once with each region in its own OS process (this test binary
 //! re-executed as a region), on a real 3-member etcd cluster on loopback. Skips itself (with a
-//! note) when no etcd binary is installed.
-#![cfg(feature = "etcd")]
-
-#[path = "etcd_procs_support/mod.rs"]
-mod procs;
+//! note) when no etcd binary is installed. The scenario is `pvp_global::failover::sim::procs`
+//! (features `etcd` and `sim`). Its own test binary: it re-executes itself as the region
+//! processes (`region_process_entry`), and it needs a real etcd.
+#![cfg(all(feature = "etcd", feature = "sim"))]
 
 use std::process::Command;
 use std::time::Duration;
 
 use pvp_global::coord::LoopbackEtcdCluster;
+use pvp_global::failover::sim::procs;
 
 const GOAL: Duration = Duration::from_secs(5);
 const ROLE_ENV: &str = "PVP_ETCD_PROCS_REGION";

@@ -2,6 +2,7 @@
 //! global allocator measures the allocations of `tick` in the steady state.
 //! Only the measuring thread's allocations count (a thread-local flag): the test harness's
 //! thread allocates while it waits for the result, and that must not race into the window.
+//! Its own test binary: the counting allocator is the process's `#[global_allocator]`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -1,4 +1,6 @@
-//! Three regions over real UDP sockets on loopback, each on its own thread.
+//! CrossRegionSync with three regions over real UDP sockets on loopback, each on its own
+//! thread. Its own test binary: its wall-clock timeouts stay clear of the CPU-bound simulations
+//! in `sync`.
 
 use pvp_core::{PlayerId, RegionId};
 use pvp_global::sync::driver::{DriverError, wall_now};

@@ -15,6 +15,10 @@
 //!   cross-region sync progress ([`SyncProgress`], read from each region's
 //!   [`CrossRegionSync`](crate::CrossRegionSync)).
 //!
+//! - `sim` (feature `sim`): deterministic kr / jp / sg simulations of a region failing under
+//!   match load, against the bare planner and against the real layers (and, with `etcd`, as
+//!   three OS processes on a real etcd): what the failover tests assert and the examples measure.
+//!
 //! Inputs and outputs are plain data, so that matchmaking (which places players), cross-region
 //! sync (which reports catch-up) and the connect-token issuer can be wired to it by the
 //! assembling code.
@@ -59,6 +63,8 @@
 mod controller;
 mod health;
 mod planner;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 use pvp_core::ids::{PlayerId, RegionId};
 
