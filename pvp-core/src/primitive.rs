@@ -65,7 +65,8 @@ impl Backoff {
 /// A sequentially consistent fence.
 ///
 /// On x86-64 a locked read-modify-write of a private stack word is a full barrier, like
-/// `mfence`, but costs less: the queue benchmarks measured it (see BENCHMARKS.md).
+/// `mfence`, but cheaper on the queues' empty and full paths (see docs/ARCHITECTURE.md,
+/// "`primitive`: the loom seam").
 #[inline(always)]
 pub(crate) fn full_fence() {
     #[cfg(all(target_arch = "x86_64", not(pvp_loom), not(miri)))]

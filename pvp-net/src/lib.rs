@@ -74,7 +74,8 @@
 
 //!
 //! Performance note: ChaCha20-Poly1305 from RustCrypto picks poly1305's AVX2 backend at run
-//! time, which costs about 4x its portable backend on game-sized packets; build with
+//! time, which is several times slower than its portable backend on game-sized packets
+//! (see BENCHMARKS.md, "netcode AEAD backend (`--cfg poly1305_force_soft`)"); build with
 //! `--cfg poly1305_force_soft` (this workspace's `.cargo/config.toml` does; see
 //! `docs/ARCHITECTURE.md`).
 #![deny(missing_docs)]

@@ -34,18 +34,15 @@ use crate::primitive::{Backoff, UnsafeCell, full_fence, spin_loop};
 
 /// How many times `push` / `pop` re-read a slot that looks full / empty before they read the
 /// other side's index to decide. Reading `head` from a producer (or `tail` from a consumer)
-/// moves that cache line away from the threads that write it on every operation; with one
-/// producer and one consumer the re-reads cut the lines crossing cores per value (16-core box,
-/// 2 cores: 1.73x crossbeam's `ArrayQueue` with them, 1.04-1.08x without; BENCHMARKS.md).
+/// moves that cache line away from the threads that write it on every operation; the re-reads
+/// cut the lines crossing cores per value, which wins where crossing cores is expensive (see
+/// BENCHMARKS.md, "What decided the earlier design (A/B, scratch harness run beside the bench)").
 ///
-/// The wait only pays when the other side is running on another core. After a `pop` that
-/// found the queue empty (or a `push` that found it full), the next one does not wait until
-/// one succeeds (the `idle` flag of [`End`]), so a consumer polling an idle queue pays for the
-/// wait once, not on every poll. With all threads on one core the waits had halved
-/// throughput (0.54x `ArrayQueue`); with the flag, and `pop`'s contended path out of line,
-/// 0.87-0.89x. Where crossing cores is expensive, 1P1C went from 3.5-6.9x to 7.1-8.0x
-/// `ArrayQueue` and 2P2C from 2.6-4.0x to 4.5-6.5x (dev box, `cargo bench -p pvp-benches
-/// --bench queue_ab`, BENCHMARKS.md).
+/// The wait only pays when the other side is running on another core. After a `pop` that found
+/// the queue empty (or a `push` that found it full), the next one does not wait until one
+/// succeeds (the `idle` flag of [`End`]), so a consumer polling an idle queue pays for the wait
+/// once, not on every poll (see BENCHMARKS.md, "What this session changed, and what each change
+/// measured (dev box, 2026-11-26)").
 #[cfg(not(pvp_loom))]
 const SLOT_WAIT: u32 = 4;
 /// Loom explores every interleaving of each spin: one re-read keeps the models small.
@@ -101,7 +98,8 @@ struct Slot<T> {
 /// - [`force_push`] overwrites the oldest value instead (a ring of recent events);
 /// - [`push_batch`] / [`pop_batch`] move many values per synchronisation;
 /// - `head` and `tail` live on separate cache lines; slots are packed, four `u64`-sized
-///   values and their stamps to a line (measured faster than one slot per line).
+///   values and their stamps to a line (faster than one slot per line: see BENCHMARKS.md,
+///   "What decided the earlier design (A/B, scratch harness run beside the bench)").
 ///
 /// Values pushed by one producer are popped in the order they were pushed.
 ///
@@ -369,9 +367,9 @@ impl<T> BoundedQueue<T> {
     }
 
     /// `pop` past its first try: an empty-looking slot, a lost race or a slot still being
-    /// written. Out of line, so the inlined fast path stays small: that took the single-thread
-    /// round trip from 0.83x to 0.96x `ArrayQueue` and, where crossing cores is expensive,
-    /// 1P1C from 4.4-5.8x to 6.1-7.6x (`push` measured worse split the same way: it is not).
+    /// written. Out of line, so the inlined fast path stays small (`push` split the same way
+    /// measured worse, so it is not; see BENCHMARKS.md, "What this session changed, and what
+    /// each change measured (dev box, 2026-11-26)").
     #[inline(never)]
     fn pop_contended(&self) -> Option<T> {
         let mut waited = 0;

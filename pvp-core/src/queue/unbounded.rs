@@ -19,10 +19,11 @@
 //! position never repeats, so there is no ABA.
 //!
 //! A retired block is freed, or, for a queue made with [`UnboundedQueue::with_block_reuse`],
-//! cleared and kept in a one-block spare slot for the next producer that needs a block, so
-//! that a queue in a steady state allocates nothing. Reuse is not the default: the reused
-//! block's cache lines are still held by the consumer that retired it, and pulling them over
-//! to the producer cost more than an allocation on the 16-core box (BENCHMARKS.md).
+//! cleared and kept in a one-block spare slot for the next producer that needs a block, so that
+//! a queue in a steady state allocates nothing. Reuse is not the default: the reused block's
+//! cache lines are still held by the consumer that retired it, and pulling them over to the
+//! producer cost more than an allocation (see BENCHMARKS.md, "What decided the earlier design
+//! (A/B, scratch harness run beside the bench)").
 
 use core::fmt;
 use core::mem::MaybeUninit;
@@ -33,11 +34,11 @@ use crossbeam_utils::CachePadded;
 use crate::primitive::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::primitive::{Backoff, UnsafeCell, full_fence, spin_loop};
 
-/// Slots per block. 127 rather than crossbeam `SegQueue`'s 31: a block switch is the one
-/// point where every producer (and, at the other end, every consumer) waits for one thread,
-/// and each block costs an allocation, a free and a walk over its slots. Four times fewer
-/// switches measured 1.11-1.35x `SegQueue` at 1P1C and 2P2C on the dev box, against 1.00-1.13x
-/// with 31, in the same rounds (BENCHMARKS.md); a block of `u64`s is 2 KiB instead of 0.5 KiB.
+/// Slots per block. 127 rather than crossbeam `SegQueue`'s 31: a block switch is the one point
+/// where every producer (and, at the other end, every consumer) waits for one thread, and each
+/// block costs an allocation, a free and a walk over its slots, so four times fewer switches
+/// win (see BENCHMARKS.md, "What this session changed, and what each change measured (dev box,
+/// 2026-11-26)"); a block of `u64`s is 2 KiB instead of 0.5 KiB.
 #[cfg(not(pvp_loom))]
 const BLOCK_CAP: usize = 127;
 /// Positions per block: one more than its slots, the extra one meaning "moving to next block".
@@ -202,7 +203,8 @@ impl<T> UnboundedQueue<T> {
     /// length stays below one block's worth between pushes and pops allocates nothing once
     /// running (for a process that must not call the allocator on its hot path). Throughput
     /// is lower across cores than with [`new`](Self::new): the reused block's cache lines
-    /// move from the consumer that drained it to the producer (BENCHMARKS.md).
+    /// move from the consumer that drained it to the producer (see BENCHMARKS.md,
+    /// "What decided the earlier design (A/B, scratch harness run beside the bench)").
     ///
     /// ```
     /// use pvp_core::queue::UnboundedQueue;
