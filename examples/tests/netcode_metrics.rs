@@ -9,6 +9,8 @@ use pvp_net::game::{GameClient, GameServer, GameServerConfig};
 use pvp_net::netcode::{ClientConfig, IssuerConfig, Key, TokenIssuer};
 use pvp_ops::metrics::MetricsRegistry;
 
+mod common;
+
 #[test]
 fn game_server_metrics_land_in_the_registry() {
     let registry = MetricsRegistry::new();
@@ -51,26 +53,7 @@ fn game_server_metrics_land_in_the_registry() {
     assert!(text.contains("pvp_net_packets_dropped_total{reason=\"malformed\"} 7"), "{text}");
     assert!(text.contains("pvp_net_packets_dropped_total{reason=\"unknown_connection\"} 9"), "{text}");
     assert!(text.contains("pvp_net_netcode_sessions_closed_total{reason=\"peer\"} 1"), "{text}");
-    // The exposition is valid Prometheus text (CI installs promtool; elsewhere, say so).
-    match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(mut child) => {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "promtool: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Err(e) => eprintln!("promtool not found ({e}); exposition not checked"),
-    }
+    // The exposition is valid Prometheus text.
+    common::promtool_check(&text);
     server.shutdown().unwrap();
 }

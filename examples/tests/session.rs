@@ -1,8 +1,27 @@
-//! A short multi-region session on loopback, asserted on its report.
+//! A short multi-region session on loopback, asserted on its report and on its whole
+//! `/metrics` exposition, scraped over HTTP and linted by `promtool check metrics` (valid text
+//! format; counters end in `_total`; every family has help text).
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use pvp_examples::{RunningSession, SessionConfig};
+
+mod common;
+
+/// The body of `GET /metrics` at `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read /metrics");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
+    body.to_owned()
+}
 
 #[test]
 fn short_session_matches_everywhere_and_converges() {
@@ -16,10 +35,19 @@ fn short_session_matches_everywhere_and_converges() {
     let mut session = RunningSession::start(config).expect("session starts");
     let addr = session.metrics_addr().expect("metrics served");
     session.run_until(&AtomicBool::new(false), |_| {});
-    let scrape = std::net::TcpStream::connect(addr).is_ok();
+    let text = scrape(addr);
     let report = session.finish();
     println!("{report}");
-    assert!(scrape, "/metrics reachable");
+    // Every layer reported: matchmaking, sync, the game servers' network.
+    for family in ["pvp_global_mm_matches_total", "pvp_global_sync_messages_sent_total", "pvp_net_"] {
+        assert!(text.contains(family), "{family} missing from\n{text}");
+    }
+    // No counter without the `_total` suffix, whatever promtool's version checks.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ") && l.ends_with(" counter")) {
+        let name = line.split_whitespace().nth(2).unwrap_or_default();
+        assert!(name.ends_with("_total"), "counter {name} lacks the _total suffix");
+    }
+    common::promtool_check(&text);
     for r in &report.regions {
         assert!(r.matches_finished > 0, "matches finished in {}", r.region);
         assert!(r.matches_made > 0, "matches made in {}", r.region);

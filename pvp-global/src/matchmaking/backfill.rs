@@ -46,12 +46,7 @@ impl GlobalMatchmaking {
     /// [`MatchError::Cancelled`] if the match ends first.
     pub fn backfill(&mut self, req: BackfillRequest, _now: Duration) -> Result<MatchHandle, RequestError> {
         let checked = (|| {
-            let mode = self
-                .config
-                .modes
-                .iter()
-                .position(|m| m.id == req.mode)
-                .ok_or(RequestError::UnknownMode(req.mode))?;
+            let mode = self.mode_index(req.mode)?;
             let region = self.region_index(req.region).ok_or(RequestError::UnknownRegion(req.region))?;
             let m = &self.config.modes[mode];
             if req.slots == 0 || req.slots > m.team_size || req.team >= m.teams {

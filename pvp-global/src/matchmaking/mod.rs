@@ -241,13 +241,13 @@ impl GlobalMatchmaking {
         err
     }
 
+    /// The index of game mode `id` in the configured modes.
+    fn mode_index(&self, id: GameModeId) -> Result<usize, RequestError> {
+        self.config.modes.iter().position(|m| m.id == id).ok_or(RequestError::UnknownMode(id))
+    }
+
     fn check(&self, req: &MatchRequest) -> Result<(u8, u8, [u32; MAX_REGIONS]), RequestError> {
-        let mode = self
-            .config
-            .modes
-            .iter()
-            .position(|m| m.id == req.mode)
-            .ok_or(RequestError::UnknownMode(req.mode))?;
+        let mode = self.mode_index(req.mode)?;
         let team_size = usize::from(self.config.modes[mode].team_size);
         let bad_rating = |r: f64| !r.is_finite() || r < 0.0;
         if bad_rating(req.rating) {
