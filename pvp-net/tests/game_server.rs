@@ -269,3 +269,96 @@ fn oversized_sends_are_refused_before_they_reach_a_worker() {
     assert!(pvp_net::game::Payload::new(&huge).is_none());
     assert_eq!(s.server.stats().sends_failed, 0, "refused sends never reached a worker");
 }
+
+/// The link delay is on the path: the round trip the client sees (payload out, echo back)
+/// grows by twice the one-way delay, and nothing is lost or reordered by holding.
+#[test]
+fn link_delay_puts_latency_on_the_path() {
+    let Some(s) = setup(DriverChoice::Epoll, 1, 8) else { return };
+    let mut c = s.client(1, 1);
+    c.connect_blocking(Duration::from_secs(5)).unwrap();
+    let one_way = Duration::from_millis(25);
+    c.set_link_delay(one_way);
+    assert_eq!(c.link_delay(), one_way);
+    let sender = s.server.sender();
+    let mut events = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut rtts = Vec::new();
+    for i in 0u8..5 {
+        let sent = Instant::now();
+        c.send(&[i]).unwrap();
+        // The datagram is held, not sent: a wakeup is due no later than the delay.
+        let wake = c.next_wakeup().expect("a held datagram");
+        assert!(wake <= sent + one_way + Duration::from_millis(1));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut echoed = false;
+        while !echoed && Instant::now() < deadline {
+            c.update().unwrap();
+            s.server.poll_events(&mut events, 64);
+            for e in events.drain(..) {
+                if let GameEvent::Payload { session, payload } = e {
+                    assert_eq!(payload.as_slice(), [i], "in order, none lost");
+                    sender.send(session, payload.as_slice()).unwrap();
+                    echoed = true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1)); // pacing only; the loop checks state
+        }
+        assert!(echoed, "the server got payload {i}");
+        let n = c.recv_payload_timeout(&mut buf, Duration::from_secs(5)).unwrap().expect("echo");
+        assert_eq!(&buf[..n], [i]);
+        rtts.push(sent.elapsed());
+    }
+    let min = rtts.iter().min().copied().unwrap();
+    assert!(min >= one_way * 2, "every round trip includes both delays: {rtts:?}");
+    c.set_link_delay(Duration::ZERO);
+    assert_eq!(c.link_delay(), Duration::ZERO);
+}
+
+/// `abort` is a crash: the client hears no disconnect, and only its own timeout ends the
+/// session; `shutdown` (the orderly way) tells it at once.
+#[test]
+fn abort_says_nothing_and_shutdown_says_goodbye() {
+    for orderly in [false, true] {
+        let key = Key::random();
+        let mut c = GameServerConfig::new("127.0.0.1:0".parse().unwrap(), PID, key.clone());
+        c.udp.driver = DriverChoice::Epoll;
+        let server = GameServer::bind(c).unwrap();
+        let mut ic = IssuerConfig::new(PID, key);
+        ic.timeout_seconds = 1;
+        let issuer = TokenIssuer::new(ic);
+        let grant = SessionGrant {
+            client_id: 5,
+            server_addresses: vec![server.public_address()],
+            user_data: SessionUserData {
+                match_id: MatchId::new(1),
+                player: PlayerId::new(5),
+                team: 0,
+                layered: false,
+                game_data: vec![],
+            },
+        };
+        let mut client =
+            GameClient::new(issuer.token(unix(), &grant).unwrap(), ClientConfig::default()).unwrap();
+        client.connect_blocking(Duration::from_secs(5)).unwrap();
+        let ended_at = Instant::now();
+        if orderly {
+            server.shutdown().unwrap()
+        } else {
+            server.abort().unwrap()
+        }
+        let mut buf = [0u8; 16];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.is_connected() && Instant::now() < deadline {
+            let _ = client.recv_payload_timeout(&mut buf, Duration::from_millis(20)).unwrap();
+        }
+        let took = ended_at.elapsed();
+        if orderly {
+            assert_eq!(client.state(), ClientState::Disconnected);
+            assert!(took < Duration::from_millis(900), "told at once: {took:?}");
+        } else {
+            assert_eq!(client.state(), ClientState::ConnectionTimedOut);
+            assert!(took >= Duration::from_millis(900), "only the timeout ended it: {took:?}");
+        }
+    }
+}

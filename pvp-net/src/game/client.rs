@@ -1,7 +1,9 @@
 //! `GameClient`: the netcode client on a std `UdpSocket`.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -34,13 +36,49 @@ pub enum GameClientError {
 /// A netcode client on its own UDP socket: the sans-IO [`Client`] plus a small driver.
 /// Call [`update`](Self::update) (non-blocking) or one of the waiting calls regularly: they
 /// read the socket, run the timers and send what is due.
+///
+/// A driver that runs many clients on one thread registers each client's socket with its
+/// poller (the client is [`AsRawFd`]) and calls [`update`](Self::update) or
+/// [`recv_payload`](Self::recv_payload) when the socket is readable or
+/// [`next_wakeup`](Self::next_wakeup) is due.
+///
+/// # Link delay
+///
+/// [`set_link_delay`](Self::set_link_delay) holds every datagram this client sends and every
+/// one it receives for a fixed time before it leaves or is handled, so that a bot on
+/// loopback experiences the latency of a player far away: the delay is on the path, and the
+/// round trips both ends measure include it. It is user space because kernels without the
+/// `netem` qdisc (and unprivileged containers) cannot delay traffic themselves.
 #[derive(Debug)]
 pub struct GameClient {
     socket: UdpSocket,
     client: Client,
     tx: Box<[u8; MAX_PACKET_BYTES]>,
-    rx: Box<[u8; 2048]>,
+    rx: Box<[u8; RX_BYTES]>,
+    delay: Duration,
+    /// Datagrams received, handled when due (arrival + delay), in arrival order.
+    inbound: VecDeque<Held>,
+    /// Datagrams sent, put on the socket when due (send + delay), in send order.
+    outbound: VecDeque<Held>,
+    /// Buffers of held datagrams that left, reused so a steady state allocates nothing.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Receive buffer: larger than any netcode packet, so a longer datagram is seen whole and
+/// dropped by the protocol rather than cut.
+const RX_BYTES: usize = 2048;
+
+/// A datagram held by the link delay.
+#[derive(Debug)]
+struct Held {
+    due: Instant,
+    addr: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Held datagrams per direction at most; past it the oldest would have to wait behind a
+/// burst no real link carries, so new ones are dropped (counted as lost by the protocol).
+const MAX_HELD: usize = 256;
 
 impl GameClient {
     /// A client on a fresh socket (an ephemeral port on the wildcard address of the first
@@ -62,7 +100,63 @@ impl GameClient {
         socket.set_nonblocking(true)?;
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let client = Client::new(token, config, Instant::now(), unix)?;
-        Ok(GameClient { socket, client, tx: Box::new([0; MAX_PACKET_BYTES]), rx: Box::new([0; 2048]) })
+        Ok(GameClient {
+            socket,
+            client,
+            tx: Box::new([0; MAX_PACKET_BYTES]),
+            rx: Box::new([0; RX_BYTES]),
+            delay: Duration::ZERO,
+            inbound: VecDeque::new(),
+            outbound: VecDeque::new(),
+            spare: Vec::new(),
+        })
+    }
+
+    /// Holds every datagram for `one_way` in each direction (see [Link delay](Self#link-delay));
+    /// the round trip grows by twice `one_way`. Zero (the default) turns it off; datagrams
+    /// already held keep their due times.
+    pub fn set_link_delay(&mut self, one_way: Duration) {
+        self.delay = one_way;
+    }
+
+    /// The one-way link delay in force.
+    pub fn link_delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// When this client next needs a call even if its socket stays quiet: the protocol's next
+    /// timer (resend, keep-alive, timeout) or the next held datagram's due time.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let held = [self.inbound.front(), self.outbound.front()].into_iter().flatten().map(|h| h.due).min();
+        match (self.client.poll_timeout(), held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Puts held datagrams that are due on the socket.
+    fn send_due(&mut self, now: Instant) -> io::Result<()> {
+        while self.outbound.front().is_some_and(|h| h.due <= now) {
+            let Some(h) = self.outbound.pop_front() else { break };
+            let r = send_ignoring_refused(&self.socket, &h.bytes, h.addr);
+            self.spare.push(h.bytes);
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Sends one datagram now, or holds it for the link delay.
+    fn transmit(&mut self, now: Instant, len: usize, to: SocketAddr) -> io::Result<()> {
+        if self.delay.is_zero() && self.outbound.is_empty() {
+            return send_ignoring_refused(&self.socket, &self.tx[..len], to);
+        }
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(&self.tx[..len]);
+        if self.outbound.len() < MAX_HELD {
+            self.outbound.push_back(Held { due: now + self.delay, addr: to, bytes: b });
+        }
+        self.send_due(now)
     }
 
     /// The sans-IO client, for state, counters and events.
@@ -92,9 +186,9 @@ impl GameClient {
 
     fn flush(&mut self, now: Instant) -> io::Result<()> {
         while let Some(t) = self.client.poll_transmit(now, &mut self.tx[..]) {
-            send_ignoring_refused(&self.socket, &self.tx[..t.len], t.destination)?;
+            self.transmit(now, t.len, t.destination)?;
         }
-        Ok(())
+        self.send_due(now)
     }
 
     /// Reads every waiting datagram, runs the timers and sends what is due; payloads that
@@ -105,13 +199,40 @@ impl GameClient {
         self.flush(Instant::now())
     }
 
-    /// Reads one datagram if one is waiting; returns `Some(Some(n))` for a payload copied
-    /// into `buf` (cut to its length), `Some(None)` for anything else, `None` when nothing
-    /// waits.
+    /// Handles the next held datagram that is due; `None` when none is.
+    fn handle_due(&mut self, now: Instant, buf: &mut [u8]) -> Option<Option<usize>> {
+        if !self.inbound.front().is_some_and(|h| h.due <= now) {
+            return None;
+        }
+        let h = self.inbound.pop_front()?;
+        let got = self.client.handle_datagram(now, h.addr, &h.bytes).map(|p| {
+            let k = p.len().min(buf.len());
+            buf[..k].copy_from_slice(&p[..k]);
+            k
+        });
+        self.spare.push(h.bytes);
+        Some(got)
+    }
+
+    /// Handles one datagram if one is due or waiting (datagrams read while a link delay is set
+    /// are held, not handled); returns `Some(Some(n))` for a payload copied into `buf` (cut
+    /// to its length), `Some(None)` for anything else, `None` when nothing is due or waits.
     fn read_one(&mut self, buf: &mut [u8]) -> io::Result<Option<Option<usize>>> {
+        if let Some(got) = self.handle_due(Instant::now(), buf) {
+            return Ok(Some(got));
+        }
         match self.socket.recv_from(&mut self.rx[..]) {
             Ok((n, from)) => {
                 let now = Instant::now();
+                if !self.delay.is_zero() {
+                    if self.inbound.len() < MAX_HELD {
+                        let mut b = self.spare.pop().unwrap_or_default();
+                        b.clear();
+                        b.extend_from_slice(&self.rx[..n]);
+                        self.inbound.push_back(Held { due: now + self.delay, addr: from, bytes: b });
+                    }
+                    return Ok(Some(None));
+                }
                 let got = self.client.handle_datagram(now, from, &self.rx[..n]).map(|p| {
                     let k = p.len().min(buf.len());
                     buf[..k].copy_from_slice(&p[..k]);
@@ -128,8 +249,8 @@ impl GameClient {
         }
     }
 
-    /// The next payload already waiting, copied into `buf`; `None` when none waits. Runs the
-    /// timers and sends what is due.
+    /// The next payload already waiting (or, with a link delay, due), copied into `buf`;
+    /// `None` when none is. Runs the timers and sends what is due.
     pub fn recv_payload(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let r = loop {
             match self.read_one(buf)? {
@@ -157,7 +278,8 @@ impl GameClient {
             if now >= deadline {
                 return Ok(None);
             }
-            self.wait_readable(deadline.min(now + Duration::from_millis(10)) - now)?;
+            let wake = self.next_wakeup().map_or(deadline, |w| w.min(deadline));
+            self.wait_readable(wake.min(now + Duration::from_millis(10)).saturating_duration_since(now))?;
         }
     }
 
@@ -200,15 +322,16 @@ impl GameClient {
             if now >= deadline {
                 return Err(GameClientError::Timeout);
             }
-            let next = self.client.poll_timeout().unwrap_or(deadline).min(deadline);
+            let next = self.next_wakeup().unwrap_or(deadline).min(deadline);
             self.wait_readable(next.saturating_duration_since(now))?;
         }
     }
 
     /// Sends an unreliable payload now.
     pub fn send(&mut self, payload: &[u8]) -> Result<(), GameClientError> {
-        let t = self.client.send(Instant::now(), payload, &mut self.tx[..])?;
-        send_ignoring_refused(&self.socket, &self.tx[..t.len], t.destination)?;
+        let now = Instant::now();
+        let t = self.client.send(now, payload, &mut self.tx[..])?;
+        self.transmit(now, t.len, t.destination)?;
         Ok(())
     }
 
@@ -225,6 +348,22 @@ impl GameClient {
         let now = Instant::now();
         self.client.disconnect(now);
         let _ = self.flush(now);
+        // Leaving: what the link still holds goes now (nobody is left to call again).
+        let _ = self.send_due(now + self.delay);
+    }
+}
+
+impl AsRawFd for GameClient {
+    /// The socket's descriptor, to register with a poller (epoll, mio's `SourceFd`); read
+    /// and write it only through this client.
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl AsFd for GameClient {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 

@@ -662,6 +662,17 @@ impl GameServer {
     pub fn shutdown(mut self) -> std::io::Result<()> {
         self.stop()
     }
+
+    /// Stops the workers at once and closes the socket without a word to the sessions: what
+    /// a crashed server process looks like from outside (clients time out). For fault
+    /// injection and tests of what notices a dead server; [`shutdown`](Self::shutdown) is
+    /// the orderly way out.
+    pub fn abort(mut self) -> std::io::Result<()> {
+        match self.udp.take() {
+            Some(udp) => udp.shutdown(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Drop for GameServer {
