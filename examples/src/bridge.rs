@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::replica::ReplicaSummary;
 use crate::session::{BotCommand, ControlEvent, RegionCommand, Shared, lock};
-use crate::token::TOKEN_LEN;
 
 /// One region's status row: its replica summary, its hosted matches, and ms since it heard
 /// each region (`None`: never).
@@ -40,11 +39,16 @@ pub(crate) enum BridgeMsg {
     Assigned {
         player: PlayerId,
         match_id: MatchId,
+        region: usize,
         server: SocketAddr,
         token: Vec<u8>,
     },
     TicketFailed {
         player: PlayerId,
+    },
+    AssignmentVoid {
+        player: PlayerId,
+        match_id: MatchId,
     },
     /// Per region: replica summary, hosted matches, and ms since it heard each region (None:
     /// never).
@@ -195,10 +199,13 @@ fn serve_writer(sh: &Shared, w: &mut impl Write, region: usize, status_rows: &[u
         for c in bots.drain(..) {
             busy = true;
             let m = match c {
-                BotCommand::Assigned { player, match_id, server, token } => {
-                    BridgeMsg::Assigned { player, match_id, server, token: token.to_vec() }
+                BotCommand::Assigned { player, match_id, region, server, token } => {
+                    BridgeMsg::Assigned { player, match_id, region, server, token: token.into_vec() }
                 }
                 BotCommand::TicketFailed { player } => BridgeMsg::TicketFailed { player },
+                BotCommand::AssignmentVoid { player, match_id } => {
+                    BridgeMsg::AssignmentVoid { player, match_id }
+                }
             };
             if write_msg(w, &m).is_err() {
                 return;
@@ -247,13 +254,20 @@ pub(crate) fn follow(
         while let Ok(m) = read_msg(&mut reader) {
             match m {
                 BridgeMsg::Region(c) => sh_r.to_region[own].push(c),
-                BridgeMsg::Assigned { player, match_id, server, token } => {
-                    if let Ok(token) = <[u8; TOKEN_LEN]>::try_from(token.as_slice()) {
-                        sh_r.to_bots[own].push(BotCommand::Assigned { player, match_id, server, token });
-                    }
+                BridgeMsg::Assigned { player, match_id, region, server, token } => {
+                    sh_r.to_bots[own].push(BotCommand::Assigned {
+                        player,
+                        match_id,
+                        region,
+                        server,
+                        token: token.into_boxed_slice(),
+                    });
                 }
                 BridgeMsg::TicketFailed { player } => {
                     sh_r.to_bots[own].push(BotCommand::TicketFailed { player })
+                }
+                BridgeMsg::AssignmentVoid { player, match_id } => {
+                    sh_r.to_bots[own].push(BotCommand::AssignmentVoid { player, match_id })
                 }
                 BridgeMsg::Status(rows) => apply_status(&sh_r, rows, own),
                 _ => {}

@@ -231,8 +231,9 @@ pub fn run_failover(cfg: FailoverConfig) -> Result<FailoverOutcome, FailoverErro
         check_interval: Duration::from_millis(100),
         recovery_timeout: Duration::from_secs(20),
         recovery_target: Duration::from_secs(5),
-        // The cut breaks the steady state by design; what is tested is that it comes back.
-        tolerated_failures: u32::MAX,
+        // Every check states the hypothesis for its phase (see the closures below): a single
+        // failed check fails the experiment.
+        tolerated_failures: 0,
         abort_conditions: Vec::new(),
     });
     engine.register(links);
@@ -248,7 +249,10 @@ pub fn run_failover(cfg: FailoverConfig) -> Result<FailoverOutcome, FailoverErro
     let mut bans_left = cfg.bans_per_side;
     let started = Instant::now();
     let mut watching = false;
+    let mut injected_at = Instant::now();
+    let mut progress = (Instant::now(), handle.matches_finished());
     let ban_side = others.first().copied().unwrap_or(cut);
+    let other_idx: Vec<RegionId> = others.clone();
     let partition = engine.run_experiment(
         &format!(
             "with {cut} cut off, its players' new matches move to another region within {:?}; after the heal every region hears every other and {cut}, caught up, serves again",
@@ -259,6 +263,7 @@ pub fn run_failover(cfg: FailoverConfig) -> Result<FailoverOutcome, FailoverErro
             if !watching {
                 // The first check runs right before the injection.
                 watching = true;
+                injected_at = Instant::now();
                 session.watch_reroute(cut);
             } else if started.elapsed() > Duration::from_millis(200) && bans_left > 0 {
                 // Write bans on both sides of the cut while it lasts.
@@ -270,7 +275,25 @@ pub fn run_failover(cfg: FailoverConfig) -> Result<FailoverOutcome, FailoverErro
                 written_bans.extend([a, b]);
                 bans_left -= 1;
             }
-            session.region_serving(cut) && handle.sync_links_fresh(Duration::from_secs(1))
+            // Matches keep finishing somewhere, at every moment of the run.
+            let now = (Instant::now(), handle.matches_finished());
+            let finishing = now.1 > progress.1 || now.0.duration_since(progress.0) < Duration::from_millis(1_500);
+            if now.1 > progress.1 {
+                progress = now;
+            }
+            let others_serve = other_idx.iter().all(|r| session.region_serving(*r));
+            let since = injected_at.elapsed();
+            if since < cfg.partition {
+                // Cut off: the other regions serve, and once the reroute deadline passed, the
+                // cut region's players have been placed elsewhere.
+                finishing && others_serve && (since < cfg.reroute_target || session.reroute_time().is_some())
+            } else {
+                // Healed: every region hears every other, and the cut region serves again.
+                finishing
+                    && others_serve
+                    && session.region_serving(cut)
+                    && handle.sync_links_fresh(Duration::from_secs(1))
+            }
         },
     );
     let partition = partition?;

@@ -88,9 +88,10 @@ pub struct SessionConfig {
     pub metrics_addr: String,
     /// Time between two sync flushes to each peer, in ms.
     pub sync_flush_ms: u64,
-    /// Time between two region heartbeats (on the sync links), in ms.
+    /// Time between two region heartbeats (on the sync links), and between two game-server
+    /// heartbeats to the fleet controller, in ms.
     pub heartbeat_ms: u64,
-    /// Player slots per game server.
+    /// Player slots per game server (a high-density server: one endpoint hosts many fights).
     pub players_per_server: u32,
     /// Fewest game servers per region.
     pub min_servers: u32,
@@ -154,10 +155,10 @@ impl Default for SessionConfig {
             metrics_addr: "127.0.0.1:0".to_owned(),
             sync_flush_ms: 20,
             heartbeat_ms: 100,
-            players_per_server: 100,
+            players_per_server: 1_000,
             min_servers: 3,
-            max_servers: 2_000,
-            target_players_per_server: 70.0,
+            max_servers: 200,
+            target_players_per_server: 700.0,
             snapshot_dir: PathBuf::new(),
             regions: vec![
                 region("kr", "Korea", 0.4, [("jp", 30), ("sg", 70)], [("kr", 8), ("jp", 35), ("sg", 75)]),

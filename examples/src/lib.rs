@@ -2,16 +2,20 @@
 //! and a chaos failover run.
 //!
 //! - [`config`]: the session's settings from TOML ([`SessionConfig`]).
-//! - [`session`]: [`RunningSession`] brings every region up (game servers, sync node behind
-//!   fault proxies at the backbone latencies, the control plane with matchmaking, failover,
-//!   autoscaling and SLOs, `/metrics`) and the bots; [`RunningSession::finish`] drains,
-//!   snapshots and returns a [`Report`].
+//! - [`session`]: [`RunningSession`] brings every region up (its sync node behind fault
+//!   proxies at the backbone latencies, the control plane with the fleet controller,
+//!   matchmaking, failover, autoscaling and SLOs, `/metrics`) and the bots;
+//!   [`RunningSession::finish`] drains, snapshots and returns a [`Report`].
+//! - [`fleet`]: the game servers, each its own netcode endpoint running the
+//!   [`arena`] game, with an Agones-like lifecycle reported by heartbeats over UDP.
+//! - [`arena`]: the game: a fight decided by the players' inputs.
+//! - [`bots`]: every bot a netcode `GameClient` on its own socket, with its latency profile
+//!   on the path.
 //! - [`crdt`]: pvp-global's CrossRegionSync in each region: bans (STRONG) and the global
 //!   wins leaderboard.
 //! - [`replica`]: each region's exactly-once log of match results, replicated the same way
 //!   (it also measures the sync lag).
-//! - [`token`]: connect tokens (the seam for pvp-net's signed tokens).
-//! - [`wire`]: the datagrams.
+//! - [`wire`]: the sync datagrams.
 //! - [`chaos`]: the failover experiment of the `chaos-failover` binary.
 //! - [`cli`]: argument parsing shared by the binaries.
 //!
@@ -42,17 +46,18 @@
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod arena;
 pub mod bots;
 mod bridge;
 pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod crdt;
+pub mod fleet;
 mod region;
 pub mod replica;
 pub mod report;
 pub mod session;
-pub mod token;
 pub mod wire;
 
 pub use config::SessionConfig;

@@ -1,63 +1,30 @@
-//! One region's data plane: its game servers (one UDP socket hosts every server of the
-//! region, told apart by server id in the connect token) and its sync node.
-//!
-//! The game-server side is the seam where pvp-net's `UdpServer` and session protocol plug in;
-//! until pvp-net is on main it speaks the small [`GamePacket`](crate::wire::GamePacket)
-//! protocol over a non-blocking std `UdpSocket`.
+//! One region's data plane: its game servers (each its own endpoint, see [`crate::fleet`])
+//! and its sync node. The region starts and stops servers when the control plane says so,
+//! hands each allocated match to its server, turns the results its servers decide into
+//! replicated writes, and crashes servers for the chaos engine; it never tells the control
+//! plane that a server died (the fleet controller learns that from missing heartbeats).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use pvp_core::ids::{MatchId, PlayerId, RegionId, ServerId};
-use pvp_net::endpoint::Datagram;
-use pvp_net::{UdpServer, UdpServerConfig};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use pvp_core::ids::{PlayerId, ServerId};
+use pvp_core::queue::UnboundedQueue;
 
 use crate::crdt::{RegionSync, TAG_CRDT, TAG_RESULTS};
+use crate::fleet::{RttSplit, RunningServer, ServerCommand, ServerReport, ServerSpec};
 use crate::replica::Replica;
 use crate::session::{ControlEvent, RegionCommand, Shared, lock};
-use crate::wire::{GamePacket, MAX_DATAGRAM, SyncOp};
-
-/// A match hosted here.
-#[derive(Debug)]
-struct Hosted {
-    server: ServerId,
-    players: Vec<Seat>,
-    tick: u32,
-    tick_sent: Instant,
-    playing: bool,
-    connect_deadline: Instant,
-}
-
-#[derive(Debug)]
-struct Seat {
-    player: PlayerId,
-    team: u8,
-    addr: Option<SocketAddr>,
-    base_rtt: Duration,
-    answered: u32,
-}
+use crate::wire::{DRAW, SyncOp};
 
 /// Sockets a region thread owns.
 #[derive(Debug)]
 pub(crate) struct RegionSockets {
-    /// The game servers' endpoint: pvp-net's UdpServer (io_uring, or epoll where forbidden).
-    pub(crate) game: UdpServer,
     pub(crate) sync: UdpSocket,
-}
-
-fn game_server() -> std::io::Result<UdpServer> {
-    let mut cfg = UdpServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
-    // Deep queues: a tick sends a state to every player of every match due at once.
-    cfg.queue_capacity = 1 << 16;
-    UdpServer::bind(cfg).map_err(std::io::Error::other)
 }
 
 impl RegionSockets {
@@ -68,65 +35,54 @@ impl RegionSockets {
     pub(crate) fn bind_sync(sync: SocketAddr) -> std::io::Result<Self> {
         let sync = UdpSocket::bind(sync)?;
         sync.set_nonblocking(true)?;
-        Ok(Self { game: game_server()?, sync })
+        Ok(Self { sync })
     }
-}
-
-/// Local histograms merged into the shared ones every so often.
-#[derive(Debug)]
-struct Local {
-    net_rtt_us: Histogram<u64>,
-    player_rtt_us: Histogram<u64>,
 }
 
 pub(crate) fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap_or_else(|_| unreachable!("valid bounds"))
 }
 
+fn home_region(p: PlayerId) -> usize {
+    crate::bots::home_of(p).0
+}
+
 pub(crate) fn run_region(
     shared: Arc<Shared>,
     idx: usize,
     sockets: RegionSockets,
-    peer_addrs: Vec<(RegionId, SocketAddr)>,
+    peer_addrs: Vec<(pvp_core::ids::RegionId, SocketAddr)>,
     mut replica: Replica,
     mut crdt: RegionSync,
 ) {
-    let region = shared.config.regions[idx].id;
     let cfg = &shared.config;
-    let tick_every = cfg.tick_interval();
-    let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms);
-    let mut rng = SmallRng::seed_from_u64(cfg.seed ^ ((idx as u64 + 1) * 0x9e37));
-    let mut matches: HashMap<MatchId, Hosted> = HashMap::new();
-    let mut timers: BinaryHeap<Reverse<(Instant, MatchId)>> = BinaryHeap::new();
-    let mut crashed: HashSet<ServerId> = HashSet::new();
+    let region = cfg.regions[idx].id;
+    let mut servers: HashMap<ServerId, RunningServer> = HashMap::new();
+    let mut stopping: Vec<RunningServer> = Vec::new();
+    let reports: Arc<UnboundedQueue<(ServerId, ServerReport)>> = Arc::new(UnboundedQueue::new());
+    let rtt = Arc::new(Mutex::new(RttSplit { home: hist(), away: hist() }));
     let mut sync_buf = vec![0u8; 65_536];
-    let mut out = [0u8; MAX_DATAGRAM];
     let mut cmds = Vec::new();
+    let mut got = Vec::new();
     let mut sync_out = Vec::new();
-    let mut local = Local { net_rtt_us: hist(), player_rtt_us: hist() };
     let mut last_merge = Instant::now();
     let stats = &shared.regions[idx];
-    let rtt_metric =
-        metrics::histogram!(pvp_ops::slo::names::LATENCY_SECONDS, "region" => region.to_string());
-    let req_total = metrics::counter!(pvp_ops::slo::names::REQUESTS_TOTAL, "region" => region.to_string());
-    let req_failed = metrics::counter!(pvp_ops::slo::names::REQUESTS_FAILED, "region" => region.to_string());
     let matches_metric =
         metrics::counter!("pvp_examples_matches_finished_total", "region" => region.to_string());
-
-    let game_addr = sockets.game.local_addr();
-    *lock(&shared.driver) = Some(format!(
-        "pvp-net UdpServer, {:?} driver ({})",
-        sockets.game.driver(),
-        sockets.game.driver_reason()
-    ));
-    let tx_dropped = &stats.errors;
-    let send = |srv: &UdpServer, to: SocketAddr, p: &GamePacket<'_>, out: &mut [u8]| {
-        let sent = p.encode(out).ok().and_then(|b| Datagram::new(to, b).ok()).map(|d| srv.send(d).is_ok());
-        if sent != Some(true) {
-            tx_dropped.fetch_add(1, Ordering::Relaxed);
-        }
+    let spec = |server: ServerId| ServerSpec {
+        region: idx,
+        region_name: region.to_string(),
+        server,
+        protocol_id: shared.protocol_id,
+        key: shared.server_key.clone(),
+        tick: cfg.tick_interval(),
+        max_ticks: cfg.match_ticks,
+        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        max_players: cfg.players_per_server as usize,
+        heartbeat_to: shared.fleet_addr,
+        heartbeat_every: Duration::from_millis(cfg.heartbeat_ms),
+        driver: pvp_net::DriverChoice::Auto,
     };
-    let mut inbound: Vec<Datagram> = Vec::with_capacity(2_048);
 
     loop {
         if shared.region_stop.load(Ordering::Acquire) {
@@ -138,205 +94,118 @@ pub(crate) fn run_region(
         let wall = Duration::from_millis(unix_ms);
         let mut busy = false;
 
-        // Commands from the control plane.
         cmds.clear();
         shared.to_region[idx].pop_batch(&mut cmds, 4_096);
         for c in cmds.drain(..) {
             busy = true;
             match c {
-                RegionCommand::Host { match_id, server, players } => {
-                    if crashed.contains(&server) {
-                        // Placed on a dead server before the fleet noticed: lost like the rest.
-                        stats.crashed_matches.fetch_add(1, Ordering::Relaxed);
-                        shared.to_control.push(ControlEvent::MatchAborted {
-                            region: idx,
-                            match_id,
-                            crashed: true,
-                        });
+                RegionCommand::StartServer { server } => {
+                    if servers.contains_key(&server) {
                         continue;
                     }
-                    let seats = players
-                        .into_iter()
-                        .map(|(player, team, base_rtt)| Seat {
-                            player,
-                            team,
-                            addr: None,
-                            base_rtt,
-                            answered: 0,
-                        })
-                        .collect();
-                    matches.insert(
-                        match_id,
-                        Hosted {
-                            server,
-                            players: seats,
-                            tick: 0,
-                            tick_sent: now,
-                            playing: false,
-                            connect_deadline: now + connect_timeout,
-                        },
-                    );
-                    timers.push(Reverse((now + connect_timeout, match_id)));
+                    match RunningServer::launch(
+                        spec(server),
+                        reports.clone(),
+                        rtt.clone(),
+                        stats.game.clone(),
+                        home_region,
+                    ) {
+                        Ok(s) => {
+                            if lock(&shared.driver).is_none() {
+                                *lock(&shared.driver) = Some(
+                                    "pvp-net GameServer (netcode 1.02), one endpoint per game server".into(),
+                                );
+                            }
+                            servers.insert(server, s);
+                        }
+                        Err(_) => {
+                            // The controller sees no heartbeat and replaces it.
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                RegionCommand::StopServer { server } => {
+                    if let Some(s) = servers.remove(&server) {
+                        s.commands.push(ServerCommand::Drain);
+                        stopping.push(s);
+                        stats.servers_stopped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                RegionCommand::Host { match_id, server, players } => {
+                    let seats: Vec<(PlayerId, u8)> = players.iter().map(|p| (p.0, p.1)).collect();
+                    match servers.get(&server) {
+                        Some(s) => s.commands.push(ServerCommand::Host { match_id, seats }),
+                        None => {
+                            // Placed on a server that is gone (crashed before the controller
+                            // noticed): lost like the rest of its matches.
+                            stats.crashed_matches.fetch_add(1, Ordering::Relaxed);
+                            shared.to_control.push(ControlEvent::MatchAborted {
+                                region: idx,
+                                match_id,
+                                crashed: true,
+                            });
+                        }
+                    }
                 }
                 RegionCommand::CrashServers { count } => {
-                    let mut servers: Vec<ServerId> = matches.values().map(|m| m.server).collect();
-                    servers.sort_unstable();
-                    servers.dedup();
-                    servers.truncate(count);
-                    let mut lost = Vec::new();
-                    matches.retain(|id, m| {
-                        if servers.contains(&m.server) {
-                            lost.push(*id);
-                            false
-                        } else {
-                            true
+                    // The busiest servers die: the experiment wants matches in flight.
+                    let mut ids: Vec<(u64, ServerId)> =
+                        servers.values().map(|s| (s.fights.load(Ordering::Relaxed), s.id)).collect();
+                    ids.sort_unstable_by(|a, b| b.cmp(a));
+                    for (_, id) in ids.into_iter().take(count) {
+                        if let Some(s) = servers.remove(&id) {
+                            stats.servers_crashed.fetch_add(1, Ordering::Relaxed);
+                            s.crash();
                         }
-                    });
-                    crashed.extend(servers.iter().copied());
-                    stats.crashed_matches.fetch_add(lost.len() as u64, Ordering::Relaxed);
-                    shared.to_control.push(ControlEvent::ServersCrashed {
-                        region: idx,
-                        servers,
-                        matches: lost,
-                    });
+                    }
                 }
                 RegionCommand::Ban { player } => crdt.ban(player, wall),
             }
         }
 
-        // Game datagrams.
-        inbound.clear();
-        sockets.game.recv_batch(&mut inbound, 2_048);
-        for d in &inbound {
-            let from = d.addr;
+        got.clear();
+        reports.pop_batch(&mut got, 4_096);
+        for (_, r) in got.drain(..) {
             busy = true;
-            let Ok(p) = GamePacket::decode(d.payload()) else {
-                stats.bad_packets.fetch_add(1, Ordering::Relaxed);
-                req_failed.increment(1);
-                continue;
-            };
-            match p {
-                GamePacket::Connect { token } => {
-                    let claims = match shared.token_key.open(token, unix_ms, game_addr) {
-                        Ok(c) => c,
-                        Err(_) => {
-                            stats.bad_tokens.fetch_add(1, Ordering::Relaxed);
-                            req_failed.increment(1);
-                            continue;
-                        }
+            match r {
+                ServerReport::Finished { match_id, winner, seats } => {
+                    let team = |t: u8| seats.iter().filter(|s| s.1 == t).map(|s| s.0).collect::<Vec<_>>();
+                    if let Some(w) = winner {
+                        crdt.record_wins(&team(w), wall);
+                    }
+                    let op = SyncOp::MatchResult {
+                        match_id,
+                        region,
+                        team_a: team(0),
+                        team_b: team(1),
+                        winner: winner.unwrap_or(DRAW),
                     };
-                    let deny = GamePacket::Denied { match_id: claims.match_id, player: claims.player };
-                    let Some(m) = matches.get_mut(&claims.match_id) else {
-                        // The Host command may still be on its way; the bot retries.
-                        send(&sockets.game, from, &deny, &mut out);
-                        continue;
-                    };
-                    if m.server != claims.server {
-                        stats.bad_tokens.fetch_add(1, Ordering::Relaxed);
-                        send(&sockets.game, from, &deny, &mut out);
-                        continue;
+                    if replica.write(op, unix_ms).is_err() {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
                     }
-                    let Some(seat) = m.players.iter_mut().find(|s| s.player == claims.player) else {
-                        stats.bad_tokens.fetch_add(1, Ordering::Relaxed);
-                        send(&sockets.game, from, &deny, &mut out);
-                        continue;
-                    };
-                    seat.addr = Some(from);
-                    req_total.increment(1);
-                    let ok = GamePacket::Accepted { match_id: claims.match_id, player: claims.player };
-                    send(&sockets.game, from, &ok, &mut out);
-                    if !m.playing && m.players.iter().all(|s| s.addr.is_some()) {
-                        m.playing = true;
-                        timers.push(Reverse((now, claims.match_id)));
-                    }
+                    stats.finished.fetch_add(1, Ordering::Relaxed);
+                    matches_metric.increment(1);
+                    shared.to_control.push(ControlEvent::MatchFinished { match_id, winner });
                 }
-                GamePacket::Input { match_id, player, tick } => {
-                    let Some(m) = matches.get_mut(&match_id) else { continue };
-                    let Some(seat) = m.players.iter_mut().find(|s| s.player == player) else { continue };
-                    req_total.increment(1);
-                    if tick == m.tick && seat.answered < tick {
-                        seat.answered = tick;
-                        let rtt = now.duration_since(m.tick_sent);
-                        let us = rtt.as_micros().max(1) as u64;
-                        let _ = local.net_rtt_us.record(us.min(3_600_000_000));
-                        let _ = local
-                            .player_rtt_us
-                            .record((us + seat.base_rtt.as_micros() as u64).min(3_600_000_000));
-                        rtt_metric.record(rtt.as_secs_f64());
-                    }
-                }
-                _ => {
-                    stats.bad_packets.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-
-        // Match timers: connect deadlines and ticks.
-        while let Some(Reverse((at, id))) = timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            timers.pop();
-            busy = true;
-            let Some(m) = matches.get_mut(&id) else { continue };
-            if !m.playing {
-                if now >= m.connect_deadline {
-                    for s in &m.players {
-                        if let Some(a) = s.addr {
-                            send(
-                                &sockets.game,
-                                a,
-                                &GamePacket::Denied { match_id: id, player: s.player },
-                                &mut out,
-                            );
-                        }
-                    }
-                    matches.remove(&id);
+                ServerReport::NoShow { match_id } => {
                     stats.no_show_matches.fetch_add(1, Ordering::Relaxed);
                     shared.to_control.push(ControlEvent::MatchAborted {
                         region: idx,
-                        match_id: id,
+                        match_id,
                         crashed: false,
                     });
                 }
-                continue;
-            }
-            if m.tick >= cfg.match_ticks {
-                let winner = u8::from(rng.random_bool(0.5));
-                for s in &m.players {
-                    if let Some(a) = s.addr {
-                        let p = GamePacket::End { match_id: id, player: s.player, won: s.team == winner };
-                        send(&sockets.game, a, &p, &mut out);
-                    }
-                }
-                let team =
-                    |t: u8| m.players.iter().filter(|s| s.team == t).map(|s| s.player).collect::<Vec<_>>();
-                crdt.record_wins(&team(winner), wall);
-                let op =
-                    SyncOp::MatchResult { match_id: id, region, team_a: team(0), team_b: team(1), winner };
-                if replica.write(op, unix_ms).is_err() {
+                ServerReport::Refused { match_id } => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                }
-                matches.remove(&id);
-                stats.finished.fetch_add(1, Ordering::Relaxed);
-                matches_metric.increment(1);
-                shared.to_control.push(ControlEvent::MatchFinished { match_id: id, winner });
-                continue;
-            }
-            m.tick += 1;
-            m.tick_sent = now;
-            for s in &m.players {
-                if let Some(a) = s.addr {
-                    send(
-                        &sockets.game,
-                        a,
-                        &GamePacket::State { match_id: id, player: s.player, tick: m.tick },
-                        &mut out,
-                    );
+                    shared.to_control.push(ControlEvent::MatchAborted {
+                        region: idx,
+                        match_id,
+                        crashed: false,
+                    });
                 }
             }
-            timers.push(Reverse((now + tick_every, id)));
         }
+        stopping.retain(|s| !s.finished());
 
         // Sync.
         for _ in 0..1_024 {
@@ -370,18 +239,29 @@ pub(crate) fn run_region(
                 heard.store(t.as_millis() as u64 + 1, Ordering::Relaxed);
             }
         }
-        stats.hosted.store(matches.len() as u64, Ordering::Relaxed);
 
         if now.duration_since(last_merge) >= Duration::from_millis(250) {
             last_merge = now;
+            let fights: u64 = servers.values().map(|s| s.fights.load(Ordering::Relaxed)).sum();
+            stats.hosted.store(fights, Ordering::Relaxed);
+            stats.running_servers.store(servers.len() as u64, Ordering::Relaxed);
             let progress = pvp_global::failover::SyncProgress::of(crdt.node(), wall);
             shared.to_control.push(ControlEvent::SyncProgress(progress));
-            shared.merge_region(idx, &mut local.net_rtt_us, &mut local.player_rtt_us, &replica, &mut crdt);
+            let mut split = lock(&rtt);
+            shared.merge_region(idx, &mut split, &replica, &mut crdt);
         }
         if !busy {
             std::thread::sleep(Duration::from_micros(500));
         }
     }
-    shared.merge_region(idx, &mut local.net_rtt_us, &mut local.player_rtt_us, &replica, &mut crdt);
+    // Orderly: every server drains what it hosts and leaves.
+    for (_, s) in servers.drain() {
+        s.commands.push(ServerCommand::Drain);
+        stopping.push(s);
+    }
+    drop(stopping);
+    let mut split = lock(&rtt);
+    shared.merge_region(idx, &mut split, &replica, &mut crdt);
+    drop(split);
     shared.finish_region(idx, replica, crdt);
 }

@@ -51,7 +51,12 @@ impl ReplicaState {
                 if self.results.insert(*match_id, *region).is_some() {
                     return;
                 }
-                let (won, lost) = if *winner == 0 { (team_a, team_b) } else { (team_b, team_a) };
+                let (won, lost) = match *winner {
+                    0 => (team_a, team_b),
+                    1 => (team_b, team_a),
+                    // A draw: the match is recorded, nobody's score moves.
+                    _ => return,
+                };
                 for p in won {
                     self.scores.entry(*p).or_default().0 += 1;
                 }

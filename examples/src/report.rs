@@ -40,8 +40,14 @@ pub struct RegionReport {
     pub replica: Option<ReplicaSummary>,
     /// p99 sync lag of ops applied here, ms.
     pub sync_lag_p99_ms: Option<u64>,
-    /// Where its game servers listened.
-    pub game_addr: SocketAddr,
+    /// Its sync node's address.
+    pub sync_addr: SocketAddr,
+    /// Game-server endpoints the fleet controller started here.
+    pub servers_started: u64,
+    /// Endpoints it stopped (scaled down, or replaced after they died).
+    pub servers_stopped: u64,
+    /// Endpoints the chaos engine killed here.
+    pub servers_crashed: u64,
 }
 
 /// Everything a session measured. `Display` prints the human report.
@@ -62,14 +68,20 @@ pub struct Report {
     pub matches_finished: u64,
     /// Matches whose players came from more than one home region.
     pub cross_region_matches: u64,
-    /// Network RTT (loopback, measured per tick) p50, µs.
-    pub net_rtt_p50_us: Option<u64>,
-    /// Network RTT p99, µs.
-    pub net_rtt_p99_us: Option<u64>,
-    /// Player RTT (latency profile + measured) p50, µs.
-    pub player_rtt_p50_us: Option<u64>,
-    /// Player RTT p99, µs.
-    pub player_rtt_p99_us: Option<u64>,
+    /// Round trip of players in their home region p50, µs: measured at the game server
+    /// (snapshot out, the input answering it in), through the bots' link delay, so it is
+    /// the latency the players experience.
+    pub in_region_rtt_p50_us: Option<u64>,
+    /// The same, p99.
+    pub in_region_rtt_p99_us: Option<u64>,
+    /// Round trip of players placed in another region p50, µs.
+    pub cross_region_rtt_p50_us: Option<u64>,
+    /// The same, p99.
+    pub cross_region_rtt_p99_us: Option<u64>,
+    /// Time from a bot's assignment to its netcode session being connected, p50, ms.
+    pub connect_p50_ms: Option<u64>,
+    /// The same, p99.
+    pub connect_p99_ms: Option<u64>,
     /// Time in the matchmaking queue p50, ms.
     pub mm_wait_p50_ms: Option<u64>,
     /// Time in the matchmaking queue p99, ms.
@@ -94,10 +106,19 @@ pub struct Report {
     pub ratings_updated: u64,
     /// Times the top 10 of the leaderboard changed (checked once a second).
     pub leaderboard_moves: u64,
-    /// Errors: malformed datagrams, refused tokens, refused tickets, dropped results,
-    /// replication or snapshot failures, inputs the failover refused, datagrams the game
-    /// servers could not queue.
+    /// Errors of the service itself: refused tickets, dropped results, replication or
+    /// snapshot failures, inputs the failover refused, servers that failed to start. Junk
+    /// from outside is never one (see [`dropped_input`](Self::dropped_input)).
     pub errors: u64,
+    /// Input dropped as bad: malformed or out-of-range game inputs, sessions whose token named
+    /// a seat the server does not host, datagrams on the sync and fleet sockets that were
+    /// not ours.
+    pub dropped_input: u64,
+    /// Inputs that arrived after their tick was resolved (the player lagged).
+    pub late_inputs: u64,
+    /// Spearman correlation between the bots' hidden skill and their final rating, over
+    /// every bot that finished a match.
+    pub skill_spearman: Option<f64>,
     /// Bots that could not connect to their server in time.
     pub connect_failures: u64,
     /// Matches dropped because a player never connected.
@@ -111,6 +132,9 @@ pub struct Report {
     pub leaderboard_top: Vec<(pvp_core::ids::PlayerId, i64)>,
     /// Reconnect offers the failover planner made (players on a region that went Down).
     pub reconnect_offers: u64,
+    /// Offers acted on: the player's seat voided, the bot left and queued again (routed to a
+    /// serving region).
+    pub reconnects_acted: u64,
     /// Bans (STRONG writes) committed by a majority of regions.
     pub bans_committed: u64,
     /// Bans whose STRONG commit timed out (cut off from the majority); they stay applied and
@@ -149,15 +173,21 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "network RTT         p50 {}, p99 {}",
-            ms(self.net_rtt_p50_us, 1000.0),
-            ms(self.net_rtt_p99_us, 1000.0)
+            "in-region RTT       p50 {}, p99 {} (measured at the servers, through the path)",
+            ms(self.in_region_rtt_p50_us, 1000.0),
+            ms(self.in_region_rtt_p99_us, 1000.0)
         )?;
         writeln!(
             f,
-            "player RTT          p50 {}, p99 {} (latency profile + network)",
-            ms(self.player_rtt_p50_us, 1000.0),
-            ms(self.player_rtt_p99_us, 1000.0)
+            "cross-region RTT    p50 {}, p99 {}",
+            ms(self.cross_region_rtt_p50_us, 1000.0),
+            ms(self.cross_region_rtt_p99_us, 1000.0)
+        )?;
+        writeln!(
+            f,
+            "connect time        p50 {}, p99 {} (assignment to netcode session up)",
+            ms(self.connect_p50_ms, 1.0),
+            ms(self.connect_p99_ms, 1.0)
         )?;
         writeln!(
             f,
@@ -174,11 +204,14 @@ impl std::fmt::Display for Report {
         for r in &self.regions {
             writeln!(
                 f,
-                "region {:<4}         made {}, finished {}, servers {}, scaling +{} / -{}, sync lag p99 {}, replica {}",
+                "region {:<4}         made {}, finished {}, servers {} (started {}, stopped {}, crashed {}), scaling +{} / -{}, sync lag p99 {}, replica {}",
                 r.region.to_string(),
                 r.matches_made,
                 r.matches_finished,
                 r.servers,
+                r.servers_started,
+                r.servers_stopped,
+                r.servers_crashed,
                 r.scale_up_actions,
                 r.scale_down_actions,
                 ms(r.sync_lag_p99_ms, 1.0),
@@ -208,17 +241,21 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "players             over latency limit {}, ratings updated {}, leaderboard top-10 moves {}",
-            self.over_latency_limit, self.ratings_updated, self.leaderboard_moves
+            "players             over latency limit {}, ratings updated {}, leaderboard top-10 moves {}, skill/rating Spearman {}",
+            self.over_latency_limit,
+            self.ratings_updated,
+            self.leaderboard_moves,
+            self.skill_spearman.map_or_else(|| "-".to_string(), |r| format!("{r:.3}"))
         )?;
         writeln!(
             f,
-            "faults              crashed matches {}, players re-placed {}, connect failures {}, no-show matches {}, reconnect offers {}",
+            "faults              crashed matches {}, players re-placed {}, connect failures {}, no-show matches {}, reconnect offers {} (acted on {})",
             self.crashed_matches,
             self.players_replaced,
             self.connect_failures,
             self.no_show_matches,
-            self.reconnect_offers
+            self.reconnect_offers,
+            self.reconnects_acted
         )?;
         if !self.leaderboard_top.is_empty() {
             let top: Vec<String> =
@@ -230,7 +267,11 @@ impl std::fmt::Display for Report {
             "bans (STRONG)       committed {}, commit timed out {}",
             self.bans_committed, self.bans_failed
         )?;
-        writeln!(f, "errors              {}; drained {}", self.errors, self.drained)?;
+        writeln!(
+            f,
+            "errors              {}; dropped input {}, late inputs {}; drained {}",
+            self.errors, self.dropped_input, self.late_inputs, self.drained
+        )?;
         for s in &self.snapshots {
             writeln!(f, "snapshot            {}", s.display())?;
         }
@@ -238,9 +279,58 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// Spearman's rank correlation of `x` and `y` (ties share their mean rank); `None` for fewer
+/// than two pairs, unequal lengths, or a constant series.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() || x.len() < 2 {
+        return None;
+    }
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            let mean = (i + j) as f64 / 2.0 + 1.0;
+            for k in &idx[i..=j] {
+                r[*k] = mean;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = rx.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spearman_ranks_with_ties() {
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), Some(1.0));
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        // Monotone but not linear: still 1.
+        assert_eq!(spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 8.0, 27.0, 64.0]), Some(1.0));
+        let r = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!((r - 0.9487).abs() < 1e-3, "{r}");
+        assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
+        assert_eq!(spearman(&[1.0], &[1.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0], &[1.0]), None);
+    }
 
     #[test]
     fn an_empty_run_formats_without_figures() {
@@ -252,10 +342,12 @@ mod tests {
             matches_made: 0,
             matches_finished: 0,
             cross_region_matches: 0,
-            net_rtt_p50_us: None,
-            net_rtt_p99_us: None,
-            player_rtt_p50_us: None,
-            player_rtt_p99_us: None,
+            in_region_rtt_p50_us: None,
+            in_region_rtt_p99_us: None,
+            cross_region_rtt_p50_us: None,
+            cross_region_rtt_p99_us: None,
+            connect_p50_ms: None,
+            connect_p99_ms: None,
             mm_wait_p50_ms: None,
             mm_wait_p99_ms: None,
             sync_lag_p50_ms: None,
@@ -269,19 +361,23 @@ mod tests {
             ratings_updated: 0,
             leaderboard_moves: 0,
             errors: 0,
+            dropped_input: 0,
+            late_inputs: 0,
+            skill_spearman: None,
             connect_failures: 0,
             no_show_matches: 0,
             drained: true,
             snapshots: Vec::new(),
             leaderboard_top: Vec::new(),
             reconnect_offers: 0,
+            reconnects_acted: 0,
             bans_committed: 0,
             bans_failed: 0,
         };
         assert_eq!(r.matches_per_sec(), 0.0);
         let text = r.to_string();
         assert!(text.contains("made 0, finished 0 (0.0/s)"), "{text}");
-        assert!(text.contains("network RTT         p50 -, p99 -"), "{text}");
+        assert!(text.contains("in-region RTT       p50 -, p99 -"), "{text}");
         assert!(text.contains("budget left no data"), "{text}");
         assert!(
             !text.contains("NaN") && !text.contains("inf") && !text.contains("leaderboard top 5"),

@@ -26,10 +26,11 @@ use serde::{Deserialize, Serialize};
 use crate::bots::{home_of, run_bots};
 use crate::config::{GAME_MODE, SessionConfig};
 use crate::crdt::RegionSync;
+use crate::fleet::{Heartbeat, ServerCounters, ServerPhase};
 use crate::region::{RegionSockets, hist, run_region};
 use crate::replica::{Replica, ReplicaSummary};
 use crate::report::{RegionReport, Report, SloLine};
-use crate::token::{TOKEN_LEN, TokenClaims, TokenKey};
+use pvp_net::netcode::{IssuerConfig, Key, SessionGrant, SessionUserData, TokenIssuer};
 
 /// Why a session could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,23 +98,61 @@ pub(crate) struct TicketAsk {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ControlEvent {
     Ticket(TicketAsk),
-    MatchFinished { match_id: MatchId, winner: u8 },
-    MatchAborted { region: usize, match_id: MatchId, crashed: bool },
-    ServersCrashed { region: usize, servers: Vec<ServerId>, matches: Vec<MatchId> },
+    /// The server decided the fight: team 0 or 1 won, `None` a draw.
+    MatchFinished {
+        match_id: MatchId,
+        winner: Option<u8>,
+    },
+    MatchAborted {
+        region: usize,
+        match_id: MatchId,
+        crashed: bool,
+    },
     SyncProgress(SyncProgress),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RegionCommand {
-    Host { match_id: MatchId, server: ServerId, players: Vec<(PlayerId, u8, Duration)> },
-    CrashServers { count: usize },
-    Ban { player: PlayerId },
+    /// Start a game server with this id (the fleet controller's record is Starting).
+    StartServer {
+        server: ServerId,
+    },
+    /// Drain it and stop it once empty.
+    StopServer {
+        server: ServerId,
+    },
+    Host {
+        match_id: MatchId,
+        server: ServerId,
+        players: Vec<(PlayerId, u8, Duration)>,
+    },
+    CrashServers {
+        count: usize,
+    },
+    Ban {
+        player: PlayerId,
+    },
 }
 
 #[derive(Debug)]
 pub(crate) enum BotCommand {
-    Assigned { player: PlayerId, match_id: MatchId, server: SocketAddr, token: [u8; TOKEN_LEN] },
-    TicketFailed { player: PlayerId },
+    /// A seat: the server's region and address and the netcode connect token (2,048 bytes).
+    Assigned {
+        player: PlayerId,
+        match_id: MatchId,
+        region: usize,
+        server: SocketAddr,
+        token: Box<[u8]>,
+    },
+    TicketFailed {
+        player: PlayerId,
+    },
+    /// The seat is void (its server died, the match was dropped, or the player's region went
+    /// down and the failover planner moves them): leave and queue again at once.
+    AssignmentVoid {
+        player: PlayerId,
+        match_id: MatchId,
+    },
 }
 
 /// Per-region counters, written by the region's threads.
@@ -130,15 +169,24 @@ pub(crate) struct RegionStats {
     pub(crate) replaced: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) bots_online: AtomicU64,
+    /// The game loops' counters (dropped and late inputs), shared by the region's servers.
+    pub(crate) game: Arc<ServerCounters>,
+    pub(crate) servers_stopped: AtomicU64,
+    pub(crate) servers_crashed: AtomicU64,
+    pub(crate) running_servers: AtomicU64,
 }
 
 #[derive(Debug)]
 pub(crate) struct Hists {
-    pub(crate) net_rtt_us: Histogram<u64>,
-    pub(crate) player_rtt_us: Histogram<u64>,
-    pub(crate) interval_net_rtt_us: Histogram<u64>,
-    pub(crate) interval_player_rtt_us: Histogram<u64>,
+    /// Round trips of players in their home region, measured at the server through the path.
+    pub(crate) home_rtt_us: Histogram<u64>,
+    /// Round trips of players placed in another region.
+    pub(crate) away_rtt_us: Histogram<u64>,
+    pub(crate) interval_home_rtt_us: Histogram<u64>,
+    pub(crate) interval_away_rtt_us: Histogram<u64>,
     pub(crate) sync_lag_ms: Vec<Histogram<u64>>,
+    /// Bots' connect times (assignment to netcode connected), ms.
+    pub(crate) connect_ms: Histogram<u64>,
 }
 
 /// What the control plane shows the outside (progress lines, chaos checks).
@@ -155,13 +203,19 @@ pub(crate) struct ControlView {
     pub(crate) transitions: Vec<(Duration, RegionId, RegionHealth, RegionHealth)>,
     pub(crate) decisions: Vec<(Duration, String)>,
     pub(crate) serving: Vec<bool>,
+    /// Matches the controller found lost with their server.
+    pub(crate) aborted_crash: u64,
 }
 
 pub(crate) struct Shared {
     pub(crate) config: SessionConfig,
     pub(crate) start: Instant,
     unix_start_ms: u64,
-    pub(crate) token_key: TokenKey,
+    /// The netcode key the matchmaking front (issuer) and the game servers share.
+    pub(crate) server_key: Key,
+    pub(crate) protocol_id: u64,
+    /// Where game servers send their heartbeats (the fleet controller's UDP socket).
+    pub(crate) fleet_addr: SocketAddr,
     pub(crate) to_region: Vec<UnboundedQueue<RegionCommand>>,
     pub(crate) to_bots: Vec<UnboundedQueue<BotCommand>>,
     pub(crate) to_control: UnboundedQueue<ControlEvent>,
@@ -200,23 +254,22 @@ impl Shared {
     pub(crate) fn merge_region(
         &self,
         idx: usize,
-        net: &mut Histogram<u64>,
-        player: &mut Histogram<u64>,
+        rtt: &mut crate::fleet::RttSplit,
         replica: &Replica,
         crdt: &mut RegionSync,
     ) {
         {
             let mut h = lock(&self.hists);
-            let _ = h.net_rtt_us.add(&*net);
-            let _ = h.player_rtt_us.add(&*player);
-            let _ = h.interval_net_rtt_us.add(&*net);
-            let _ = h.interval_player_rtt_us.add(&*player);
+            let _ = h.home_rtt_us.add(&rtt.home);
+            let _ = h.away_rtt_us.add(&rtt.away);
+            let _ = h.interval_home_rtt_us.add(&rtt.home);
+            let _ = h.interval_away_rtt_us.add(&rtt.away);
             if let Some(s) = h.sync_lag_ms.get_mut(idx) {
                 *s = replica.lag_ms().clone();
             }
         }
-        net.reset();
-        player.reset();
+        rtt.home.reset();
+        rtt.away.reset();
         let mut summary = replica.summary();
         summary.bans = crdt.bans();
         summary.players = crdt.leaderboard_players();
@@ -231,6 +284,21 @@ impl Shared {
             *v = Some((replica, crdt));
         }
     }
+}
+
+/// The netcode protocol id of the session's game servers.
+pub const PROTOCOL_ID: u64 = 0x7076_7033_0001;
+
+/// The key a session's token issuer and game servers share, derived from the seed so every
+/// process of a multi-process session agrees without a secret store (a deployment would
+/// distribute a secret: `Key::from_env`).
+fn session_key(seed: u64) -> Key {
+    let mut k = [0u8; 32];
+    for (i, c) in k.chunks_exact_mut(8).enumerate() {
+        let v = seed.rotate_left(13 * i as u32) ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1));
+        c.copy_from_slice(&v.to_le_bytes());
+    }
+    Key::from_bytes(k)
 }
 
 /// The process-wide metrics registry (a `metrics` recorder can be installed once per process).
@@ -260,10 +328,11 @@ pub struct Progress {
     pub matches_finished: u64,
     /// Matches finished per second since the previous call.
     pub matches_per_sec: f64,
-    /// p99 of the network RTT since the previous call, µs.
-    pub p99_net_rtt_us: Option<u64>,
-    /// p99 of the player RTT (profile + network) since the previous call, µs.
-    pub p99_player_rtt_us: Option<u64>,
+    /// p99 round trip of players in their home region since the previous call, µs: measured
+    /// at the server (snapshot out, the input answering it in), through the bots' link delay.
+    pub p99_in_region_rtt_us: Option<u64>,
+    /// The same for players placed in another region.
+    pub p99_cross_region_rtt_us: Option<u64>,
     /// p99 of the sync lag over the session, ms (worst region).
     pub p99_sync_lag_ms: Option<u64>,
     /// Live servers per region.
@@ -277,14 +346,14 @@ impl std::fmt::Display for Progress {
         let ms = |v: Option<u64>, div: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v as f64 / div));
         write!(
             f,
-            "[{:>6.1}s] online {} | matches/s {:.0} (made {}, finished {}) | p99 RTT net {} ms, player {} ms | sync lag p99 {} ms | servers",
+            "[{:>6.1}s] online {} | matches/s {:.0} (made {}, finished {}) | p99 RTT in-region {} ms, cross-region {} ms | sync lag p99 {} ms | servers",
             self.elapsed.as_secs_f64(),
             self.online,
             self.matches_per_sec,
             self.matches_made,
             self.matches_finished,
-            ms(self.p99_net_rtt_us, 1000.0),
-            ms(self.p99_player_rtt_us, 1000.0),
+            ms(self.p99_in_region_rtt_us, 1000.0),
+            ms(self.p99_cross_region_rtt_us, 1000.0),
             ms(self.p99_sync_lag_ms, 1.0),
         )?;
         for (r, n) in &self.servers {
@@ -319,9 +388,11 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Crashes up to `count` game servers of `region` that host matches: their matches are
-    /// lost, the servers stop heartbeating (the fleet replaces them) and their players queue
-    /// again. False for an unknown region.
+    /// Kills up to `count` game servers of `region`, the busiest first: their threads stop and
+    /// their endpoints close without a word. Nothing tells the control plane: the fleet
+    /// controller notices the missing heartbeats, counts the matches lost and replaces the
+    /// servers; the players' sessions time out and they queue again. False for an unknown
+    /// region.
     pub fn crash_servers(&self, region: RegionId, count: usize) -> bool {
         match self.shared.config.region_index(region) {
             Some(i) => {
@@ -380,9 +451,10 @@ impl SessionHandle {
             .sum()
     }
 
-    /// Matches lost with crashed servers so far.
+    /// Matches lost with crashed servers so far, as the fleet controller found them (from
+    /// the servers' missing heartbeats, or a match placed on a server already gone).
     pub fn crashed_matches(&self) -> u64 {
-        self.shared.regions.iter().map(|r| r.crashed_matches.load(Ordering::Relaxed)).sum()
+        lock(&self.shared.view).aborted_crash
     }
 }
 
@@ -396,7 +468,7 @@ pub struct RunningSession {
     links: Vec<SyncLink>,
     metrics: Option<MetricsServer>,
     registry: MetricsRegistry,
-    game_addrs: Vec<SocketAddr>,
+    sync_addrs: Vec<SocketAddr>,
     /// Connections to the other processes (multi-process mode), shut down at the end.
     bridges: Vec<std::net::TcpStream>,
     last_progress: Option<(Instant, u64)>,
@@ -404,7 +476,7 @@ pub struct RunningSession {
 
 impl std::fmt::Debug for RunningSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningSession").field("game_addrs", &self.game_addrs).finish_non_exhaustive()
+        f.debug_struct("RunningSession").field("sync_addrs", &self.sync_addrs).finish_non_exhaustive()
     }
 }
 
@@ -465,13 +537,9 @@ impl RunningSession {
             });
         }
         let mut sync_addrs = Vec::with_capacity(n);
-        let mut game_addrs: Vec<SocketAddr> = Vec::with_capacity(n);
         for (i, r) in config.regions.iter().enumerate() {
             match (&sockets[i], role) {
-                (Some(s), _) => {
-                    sync_addrs.push(s.sync.local_addr()?);
-                    game_addrs.push(s.game.local_addr());
-                }
+                (Some(s), _) => sync_addrs.push(s.sync.local_addr()?),
                 (None, Some(role)) => {
                     let a = role
                         .peers
@@ -479,12 +547,22 @@ impl RunningSession {
                         .find(|p| p.0 == r.id)
                         .ok_or(SessionError::Role("a peer lacks an address"))?;
                     sync_addrs.push(a.1);
-                    // Learnt from the region's hello (leader); followers never use it.
-                    game_addrs.push(a.1);
                 }
                 (None, None) => return Err(SessionError::Role("no socket for a local region")),
             }
         }
+        // The fleet controller's heartbeat socket: where every game server reports. A
+        // multi-process leader listens on the control address (UDP; the bridge is TCP).
+        let fleet_socket = match role {
+            None => Some(std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?),
+            Some(r) if r.leader => Some(std::net::UdpSocket::bind(r.control_addr)?),
+            Some(_) => None,
+        };
+        let fleet_addr = match (&fleet_socket, role) {
+            (Some(s), _) => s.local_addr()?,
+            (None, Some(r)) => r.control_addr,
+            (None, None) => return Err(SessionError::Role("no fleet controller")),
+        };
         // One proxy per directed link from a local region, delaying by half the backbone RTT.
         let mut proxies = Vec::new();
         let mut links = Vec::new();
@@ -516,7 +594,9 @@ impl RunningSession {
             unix_start_ms,
             // Every process of a session derives the same key from the config; a deployment
             // would distribute a secret instead.
-            token_key: TokenKey::from_seed(config.seed),
+            server_key: session_key(config.seed),
+            protocol_id: PROTOCOL_ID,
+            fleet_addr,
             to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_control: UnboundedQueue::new(),
@@ -528,11 +608,12 @@ impl RunningSession {
             control_stop: AtomicBool::new(false),
             followers_open: AtomicU64::new(0),
             hists: Mutex::new(Hists {
-                net_rtt_us: hist(),
-                player_rtt_us: hist(),
-                interval_net_rtt_us: hist(),
-                interval_player_rtt_us: hist(),
+                home_rtt_us: hist(),
+                away_rtt_us: hist(),
+                interval_home_rtt_us: hist(),
+                interval_away_rtt_us: hist(),
                 sync_lag_ms: (0..n).map(|_| hist()).collect(),
+                connect_ms: hist(),
             }),
             replica_view: Mutex::new(vec![None; n]),
             finished_replicas: Mutex::new((0..n).map(|_| None).collect()),
@@ -559,24 +640,22 @@ impl RunningSession {
             let wait = Duration::from_secs(30);
             if role.leader {
                 let listener = std::net::TcpListener::bind(role.control_addr)?;
-                let (addrs, t, s) =
-                    crate::bridge::lead(shared.clone(), listener, own, game_addrs[own], wait)?;
-                game_addrs = addrs;
+                let (_, t, s) = crate::bridge::lead(shared.clone(), listener, own, sync_addrs[own], wait)?;
                 threads.extend(t);
                 bridges.extend(s);
             } else {
                 run_control_here = false;
                 let (t, s) =
-                    crate::bridge::follow(shared.clone(), role.control_addr, own, game_addrs[own], wait)?;
+                    crate::bridge::follow(shared.clone(), role.control_addr, own, sync_addrs[own], wait)?;
                 threads.extend(t);
                 bridges.push(s);
             }
         }
         let control = if run_control_here {
             let sh = shared.clone();
-            let addrs = game_addrs.clone();
             let reg = registry.clone();
-            Some(spawn("control".into(), move || run_control(sh, mm, addrs, reg))?)
+            let Some(fleet) = fleet_socket else { return Err(SessionError::Role("no fleet controller")) };
+            Some(spawn("control".into(), move || run_control(sh, mm, fleet, reg))?)
         } else {
             None
         };
@@ -585,16 +664,7 @@ impl RunningSession {
                 continue;
             }
             let sh = shared.clone();
-            threads.push(spawn(format!("bots-{}", ids[i]), move || {
-                // recvmmsg/sendmmsg batches and 4 MiB buffers: a tick's burst of states fits.
-                // (The socket is not Send: it is made on its thread.)
-                match pvp_net::endpoint::BatchSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)), 256) {
-                    Ok(sock) => run_bots(sh, i, sock, count as usize),
-                    Err(_) => {
-                        sh.regions[i].errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })?);
+            threads.push(spawn(format!("bots-{}", ids[i]), move || run_bots(sh, i, count as usize))?);
         }
         Ok(Self {
             shared,
@@ -604,7 +674,7 @@ impl RunningSession {
             links,
             metrics,
             registry,
-            game_addrs,
+            sync_addrs,
             bridges,
             last_progress: None,
         })
@@ -723,12 +793,12 @@ impl RunningSession {
             let mut h = lock(&sh.hists);
             let q = |h: &Histogram<u64>| (!h.is_empty()).then(|| h.value_at_quantile(0.99));
             let out = (
-                q(&h.interval_net_rtt_us),
-                q(&h.interval_player_rtt_us),
+                q(&h.interval_home_rtt_us),
+                q(&h.interval_away_rtt_us),
                 h.sync_lag_ms.iter().filter_map(q).max(),
             );
-            h.interval_net_rtt_us.reset();
-            h.interval_player_rtt_us.reset();
+            h.interval_home_rtt_us.reset();
+            h.interval_away_rtt_us.reset();
             out
         };
         let v = lock(&sh.view).clone();
@@ -745,8 +815,8 @@ impl RunningSession {
             matches_made: made,
             matches_finished: finished,
             matches_per_sec: rate,
-            p99_net_rtt_us: p99_net,
-            p99_player_rtt_us: p99_player,
+            p99_in_region_rtt_us: p99_net,
+            p99_cross_region_rtt_us: p99_player,
             p99_sync_lag_ms: lag,
             servers: ids
                 .clone()
@@ -831,7 +901,7 @@ impl RunningSession {
         if let Some(m) = self.metrics.take() {
             m.shutdown();
         }
-        build_report(&sh, outcome, ran_for, drained, &self.game_addrs)
+        build_report(&sh, outcome, ran_for, drained, &self.sync_addrs)
     }
 }
 
@@ -864,12 +934,22 @@ pub(crate) struct ControlOutcome {
     reconnect_offers: u64,
     stranded: u64,
     failover_rejected: u64,
+    /// Datagrams on the fleet socket that were not heartbeats of a started server.
+    fleet_dropped: u64,
+    /// Reconnect offers turned into a void assignment a bot acted on.
+    reconnects_sent: u64,
+    /// Well-formed heartbeats of servers not (or no longer) in the fleet.
+    stale_heartbeats: u64,
+    servers_started: Vec<u64>,
+    servers_stopped: Vec<u64>,
+    /// Spearman correlation of hidden skill and final rating over every bot that played.
+    skill_spearman: Option<f64>,
 }
 
 fn run_control(
     sh: Arc<Shared>,
     mut mm: GlobalMatchmaking,
-    game_addrs: Vec<SocketAddr>,
+    fleet: std::net::UdpSocket,
     registry: MetricsRegistry,
 ) -> ControlOutcome {
     let cfg = &sh.config;
@@ -930,12 +1010,30 @@ fn run_control(
         reconnect_offers: 0,
         stranded: 0,
         failover_rejected: 0,
+        fleet_dropped: 0,
+        reconnects_sent: 0,
+        stale_heartbeats: 0,
+        servers_started: vec![0; n],
+        servers_stopped: vec![0; n],
+        skill_spearman: None,
     };
     let mut running: HashMap<MatchId, MatchResult> = HashMap::new();
-    let mut crashed: Vec<HashSet<ServerId>> = vec![HashSet::new(); n];
+    let mut played: HashSet<PlayerId> = HashSet::new();
+    // The fleet controller: which servers were started (so each record gets one real
+    // endpoint), where each listens (learnt from its heartbeats), and what it last said.
+    let _ = fleet.set_nonblocking(true);
+    let mut launched: Vec<HashSet<ServerId>> = vec![HashSet::new(); n];
+    let mut server_addrs: HashMap<ServerId, SocketAddr> = HashMap::new();
+    let mut hb_buf = [0u8; 64];
+    let issuer = {
+        let mut c = IssuerConfig::new(sh.protocol_id, sh.server_key.clone());
+        c.token_lifetime = mm.config().grant_ttl;
+        // A session silent this long is over (a crashed server): the bot queues again.
+        c.timeout_seconds = 3;
+        TokenIssuer::new(c)
+    };
     let mut queued_home = vec![0i64; n];
     let mut events = Vec::new();
-    let mut ids_buf: Vec<ServerId> = Vec::new();
     let mut last_slow = Instant::now();
     let mut top: Vec<PlayerId> = Vec::new();
     let wait_metric = metrics::histogram!(pvp_ops::slo::names::MATCHMAKING_WAIT_SECONDS);
@@ -973,15 +1071,16 @@ fn run_control(
                 }
                 ControlEvent::MatchFinished { match_id, winner, .. } => {
                     if let Some(r) = running.remove(&match_id) {
+                        played.extend(r.players().iter().map(|p| p.player()));
                         if let Some(f) = failover.as_mut() {
                             for p in r.players() {
                                 let _ = f.handle_session_ended(p.player());
                             }
                         }
-                        let o = if winner == 0 {
-                            MatchOutcome::FirstTeamWon
-                        } else {
-                            MatchOutcome::SecondTeamWon
+                        let o = match winner {
+                            Some(0) => MatchOutcome::FirstTeamWon,
+                            Some(_) => MatchOutcome::SecondTeamWon,
+                            None => MatchOutcome::Draw,
                         };
                         if mm.report_outcome(&r, o).is_ok() {
                             out.ratings_updated += r.players().len() as u64;
@@ -990,9 +1089,12 @@ fn run_control(
                     out.finished += 1;
                 }
                 ControlEvent::MatchAborted { region, match_id, crashed: c } => {
-                    if let (Some(r), Some(f)) = (running.remove(&match_id), failover.as_mut()) {
-                        for p in r.players() {
-                            let _ = f.handle_session_ended(p.player());
+                    if let Some(r) = running.remove(&match_id) {
+                        void_seats(&sh, &r);
+                        if let Some(f) = failover.as_mut() {
+                            for p in r.players() {
+                                let _ = f.handle_session_ended(p.player());
+                            }
                         }
                     }
                     let _ = mm.release_match(ids[region], match_id);
@@ -1002,27 +1104,26 @@ fn run_control(
                         out.aborted_no_show += 1;
                     }
                 }
-                ControlEvent::ServersCrashed { region, servers, matches } => {
-                    crashed[region].extend(servers);
-                    for m in matches {
-                        if let (Some(r), Some(f)) = (running.remove(&m), failover.as_mut()) {
-                            for p in r.players() {
-                                let _ = f.handle_session_ended(p.player());
-                            }
-                        }
-                        let _ = mm.release_match(ids[region], m);
-                        out.aborted_crash += 1;
-                    }
-                }
             }
         }
-        // Server heartbeats (crashed servers stay silent and turn Unhealthy).
-        for (i, r) in ids.iter().enumerate() {
-            if let Some(c) = mm.cluster_mut(*r) {
-                ids_buf.clear();
-                ids_buf.extend(c.servers().map(|s| s.id()).filter(|s| !crashed[i].contains(s)));
-                for s in &ids_buf {
-                    let _ = c.heartbeat(*s, now);
+        // Server heartbeats, as they arrive over the network; a server that stops sending
+        // (crashed, partitioned) turns Unhealthy in the cluster's own tick.
+        for _ in 0..4_096 {
+            let Ok((len, _)) = fleet.recv_from(&mut hb_buf) else { break };
+            let Some(hb) = Heartbeat::decode(&hb_buf[..len]).filter(|h| usize::from(h.region) < n) else {
+                out.fleet_dropped += 1;
+                continue;
+            };
+            let ri = usize::from(hb.region);
+            if !launched[ri].contains(&hb.server) {
+                // A server this controller let go (its last heartbeats), or never started.
+                out.stale_heartbeats += 1;
+                continue;
+            }
+            server_addrs.insert(hb.server, SocketAddr::V4(hb.addr));
+            if hb.phase != ServerPhase::Shutdown {
+                if let Some(c) = mm.cluster_mut(ids[ri]) {
+                    let _ = c.heartbeat(hb.server, now);
                 }
             }
         }
@@ -1058,8 +1159,17 @@ fn run_control(
                         "default route of {origin} players -> {}",
                         to.map_or("none".into(), |t| t.to_string())
                     )),
-                    FailoverDecision::OfferReconnect { .. } => {
+                    &FailoverDecision::OfferReconnect { player, .. } => {
+                        // Acted on: the player leaves the match in the region that went down
+                        // and queues again; the matchmaker routes it to a serving region.
                         out.reconnect_offers += 1;
+                        let seat =
+                            running.iter().find(|(_, r)| r.players().iter().any(|p| p.player() == player));
+                        if let Some((m, _)) = seat {
+                            let home = home_of(player).0.min(n - 1);
+                            sh.to_bots[home].push(BotCommand::AssignmentVoid { player, match_id: *m });
+                            out.reconnects_sent += 1;
+                        }
                         None
                     }
                     FailoverDecision::PlayerStranded { .. } => {
@@ -1087,6 +1197,24 @@ fn run_control(
         if !draining {
             mm.tick(now);
         }
+        reconcile(&sh, &mut mm, &ids, &mut launched, &mut server_addrs, &mut out, now);
+        // Matches on servers the controller found dead (Unhealthy, or already removed).
+        if running.values().any(|r| !server_alive(&mm, r)) {
+            let dead: Vec<MatchId> =
+                running.iter().filter(|(_, r)| !server_alive(&mm, r)).map(|(m, _)| *m).collect();
+            for m in dead {
+                if let Some(r) = running.remove(&m) {
+                    void_seats(&sh, &r);
+                    if let Some(f) = failover.as_mut() {
+                        for p in r.players() {
+                            let _ = f.handle_session_ended(p.player());
+                        }
+                    }
+                    let _ = mm.release_match(r.region(), m);
+                    out.aborted_crash += 1;
+                }
+            }
+        }
         let unix_ms = sh.unix_ms(tick_start);
         while let Some(r) = mm.poll_match() {
             let Some(ri) = ids.iter().position(|x| *x == r.region()) else { continue };
@@ -1095,7 +1223,13 @@ fn run_control(
             let mut all_home_w = true;
             let watch = lock(&sh.view).reroute_watch;
             let server = r.server();
-            let expires = unix_ms + mm.config().grant_ttl.as_millis() as u64;
+            // The address the server reported itself (it is Ready, so it has heartbeated).
+            let Some(&server_addr) = server_addrs.get(&server.id) else {
+                let _ = mm.release_match(ids[ri], r.match_id());
+                out.ticket_errors += 1;
+                continue;
+            };
+            let unix_now = Duration::from_millis(unix_ms);
             let mut seats = Vec::with_capacity(r.players().len());
             for p in r.players() {
                 let (home, _) = home_of(p.player());
@@ -1112,21 +1246,27 @@ fn run_control(
                     *q -= 1;
                 }
                 seats.push((p.player(), p.team(), p.latency()));
-                let claims = TokenClaims {
-                    match_id: r.match_id(),
-                    player: p.player(),
-                    server: server.id,
-                    server_addr: game_addrs[ri],
-                    expires_unix_ms: expires,
+                let grant = SessionGrant {
+                    client_id: p.player().get(),
+                    server_addresses: vec![server_addr],
+                    user_data: SessionUserData {
+                        match_id: r.match_id(),
+                        player: p.player(),
+                        team: p.team(),
+                        layered: false,
+                        game_data: Vec::new(),
+                    },
                 };
-                let token = sh.token_key.issue(&claims);
-                if let Some(q) = sh.to_bots.get(home) {
-                    q.push(BotCommand::Assigned {
+                let token = issuer.token(unix_now, &grant).ok().and_then(|t| t.to_bytes().ok());
+                match (token, sh.to_bots.get(home)) {
+                    (Some(token), Some(q)) => q.push(BotCommand::Assigned {
                         player: p.player(),
                         match_id: r.match_id(),
-                        server: game_addrs[ri],
-                        token,
-                    });
+                        region: ri,
+                        server: server_addr,
+                        token: token as Box<[u8]>,
+                    }),
+                    _ => out.ticket_errors += 1,
                 }
             }
             if cross {
@@ -1202,6 +1342,7 @@ fn run_control(
             v.running = running.len() as u64;
             v.queued = mm.queued_players() as u64;
             v.finished_results = out.finished;
+            v.aborted_crash = out.aborted_crash;
         }
         let spent = tick_start.elapsed();
         if spent < interval {
@@ -1210,6 +1351,12 @@ fn run_control(
     }
     out.mm = mm.stats();
     out.failover_rejected = failover.as_ref().map_or(0, |f| f.stats().rejected);
+    // How well ratings track the skill the game servers never saw.
+    let (skills, ratings): (Vec<f64>, Vec<f64>) = played
+        .iter()
+        .map(|p| (crate::bots::hidden_skill(cfg.seed, *p), mm.ratings().matchmaking_rating(*p)))
+        .unzip();
+    out.skill_spearman = crate::report::spearman(&skills, &ratings);
     out.servers = ids.iter().filter_map(|r| mm.cluster(*r).map(|c| c.server_counts())).collect();
     let t = Instant::now();
     out.slo = slo
@@ -1229,6 +1376,53 @@ fn run_control(
     out
 }
 
+/// Tells every player of `r` that its seat is void.
+fn void_seats(sh: &Shared, r: &MatchResult) {
+    for p in r.players() {
+        let player = p.player();
+        if let Some(q) = sh.to_bots.get(home_of(player).0) {
+            q.push(BotCommand::AssignmentVoid { player, match_id: r.match_id() });
+        }
+    }
+}
+
+/// Whether the server hosting `r` is still usable in the controller's view.
+fn server_alive(mm: &GlobalMatchmaking, r: &MatchResult) -> bool {
+    mm.cluster(r.region())
+        .and_then(|c| c.server(r.server().id))
+        .is_some_and(|s| s.state() != pvp_global::cluster::ServerState::Unhealthy)
+}
+
+/// Makes the real fleet follow the records: every server record without an endpoint gets
+/// one started (it stays Starting until its first heartbeat), and every endpoint whose record
+/// is gone (scaled down, or Unhealthy and removed) is stopped.
+fn reconcile(
+    sh: &Shared,
+    mm: &mut GlobalMatchmaking,
+    ids: &[RegionId],
+    launched: &mut [HashSet<ServerId>],
+    server_addrs: &mut HashMap<ServerId, SocketAddr>,
+    out: &mut ControlOutcome,
+    _now: Duration,
+) {
+    for (i, r) in ids.iter().enumerate() {
+        let Some(c) = mm.cluster(*r) else { continue };
+        for s in c.servers() {
+            if launched[i].insert(s.id()) {
+                out.servers_started[i] += 1;
+                sh.to_region[i].push(RegionCommand::StartServer { server: s.id() });
+            }
+        }
+        let gone: Vec<ServerId> = launched[i].iter().copied().filter(|id| c.server(*id).is_none()).collect();
+        for id in gone {
+            launched[i].remove(&id);
+            server_addrs.remove(&id);
+            out.servers_stopped[i] += 1;
+            sh.to_region[i].push(RegionCommand::StopServer { server: id });
+        }
+    }
+}
+
 fn q(h: &Histogram<u64>, quantile: f64) -> Option<u64> {
     (!h.is_empty()).then(|| h.value_at_quantile(quantile))
 }
@@ -1238,7 +1432,7 @@ fn build_report(
     outcome: Option<ControlOutcome>,
     ran_for: Duration,
     drained: bool,
-    game_addrs: &[SocketAddr],
+    sync_addrs: &[SocketAddr],
 ) -> Report {
     let cfg = &sh.config;
     let finished_nodes: Vec<Option<(Replica, RegionSync)>> =
@@ -1323,7 +1517,10 @@ fn build_report(
                     .map_or(0, |c| c.starting + c.ready + c.allocated + c.draining),
                 replica: rep,
                 sync_lag_p99_ms: q(&h.sync_lag_ms[i], 0.99),
-                game_addr: game_addrs[i],
+                sync_addr: sync_addrs[i],
+                servers_started: o.as_ref().map_or(0, |o| o.servers_started[i]),
+                servers_stopped: o.as_ref().map_or(0, |o| o.servers_stopped[i]),
+                servers_crashed: st.servers_crashed.load(Ordering::Relaxed),
             }
         })
         .collect();
@@ -1332,6 +1529,10 @@ fn build_report(
     };
     let bad_packets = sum(|r| &r.bad_packets);
     let bad_tokens = sum(|r| &r.bad_tokens);
+    let game_dropped: u64 = sh.regions.iter().map(|r| r.game.dropped_input.load(Ordering::Relaxed)).sum();
+    let late_inputs: u64 = sh.regions.iter().map(|r| r.game.late_inputs.load(Ordering::Relaxed)).sum();
+    let send_failures: u64 = sh.regions.iter().map(|r| r.game.send_failures.load(Ordering::Relaxed)).sum();
+    let fleet_dropped = o.as_ref().map_or(0, |o| o.fleet_dropped);
     let replica_errors = sum(|r| &r.errors);
     let connect_failures = sum(|r| &r.connect_failures);
     let mm_dropped = o.as_ref().map_or(0, |o| o.mm.results_dropped);
@@ -1346,10 +1547,12 @@ fn build_report(
         matches_made: o.as_ref().map_or(0, |o| o.matches_made.iter().sum()),
         matches_finished: finished,
         cross_region_matches: o.as_ref().map_or(0, |o| o.cross_region),
-        net_rtt_p50_us: q(&h.net_rtt_us, 0.5),
-        net_rtt_p99_us: q(&h.net_rtt_us, 0.99),
-        player_rtt_p50_us: q(&h.player_rtt_us, 0.5),
-        player_rtt_p99_us: q(&h.player_rtt_us, 0.99),
+        in_region_rtt_p50_us: q(&h.home_rtt_us, 0.5),
+        in_region_rtt_p99_us: q(&h.home_rtt_us, 0.99),
+        cross_region_rtt_p50_us: q(&h.away_rtt_us, 0.5),
+        cross_region_rtt_p99_us: q(&h.away_rtt_us, 0.99),
+        connect_p50_ms: q(&h.connect_ms, 0.5),
+        connect_p99_ms: q(&h.connect_ms, 0.99),
         mm_wait_p50_ms: o.as_ref().and_then(|o| q(&o.mm_wait_ms, 0.5)),
         mm_wait_p99_ms: o.as_ref().and_then(|o| q(&o.mm_wait_ms, 0.99)),
         sync_lag_p50_ms: q(&lag, 0.5),
@@ -1362,16 +1565,19 @@ fn build_report(
         players_replaced: sum(|r| &r.replaced),
         ratings_updated: o.as_ref().map_or(0, |o| o.ratings_updated),
         leaderboard_moves: o.as_ref().map_or(0, |o| o.top_changes),
-        errors: bad_packets
-            + bad_tokens
-            + replica_errors
+        errors: replica_errors
+            + send_failures
             + mm_dropped
             + ticket_errors
             + snapshot_errors
             + crdt_errors
             + failover_rejected,
+        dropped_input: bad_packets + bad_tokens + game_dropped + fleet_dropped,
+        late_inputs,
+        skill_spearman: o.as_ref().and_then(|o| o.skill_spearman),
         leaderboard_top,
         reconnect_offers: o.as_ref().map_or(0, |o| o.reconnect_offers),
+        reconnects_acted: o.as_ref().map_or(0, |o| o.reconnects_sent),
         bans_committed: strong_committed,
         bans_failed: strong_failed,
         connect_failures,

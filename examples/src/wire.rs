@@ -1,10 +1,12 @@
-//! Datagrams between bots and game servers, and between regions' sync nodes (serde +
-//! postcard; every decode of received bytes returns a typed error, never panics).
+//! Datagrams between regions' sync nodes (serde + postcard; every decode of received bytes
+//! returns a typed error, never panics). Bots and game servers speak netcode 1.02 with the
+//! [`arena`](crate::arena) game's payloads; servers heartbeat with
+//! [`fleet::Heartbeat`](crate::fleet::Heartbeat).
 
 use pvp_core::ids::{MatchId, PlayerId, RegionId};
 use serde::{Deserialize, Serialize};
 
-/// Largest datagram either side sends.
+/// Largest sync datagram a node sends.
 pub const MAX_DATAGRAM: usize = 1_400;
 
 /// Why received bytes were refused.
@@ -12,68 +14,8 @@ pub const MAX_DATAGRAM: usize = 1_400;
 #[error("malformed datagram: {0}")]
 pub struct WireError(#[from] postcard::Error);
 
-/// A bot ↔ game-server datagram.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum GamePacket<'a> {
-    /// Bot → server: join with a connect token.
-    Connect {
-        /// The token bytes.
-        #[serde(borrow)]
-        token: &'a [u8],
-    },
-    /// Server → bot: joined.
-    Accepted {
-        /// The match.
-        match_id: MatchId,
-        /// The player.
-        player: PlayerId,
-    },
-    /// Server → bot: refused (bad token, unknown match, server gone).
-    Denied {
-        /// The match.
-        match_id: MatchId,
-        /// The player.
-        player: PlayerId,
-    },
-    /// Server → bot: the match state of one tick.
-    State {
-        /// The match.
-        match_id: MatchId,
-        /// The player.
-        player: PlayerId,
-        /// The tick.
-        tick: u32,
-    },
-    /// Bot → server: the player's input for a tick (its arrival gives the RTT).
-    Input {
-        /// The match.
-        match_id: MatchId,
-        /// The player.
-        player: PlayerId,
-        /// The tick answered.
-        tick: u32,
-    },
-    /// Server → bot: the match ended.
-    End {
-        /// The match.
-        match_id: MatchId,
-        /// The player.
-        player: PlayerId,
-        /// Whether this player's team won.
-        won: bool,
-    },
-}
-
-impl<'a> GamePacket<'a> {
-    /// Encodes into `buf`, returning the bytes written.
-    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], WireError> {
-        Ok(postcard::to_slice(self, buf)?)
-    }
-    /// Decodes received bytes (the whole datagram: trailing bytes make it malformed).
-    pub fn decode(bytes: &'a [u8]) -> Result<Self, WireError> {
-        exact(postcard::take_from_bytes(bytes)?)
-    }
-}
+/// [`SyncOp::MatchResult`]'s winner for a draw.
+pub const DRAW: u8 = 2;
 
 /// One replicated write, as its origin region logged it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +30,7 @@ pub enum SyncOp {
         team_a: Vec<PlayerId>,
         /// Team 1.
         team_b: Vec<PlayerId>,
-        /// The winning team (0 or 1).
+        /// The winning team (0 or 1); [`DRAW`] for a draw.
         winner: u8,
     },
     /// A player banned.
@@ -152,12 +94,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn packets_round_trip_and_garbage_is_an_error() {
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let p = GamePacket::State { match_id: MatchId::new(9), player: PlayerId::new(3), tick: 4 };
-        let n = p.encode(&mut buf).unwrap().len();
-        assert_eq!(GamePacket::decode(&buf[..n]).unwrap(), p);
-        assert!(GamePacket::decode(&[200, 1, 2]).is_err());
+    fn messages_round_trip_and_garbage_is_an_error() {
+        assert!(SyncMessage::decode(&[200, 1, 2]).is_err());
         let m = SyncMessage::Ack { from: "kr".parse().unwrap(), origin: "jp".parse().unwrap(), upto: 7 };
         assert_eq!(SyncMessage::decode(&m.encode().unwrap()).unwrap(), m);
         assert!(SyncMessage::decode(&[9, 9, 9]).is_err());

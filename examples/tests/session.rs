@@ -58,7 +58,15 @@ fn short_session_matches_everywhere_and_converges() {
     assert_eq!(report.errors, 0, "no errors");
     assert!(report.drained);
     assert!(report.cross_region_matches > 0, "kr and jp players meet");
-    assert!(report.net_rtt_p99_us.is_some());
+    // Round trips are measured through the path: at least the profile's in-region RTT.
+    let profile_ms = u64::from(SessionConfig::default().regions[0].player_rtt_ms[&"kr".parse().unwrap()]);
+    assert!(report.in_region_rtt_p50_us.is_some_and(|us| us >= profile_ms * 1_000), "{report}");
+    assert!(report.cross_region_rtt_p99_us.is_some(), "cross-region players measured too");
+    assert!(report.connect_p99_ms.is_some(), "bots did netcode handshakes");
+    assert_eq!(report.dropped_input, 0, "nobody sent junk");
+    for r in &report.regions {
+        assert!(r.servers_started >= 1, "{}: the fleet controller started real endpoints", r.region);
+    }
     assert!(report.sync_lag_p50_ms.is_some_and(|l| l >= 15), "sync goes through the delayed proxies");
     for s in &report.snapshots {
         assert!(std::fs::metadata(s).is_ok_and(|m| m.len() > 0));

@@ -1,25 +1,13 @@
-//! What crosses the network: every game and sync datagram round-trips and every truncation,
-//! trailing byte or garbage input is an error (never a panic or a huge allocation), encoding into
-//! a small buffer is an error, and connect tokens round-trip for IPv4 and IPv6, expire after
-//! their time and refuse every tampered byte and wrong length.
+//! What crosses the network: every sync datagram round-trips and every truncation, trailing
+//! byte or garbage input is an error (never a panic or a huge allocation); the arena's inputs
+//! and server messages and the fleet's heartbeats decode only what their encoders write.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use pvp_core::ids::{MatchId, PlayerId, RegionId, ServerId};
-use pvp_examples::token::{TOKEN_LEN, TokenClaims, TokenError, TokenKey};
-use pvp_examples::wire::{GamePacket, LoggedOp, MAX_DATAGRAM, SyncMessage, SyncOp};
-
-fn sample_packets(token: &[u8]) -> Vec<GamePacket<'_>> {
-    let (m, p) = (MatchId::new(77), PlayerId::new(100_000_123));
-    vec![
-        GamePacket::Connect { token },
-        GamePacket::Accepted { match_id: m, player: p },
-        GamePacket::Denied { match_id: m, player: p },
-        GamePacket::State { match_id: m, player: p, tick: u32::MAX },
-        GamePacket::Input { match_id: m, player: p, tick: 3 },
-        GamePacket::End { match_id: m, player: p, won: true },
-    ]
-}
+use pvp_examples::arena::{ArenaError, Input, MAX_STAT, ServerMsg};
+use pvp_examples::fleet::{Heartbeat, ServerPhase};
+use pvp_examples::wire::{LoggedOp, SyncMessage, SyncOp};
 
 fn sample_sync() -> Vec<SyncMessage> {
     let kr: RegionId = "kr".parse().unwrap();
@@ -48,16 +36,7 @@ fn sample_sync() -> Vec<SyncMessage> {
 }
 
 #[test]
-fn every_packet_round_trips_and_every_truncation_is_an_error() {
-    let token = [7u8; TOKEN_LEN];
-    for p in sample_packets(&token) {
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let n = p.encode(&mut buf).unwrap().len();
-        assert_eq!(GamePacket::decode(&buf[..n]).unwrap(), p);
-        for cut in 0..n {
-            assert!(GamePacket::decode(&buf[..cut]).is_err(), "{p:?} cut at {cut}");
-        }
-    }
+fn every_message_round_trips_and_every_truncation_is_an_error() {
     for m in sample_sync() {
         let bytes = m.encode().unwrap();
         assert_eq!(SyncMessage::decode(&bytes).unwrap(), m);
@@ -69,12 +48,6 @@ fn every_packet_round_trips_and_every_truncation_is_an_error() {
 
 #[test]
 fn trailing_bytes_make_a_datagram_malformed() {
-    let token = [1u8; TOKEN_LEN];
-    for p in sample_packets(&token) {
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let n = p.encode(&mut buf).unwrap().len();
-        assert!(GamePacket::decode(&buf[..n + 1]).is_err(), "{p:?} with a trailing byte");
-    }
     for m in sample_sync() {
         let mut bytes = m.encode().unwrap();
         bytes.extend_from_slice(&[0xff, 0x00]);
@@ -96,7 +69,6 @@ fn garbage_datagrams_are_errors_not_panics_or_huge_allocations() {
         vec![0, 40, b'a', b'b'],
     ];
     for b in &cases {
-        assert!(GamePacket::decode(b).is_err(), "{b:?}");
         assert!(SyncMessage::decode(b).is_err(), "{b:?}");
     }
     // A deterministic sweep of pseudo-random bytes: decoding never panics, and whatever
@@ -112,9 +84,16 @@ fn garbage_datagrams_are_errors_not_panics_or_huge_allocations() {
                     (x % 9) as u8
                 })
                 .collect();
-            if let Ok(p) = GamePacket::decode(&bytes) {
-                let mut buf = [0u8; MAX_DATAGRAM];
-                assert_eq!(p.encode(&mut buf).unwrap(), &bytes[..]);
+            if let Ok(i) = Input::decode(&bytes) {
+                assert_eq!(i.encode()[..], bytes[..]);
+            }
+            if let Some(m) = ServerMsg::decode(&bytes) {
+                let mut b = [0u8; ServerMsg::MAX_BYTES];
+                let n = m.encode(&mut b);
+                assert_eq!(b[..n], bytes[..]);
+            }
+            if let Some(h) = Heartbeat::decode(&bytes) {
+                assert_eq!(h.encode()[..], bytes[..]);
             }
             if let Ok(m) = SyncMessage::decode(&bytes) {
                 assert_eq!(m.encode().unwrap(), bytes);
@@ -124,65 +103,49 @@ fn garbage_datagrams_are_errors_not_panics_or_huge_allocations() {
 }
 
 #[test]
-fn encode_into_a_small_buffer_is_an_error() {
-    let token = [0u8; TOKEN_LEN];
-    let p = GamePacket::Connect { token: &token };
-    let mut small = [0u8; 8];
-    let e = p.encode(&mut small).unwrap_err();
-    assert!(e.to_string().contains("malformed datagram") || !e.to_string().is_empty());
-}
-
-// ---------------------------------------------------------------------------------------------
-// Connect tokens
-
-fn claims(addr: SocketAddr) -> TokenClaims {
-    TokenClaims {
-        match_id: MatchId::new(u64::MAX),
-        player: PlayerId::new(200_000_001),
-        server: ServerId::new(42),
-        server_addr: addr,
-        expires_unix_ms: 1_700_000_000_000,
+fn game_payloads_and_heartbeats_round_trip_and_refuse_every_cut_and_bad_field() {
+    let inputs = [Input { tick: 1, aim: 0, guard: MAX_STAT }, Input { tick: u32::MAX, aim: 500, guard: 1 }];
+    for i in inputs {
+        let b = i.encode();
+        assert_eq!(Input::decode(&b), Ok(i));
+        for cut in 0..b.len() {
+            assert_eq!(Input::decode(&b[..cut]), Err(ArenaError::Malformed), "cut at {cut}");
+        }
+        let mut long = b.to_vec();
+        long.push(0);
+        assert_eq!(Input::decode(&long), Err(ArenaError::Malformed));
     }
-}
-
-#[test]
-fn tokens_round_trip_for_v4_and_v6_and_expire_after_their_time() {
-    let key = TokenKey::from_bytes([3; 32]);
-    for addr in ["127.0.0.1:7000", "[::1]:65535"] {
-        let addr: SocketAddr = addr.parse().unwrap();
-        let c = claims(addr);
-        let t = key.issue(&c);
-        assert_eq!(t.len(), TOKEN_LEN);
-        assert_eq!(key.open(&t, 0, addr), Ok(c));
-        // "after which the token is void": valid at its expiry ms, void one ms later.
-        assert_eq!(key.open(&t, c.expires_unix_ms, addr), Ok(c));
-        assert_eq!(key.open(&t, c.expires_unix_ms + 1, addr), Err(TokenError::Expired));
-        assert_eq!(key.open(&t, u64::MAX, addr), Err(TokenError::Expired));
-    }
-    // Same seed, same key; another seed, another key.
-    let a = TokenKey::from_seed(11);
-    let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    let t = a.issue(&claims(addr));
-    assert!(TokenKey::from_seed(11).open(&t, 0, addr).is_ok());
-    assert!(matches!(TokenKey::from_seed(12).open(&t, 0, addr), Err(TokenError::Net(_))));
-}
-
-#[test]
-fn every_tampered_byte_and_every_wrong_length_is_refused() {
-    let key = TokenKey::from_seed(5);
-    let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-    let t = key.issue(&claims(addr));
-    for i in 0..TOKEN_LEN {
-        for bit in [0x01u8, 0x80] {
-            let mut bad = t;
-            bad[i] ^= bit;
-            assert!(key.open(&bad, 0, addr).is_err(), "byte {i} bit {bit:#x} accepted");
+    let mut over = Input { tick: 1, aim: 0, guard: 0 }.encode();
+    over[7..9].copy_from_slice(&(MAX_STAT + 1).to_le_bytes());
+    assert_eq!(Input::decode(&over), Err(ArenaError::OutOfRange));
+    for m in [ServerMsg::Snapshot { tick: 9, hp: i16::MIN, foes_hp: i16::MAX }, ServerMsg::End { result: 0 }]
+    {
+        let mut b = [0u8; ServerMsg::MAX_BYTES];
+        let n = m.encode(&mut b);
+        assert_eq!(ServerMsg::decode(&b[..n]), Some(m));
+        for cut in 0..n {
+            assert_eq!(ServerMsg::decode(&b[..cut]), None);
         }
     }
-    for len in [0, 1, TOKEN_LEN - 1, TOKEN_LEN + 1, 4 * TOKEN_LEN] {
-        let mut v = t.to_vec();
-        v.resize(len, 0);
-        assert_eq!(key.open(&v, 0, addr), Err(TokenError::Length), "length {len}");
+    assert_eq!(ServerMsg::decode(&[3, 3]), None, "no result 3");
+    let hb = Heartbeat {
+        region: 2,
+        server: ServerId::new(u64::MAX),
+        phase: ServerPhase::Draining,
+        fights: 7,
+        players: 14,
+        addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 65_535),
+    };
+    let b = hb.encode();
+    assert_eq!(Heartbeat::decode(&b), Some(hb));
+    for cut in 0..b.len() {
+        assert_eq!(Heartbeat::decode(&b[..cut]), None);
     }
-    assert_eq!(key.open(&t, 0, "127.0.0.2:7000".parse().unwrap()), Err(TokenError::WrongServer));
+    for i in 0..b.len() {
+        let mut bad = b;
+        bad[i] ^= 0xff;
+        // Every byte matters except the payload fields, which may take any value.
+        let field = (4..24).contains(&i) && i != 13;
+        assert_eq!(Heartbeat::decode(&bad).is_some(), field, "byte {i}");
+    }
 }

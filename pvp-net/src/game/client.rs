@@ -201,7 +201,7 @@ impl GameClient {
 
     /// Handles the next held datagram that is due; `None` when none is.
     fn handle_due(&mut self, now: Instant, buf: &mut [u8]) -> Option<Option<usize>> {
-        if !self.inbound.front().is_some_and(|h| h.due <= now) {
+        if self.inbound.front().is_none_or(|h| h.due > now) {
             return None;
         }
         let h = self.inbound.pop_front()?;
@@ -260,6 +260,23 @@ impl GameClient {
             }
         };
         self.flush(Instant::now())?;
+        Ok(r)
+    }
+
+    /// Like [`recv_payload`](Self::recv_payload), without reading the socket: handles the
+    /// held datagrams that are due, runs the timers and sends what is due. For a driver that
+    /// reads the socket when its poller says it is readable and calls this at
+    /// [`next_wakeup`](Self::next_wakeup), so a timer costs no receive call.
+    pub fn recv_due_payload(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let now = Instant::now();
+        let r = loop {
+            match self.handle_due(now, buf) {
+                Some(Some(n)) => break Some(n),
+                Some(None) => continue,
+                None => break None,
+            }
+        };
+        self.flush(now)?;
         Ok(r)
     }
 

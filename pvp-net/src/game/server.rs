@@ -153,12 +153,16 @@ pub struct GameServerConfig {
     pub event_queue: usize,
     /// Capacity of each worker's command queue (sends from the game).
     pub command_queue: usize,
+    /// Redundant disconnect packets sent when the server closes a session (the reference
+    /// implementation sends 10; a server that ends many short sessions a second, whose
+    /// clients also learn the end in-game, can send fewer).
+    pub disconnect_packets: u8,
 }
 
 impl GameServerConfig {
     /// One worker, 1,024 sessions, 1,024 pending handshakes per worker, token history of
-    /// 4x the sessions, 100 ms keep-alive and reliable resend, 65,536-deep event queue and
-    /// 16,384-deep command queues.
+    /// 4x the sessions, 100 ms keep-alive and reliable resend, 65,536-deep event queue,
+    /// 16,384-deep command queues and 10 disconnect packets.
     pub fn new(bind: SocketAddr, protocol_id: u64, private_key: Key) -> Self {
         GameServerConfig {
             udp: UdpServerConfig::new(bind),
@@ -172,6 +176,7 @@ impl GameServerConfig {
             reliable_resend: Duration::from_millis(100),
             event_queue: 65_536,
             command_queue: 16_384,
+            disconnect_packets: 10,
         }
     }
 }
@@ -545,6 +550,7 @@ impl GameServer {
             c.token_history = config.token_history;
             c.keepalive_interval = config.keepalive_interval;
             c.reliable_resend = config.reliable_resend;
+            c.disconnect_packets = config.disconnect_packets;
             c.ledger = Some(ledger);
             c.max_clients_reported = u32::try_from(config.max_sessions).unwrap_or(u32::MAX);
             c

@@ -1,0 +1,611 @@
+//! Game servers: each one its own pvp-net [`GameServer`] endpoint (netcode 1.02, own port)
+//! with an authoritative [`arena`](crate::arena) game loop at the session's tick rate.
+//!
+//! Lifecycle as in Agones: a server starts (Starting), tells the fleet controller it is Ready
+//! by heartbeat, is Allocated while it hosts fights (many at once: a high-density server),
+//! drains when told to and shuts down when empty. The controller learns all of it from
+//! [`Heartbeat`]s sent over UDP, never from a shared record: a server that crashes
+//! ([`RunningServer::crash`], which stops its threads and closes its socket without a word)
+//! simply falls silent, and the controller marks it Unhealthy on its own.
+//!
+//! The server checks every seat: a session's token names a match and a seat, and the session
+//! is only seated when this server hosts that match with that player on that team; netcode
+//! binds the session to the address that did the handshake, so inputs come from the seat's
+//! address or not at all. Inputs that fail the arena's checks are counted as dropped input.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use pvp_core::ids::{MatchId, PlayerId, ServerId};
+use pvp_core::queue::UnboundedQueue;
+use pvp_net::DriverChoice;
+use pvp_net::game::{GameEvent, GameSender, GameServer, GameServerConfig, SessionId};
+use pvp_net::netcode::Key;
+
+use crate::arena::{Arena, ArenaError, Input, ServerMsg, Step};
+
+/// Heartbeat datagram magic.
+const HB_MAGIC: &[u8; 4] = b"PVHB";
+
+/// A server's lifecycle state as its heartbeat reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerPhase {
+    /// Bound and running, hosting nothing.
+    Ready,
+    /// Hosting at least one fight.
+    Allocated,
+    /// Finishing its fights, taking no new ones.
+    Draining,
+    /// Leaving (the last heartbeat of an orderly stop).
+    Shutdown,
+}
+
+/// What a game server tells the fleet controller, a few times a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The server's region (index in the session's regions).
+    pub region: u8,
+    /// The server.
+    pub server: ServerId,
+    /// Its state.
+    pub phase: ServerPhase,
+    /// Fights it hosts.
+    pub fights: u16,
+    /// Players seated.
+    pub players: u16,
+    /// Where players connect (IPv4).
+    pub addr: SocketAddrV4,
+}
+
+impl Heartbeat {
+    /// Encoded length.
+    pub const BYTES: usize = 26;
+
+    /// The datagram.
+    pub fn encode(&self) -> [u8; Self::BYTES] {
+        let mut b = [0u8; Self::BYTES];
+        b[..4].copy_from_slice(HB_MAGIC);
+        b[4] = self.region;
+        b[5..13].copy_from_slice(&self.server.get().to_le_bytes());
+        b[13] = match self.phase {
+            ServerPhase::Ready => 1,
+            ServerPhase::Allocated => 2,
+            ServerPhase::Draining => 3,
+            ServerPhase::Shutdown => 4,
+        };
+        b[14..16].copy_from_slice(&self.fights.to_le_bytes());
+        b[16..18].copy_from_slice(&self.players.to_le_bytes());
+        b[18..22].copy_from_slice(&self.addr.ip().octets());
+        b[22..24].copy_from_slice(&self.addr.port().to_le_bytes());
+        b
+    }
+
+    /// Reads a heartbeat; `None` for anything else (counted as dropped input by the caller).
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != Self::BYTES || &b[..4] != HB_MAGIC || b[24..] != [0, 0] {
+            return None;
+        }
+        let phase = match b[13] {
+            1 => ServerPhase::Ready,
+            2 => ServerPhase::Allocated,
+            3 => ServerPhase::Draining,
+            4 => ServerPhase::Shutdown,
+            _ => return None,
+        };
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let server = ServerId::new(u64::from_le_bytes(b[5..13].try_into().ok()?));
+        let ip = Ipv4Addr::new(b[18], b[19], b[20], b[21]);
+        Some(Heartbeat {
+            region: b[4],
+            server,
+            phase,
+            fights: u16_at(14),
+            players: u16_at(16),
+            addr: SocketAddrV4::new(ip, u16_at(22)),
+        })
+    }
+}
+
+/// How a server is built.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerSpec {
+    pub(crate) region: usize,
+    /// The region's name, for metric labels.
+    pub(crate) region_name: String,
+    pub(crate) server: ServerId,
+    pub(crate) protocol_id: u64,
+    pub(crate) key: Key,
+    pub(crate) tick: Duration,
+    pub(crate) max_ticks: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_players: usize,
+    pub(crate) heartbeat_to: SocketAddr,
+    pub(crate) heartbeat_every: Duration,
+    pub(crate) driver: DriverChoice,
+}
+
+/// What the region hands a server.
+#[derive(Debug)]
+pub(crate) enum ServerCommand {
+    /// Host a fight for these seats (player, team).
+    Host { match_id: MatchId, seats: Vec<(PlayerId, u8)> },
+    /// Take no new fights; shut down once empty.
+    Drain,
+}
+
+/// What a server reports to its region.
+#[derive(Debug)]
+pub(crate) enum ServerReport {
+    /// A fight ended: the result the server decided.
+    Finished { match_id: MatchId, winner: Option<u8>, seats: Vec<(PlayerId, u8)> },
+    /// Not every player connected in time.
+    NoShow { match_id: MatchId },
+    /// A Host the server refused (draining, or the fight's seats are invalid).
+    Refused { match_id: MatchId },
+}
+
+/// Counters the game loops of a region's servers share.
+#[derive(Debug, Default)]
+pub(crate) struct ServerCounters {
+    /// Inputs that failed the arena's checks, datagrams that were not inputs, sessions whose
+    /// token named a seat this server does not host.
+    pub(crate) dropped_input: AtomicU64,
+    /// Inputs that came after their tick was resolved or their fight ended, and sessions
+    /// whose fight never came (stale assignments).
+    pub(crate) late_inputs: AtomicU64,
+    /// Inputs that counted.
+    pub(crate) inputs: AtomicU64,
+    /// Sends the endpoint refused (queue full).
+    pub(crate) send_failures: AtomicU64,
+}
+
+/// Round trips measured at a server (snapshot out to the answering input in), µs, split by
+/// whether the player plays in its home region.
+#[derive(Debug)]
+pub(crate) struct RttSplit {
+    pub(crate) home: Histogram<u64>,
+    pub(crate) away: Histogram<u64>,
+}
+
+/// A started server, as its region holds it.
+#[derive(Debug)]
+pub(crate) struct RunningServer {
+    pub(crate) id: ServerId,
+    pub(crate) commands: Arc<UnboundedQueue<ServerCommand>>,
+    /// Fights it hosts now.
+    pub(crate) fights: Arc<AtomicU64>,
+    crash: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A seat of a hosted fight.
+#[derive(Debug)]
+struct Seat {
+    player: PlayerId,
+    team: u8,
+    session: Option<SessionId>,
+    home: bool,
+}
+
+#[derive(Debug)]
+struct Fight {
+    arena: Arena,
+    seats: Vec<Seat>,
+    started: bool,
+    /// The first snapshot went out (later passes resolve a tick before sending).
+    sent_first: bool,
+    connect_deadline: Instant,
+    next_tick: Instant,
+    tick_sent: Instant,
+}
+
+/// A session that connected before its fight was hosted (the Host and the player's
+/// assignment travel separately).
+#[derive(Debug, Clone, Copy)]
+struct Early {
+    session: SessionId,
+    player: PlayerId,
+    team: u8,
+    at: Instant,
+}
+
+impl RunningServer {
+    /// Binds the server's endpoint on loopback and starts its game loop. `home_of` tells the
+    /// region index a player lives in (for the in-region / cross-region round-trip split);
+    /// `rtt` receives the loop's round trips every 250 ms.
+    pub(crate) fn launch(
+        spec: ServerSpec,
+        reports: Arc<UnboundedQueue<(ServerId, ServerReport)>>,
+        rtt: Arc<std::sync::Mutex<RttSplit>>,
+        counters: Arc<ServerCounters>,
+        home_of: fn(PlayerId) -> usize,
+    ) -> std::io::Result<Self> {
+        let mut c =
+            GameServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), spec.protocol_id, spec.key.clone());
+        c.udp.driver = spec.driver;
+        // Sized for one high-density server, not the library's defaults (which suit a server
+        // per machine): the session's memory per player depends on it.
+        c.udp.ring_buffers = 256;
+        c.udp.queue_capacity = 2_048;
+        c.udp.socket_buffer = 1 << 20;
+        c.max_sessions = spec.max_players.max(1);
+        c.max_pending = spec.max_players.max(16);
+        c.token_history = spec.max_players.max(16) * 4;
+        c.event_queue = 4_096;
+        c.command_queue = 4_096;
+        // Players learn the end from the End message; the goodbye only frees their session.
+        c.disconnect_packets = 3;
+        let server = GameServer::bind(c).map_err(std::io::Error::other)?;
+        let commands = Arc::new(UnboundedQueue::new());
+        let fights = Arc::new(AtomicU64::new(0));
+        let crash = Arc::new(AtomicBool::new(false));
+        let hb = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let spec_region_name = spec.region_name.clone();
+        let mut lp = Loop {
+            spec,
+            server: Some(server),
+            commands: commands.clone(),
+            counters,
+            fights_now: fights.clone(),
+            crash: crash.clone(),
+            reports,
+            rtt,
+            home_of,
+            hb,
+            fights: HashMap::new(),
+            by_session: HashMap::new(),
+            early: Vec::new(),
+            draining: false,
+            local: RttSplit { home: crate::region::hist(), away: crate::region::hist() },
+            latency: metrics::histogram!(pvp_ops::slo::names::LATENCY_SECONDS, "region" => spec_region_name.clone()),
+            requests: metrics::counter!(pvp_ops::slo::names::REQUESTS_TOTAL, "region" => spec_region_name.clone()),
+            failed: metrics::counter!(pvp_ops::slo::names::REQUESTS_FAILED, "region" => spec_region_name),
+        };
+        let id = lp.spec.server;
+        let thread = std::thread::Builder::new().name(format!("server-{id}")).spawn(move || lp.run())?;
+        Ok(RunningServer { id, commands, fights, crash, thread: Some(thread) })
+    }
+
+    /// Kills the server: its loop stops at once, its endpoint closes without telling a
+    /// session, no further heartbeat leaves. Players time out; the controller notices the
+    /// silence.
+    pub(crate) fn crash(mut self) {
+        self.crash.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Whether the loop ended (drained and shut down, or crashed).
+    pub(crate) fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            // Dropped without a crash: an orderly stop (drain what is left, then leave).
+            self.commands.push(ServerCommand::Drain);
+            let _ = t.join();
+        }
+    }
+}
+
+struct Loop {
+    spec: ServerSpec,
+    server: Option<GameServer>,
+    commands: Arc<UnboundedQueue<ServerCommand>>,
+    counters: Arc<ServerCounters>,
+    fights_now: Arc<AtomicU64>,
+    crash: Arc<AtomicBool>,
+    reports: Arc<UnboundedQueue<(ServerId, ServerReport)>>,
+    rtt: Arc<std::sync::Mutex<RttSplit>>,
+    home_of: fn(PlayerId) -> usize,
+    hb: UdpSocket,
+    fights: HashMap<MatchId, Fight>,
+    by_session: HashMap<SessionId, MatchId>,
+    early: Vec<Early>,
+    draining: bool,
+    local: RttSplit,
+    /// In-region round trips, the series the latency SLO reads.
+    latency: metrics::Histogram,
+    /// Requests served (inputs taken, sessions seated) and those the service failed (sends
+    /// it could not queue): the error-rate SLO's series. Bad input is neither.
+    requests: metrics::Counter,
+    failed: metrics::Counter,
+}
+
+impl Loop {
+    fn report(&self, r: ServerReport) {
+        self.reports.push((self.spec.server, r));
+    }
+
+    fn heartbeat(&self, phase: ServerPhase, addr: SocketAddr) {
+        let SocketAddr::V4(addr) = addr else { return };
+        let players = self.fights.values().map(|f| f.seats.len()).sum::<usize>();
+        let hb = Heartbeat {
+            region: self.spec.region as u8,
+            server: self.spec.server,
+            phase,
+            fights: self.fights.len().min(usize::from(u16::MAX)) as u16,
+            players: players.min(usize::from(u16::MAX)) as u16,
+            addr,
+        };
+        // Best effort, like any heartbeat: the controller tolerates missed ones.
+        let _ = self.hb.send_to(&hb.encode(), self.spec.heartbeat_to);
+    }
+
+    fn run(&mut self) {
+        let Some(addr) = self.server.as_ref().map(|s| s.public_address()) else { return };
+        let Some(sender) = self.server.as_ref().map(|s| s.sender()) else { return };
+        let mut events = Vec::with_capacity(1_024);
+        let mut cmds = Vec::new();
+        let mut last_hb = Instant::now() - self.spec.heartbeat_every;
+        let mut last_merge = Instant::now();
+        loop {
+            if self.crash.load(Ordering::Acquire) {
+                if let Some(s) = self.server.take() {
+                    let _ = s.abort();
+                }
+                return;
+            }
+            let now = Instant::now();
+            cmds.clear();
+            self.commands.pop_batch(&mut cmds, 256);
+            for c in cmds.drain(..) {
+                match c {
+                    ServerCommand::Host { match_id, seats } => self.host(now, match_id, seats),
+                    ServerCommand::Drain => self.draining = true,
+                }
+            }
+            events.clear();
+            if let Some(s) = &self.server {
+                s.poll_events(&mut events, 4_096);
+            }
+            for e in events.drain(..) {
+                self.handle_event(now, e, &sender);
+            }
+            self.run_fights(now, &sender);
+            if now.duration_since(last_hb) >= self.spec.heartbeat_every {
+                last_hb = now;
+                let phase = if self.draining {
+                    ServerPhase::Draining
+                } else if self.fights.is_empty() {
+                    ServerPhase::Ready
+                } else {
+                    ServerPhase::Allocated
+                };
+                self.heartbeat(phase, addr);
+                self.fights_now.store(self.fights.len() as u64, Ordering::Relaxed);
+                // Sessions that connected for a fight never hosted here: let them go.
+                let stale = self.spec.connect_timeout;
+                let (keep, gone): (Vec<Early>, Vec<Early>) =
+                    self.early.drain(..).partition(|e| now.duration_since(e.at) < stale);
+                self.early = keep;
+                for e in gone {
+                    // A valid token for a fight this server never got (its Host was lost with
+                    // a crash or overtaken by a cancel): stale, not junk.
+                    self.counters.late_inputs.fetch_add(1, Ordering::Relaxed);
+                    let _ = sender.disconnect(e.session);
+                }
+            }
+            if now.duration_since(last_merge) >= Duration::from_millis(250) {
+                last_merge = now;
+                self.merge_rtt();
+            }
+            if self.draining && self.fights.is_empty() {
+                self.merge_rtt();
+                self.heartbeat(ServerPhase::Shutdown, addr);
+                if let Some(s) = self.server.take() {
+                    let _ = s.shutdown();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn merge_rtt(&mut self) {
+        if let Ok(mut g) = self.rtt.lock() {
+            let _ = g.home.add(&self.local.home);
+            let _ = g.away.add(&self.local.away);
+        }
+        self.local.home.reset();
+        self.local.away.reset();
+    }
+
+    fn host(&mut self, now: Instant, match_id: MatchId, seats: Vec<(PlayerId, u8)>) {
+        if self.draining || self.fights.contains_key(&match_id) {
+            self.report(ServerReport::Refused { match_id });
+            return;
+        }
+        let Ok(arena) = Arena::new(&seats, self.spec.max_ticks) else {
+            self.report(ServerReport::Refused { match_id });
+            return;
+        };
+        let region = self.spec.region;
+        let home_of = self.home_of;
+        let mut fight = Fight {
+            arena,
+            seats: seats
+                .iter()
+                .map(|&(player, team)| Seat { player, team, session: None, home: home_of(player) == region })
+                .collect(),
+            started: false,
+            sent_first: false,
+            connect_deadline: now + self.spec.connect_timeout,
+            next_tick: now,
+            tick_sent: now,
+        };
+        let early = std::mem::take(&mut self.early);
+        for e in early {
+            match fight.seats.iter_mut().find(|s| s.player == e.player && s.team == e.team) {
+                Some(seat) if seat.session.is_none() => {
+                    seat.session = Some(e.session);
+                    self.by_session.insert(e.session, match_id);
+                }
+                _ => self.early.push(e),
+            }
+        }
+        self.fights.insert(match_id, fight);
+    }
+
+    fn handle_event(&mut self, now: Instant, e: GameEvent, sender: &GameSender) {
+        match e {
+            GameEvent::Connected { session, seat, .. } => {
+                let Some(seat) = seat else {
+                    self.counters.dropped_input.fetch_add(1, Ordering::Relaxed);
+                    let _ = sender.disconnect(session);
+                    return;
+                };
+                let Some(f) = self.fights.get_mut(&seat.match_id) else {
+                    self.early.push(Early { session, player: seat.player, team: seat.team, at: now });
+                    return;
+                };
+                match f.seats.iter_mut().find(|s| s.player == seat.player && s.team == seat.team) {
+                    Some(s) => {
+                        self.requests.increment(1);
+                        if let Some(old) = s.session.replace(session) {
+                            self.by_session.remove(&old);
+                        }
+                        self.by_session.insert(session, seat.match_id);
+                    }
+                    None => {
+                        // A token for a seat this fight does not have.
+                        self.counters.dropped_input.fetch_add(1, Ordering::Relaxed);
+                        let _ = sender.disconnect(session);
+                    }
+                }
+            }
+            GameEvent::Payload { session, payload } => {
+                let Some(f) = self.by_session.get(&session).and_then(|m| self.fights.get_mut(m)) else {
+                    // A seated player whose fight just ended (or is not hosted yet): late.
+                    self.counters.late_inputs.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let Some(seat) = f.seats.iter().find(|s| s.session == Some(session)) else { return };
+                let r = Input::decode(payload.as_slice()).and_then(|i| f.arena.handle_input(seat.player, i));
+                match r {
+                    Ok(()) => {
+                        self.counters.inputs.fetch_add(1, Ordering::Relaxed);
+                        self.requests.increment(1);
+                        let us = now.duration_since(f.tick_sent).as_micros().max(1) as u64;
+                        let h = if seat.home { &mut self.local.home } else { &mut self.local.away };
+                        let _ = h.record(us.min(3_600_000_000));
+                        if seat.home {
+                            self.latency.record(us as f64 / 1e6);
+                        }
+                    }
+                    Err(ArenaError::WrongTick { .. } | ArenaError::Duplicate | ArenaError::Over) => {
+                        self.counters.late_inputs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        self.counters.dropped_input.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            GameEvent::Message { .. } => {
+                self.counters.dropped_input.fetch_add(1, Ordering::Relaxed);
+            }
+            GameEvent::Disconnected { session, .. } => {
+                if let Some(m) = self.by_session.remove(&session) {
+                    if let Some(f) = self.fights.get_mut(&m) {
+                        for s in f.seats.iter_mut().filter(|s| s.session == Some(session)) {
+                            s.session = None;
+                        }
+                    }
+                }
+                self.early.retain(|e| e.session != session);
+            }
+        }
+    }
+
+    fn run_fights(&mut self, now: Instant, sender: &GameSender) {
+        let mut ended: Vec<(MatchId, Option<Option<u8>>)> = Vec::new();
+        for (id, f) in self.fights.iter_mut() {
+            if !f.started {
+                if f.seats.iter().all(|s| s.session.is_some()) {
+                    f.started = true;
+                    f.next_tick = now;
+                } else if now >= f.connect_deadline {
+                    ended.push((*id, None));
+                    continue;
+                } else {
+                    continue;
+                }
+            }
+            if now < f.next_tick {
+                continue;
+            }
+            ended.extend(step_fight(id, f, now, self.spec.tick, sender, &self.counters, &self.failed));
+        }
+        for (id, result) in ended {
+            let Some(f) = self.fights.remove(&id) else { continue };
+            for s in &f.seats {
+                if let Some(sess) = s.session {
+                    self.by_session.remove(&sess);
+                    if result.is_none() {
+                        let _ = sender.disconnect(sess);
+                    }
+                }
+            }
+            match result {
+                Some(winner) => {
+                    // Players leave on their own after the End; the server lets go of them.
+                    for s in f.seats.iter().filter_map(|s| s.session) {
+                        let _ = sender.disconnect(s);
+                    }
+                    let seats = f.seats.iter().map(|s| (s.player, s.team)).collect();
+                    self.report(ServerReport::Finished { match_id: id, winner, seats });
+                }
+                None => self.report(ServerReport::NoShow { match_id: id }),
+            }
+        }
+    }
+}
+
+/// One due tick of a started fight: resolve the tick in play (unless this is the first
+/// pass), then send the next snapshot, or the end. Returns the fight's result once over.
+fn step_fight(
+    id: &MatchId,
+    f: &mut Fight,
+    now: Instant,
+    tick: Duration,
+    sender: &GameSender,
+    counters: &ServerCounters,
+    failed: &metrics::Counter,
+) -> Option<(MatchId, Option<Option<u8>>)> {
+    let send = |session: SessionId, msg: ServerMsg| {
+        let mut b = [0u8; ServerMsg::MAX_BYTES];
+        let n = msg.encode(&mut b);
+        if sender.send(session, &b[..n]).is_err() {
+            counters.send_failures.fetch_add(1, Ordering::Relaxed);
+            failed.increment(1);
+        }
+    };
+    let mut over = None;
+    if f.sent_first {
+        if let Step::Over { winner } = f.arena.step() {
+            over = Some(winner);
+        }
+    }
+    for s in &f.seats {
+        if let (Some(sess), Some(msg)) = (s.session, f.arena.snapshot(s.player)) {
+            send(sess, msg);
+        }
+    }
+    f.sent_first = true;
+    f.tick_sent = now;
+    f.next_tick += tick;
+    if f.next_tick < now {
+        // The loop fell behind: keep the rate, skip the backlog.
+        f.next_tick = now + tick;
+    }
+    over.map(|w| (*id, Some(w)))
+}
