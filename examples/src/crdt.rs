@@ -126,6 +126,17 @@ impl RegionSync {
         self.node.iter().filter(|(k, _)| matches!(k, Key::Ban(p) if self.node.is_banned(*p))).count() as u64
     }
 
+    /// The players banned here (applied, committed or not).
+    pub fn banned_players(&self) -> Vec<PlayerId> {
+        self.node
+            .iter()
+            .filter_map(|(k, _)| match k {
+                Key::Ban(p) if self.node.is_banned(*p) => Some(*p),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Players on the wins leaderboard.
     pub fn leaderboard_players(&self) -> u64 {
         self.node.leaderboards().mode(WINS).map_or(0, |b| b.len() as u64)

@@ -162,6 +162,8 @@ pub(crate) struct ServerCounters {
     pub(crate) inputs: AtomicU64,
     /// Sends the endpoint refused (queue full).
     pub(crate) send_failures: AtomicU64,
+    /// Sessions refused at connect because the player is banned.
+    pub(crate) bans_refused: AtomicU64,
 }
 
 /// Round trips measured at a server (snapshot out to the answering input in), µs, split by
@@ -223,6 +225,7 @@ impl RunningServer {
         reports: Arc<UnboundedQueue<(ServerId, ServerReport)>>,
         rtt: Arc<std::sync::Mutex<RttSplit>>,
         counters: Arc<ServerCounters>,
+        banned: Arc<std::sync::Mutex<std::collections::HashSet<PlayerId>>>,
         home_of: fn(PlayerId) -> usize,
     ) -> std::io::Result<Self> {
         let mut c =
@@ -251,6 +254,7 @@ impl RunningServer {
             server: Some(server),
             commands: commands.clone(),
             counters,
+            banned,
             fights_now: fights.clone(),
             crash: crash.clone(),
             reports,
@@ -302,6 +306,8 @@ struct Loop {
     server: Option<GameServer>,
     commands: Arc<UnboundedQueue<ServerCommand>>,
     counters: Arc<ServerCounters>,
+    /// The region's applied ban list.
+    banned: Arc<std::sync::Mutex<std::collections::HashSet<PlayerId>>>,
     fights_now: Arc<AtomicU64>,
     crash: Arc<AtomicBool>,
     reports: Arc<UnboundedQueue<(ServerId, ServerReport)>>,
@@ -464,6 +470,12 @@ impl Loop {
                     let _ = sender.disconnect(session);
                     return;
                 };
+                if self.banned.lock().is_ok_and(|b| b.contains(&seat.player)) {
+                    // Banned after the ticket was taken: refused at the door.
+                    self.counters.bans_refused.fetch_add(1, Ordering::Relaxed);
+                    let _ = sender.disconnect(session);
+                    return;
+                }
                 let Some(f) = self.fights.get_mut(&seat.match_id) else {
                     self.early.push(Early { session, player: seat.player, team: seat.team, at: now });
                     return;
@@ -608,4 +620,145 @@ fn step_fight(
         f.next_tick = now + tick;
     }
     over.map(|w| (*id, Some(w)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvp_net::game::GameClient;
+    use pvp_net::netcode::{ClientConfig, IssuerConfig, SessionGrant, SessionUserData, TokenIssuer};
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    const PID: u64 = 77;
+
+    fn unix() -> Duration {
+        SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+    }
+
+    fn heartbeats(
+        sock: &UdpSocket,
+        within: Duration,
+        until: impl Fn(&Heartbeat) -> bool,
+    ) -> Option<Heartbeat> {
+        let mut b = [0u8; 64];
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = sock.recv_from(&mut b) {
+                if let Some(h) = Heartbeat::decode(&b[..n]).filter(|h| until(h)) {
+                    return Some(h);
+                }
+            }
+        }
+        None
+    }
+
+    /// A real server on loopback: it reports Ready then Allocated by heartbeat, seats a
+    /// player whose token names a hosted seat and plays the fight to its end, refuses a banned
+    /// player at connect, and after a crash sends nothing more.
+    #[test]
+    fn a_server_hosts_refuses_bans_reports_and_dies_silently() {
+        let hb = UdpSocket::bind("127.0.0.1:0").unwrap();
+        hb.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let key = Key::random();
+        let spec = ServerSpec {
+            region: 0,
+            region_name: "kr".into(),
+            server: ServerId::new(9),
+            protocol_id: PID,
+            key: key.clone(),
+            tick: Duration::from_millis(20),
+            max_ticks: 5,
+            connect_timeout: Duration::from_secs(3),
+            max_players: 16,
+            heartbeat_to: hb.local_addr().unwrap(),
+            heartbeat_every: Duration::from_millis(20),
+            driver: DriverChoice::Epoll,
+        };
+        let reports = Arc::new(UnboundedQueue::new());
+        let rtt = Arc::new(std::sync::Mutex::new(RttSplit {
+            home: crate::region::hist(),
+            away: crate::region::hist(),
+        }));
+        let counters = Arc::new(ServerCounters::default());
+        let banned = Arc::new(Mutex::new(HashSet::from([PlayerId::new(3)])));
+        let server =
+            RunningServer::launch(spec, reports.clone(), rtt, counters.clone(), banned, |_| 0).unwrap();
+        let ready = heartbeats(&hb, Duration::from_secs(5), |h| h.phase == ServerPhase::Ready)
+            .expect("Ready heartbeat");
+        assert_eq!(ready.server, ServerId::new(9));
+        let issuer = TokenIssuer::new(IssuerConfig::new(PID, key));
+        let client = |player: u64, team: u8| {
+            let grant = SessionGrant {
+                client_id: player,
+                server_addresses: vec![SocketAddr::V4(ready.addr)],
+                user_data: SessionUserData {
+                    match_id: MatchId::new(1),
+                    player: PlayerId::new(player),
+                    team,
+                    layered: false,
+                    game_data: vec![],
+                },
+            };
+            let mut cc = ClientConfig::default();
+            cc.layered = false;
+            GameClient::new(issuer.token(unix(), &grant).unwrap(), cc).unwrap()
+        };
+        server.commands.push(ServerCommand::Host {
+            match_id: MatchId::new(1),
+            seats: vec![(PlayerId::new(1), 0), (PlayerId::new(2), 1)],
+        });
+        let mut a = client(1, 0);
+        let mut b = client(2, 1);
+        let mut banned_client = client(3, 1);
+        a.connect_blocking(Duration::from_secs(5)).unwrap();
+        b.connect_blocking(Duration::from_secs(5)).unwrap();
+        let _ = banned_client.connect_blocking(Duration::from_secs(5));
+        let allocated = heartbeats(&hb, Duration::from_secs(5), |h| h.phase == ServerPhase::Allocated)
+            .expect("Allocated heartbeat");
+        assert_eq!(allocated.fights, 1);
+        // Both play until the End; the banned one is sent away.
+        let mut buf = [0u8; 32];
+        let mut ended = [false; 2];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(ended[0] && ended[1]) && Instant::now() < deadline {
+            for (i, c) in [&mut a, &mut b].into_iter().enumerate() {
+                while let Some(n) = c.recv_payload(&mut buf).unwrap() {
+                    match ServerMsg::decode(&buf[..n]) {
+                        Some(ServerMsg::Snapshot { tick, .. }) => {
+                            let aim = if i == 0 { 900 } else { 100 };
+                            c.send(&Input { tick, aim, guard: 500 }.encode()).unwrap();
+                        }
+                        Some(ServerMsg::End { .. }) => ended[i] = true,
+                        None => {}
+                    }
+                }
+            }
+            let _ = banned_client.update();
+            std::thread::sleep(Duration::from_millis(1)); // pacing only; the loop checks state
+        }
+        assert_eq!(ended, [true, true], "the fight ended for both");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < deadline {
+            reports.pop_batch(&mut got, 8);
+            std::thread::sleep(Duration::from_millis(5)); // pacing only; the loop checks state
+        }
+        match got.pop() {
+            Some((_, ServerReport::Finished { winner, seats, .. })) => {
+                assert_eq!(winner, Some(0), "the better inputs won");
+                assert_eq!(seats.len(), 2);
+            }
+            other => panic!("expected a result, got {other:?}"),
+        }
+        assert!(!banned_client.is_connected(), "the banned player was refused");
+        assert_eq!(counters.bans_refused.load(Ordering::Relaxed), 1);
+        assert!(counters.inputs.load(Ordering::Relaxed) >= 4);
+        // A crash: no heartbeat after it.
+        server.crash();
+        while hb.recv_from(&mut buf).is_ok() {}
+        // 25 heartbeat intervals of silence.
+        assert!(heartbeats(&hb, Duration::from_millis(500), |_| true).is_none(), "a dead server is silent");
+    }
 }

@@ -108,6 +108,7 @@ pub(crate) fn run_region(
                         reports.clone(),
                         rtt.clone(),
                         stats.game.clone(),
+                        shared.banned[idx].clone(),
                         home_region,
                     ) {
                         Ok(s) => {
@@ -245,6 +246,10 @@ pub(crate) fn run_region(
             let fights: u64 = servers.values().map(|s| s.fights.load(Ordering::Relaxed)).sum();
             stats.hosted.store(fights, Ordering::Relaxed);
             stats.running_servers.store(servers.len() as u64, Ordering::Relaxed);
+            let banned = crdt.banned_players();
+            if banned.len() != lock(&shared.banned[idx]).len() {
+                lock(&shared.banned[idx]).extend(banned);
+            }
             let progress = pvp_global::failover::SyncProgress::of(crdt.node(), wall);
             shared.to_control.push(ControlEvent::SyncProgress(progress));
             let mut split = lock(&rtt);

@@ -137,6 +137,10 @@ pub struct Report {
     pub reconnects_acted: u64,
     /// Bans (STRONG writes) committed by a majority of regions.
     pub bans_committed: u64,
+    /// Tickets the matchmaking front refused because the player is banned.
+    pub bans_refused_tickets: u64,
+    /// Sessions game servers refused (disconnected at connect) because the player is banned.
+    pub bans_refused_connects: u64,
     /// Bans whose STRONG commit timed out (cut off from the majority); they stay applied and
     /// spread after the heal.
     pub bans_failed: u64,
@@ -264,8 +268,8 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "bans (STRONG)       committed {}, commit timed out {}",
-            self.bans_committed, self.bans_failed
+            "bans (STRONG)       committed {}, commit timed out {}; enforced: {} tickets refused, {} sessions refused at connect",
+            self.bans_committed, self.bans_failed, self.bans_refused_tickets, self.bans_refused_connects
         )?;
         writeln!(
             f,
@@ -372,6 +376,8 @@ mod tests {
             reconnect_offers: 0,
             reconnects_acted: 0,
             bans_committed: 0,
+            bans_refused_tickets: 0,
+            bans_refused_connects: 0,
             bans_failed: 0,
         };
         assert_eq!(r.matches_per_sec(), 0.0);

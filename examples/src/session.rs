@@ -216,6 +216,10 @@ pub(crate) struct Shared {
     pub(crate) protocol_id: u64,
     /// Where game servers send their heartbeats (the fleet controller's UDP socket).
     pub(crate) fleet_addr: SocketAddr,
+    /// Each local region's ban list as its sync node has applied it (refreshed by the region
+    /// thread); the matchmaking front refuses tickets and the game servers refuse sessions of
+    /// players on it.
+    pub(crate) banned: Vec<Arc<Mutex<HashSet<PlayerId>>>>,
     pub(crate) to_region: Vec<UnboundedQueue<RegionCommand>>,
     pub(crate) to_bots: Vec<UnboundedQueue<BotCommand>>,
     pub(crate) to_control: UnboundedQueue<ControlEvent>,
@@ -597,6 +601,7 @@ impl RunningSession {
             server_key: session_key(config.seed),
             protocol_id: PROTOCOL_ID,
             fleet_addr,
+            banned: (0..n).map(|_| Arc::new(Mutex::new(HashSet::new()))).collect(),
             to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_control: UnboundedQueue::new(),
@@ -936,6 +941,8 @@ pub(crate) struct ControlOutcome {
     failover_rejected: u64,
     /// Datagrams on the fleet socket that were not heartbeats of a started server.
     fleet_dropped: u64,
+    /// Tickets refused because the player is banned.
+    bans_refused_tickets: u64,
     /// Reconnect offers turned into a void assignment a bot acted on.
     reconnects_sent: u64,
     /// Well-formed heartbeats of servers not (or no longer) in the fleet.
@@ -1011,6 +1018,7 @@ fn run_control(
         stranded: 0,
         failover_rejected: 0,
         fleet_dropped: 0,
+        bans_refused_tickets: 0,
         reconnects_sent: 0,
         stale_heartbeats: 0,
         servers_started: vec![0; n],
@@ -1046,6 +1054,12 @@ fn run_control(
         for e in events.drain(..) {
             match e {
                 ControlEvent::Ticket(ask) => {
+                    // Bans are enforced at the front: any region's applied ban list refuses.
+                    if sh.banned.iter().any(|b| lock(b).contains(&ask.player)) {
+                        out.bans_refused_tickets += 1;
+                        sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
+                        continue;
+                    }
                     if draining {
                         sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
                         continue;
@@ -1579,6 +1593,8 @@ fn build_report(
         reconnect_offers: o.as_ref().map_or(0, |o| o.reconnect_offers),
         reconnects_acted: o.as_ref().map_or(0, |o| o.reconnects_sent),
         bans_committed: strong_committed,
+        bans_refused_tickets: o.as_ref().map_or(0, |o| o.bans_refused_tickets),
+        bans_refused_connects: sh.regions.iter().map(|r| r.game.bans_refused.load(Ordering::Relaxed)).sum(),
         bans_failed: strong_failed,
         connect_failures,
         no_show_matches: no_show,
