@@ -6,6 +6,7 @@
 //!   proxies at the backbone latencies, the control plane with the fleet controller,
 //!   matchmaking, failover, autoscaling and SLOs, `/metrics`) and the bots;
 //!   [`RunningSession::finish`] drains, snapshots and returns a [`Report`].
+//! - `control` (private): the control plane's loop, one method per phase of a pass.
 //! - [`fleet`]: the game servers, each its own netcode endpoint running the
 //!   [`arena`] game, with an Agones-like lifecycle reported by heartbeats over UDP.
 //! - [`arena`]: the game: a fight decided by the players' inputs.
@@ -52,6 +53,7 @@ mod bridge;
 pub mod chaos;
 pub mod cli;
 pub mod config;
+mod control;
 pub mod crdt;
 pub mod fleet;
 mod region;
