@@ -2,7 +2,7 @@
 //! decided by the players' inputs and nothing else, so that ratings built on its results
 //! track how well players play.
 //!
-//! Each tick the server sends every player a [`Snapshot`]; the player answers with an
+//! Each tick the server sends every player a [`ServerMsg::Snapshot`]; the player answers with an
 //! [`Input`] for that tick: how well it aims and how well it guards (0 to [`MAX_STAT`]).
 //! When the server resolves the tick, every fighter that answered in time strikes the weakest
 //! standing opponent for `(aim - guard/2) / 100` hit points, where `guard` is the target's

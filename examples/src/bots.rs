@@ -27,6 +27,12 @@ use rand::{Rng, SeedableRng};
 use crate::arena::{ServerMsg, skilled_input};
 use crate::session::{BotCommand, ControlEvent, Shared, TicketAsk, lock};
 
+/// An online bot's presence is written this often...
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(5);
+/// ...and says "online" for this long after each write (a bot that goes away drops off by
+/// itself).
+pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
+
 /// A bot queued this long asks again (the matchmaker's queue timeout is 60 s).
 const QUEUE_GIVE_UP: Duration = Duration::from_secs(65);
 
@@ -72,6 +78,8 @@ struct Bot {
     client: Option<GameClient>,
     /// The wakeup queued for this bot's client (older heap entries are stale).
     wake: Option<Instant>,
+    /// When its presence was last sent.
+    presence_at: Option<Instant>,
 }
 
 /// Counters the bot thread publishes.
@@ -105,7 +113,7 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
             // Spread the first tickets over the first second.
             let until = start + Duration::from_millis(rng.random_range(0..1_000));
             let skill = hidden_skill(cfg.seed, player_id(idx, i));
-            Bot { state: BotState::Idle { until }, rtt, skill, client: None, wake: None }
+            Bot { state: BotState::Idle { until }, rtt, skill, client: None, wake: None, presence_at: None }
         })
         .collect();
     let think = Duration::from_millis(cfg.think_time_ms);
@@ -244,6 +252,11 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
             last_scan = now;
             let mut online = 0u64;
             for (i, b) in bots.iter_mut().enumerate() {
+                let online_now = matches!(b.state, BotState::Queued { .. } | BotState::Playing { .. });
+                if online_now && b.presence_at.is_none_or(|t| now.duration_since(t) >= PRESENCE_REFRESH) {
+                    b.presence_at = Some(now);
+                    shared.presence[idx].push(player_id(idx, i));
+                }
                 match b.state {
                     BotState::Idle { until } if !draining && now >= until => {
                         let ask = TicketAsk { player: player_id(idx, i), home: idx, rtt: b.rtt.clone() };

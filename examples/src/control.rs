@@ -333,6 +333,15 @@ impl ControlPlane {
             };
             if self.mm.report_outcome(&r, o).is_ok() {
                 self.out.ratings_updated += r.players().len() as u64;
+                // The new ratings go into the players' profiles, written where the match ran.
+                let players = r
+                    .players()
+                    .iter()
+                    .map(|p| (p.player(), self.mm.ratings().matchmaking_rating(p.player()).round() as i64))
+                    .collect();
+                if let Some(ri) = self.ids.iter().position(|x| *x == r.region()) {
+                    self.sh.to_region[ri].push(RegionCommand::Ratings { players });
+                }
             }
         }
         self.out.finished += 1;

@@ -1,6 +1,9 @@
 //! pvp-global's CrossRegionSync ([`CrossRegionSync`]) in the region thread: it replicates the ban
-//! list (STRONG: committed once a majority of regions has it) and the global leaderboard
-//! (wins per player, an `Incr` score CRDT). Match results stay in the exactly-once
+//! list (STRONG: committed once a majority of regions has it), the global leaderboard
+//! (wins per player, an `Incr` score CRDT), players' profiles (games, wins, losses counters
+//! after every match, EVENTUAL), friend lists and friends' online status (a presence register
+//! per player holding "online until", refreshed while the player is online: a presence TTL,
+//! EVENTUAL). Match results stay in the exactly-once
 //! [`Replica`](crate::replica::Replica) log, which also measures the sync lag.
 //!
 //! Both share the region's sync socket and the fault proxies: a datagram's first byte says
@@ -11,8 +14,9 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use pvp_core::ids::{PlayerId, RegionId};
+use pvp_global::crdt::{ProfileField, Scalar};
 use pvp_global::leaderboard::{GameMode, ScoreOperator};
-use pvp_global::sync::{CrossRegionSync, Key, SnapshotStore, SyncConfig, SyncEvent};
+use pvp_global::sync::{CrossRegionSync, Key, SnapshotStore, SyncConfig, SyncEvent, Value, WriteOp};
 
 /// Tag of a results-log datagram.
 pub const TAG_RESULTS: u8 = 0;
@@ -20,6 +24,8 @@ pub const TAG_RESULTS: u8 = 0;
 pub const TAG_CRDT: u8 = 1;
 /// The leaderboard mode the bots' wins go to.
 pub const WINS: GameMode = GameMode(1);
+/// `Key::Custom` ids at or above this are presence registers (`PRESENCE | player id`).
+pub const PRESENCE: u64 = 1 << 62;
 
 /// Counters of the CrossRegionSync side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,6 +85,77 @@ impl RegionSync {
                 self.stats.write_errors += 1;
             }
         }
+    }
+
+    /// Counts a finished match in each player's profile: `games`, and `wins` or `losses`
+    /// (nothing for a draw).
+    pub fn record_profiles(&mut self, seats: &[(PlayerId, u8)], winner: Option<u8>, now: Duration) {
+        for &(p, team) in seats {
+            let mut fields = vec!["games"];
+            match winner {
+                Some(w) if w == team => fields.push("wins"),
+                Some(_) => fields.push("losses"),
+                None => {}
+            }
+            for f in fields {
+                let op = WriteOp::ProfileAdd { field: f.to_owned(), delta: 1 };
+                if self.node.write(Key::Profile(p), op, now).is_err() {
+                    self.stats.write_errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Sets each player's `rating` profile field (last writer wins).
+    pub fn set_ratings(&mut self, players: &[(PlayerId, i64)], now: Duration) {
+        for &(p, rating) in players {
+            let op = WriteOp::ProfileSet { field: "rating".to_owned(), value: Scalar::Int(rating) };
+            if self.node.write(Key::Profile(p), op, now).is_err() {
+                self.stats.write_errors += 1;
+            }
+        }
+    }
+
+    /// Marks `player` online until `until_unix_ms` (the presence TTL runs from the write).
+    pub fn mark_online(&mut self, player: PlayerId, until_unix_ms: u64, now: Duration) {
+        let op = WriteOp::RegisterSet(Scalar::Int(i64::try_from(until_unix_ms).unwrap_or(i64::MAX)));
+        if self.node.write(Key::Custom(PRESENCE | player.get()), op, now).is_err() {
+            self.stats.write_errors += 1;
+        }
+    }
+
+    /// Makes `a` and `b` friends (both lists).
+    pub fn befriend(&mut self, a: PlayerId, b: PlayerId, now: Duration) {
+        if self.node.add_friend(a, b, now).is_err() || self.node.add_friend(b, a, now).is_err() {
+            self.stats.write_errors += 1;
+        }
+    }
+
+    /// Players whose presence says online at `unix_ms`.
+    pub fn online_at(&self, unix_ms: u64) -> u64 {
+        let now = i64::try_from(unix_ms).unwrap_or(i64::MAX);
+        self.node
+            .iter()
+            .filter(|(k, v)| {
+                matches!(k, Key::Custom(id) if *id >= PRESENCE)
+                    && matches!(v, Value::Register(r) if matches!(r.value(), Scalar::Int(t) if *t > now))
+            })
+            .count() as u64
+    }
+
+    /// Profiles held, and the games they count in total.
+    pub fn profiles(&self) -> (u64, i64) {
+        let mut n = 0;
+        let mut games = 0;
+        for (k, v) in self.node.iter() {
+            if let (Key::Profile(_), Value::Profile(p)) = (k, v) {
+                n += 1;
+                if let Some(ProfileField::Counter(c)) = p.get(&"games".to_owned()) {
+                    games += c.value();
+                }
+            }
+        }
+        (n, games)
     }
 
     /// Bans `player` (STRONG).

@@ -5,7 +5,7 @@
 //! by heartbeat, is Allocated while it hosts fights (many at once: a high-density server),
 //! drains when told to and shuts down when empty. The controller learns all of it from
 //! [`Heartbeat`]s sent over UDP, never from a shared record: a server that crashes
-//! ([`RunningServer::crash`], which stops its threads and closes its socket without a word)
+//! (the chaos engine's crash, which stops its threads and closes its socket without a word)
 //! simply falls silent, and the controller marks it Unhealthy on its own.
 //!
 //! The server checks every seat: a session's token names a match and a seat, and the session

@@ -64,6 +64,15 @@ pub(crate) fn run_region(
     let mut sync_buf = vec![0u8; 65_536];
     let mut cmds = Vec::new();
     let mut got = Vec::new();
+    let mut presence = Vec::new();
+    // Friend lists: each bot befriends the next bot of its region (a ring), once at start.
+    {
+        let wall = Duration::from_millis(shared.unix_ms(Instant::now()));
+        let bots = cfg.bots_per_region().get(idx).copied().unwrap_or(0) as usize;
+        for i in 0..bots.saturating_sub(1) {
+            crdt.befriend(crate::bots::player_id(idx, i), crate::bots::player_id(idx, i + 1), wall);
+        }
+    }
     let mut sync_out = Vec::new();
     let mut last_merge = Instant::now();
     let stats = &shared.regions[idx];
@@ -161,7 +170,14 @@ pub(crate) fn run_region(
                     }
                 }
                 RegionCommand::Ban { player } => crdt.ban(player, wall),
+                RegionCommand::Ratings { players } => crdt.set_ratings(&players, wall),
             }
+        }
+
+        presence.clear();
+        shared.presence[idx].pop_batch(&mut presence, 4_096);
+        for p in presence.drain(..) {
+            crdt.mark_online(p, unix_ms + crate::bots::PRESENCE_TTL.as_millis() as u64, wall);
         }
 
         got.clear();
@@ -174,6 +190,7 @@ pub(crate) fn run_region(
                     if let Some(w) = winner {
                         crdt.record_wins(&team(w), wall);
                     }
+                    crdt.record_profiles(&seats, winner, wall);
                     let op = SyncOp::MatchResult {
                         match_id,
                         region,

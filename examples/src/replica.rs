@@ -105,6 +105,12 @@ pub struct ReplicaSummary {
     pub bans: u64,
     /// Players on the leaderboard.
     pub players: u64,
+    /// Profiles held (CrossRegionSync, EVENTUAL).
+    pub profiles: u64,
+    /// Matches those profiles count, summed over players.
+    pub profile_games: u64,
+    /// Players whose presence says online now (CrossRegionSync register with a TTL).
+    pub online: u64,
     /// [`ReplicaState::digest`].
     pub digest: u64,
     /// Own ops not yet acked by every peer.
@@ -230,6 +236,10 @@ impl Replica {
             results: self.state.results.len() as u64,
             bans: self.state.bans.len() as u64,
             players: self.state.scores.len() as u64,
+            // CrossRegionSync's part, filled in by the region (see `Shared::merge_region`).
+            profiles: 0,
+            profile_games: 0,
+            online: 0,
             digest: self.state.digest(),
             unacked: (self.base + self.log.len() as u64).saturating_sub(min_acked),
         }

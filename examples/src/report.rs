@@ -222,8 +222,8 @@ impl std::fmt::Display for Report {
                 r.replica.map_or_else(
                     || "-".to_string(),
                     |s| format!(
-                        "{} results, {} bans, {} players, digest {:016x}",
-                        s.results, s.bans, s.players, s.digest
+                        "{} results, {} bans, {} players, {} profiles ({} games), {} online, digest {:016x}",
+                        s.results, s.bans, s.players, s.profiles, s.profile_games, s.online, s.digest
                     )
                 ),
             )?;

@@ -128,6 +128,10 @@ pub(crate) enum RegionCommand {
     Ban {
         player: PlayerId,
     },
+    /// New ratings after a match, for the players' profiles.
+    Ratings {
+        players: Vec<(PlayerId, i64)>,
+    },
 }
 
 #[derive(Debug)]
@@ -218,6 +222,9 @@ pub(crate) struct Shared {
     pub(crate) banned: Vec<Arc<Mutex<HashSet<PlayerId>>>>,
     pub(crate) to_region: Vec<UnboundedQueue<RegionCommand>>,
     pub(crate) to_bots: Vec<UnboundedQueue<BotCommand>>,
+    /// Players of each region's bots that are online (queued or playing), sent every
+    /// [`crate::bots::PRESENCE_REFRESH`]; the region writes their presence.
+    pub(crate) presence: Vec<UnboundedQueue<PlayerId>>,
     pub(crate) to_control: UnboundedQueue<ControlEvent>,
     pub(crate) regions: Vec<RegionStats>,
     /// `[observer][peer]`: ms since start + 1 when observer last heard peer (0 = never).
@@ -273,6 +280,10 @@ impl Shared {
         let mut summary = replica.summary();
         summary.bans = crdt.bans();
         summary.players = crdt.leaderboard_players();
+        let (profiles, games) = crdt.profiles();
+        summary.profiles = profiles;
+        summary.profile_games = games.max(0) as u64;
+        summary.online = crdt.online_at(self.unix_ms(Instant::now()));
         summary.digest ^= crdt.digest().rotate_left(1);
         if let Some(v) = lock(&self.replica_view).get_mut(idx) {
             *v = Some(summary);
@@ -600,6 +611,7 @@ impl RunningSession {
             banned: (0..n).map(|_| Arc::new(Mutex::new(HashSet::new()))).collect(),
             to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
+            presence: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_control: UnboundedQueue::new(),
             regions: (0..n).map(|_| RegionStats::default()).collect(),
             heard_ms: (0..n).map(|_| (0..n).map(|_| AtomicU64::new(0)).collect()).collect(),

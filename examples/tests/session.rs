@@ -64,8 +64,18 @@ fn short_session_matches_everywhere_and_converges() {
     assert!(report.cross_region_rtt_p99_us.is_some(), "cross-region players measured too");
     assert!(report.connect_p99_ms.is_some(), "bots did netcode handshakes");
     assert_eq!(report.dropped_input, 0, "nobody sent junk");
+    let seats = u64::from(SessionConfig::default().match_players());
     for r in &report.regions {
         assert!(r.servers_started >= 1, "{}: the fleet controller started real endpoints", r.region);
+        // Profiles, the leaderboard and presence flow through CrossRegionSync to every region.
+        let s = r.replica.expect("a local replica");
+        assert_eq!(
+            s.profile_games,
+            report.matches_finished * seats,
+            "{}: every match in the profiles",
+            r.region
+        );
+        assert!(s.profiles > 0 && s.online > 0, "{}: profiles and presence arrived", r.region);
     }
     assert!(report.sync_lag_p50_ms.is_some_and(|l| l >= 15), "sync goes through the delayed proxies");
     for s in &report.snapshots {
