@@ -86,6 +86,9 @@ pub struct SessionConfig {
     pub progress_interval_secs: f64,
     /// Where `/metrics` is served (`127.0.0.1:0` picks a free port; empty = not served).
     pub metrics_addr: String,
+    /// Where the matchmaking front's HTTP/JSON API is served (`127.0.0.1:0` picks a free port;
+    /// empty = not served). See [`crate::front`].
+    pub front_addr: String,
     /// Time between two sync flushes to each peer, in ms.
     pub sync_flush_ms: u64,
     /// Time between two region heartbeats (on the sync links), and between two game-server
@@ -153,6 +156,7 @@ impl Default for SessionConfig {
             matchmaking_interval_ms: 100,
             progress_interval_secs: 5.0,
             metrics_addr: "127.0.0.1:0".to_owned(),
+            front_addr: "127.0.0.1:0".to_owned(),
             sync_flush_ms: 20,
             heartbeat_ms: 100,
             players_per_server: 1_000,
@@ -238,6 +242,9 @@ impl SessionConfig {
         }
         if !self.metrics_addr.is_empty() && self.metrics_addr.parse::<SocketAddr>().is_err() {
             return bad("metrics_addr", "must be an address such as 127.0.0.1:9464, or empty");
+        }
+        if !self.front_addr.is_empty() && self.front_addr.parse::<SocketAddr>().is_err() {
+            return bad("front_addr", "must be an address such as 127.0.0.1:8080, or empty");
         }
         if !(self.target_players_per_server.is_finite() && self.target_players_per_server > 0.0) {
             return bad("target_players_per_server", "must be a positive number");

@@ -276,6 +276,9 @@ impl ControlPlane {
         for e in events.drain(..) {
             match e {
                 ControlEvent::Ticket(ask) => self.on_ticket(ask, now, draining),
+                ControlEvent::Cancel { player } => {
+                    self.mm.cancel(player);
+                }
                 ControlEvent::SyncProgress(p) => {
                     if let Some(f) = self.failover.as_mut() {
                         let _ =
@@ -299,11 +302,11 @@ impl ControlPlane {
         // Bans are enforced at the front: any region's applied ban list refuses.
         if sh.banned.iter().any(|b| lock(b).contains(&ask.player)) {
             self.out.bans_refused_tickets += 1;
-            sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
+            sh.deliver(ask.player, BotCommand::TicketFailed { player: ask.player });
             return;
         }
         if draining {
-            sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
+            sh.deliver(ask.player, BotCommand::TicketFailed { player: ask.player });
             return;
         }
         let rating = self.mm.ratings().matchmaking_rating(ask.player);
@@ -313,10 +316,19 @@ impl ControlPlane {
             req = req.latency(*r, *rtt);
         }
         match self.mm.find_match(req, now) {
-            Ok(_) => self.queued_home[ask.home] += 1,
+            // Bots' queued tickets count toward their region's demand (outside clients' tickets
+            // are too few to matter and have no home in the bot id space).
+            Ok(_) if !crate::front::is_external(ask.player) => self.queued_home[ask.home] += 1,
+            Ok(_) => {}
             Err(_) => {
-                self.out.ticket_errors += 1;
-                sh.to_bots[ask.home].push(BotCommand::TicketFailed { player: ask.player });
+                // Refused by the matchmaker's own checks (bounds, duplicate): an outside
+                // client's bad request, or a bot that queued twice.
+                if crate::front::is_external(ask.player) {
+                    self.sh.front.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    self.out.ticket_errors += 1;
+                }
+                sh.deliver(ask.player, BotCommand::TicketFailed { player: ask.player });
             }
         }
     }
@@ -324,7 +336,8 @@ impl ControlPlane {
     /// The server decided the fight: the players' ratings move.
     fn on_match_finished(&mut self, match_id: MatchId, winner: Option<u8>) {
         if let Some(r) = self.running.remove(&match_id) {
-            self.played.extend(r.players().iter().map(|p| p.player()));
+            self.played
+                .extend(r.players().iter().map(|p| p.player()).filter(|p| !crate::front::is_external(*p)));
             self.end_sessions(&r);
             let o = match winner {
                 Some(0) => MatchOutcome::FirstTeamWon,
@@ -456,8 +469,7 @@ impl ControlPlane {
                 let seat =
                     self.running.iter().find(|(_, r)| r.players().iter().any(|p| p.player() == player));
                 if let Some((m, _)) = seat {
-                    let home = home_of(player).0.min(self.ids.len() - 1);
-                    self.sh.to_bots[home].push(BotCommand::AssignmentVoid { player, match_id: *m });
+                    self.sh.deliver(player, BotCommand::AssignmentVoid { player, match_id: *m });
                     self.out.reconnects_sent += 1;
                 }
                 None
@@ -570,15 +582,18 @@ impl ControlPlane {
                 },
             };
             let token = self.issuer.token(unix_now, &grant).ok().and_then(|t| t.to_bytes().ok());
-            match (token, sh.to_bots.get(home)) {
-                (Some(token), Some(q)) => q.push(BotCommand::Assigned {
-                    player: p.player(),
-                    match_id: r.match_id(),
-                    region: ri,
-                    server: server_addr,
-                    token: token as Box<[u8]>,
-                }),
-                _ => self.out.ticket_errors += 1,
+            match token {
+                Some(token) => sh.deliver(
+                    p.player(),
+                    BotCommand::Assigned {
+                        player: p.player(),
+                        match_id: r.match_id(),
+                        region: ri,
+                        server: server_addr,
+                        token: token as Box<[u8]>,
+                    },
+                ),
+                None => self.out.ticket_errors += 1,
             }
         }
         if cross {
@@ -714,9 +729,7 @@ impl ControlPlane {
 fn void_seats(sh: &Shared, r: &MatchResult) {
     for p in r.players() {
         let player = p.player();
-        if let Some(q) = sh.to_bots.get(home_of(player).0) {
-            q.push(BotCommand::AssignmentVoid { player, match_id: r.match_id() });
-        }
+        sh.deliver(player, BotCommand::AssignmentVoid { player, match_id: r.match_id() });
     }
 }
 

@@ -16,6 +16,8 @@
 //!   wins leaderboard.
 //! - [`replica`]: each region's exactly-once log of match results, replicated the same way
 //!   (it also measures the sync lag).
+//! - [`front`]: the matchmaking front over HTTP/JSON (create, watch, cancel tickets) for
+//!   outside clients and tools.
 //! - [`wire`]: the sync datagrams.
 //! - [`chaos`]: the failover experiment of the `chaos-failover` binary.
 //! - [`cli`]: argument parsing shared by the binaries.
@@ -56,6 +58,7 @@ pub mod config;
 mod control;
 pub mod crdt;
 pub mod fleet;
+pub mod front;
 mod region;
 pub mod replica;
 pub mod report;

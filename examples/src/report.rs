@@ -116,6 +116,8 @@ pub struct Report {
     pub dropped_input: u64,
     /// Inputs that arrived after their tick was resolved (the player lagged).
     pub late_inputs: u64,
+    /// Tickets outside clients created through the HTTP front.
+    pub front_tickets: u64,
     /// Spearman correlation between the bots' hidden skill and their final rating, over
     /// every bot that finished a match.
     pub skill_spearman: Option<f64>,
@@ -273,8 +275,8 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "errors              {}; dropped input {}, late inputs {}; drained {}",
-            self.errors, self.dropped_input, self.late_inputs, self.drained
+            "errors              {}; dropped input {}, late inputs {}; drained {}; front tickets {}",
+            self.errors, self.dropped_input, self.late_inputs, self.drained, self.front_tickets
         )?;
         for s in &self.snapshots {
             writeln!(f, "snapshot            {}", s.display())?;
@@ -367,6 +369,7 @@ mod tests {
             errors: 0,
             dropped_input: 0,
             late_inputs: 0,
+            front_tickets: 0,
             skill_spearman: None,
             connect_failures: 0,
             no_show_matches: 0,

@@ -105,6 +105,10 @@ pub(crate) enum ControlEvent {
         crashed: bool,
     },
     SyncProgress(SyncProgress),
+    /// An outside client cancelled its queued ticket (the HTTP front).
+    Cancel {
+        player: PlayerId,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -225,6 +229,8 @@ pub(crate) struct Shared {
     /// Players of each region's bots that are online (queued or playing), sent every
     /// [`crate::bots::PRESENCE_REFRESH`]; the region writes their presence.
     pub(crate) presence: Vec<UnboundedQueue<PlayerId>>,
+    /// The HTTP front's tickets (outside clients).
+    pub(crate) front: crate::front::Frontend,
     pub(crate) to_control: UnboundedQueue<ControlEvent>,
     pub(crate) regions: Vec<RegionStats>,
     /// `[observer][peer]`: ms since start + 1 when observer last heard peer (0 = never).
@@ -254,6 +260,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Hands `cmd` to whoever holds `player`'s ticket: its bot thread, or the HTTP front for
+    /// an outside client.
+    pub(crate) fn deliver(&self, player: PlayerId, cmd: BotCommand) {
+        if crate::front::is_external(player) {
+            let names: Vec<String> = self.config.regions.iter().map(|r| r.id.to_string()).collect();
+            self.front.deliver(&names, cmd);
+        } else if let Some(q) = self.to_bots.get(crate::bots::home_of(player).0) {
+            q.push(cmd);
+        }
+    }
+
     pub(crate) fn unix_ms(&self, now: Instant) -> u64 {
         self.unix_start_ms + now.saturating_duration_since(self.start).as_millis() as u64
     }
@@ -478,6 +495,7 @@ pub struct RunningSession {
     proxies: Vec<FaultProxy>,
     links: Vec<SyncLink>,
     metrics: Option<MetricsServer>,
+    front: Option<crate::front::FrontServer>,
     registry: MetricsRegistry,
     sync_addrs: Vec<SocketAddr>,
     /// Connections to the other processes (multi-process mode), shut down at the end.
@@ -612,6 +630,7 @@ impl RunningSession {
             to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
             presence: (0..n).map(|_| UnboundedQueue::new()).collect(),
+            front: crate::front::Frontend::default(),
             to_control: UnboundedQueue::new(),
             regions: (0..n).map(|_| RegionStats::default()).collect(),
             heard_ms: (0..n).map(|_| (0..n).map(|_| AtomicU64::new(0)).collect()).collect(),
@@ -664,6 +683,14 @@ impl RunningSession {
                 bridges.push(s);
             }
         }
+        let front = if run_control_here && !shared.config.front_addr.is_empty() {
+            let addr: SocketAddr = shared.config.front_addr.parse().map_err(|_| {
+                crate::config::ConfigError::Invalid { field: "front_addr", why: "not an address" }
+            })?;
+            Some(crate::front::FrontServer::bind(addr, shared.clone())?)
+        } else {
+            None
+        };
         let control = if run_control_here {
             let sh = shared.clone();
             let reg = registry.clone();
@@ -686,6 +713,7 @@ impl RunningSession {
             proxies,
             links,
             metrics,
+            front,
             registry,
             sync_addrs,
             bridges,
@@ -701,6 +729,12 @@ impl RunningSession {
     /// Where `/metrics` is served, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// Where the matchmaking front's HTTP/JSON API listens, if served (the process that runs
+    /// the control plane serves it).
+    pub fn front_addr(&self) -> Option<SocketAddr> {
+        self.front.as_ref().map(crate::front::FrontServer::local_addr)
     }
 
     /// The metrics registry the session records into.
@@ -901,6 +935,8 @@ impl RunningSession {
         while sh.followers_open.load(Ordering::Acquire) > 0 && Instant::now() < linger {
             std::thread::sleep(Duration::from_millis(50));
         }
+        // The front's threads hold the session: stop them first.
+        self.front = None;
         sh.control_stop.store(true, Ordering::Release);
         let outcome = self.control.take().and_then(|h| h.join().ok());
         sh.region_stop.store(true, Ordering::Release);
@@ -1075,7 +1111,12 @@ fn build_report(
             + snapshot_errors
             + crdt_errors
             + failover_rejected,
-        dropped_input: bad_packets + bad_tokens + game_dropped + fleet_dropped,
+        dropped_input: bad_packets
+            + bad_tokens
+            + game_dropped
+            + fleet_dropped
+            + sh.front.dropped.load(Ordering::Relaxed),
+        front_tickets: sh.front.created.load(Ordering::Relaxed),
         late_inputs,
         skill_spearman: o.as_ref().and_then(|o| o.skill_spearman),
         leaderboard_top,

@@ -53,6 +53,9 @@ fn main() -> ExitCode {
     if let Some(a) = session.metrics_addr() {
         println!("metrics: http://{a}/metrics");
     }
+    if let Some(a) = session.front_addr() {
+        println!("matchmaking front: http://{a}/v1/tickets");
+    }
     session.run_until(&stop, |p| println!("{p}"));
     if stop.load(Ordering::Acquire) {
         println!("Ctrl-C: draining, snapshotting, stopping");
