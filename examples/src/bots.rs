@@ -28,10 +28,10 @@ use crate::arena::{ServerMsg, skilled_input};
 use crate::session::{BotCommand, ControlEvent, Shared, TicketAsk, lock};
 
 /// An online bot's presence is written this often...
-pub const PRESENCE_REFRESH: Duration = Duration::from_secs(5);
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 /// ...and says "online" for this long after each write (a bot that goes away drops off by
 /// itself).
-pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 
 /// A bot queued this long asks again (the matchmaker's queue timeout is 60 s).
 const QUEUE_GIVE_UP: Duration = Duration::from_secs(65);

@@ -41,6 +41,20 @@ pub struct CrdtStats {
     pub rejected: u64,
 }
 
+/// What a region's node holds, counted in one pass ([`RegionSync::census`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Census {
+    /// Players banned here.
+    pub banned: Vec<PlayerId>,
+    /// Profiles held.
+    pub profiles: u64,
+    /// Matches those profiles count (wins + losses + draws), summed over players.
+    pub games: u64,
+    /// Players whose presence says online.
+    pub online: u64,
+}
+
 /// One region's CrossRegionSync node.
 #[derive(Debug)]
 pub struct RegionSync {
@@ -87,21 +101,18 @@ impl RegionSync {
         }
     }
 
-    /// Counts a finished match in each player's profile: `games`, and `wins` or `losses`
-    /// (nothing for a draw).
+    /// Counts a finished match in each player's profile: one write per player, to `wins`,
+    /// `losses` or `draws` (games played is their sum).
     pub fn record_profiles(&mut self, seats: &[(PlayerId, u8)], winner: Option<u8>, now: Duration) {
         for &(p, team) in seats {
-            let mut fields = vec!["games"];
-            match winner {
-                Some(w) if w == team => fields.push("wins"),
-                Some(_) => fields.push("losses"),
-                None => {}
-            }
-            for f in fields {
-                let op = WriteOp::ProfileAdd { field: f.to_owned(), delta: 1 };
-                if self.node.write(Key::Profile(p), op, now).is_err() {
-                    self.stats.write_errors += 1;
-                }
+            let field = match winner {
+                Some(w) if w == team => "wins",
+                Some(_) => "losses",
+                None => "draws",
+            };
+            let op = WriteOp::ProfileAdd { field: field.to_owned(), delta: 1 };
+            if self.node.write(Key::Profile(p), op, now).is_err() {
+                self.stats.write_errors += 1;
             }
         }
     }
@@ -131,31 +142,32 @@ impl RegionSync {
         }
     }
 
-    /// Players whose presence says online at `unix_ms`.
-    pub fn online_at(&self, unix_ms: u64) -> u64 {
+    /// One pass over the node: bans, profiles and the games they count, presence online at
+    /// `unix_ms`.
+    pub fn census(&self, unix_ms: u64) -> Census {
         let now = i64::try_from(unix_ms).unwrap_or(i64::MAX);
-        self.node
-            .iter()
-            .filter(|(k, v)| {
-                matches!(k, Key::Custom(id) if *id >= PRESENCE)
-                    && matches!(v, Value::Register(r) if matches!(r.value(), Scalar::Int(t) if *t > now))
-            })
-            .count() as u64
-    }
-
-    /// Profiles held, and the games they count in total.
-    pub fn profiles(&self) -> (u64, i64) {
-        let mut n = 0;
-        let mut games = 0;
+        let mut c = Census::default();
+        let (wins, losses, draws) = ("wins".to_owned(), "losses".to_owned(), "draws".to_owned());
         for (k, v) in self.node.iter() {
-            if let (Key::Profile(_), Value::Profile(p)) = (k, v) {
-                n += 1;
-                if let Some(ProfileField::Counter(c)) = p.get(&"games".to_owned()) {
-                    games += c.value();
+            match (k, v) {
+                (Key::Ban(p), _) if self.node.is_banned(*p) => c.banned.push(*p),
+                (Key::Profile(_), Value::Profile(p)) => {
+                    c.profiles += 1;
+                    for f in [&wins, &losses, &draws] {
+                        if let Some(ProfileField::Counter(n)) = p.get(f) {
+                            c.games += n.value().max(0) as u64;
+                        }
+                    }
                 }
+                (Key::Custom(id), Value::Register(r)) if *id >= PRESENCE => {
+                    if matches!(r.value(), Scalar::Int(t) if *t > now) {
+                        c.online += 1;
+                    }
+                }
+                _ => {}
             }
         }
-        (n, games)
+        c
     }
 
     /// Bans `player` (STRONG).

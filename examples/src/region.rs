@@ -263,10 +263,6 @@ pub(crate) fn run_region(
             let fights: u64 = servers.values().map(|s| s.fights.load(Ordering::Relaxed)).sum();
             stats.hosted.store(fights, Ordering::Relaxed);
             stats.running_servers.store(servers.len() as u64, Ordering::Relaxed);
-            let banned = crdt.banned_players();
-            if banned.len() != lock(&shared.banned[idx]).len() {
-                lock(&shared.banned[idx]).extend(banned);
-            }
             let progress = pvp_global::failover::SyncProgress::of(crdt.node(), wall);
             shared.to_control.push(ControlEvent::SyncProgress(progress));
             let mut split = lock(&rtt);

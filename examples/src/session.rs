@@ -295,13 +295,19 @@ impl Shared {
         rtt.home.reset();
         rtt.away.reset();
         let mut summary = replica.summary();
-        summary.bans = crdt.bans();
+        let census = crdt.census(self.unix_ms(Instant::now()));
+        summary.bans = census.banned.len() as u64;
         summary.players = crdt.leaderboard_players();
-        let (profiles, games) = crdt.profiles();
-        summary.profiles = profiles;
-        summary.profile_games = games.max(0) as u64;
-        summary.online = crdt.online_at(self.unix_ms(Instant::now()));
+        summary.profiles = census.profiles;
+        summary.profile_games = census.games;
+        summary.online = census.online;
         summary.digest ^= crdt.digest().rotate_left(1);
+        if let Some(b) = self.banned.get(idx) {
+            let mut b = lock(b);
+            if b.len() != census.banned.len() {
+                b.extend(census.banned);
+            }
+        }
         if let Some(v) = lock(&self.replica_view).get_mut(idx) {
             *v = Some(summary);
         }
