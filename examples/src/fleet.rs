@@ -569,7 +569,7 @@ impl Loop {
             }
             match result {
                 Some(winner) => {
-                    // Players leave on their own after the End; the server lets go of them.
+                    // The End went out first; the goodbye behind it frees the sessions.
                     for s in f.seats.iter().filter_map(|s| s.session) {
                         let _ = sender.disconnect(s);
                     }
