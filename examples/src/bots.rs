@@ -203,6 +203,16 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
         let wait = next_timer
             .map_or(Duration::from_millis(5), |t| t.saturating_duration_since(now))
             .min(Duration::from_millis(5));
+        // epoll waits in whole milliseconds (mio rounds up): a held datagram would leave up
+        // to 1 ms late in each direction, on the path the round trips are measured over. The
+        // last sub-millisecond goes by a precise sleep, then a look at the sockets.
+        let whole_ms = Duration::from_millis(wait.as_millis() as u64);
+        let wait = if whole_ms.is_zero() && !wait.is_zero() {
+            std::thread::sleep(wait);
+            Duration::ZERO
+        } else {
+            whole_ms
+        };
         if poll.poll(&mut events, Some(wait)).is_err() {
             events.clear();
         }

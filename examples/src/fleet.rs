@@ -1,6 +1,9 @@
 //! Game servers: each one its own pvp-net [`GameServer`] endpoint (netcode 1.02, own port)
 //! with an authoritative [`arena`](crate::arena) game loop at the session's tick rate.
 //!
+//! The game loop runs inline on the endpoint's own thread ([`GameHandler`]): one thread per
+//! server, inputs handled in the pass that reads them, snapshots sent in the same pass.
+//!
 //! Lifecycle as in Agones: a server starts (Starting), tells the fleet controller it is Ready
 //! by heartbeat, is Allocated while it hosts fights (many at once: a high-density server),
 //! drains when told to and shuts down when empty. The controller learns all of it from
@@ -15,16 +18,15 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use pvp_core::ids::{MatchId, PlayerId, ServerId};
 use pvp_core::queue::UnboundedQueue;
 use pvp_net::DriverChoice;
-use pvp_net::game::{GameEvent, GameSender, GameServer, GameServerConfig, SessionId};
+use pvp_net::game::{GameEvent, GameHandler, GameIo, GameServer, GameServerConfig, SessionId};
 use pvp_net::netcode::Key;
 
 use crate::arena::{Arena, ArenaError, Input, ServerMsg, Step};
@@ -181,8 +183,11 @@ pub(crate) struct RunningServer {
     pub(crate) commands: Arc<UnboundedQueue<ServerCommand>>,
     /// Fights it hosts now.
     pub(crate) fights: Arc<AtomicU64>,
-    crash: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Set by the game loop once it drained and said Shutdown.
+    done: Arc<AtomicBool>,
+    server: Option<GameServer>,
+    /// Longest an orderly stop waits for the fights in play to end.
+    drain_bound: Duration,
 }
 
 /// A seat of a hosted fight.
@@ -217,9 +222,11 @@ struct Early {
 }
 
 impl RunningServer {
-    /// Binds the server's endpoint on loopback and starts its game loop. `home_of` tells the
-    /// region index a player lives in (for the in-region / cross-region round-trip split);
-    /// `rtt` receives the loop's round trips every 250 ms.
+    /// Binds the server's endpoint on loopback with its game loop inline on the endpoint's
+    /// thread (a [`GameHandler`]: one thread per server, inputs handled as they are read,
+    /// snapshots sent in the same pass). `home_of` tells the region index a player lives in
+    /// (for the in-region / cross-region round-trip split); `rtt` receives the loop's round
+    /// trips every 250 ms.
     pub(crate) fn launch(
         spec: ServerSpec,
         reports: Arc<UnboundedQueue<(ServerId, ServerReport)>>,
@@ -236,88 +243,110 @@ impl RunningServer {
         c.udp.ring_buffers = 256;
         c.udp.queue_capacity = 2_048;
         c.udp.socket_buffer = 1 << 20;
+        // The game's timers (10 Hz fight ticks, heartbeats) need no finer grain; every batch
+        // of datagrams runs the loop too.
+        c.udp.tick = Duration::from_millis(2);
         c.max_sessions = spec.max_players.max(1);
         c.max_pending = spec.max_players.max(16);
         c.token_history = spec.max_players.max(16) * 4;
-        c.event_queue = 4_096;
-        c.command_queue = 4_096;
+        c.event_queue = 16;
+        c.command_queue = 8_192;
         // Players learn the end from the End message; the goodbye only frees their session.
         c.disconnect_packets = 3;
-        let server = GameServer::bind(c).map_err(std::io::Error::other)?;
         let commands = Arc::new(UnboundedQueue::new());
         let fights = Arc::new(AtomicU64::new(0));
-        let crash = Arc::new(AtomicBool::new(false));
-        let hb = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-        let spec_region_name = spec.region_name.clone();
-        let mut lp = Loop {
-            spec,
-            server: Some(server),
-            commands: commands.clone(),
-            counters,
-            banned,
-            fights_now: fights.clone(),
-            crash: crash.clone(),
-            reports,
-            rtt,
+        let done = Arc::new(AtomicBool::new(false));
+        let hb = Arc::new(UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?);
+        let addr = Arc::new(OnceLock::new());
+        let id = spec.server;
+        let drain_bound = spec.connect_timeout + spec.tick * (spec.max_ticks + 2) + Duration::from_secs(1);
+        let region_name = spec.region_name.clone();
+        let (cmds, fights2, done2, addr2) = (commands.clone(), fights.clone(), done.clone(), addr.clone());
+        let make = move |_worker: usize| Game {
+            spec: spec.clone(),
+            addr: addr2.clone(),
+            commands: cmds.clone(),
+            scratch: Vec::new(),
+            counters: counters.clone(),
+            banned: banned.clone(),
+            fights_now: fights2.clone(),
+            done: done2.clone(),
+            reports: reports.clone(),
+            rtt: rtt.clone(),
             home_of,
-            hb,
+            hb: hb.clone(),
             fights: HashMap::new(),
             by_session: HashMap::new(),
             early: Vec::new(),
             draining: false,
+            stopped: false,
+            last_hb: None,
+            last_merge: Instant::now(),
             local: RttSplit { home: crate::region::hist(), away: crate::region::hist() },
-            latency: metrics::histogram!(pvp_ops::slo::names::LATENCY_SECONDS, "region" => spec_region_name.clone()),
-            requests: metrics::counter!(pvp_ops::slo::names::REQUESTS_TOTAL, "region" => spec_region_name.clone()),
-            failed: metrics::counter!(pvp_ops::slo::names::REQUESTS_FAILED, "region" => spec_region_name),
+            latency: metrics::histogram!(pvp_ops::slo::names::LATENCY_SECONDS, "region" => region_name.clone()),
+            requests: metrics::counter!(pvp_ops::slo::names::REQUESTS_TOTAL, "region" => region_name.clone()),
+            failed: metrics::counter!(pvp_ops::slo::names::REQUESTS_FAILED, "region" => region_name.clone()),
         };
-        let id = lp.spec.server;
-        let thread = std::thread::Builder::new().name(format!("server-{id}")).spawn(move || lp.run())?;
-        Ok(RunningServer { id, commands, fights, crash, thread: Some(thread) })
+        let server = GameServer::bind_inline(c, make).map_err(std::io::Error::other)?;
+        let _ = addr.set(server.public_address());
+        Ok(RunningServer { id, commands, fights, done, server: Some(server), drain_bound })
     }
 
-    /// Kills the server: its loop stops at once, its endpoint closes without telling a
-    /// session, no further heartbeat leaves. Players time out; the controller notices the
-    /// silence.
+    /// Kills the server: its endpoint's thread stops at once and its socket closes without
+    /// telling a session, no further heartbeat leaves. Players time out; the controller
+    /// notices the silence.
     pub(crate) fn crash(mut self) {
-        self.crash.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(s) = self.server.take() {
+            let _ = s.abort();
         }
     }
 
-    /// Whether the loop ended (drained and shut down, or crashed).
+    /// Whether the server is gone (drained and shut down, or crashed).
     pub(crate) fn finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.server.is_none() || self.done.load(Ordering::Acquire)
     }
 }
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            // Dropped without a crash: an orderly stop (drain what is left, then leave).
+        let Some(server) = self.server.take() else { return };
+        if !self.done.load(Ordering::Acquire) {
+            // Dropped without a crash: an orderly stop (drain what is left, then leave),
+            // bounded by the longest a fight can still take.
             self.commands.push(ServerCommand::Drain);
-            let _ = t.join();
+            let deadline = Instant::now() + self.drain_bound;
+            while !self.done.load(Ordering::Acquire) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
+        let _ = server.shutdown();
     }
 }
 
-struct Loop {
+/// A server's game loop: a [`GameHandler`] on its endpoint's thread.
+struct Game {
     spec: ServerSpec,
-    server: Option<GameServer>,
+    /// Where players connect (set once the endpoint is bound).
+    addr: Arc<OnceLock<SocketAddr>>,
     commands: Arc<UnboundedQueue<ServerCommand>>,
+    scratch: Vec<ServerCommand>,
     counters: Arc<ServerCounters>,
     /// The region's applied ban list.
     banned: Arc<std::sync::Mutex<std::collections::HashSet<PlayerId>>>,
     fights_now: Arc<AtomicU64>,
-    crash: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
     reports: Arc<UnboundedQueue<(ServerId, ServerReport)>>,
     rtt: Arc<std::sync::Mutex<RttSplit>>,
     home_of: fn(PlayerId) -> usize,
-    hb: UdpSocket,
+    hb: Arc<UdpSocket>,
     fights: HashMap<MatchId, Fight>,
     by_session: HashMap<SessionId, MatchId>,
     early: Vec<Early>,
     draining: bool,
+    /// Drained and said Shutdown: the loop does nothing more.
+    stopped: bool,
+    last_hb: Option<Instant>,
+    last_merge: Instant,
     local: RttSplit,
     /// In-region round trips, the series the latency SLO reads.
     latency: metrics::Histogram,
@@ -327,7 +356,65 @@ struct Loop {
     failed: metrics::Counter,
 }
 
-impl Loop {
+impl GameHandler for Game {
+    fn on_event(&mut self, now: Instant, e: GameEvent, io: &mut GameIo<'_>) {
+        if !self.stopped {
+            self.handle_event(now, e, io);
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, io: &mut GameIo<'_>) {
+        if self.stopped {
+            return;
+        }
+        let Some(&addr) = self.addr.get() else { return };
+        let mut cmds = std::mem::take(&mut self.scratch);
+        self.commands.pop_batch(&mut cmds, 256);
+        for c in cmds.drain(..) {
+            match c {
+                ServerCommand::Host { match_id, seats } => self.host(now, match_id, seats),
+                ServerCommand::Drain => self.draining = true,
+            }
+        }
+        self.scratch = cmds;
+        self.run_fights(now, io);
+        if self.last_hb.is_none_or(|t| now.duration_since(t) >= self.spec.heartbeat_every) {
+            self.last_hb = Some(now);
+            let phase = if self.draining {
+                ServerPhase::Draining
+            } else if self.fights.is_empty() {
+                ServerPhase::Ready
+            } else {
+                ServerPhase::Allocated
+            };
+            self.heartbeat(phase, addr);
+            self.fights_now.store(self.fights.len() as u64, Ordering::Relaxed);
+            // Sessions that connected for a fight never hosted here: let them go.
+            let stale = self.spec.connect_timeout;
+            let (keep, gone): (Vec<Early>, Vec<Early>) =
+                self.early.drain(..).partition(|e| now.duration_since(e.at) < stale);
+            self.early = keep;
+            for e in gone {
+                // A valid token for a fight this server never got (its Host was lost with a
+                // crash or overtaken by a cancel): stale, not junk.
+                self.counters.late_inputs.fetch_add(1, Ordering::Relaxed);
+                let _ = io.disconnect(e.session);
+            }
+        }
+        if now.duration_since(self.last_merge) >= Duration::from_millis(250) {
+            self.last_merge = now;
+            self.merge_rtt();
+        }
+        if self.draining && self.fights.is_empty() {
+            self.merge_rtt();
+            self.heartbeat(ServerPhase::Shutdown, addr);
+            self.stopped = true;
+            self.done.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Game {
     fn report(&self, r: ServerReport) {
         self.reports.push((self.spec.server, r));
     }
@@ -345,76 +432,6 @@ impl Loop {
         };
         // Best effort, like any heartbeat: the controller tolerates missed ones.
         let _ = self.hb.send_to(&hb.encode(), self.spec.heartbeat_to);
-    }
-
-    fn run(&mut self) {
-        let Some(addr) = self.server.as_ref().map(|s| s.public_address()) else { return };
-        let Some(sender) = self.server.as_ref().map(|s| s.sender()) else { return };
-        let mut events = Vec::with_capacity(1_024);
-        let mut cmds = Vec::new();
-        let mut last_hb = Instant::now() - self.spec.heartbeat_every;
-        let mut last_merge = Instant::now();
-        loop {
-            if self.crash.load(Ordering::Acquire) {
-                if let Some(s) = self.server.take() {
-                    let _ = s.abort();
-                }
-                return;
-            }
-            let now = Instant::now();
-            cmds.clear();
-            self.commands.pop_batch(&mut cmds, 256);
-            for c in cmds.drain(..) {
-                match c {
-                    ServerCommand::Host { match_id, seats } => self.host(now, match_id, seats),
-                    ServerCommand::Drain => self.draining = true,
-                }
-            }
-            events.clear();
-            if let Some(s) = &self.server {
-                s.poll_events(&mut events, 4_096);
-            }
-            for e in events.drain(..) {
-                self.handle_event(now, e, &sender);
-            }
-            self.run_fights(now, &sender);
-            if now.duration_since(last_hb) >= self.spec.heartbeat_every {
-                last_hb = now;
-                let phase = if self.draining {
-                    ServerPhase::Draining
-                } else if self.fights.is_empty() {
-                    ServerPhase::Ready
-                } else {
-                    ServerPhase::Allocated
-                };
-                self.heartbeat(phase, addr);
-                self.fights_now.store(self.fights.len() as u64, Ordering::Relaxed);
-                // Sessions that connected for a fight never hosted here: let them go.
-                let stale = self.spec.connect_timeout;
-                let (keep, gone): (Vec<Early>, Vec<Early>) =
-                    self.early.drain(..).partition(|e| now.duration_since(e.at) < stale);
-                self.early = keep;
-                for e in gone {
-                    // A valid token for a fight this server never got (its Host was lost with
-                    // a crash or overtaken by a cancel): stale, not junk.
-                    self.counters.late_inputs.fetch_add(1, Ordering::Relaxed);
-                    let _ = sender.disconnect(e.session);
-                }
-            }
-            if now.duration_since(last_merge) >= Duration::from_millis(250) {
-                last_merge = now;
-                self.merge_rtt();
-            }
-            if self.draining && self.fights.is_empty() {
-                self.merge_rtt();
-                self.heartbeat(ServerPhase::Shutdown, addr);
-                if let Some(s) = self.server.take() {
-                    let _ = s.shutdown();
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
     }
 
     fn merge_rtt(&mut self) {
@@ -462,18 +479,18 @@ impl Loop {
         self.fights.insert(match_id, fight);
     }
 
-    fn handle_event(&mut self, now: Instant, e: GameEvent, sender: &GameSender) {
+    fn handle_event(&mut self, now: Instant, e: GameEvent, io: &mut GameIo<'_>) {
         match e {
             GameEvent::Connected { session, seat, .. } => {
                 let Some(seat) = seat else {
                     self.counters.dropped_input.fetch_add(1, Ordering::Relaxed);
-                    let _ = sender.disconnect(session);
+                    let _ = io.disconnect(session);
                     return;
                 };
                 if self.banned.lock().is_ok_and(|b| b.contains(&seat.player)) {
                     // Banned after the ticket was taken: refused at the door.
                     self.counters.bans_refused.fetch_add(1, Ordering::Relaxed);
-                    let _ = sender.disconnect(session);
+                    let _ = io.disconnect(session);
                     return;
                 }
                 let Some(f) = self.fights.get_mut(&seat.match_id) else {
@@ -491,7 +508,7 @@ impl Loop {
                     None => {
                         // A token for a seat this fight does not have.
                         self.counters.dropped_input.fetch_add(1, Ordering::Relaxed);
-                        let _ = sender.disconnect(session);
+                        let _ = io.disconnect(session);
                     }
                 }
             }
@@ -538,7 +555,7 @@ impl Loop {
         }
     }
 
-    fn run_fights(&mut self, now: Instant, sender: &GameSender) {
+    fn run_fights(&mut self, now: Instant, io: &mut GameIo<'_>) {
         let mut ended: Vec<(MatchId, Option<Option<u8>>)> = Vec::new();
         for (id, f) in self.fights.iter_mut() {
             if !f.started {
@@ -555,7 +572,7 @@ impl Loop {
             if now < f.next_tick {
                 continue;
             }
-            ended.extend(step_fight(id, f, now, self.spec.tick, sender, &self.counters, &self.failed));
+            ended.extend(step_fight(id, f, now, self.spec.tick, io, &self.counters, &self.failed));
         }
         for (id, result) in ended {
             let Some(f) = self.fights.remove(&id) else { continue };
@@ -563,7 +580,7 @@ impl Loop {
                 if let Some(sess) = s.session {
                     self.by_session.remove(&sess);
                     if result.is_none() {
-                        let _ = sender.disconnect(sess);
+                        let _ = io.disconnect(sess);
                     }
                 }
             }
@@ -571,7 +588,7 @@ impl Loop {
                 Some(winner) => {
                     // The End went out first; the goodbye behind it frees the sessions.
                     for s in f.seats.iter().filter_map(|s| s.session) {
-                        let _ = sender.disconnect(s);
+                        let _ = io.disconnect(s);
                     }
                     let seats = f.seats.iter().map(|s| (s.player, s.team)).collect();
                     self.report(ServerReport::Finished { match_id: id, winner, seats });
@@ -589,14 +606,14 @@ fn step_fight(
     f: &mut Fight,
     now: Instant,
     tick: Duration,
-    sender: &GameSender,
+    io: &mut GameIo<'_>,
     counters: &ServerCounters,
     failed: &metrics::Counter,
 ) -> Option<(MatchId, Option<Option<u8>>)> {
-    let send = |session: SessionId, msg: ServerMsg| {
+    let mut send = |session: SessionId, msg: ServerMsg| {
         let mut b = [0u8; ServerMsg::MAX_BYTES];
         let n = msg.encode(&mut b);
-        if sender.send(session, &b[..n]).is_err() {
+        if io.send(session, &b[..n]).is_err() {
             counters.send_failures.fetch_add(1, Ordering::Relaxed);
             failed.increment(1);
         }

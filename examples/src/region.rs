@@ -75,6 +75,7 @@ pub(crate) fn run_region(
     }
     let mut sync_out = Vec::new();
     let mut last_merge = Instant::now();
+    let mut merges = 0u64;
     let stats = &shared.regions[idx];
     let matches_metric =
         metrics::counter!("pvp_examples_matches_finished_total", "region" => region.to_string());
@@ -266,10 +267,12 @@ pub(crate) fn run_region(
             let progress = pvp_global::failover::SyncProgress::of(crdt.node(), wall);
             shared.to_control.push(ControlEvent::SyncProgress(progress));
             let mut split = lock(&rtt);
-            shared.merge_region(idx, &mut split, &replica, &mut crdt);
+            // Round trips every 250 ms; the replica summary (a pass over every key) every 1 s.
+            merges += 1;
+            shared.merge_region(idx, &mut split, &replica, &mut crdt, merges % 4 == 1);
         }
         if !busy {
-            std::thread::sleep(Duration::from_micros(500));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     // Orderly: every server drains what it hosts and leaves.
@@ -279,7 +282,7 @@ pub(crate) fn run_region(
     }
     drop(stopping);
     let mut split = lock(&rtt);
-    shared.merge_region(idx, &mut split, &replica, &mut crdt);
+    shared.merge_region(idx, &mut split, &replica, &mut crdt, true);
     drop(split);
     shared.finish_region(idx, replica, crdt);
 }

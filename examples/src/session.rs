@@ -281,6 +281,7 @@ impl Shared {
         rtt: &mut crate::fleet::RttSplit,
         replica: &Replica,
         crdt: &mut RegionSync,
+        summary: bool,
     ) {
         {
             let mut h = lock(&self.hists);
@@ -294,6 +295,9 @@ impl Shared {
         }
         rtt.home.reset();
         rtt.away.reset();
+        if !summary {
+            return;
+        }
         let mut summary = replica.summary();
         let census = crdt.census(self.unix_ms(Instant::now()));
         summary.bans = census.banned.len() as u64;

@@ -362,3 +362,140 @@ fn abort_says_nothing_and_shutdown_says_goodbye() {
         }
     }
 }
+
+/// An inline handler on two workers: it sees each of its worker's sessions connect, answers
+/// every payload in the same pass (the reply carries the worker index), broadcasts to a
+/// match, is refused a send to another worker's session, and a full backlog says so.
+fn inline_handler_answers_on_its_worker(driver: DriverChoice) {
+    use pvp_net::game::{GameHandler, GameIo, GameSendError, SessionId};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Seen {
+        connected: Vec<SessionId>,
+        disconnected: usize,
+        foreign_refused: usize,
+        full_refused: usize,
+    }
+    struct Echo {
+        worker: usize,
+        seen: Arc<Mutex<Seen>>,
+    }
+    impl GameHandler for Echo {
+        fn on_event(&mut self, _now: Instant, e: GameEvent, io: &mut GameIo<'_>) {
+            assert_eq!(io.worker(), self.worker);
+            let mut seen = self.seen.lock().unwrap();
+            match e {
+                GameEvent::Connected { session, .. } => {
+                    assert_eq!(session.worker(), self.worker, "a handler sees only its worker's sessions");
+                    // A session of some other worker cannot be reached from here.
+                    if let Some(other) = seen.connected.iter().find(|s| s.worker() != self.worker) {
+                        assert_eq!(io.send(*other, b"x"), Err(GameSendError::NoSuchWorker));
+                        seen.foreign_refused += 1;
+                    }
+                    seen.connected.push(session);
+                }
+                GameEvent::Payload { session, payload } => {
+                    let mut reply = payload.as_slice().to_vec();
+                    reply.push(self.worker as u8);
+                    io.send(session, &reply).unwrap();
+                    if payload.as_slice() == b"all" {
+                        io.send_to_match(MatchId::new(7), b"match", false).unwrap();
+                    }
+                    if payload.as_slice() == b"flood" {
+                        // The backlog holds command_queue (64) commands, then refuses.
+                        let mut refused = 0;
+                        for _ in 0..100 {
+                            if io.send(session, b"f") == Err(GameSendError::QueueFull) {
+                                refused += 1;
+                            }
+                        }
+                        assert!(refused >= 100 - 64, "refused {refused}");
+                        seen.full_refused += refused;
+                    }
+                }
+                GameEvent::Disconnected { .. } => seen.disconnected += 1,
+                GameEvent::Message { .. } => {}
+            }
+        }
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let key = Key::random();
+    let mut c = GameServerConfig::new("127.0.0.1:0".parse().unwrap(), PID, key.clone());
+    c.udp.driver = driver;
+    c.udp.workers = 2;
+    c.max_sessions = 64;
+    c.command_queue = 64;
+    let seen2 = seen.clone();
+    let server = match GameServer::bind_inline(c, move |worker| Echo { worker, seen: seen2.clone() }) {
+        Ok(s) => s,
+        Err(e) if driver == DriverChoice::IoUring => {
+            eprintln!("io_uring unavailable, skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let s = Setup { server, issuer: TokenIssuer::new(IssuerConfig::new(PID, key)) };
+    let mut clients: Vec<GameClient> = (0..16).map(|i| s.client(i, 7)).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while clients.iter().any(|c| !c.is_connected()) && Instant::now() < deadline {
+        for c in &mut clients {
+            c.update().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1)); // pacing only; the loop checks state
+    }
+    assert!(clients.iter().all(|c| c.is_connected()), "all 16 connected");
+    let mut events = Vec::new();
+    assert_eq!(s.server.poll_events(&mut events, 64), 0, "inline: nothing reaches the queue");
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!("in {i}").as_bytes()).unwrap();
+    }
+    clients[0].send(b"all").unwrap();
+    let mut buf = [0u8; 64];
+    let mut echoed = vec![None; 16];
+    let mut broadcast = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let on_worker_of_0 = |e: &[Option<usize>]| e.iter().filter(|w| e[0].is_some() && **w == e[0]).count();
+    while (echoed.iter().any(Option::is_none) || broadcast < on_worker_of_0(&echoed))
+        && Instant::now() < deadline
+    {
+        for (i, c) in clients.iter_mut().enumerate() {
+            while let Some(n) = c.recv_payload(&mut buf).unwrap() {
+                let got = &buf[..n];
+                if got == b"match" {
+                    broadcast += 1;
+                } else if got.starts_with(format!("in {i}").as_bytes()) {
+                    echoed[i] = Some(usize::from(got[n - 1]));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1)); // pacing only; the loop checks state
+    }
+    assert!(echoed.iter().all(Option::is_some), "every payload answered: {echoed:?}");
+    // The broadcast went to the match's sessions on the first client's worker only.
+    let w0 = echoed[0].unwrap();
+    assert_eq!(broadcast, on_worker_of_0(&echoed), "a handler's broadcast reaches its own worker's seats");
+    clients[1].send(b"flood").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().full_refused == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1)); // pacing only; the loop checks state
+    }
+    s.server.shutdown().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.connected.len(), 16);
+    assert!(seen.full_refused >= 36);
+    assert_eq!(seen.disconnected, 16, "shutdown closed every session through the handler");
+    if echoed.iter().any(|w| *w != Some(w0)) {
+        assert!(seen.foreign_refused > 0, "sessions on both workers, and a cross-worker send was refused");
+    }
+}
+
+#[test]
+fn inline_handler_answers_on_its_worker_epoll() {
+    inline_handler_answers_on_its_worker(DriverChoice::Epoll);
+}
+
+#[test]
+fn inline_handler_answers_on_its_worker_io_uring() {
+    inline_handler_answers_on_its_worker(DriverChoice::IoUring);
+}

@@ -4,7 +4,9 @@
 //! - [`GameServer`]: thread per core over io_uring (epoll fallback); each worker runs the
 //!   netcode [`Server`](crate::netcode::Server) inline on its own socket (no queue hop on
 //!   the receive path), hands events to the game loop in batches through pvp-core's
-//!   `BoundedQueue`, and takes sends from any thread ([`GameSender`]).
+//!   `BoundedQueue`, and takes sends from any thread ([`GameSender`]); or runs the game loop
+//!   itself, inline on the worker that owns the sessions ([`GameHandler`],
+//!   [`GameServer::bind_inline`]).
 //! - [`GameClient`]: the netcode [`Client`](crate::netcode::Client) on a blocking-capable std
 //!   `UdpSocket`, for bots, tests and Rust game clients.
 //!
@@ -16,6 +18,6 @@ mod server;
 
 pub use client::{GameClient, GameClientError};
 pub use server::{
-    GameEvent, GameSendError, GameSender, GameServer, GameServerConfig, GameServerError, GameServerStats,
-    PAYLOAD_INLINE, Payload, SessionId,
+    GameEvent, GameHandler, GameIo, GameSendError, GameSender, GameServer, GameServerConfig, GameServerError,
+    GameServerStats, PAYLOAD_INLINE, Payload, SessionId,
 };

@@ -1,7 +1,8 @@
 //! `GameServer`: netcode sessions on `UdpServer` workers, events to the game loop through a
-//! lock-free queue, sends from any thread.
+//! lock-free queue, sends from any thread; or the game loop inline on the worker thread
+//! ([`GameHandler`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -320,6 +321,133 @@ impl GameSender {
     }
 }
 
+/// A game loop that runs on the worker thread that owns its sessions
+/// ([`GameServer::bind_inline`]): events reach it as the worker decodes them and its sends go
+/// out in the same pass, with no queue hop and no thread of its own in between.
+///
+/// This is the shape of a dedicated game server process (one loop per endpoint, as in
+/// renet or the netcode reference server), where [`GameServer::bind`] suits a game loop that
+/// runs elsewhere and gathers many workers' sessions. A handler sees only the sessions of
+/// its own worker; with one worker (the usual choice for a fight server) that is all of
+/// them. Handlers must not block: while one runs, its worker receives nothing.
+pub trait GameHandler: 'static {
+    /// A session event. `now` is when the worker took the datagram that caused it from the
+    /// socket (one instant per receive batch), so round trips measured from it leave out
+    /// any wait in a game loop.
+    fn on_event(&mut self, now: Instant, event: GameEvent, io: &mut GameIo<'_>);
+
+    /// Called after every batch of datagrams and at least every
+    /// [`UdpServerConfig::tick`](crate::UdpServerConfig::tick): game ticks, timers.
+    fn on_tick(&mut self, now: Instant, io: &mut GameIo<'_>) {
+        let _ = (now, io);
+    }
+}
+
+/// Sends from inside a [`GameHandler`]: queued on the worker (up to
+/// [`GameServerConfig::command_queue`] commands) and sent when the handler returns, in order,
+/// before anything from [`GameSender`]s.
+pub struct GameIo<'a> {
+    backlog: &'a mut VecDeque<Command>,
+    cap: usize,
+    worker: u16,
+    shared: &'a Shared,
+}
+
+impl std::fmt::Debug for GameIo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GameIo").field("worker", &self.worker).field("queued", &self.backlog.len()).finish()
+    }
+}
+
+impl GameIo<'_> {
+    /// The worker this handler runs on.
+    pub fn worker(&self) -> usize {
+        usize::from(self.worker)
+    }
+
+    /// Commands queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.backlog.len()
+    }
+
+    fn push(&mut self, worker: usize, c: Command) -> Result<(), GameSendError> {
+        if worker != usize::from(self.worker) {
+            return Err(GameSendError::NoSuchWorker);
+        }
+        if self.backlog.len() >= self.cap {
+            self.shared.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(GameSendError::QueueFull);
+        }
+        self.backlog.push_back(c);
+        Ok(())
+    }
+
+    /// An unreliable payload to one session of this worker.
+    pub fn send(&mut self, session: SessionId, payload: &[u8]) -> Result<(), GameSendError> {
+        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
+        self.push(session.worker(), Command::Send { client_id: session.client_id, payload })
+    }
+
+    /// A reliable, ordered message to one session of this worker (layered sessions; on a
+    /// plain one it is counted in `sends_failed`).
+    pub fn send_reliable(&mut self, session: SessionId, bytes: &[u8]) -> Result<(), GameSendError> {
+        if bytes.len() > crate::netcode::layer::MAX_RELIABLE_MESSAGE {
+            return Err(GameSendError::TooLarge);
+        }
+        self.push(session.worker(), Command::Reliable { client_id: session.client_id, bytes: bytes.into() })
+    }
+
+    /// A payload to every session of this worker whose seat names `match_id`.
+    pub fn send_to_match(
+        &mut self,
+        match_id: MatchId,
+        payload: &[u8],
+        reliable: bool,
+    ) -> Result<(), GameSendError> {
+        let max = if reliable { crate::netcode::layer::MAX_RELIABLE_MESSAGE } else { MAX_PAYLOAD_BYTES };
+        if payload.len() > max {
+            return Err(GameSendError::TooLarge);
+        }
+        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
+        self.push(usize::from(self.worker), Command::Match { match_id, payload, reliable })
+    }
+
+    /// Closes a session of this worker (the client gets redundant disconnect packets).
+    pub fn disconnect(&mut self, session: SessionId) -> Result<(), GameSendError> {
+        self.push(session.worker(), Command::Disconnect { client_id: session.client_id })
+    }
+}
+
+/// Where a worker's events go: the queue to a game loop elsewhere, or a handler inline.
+trait EventSink {
+    /// False: the event was dropped (queue full).
+    fn deliver(&mut self, now: Instant, e: GameEvent, io: &mut GameIo<'_>) -> bool;
+    fn tick(&mut self, now: Instant, io: &mut GameIo<'_>);
+}
+
+struct QueueSink(Arc<BoundedQueue<GameEvent>>);
+
+impl EventSink for QueueSink {
+    fn deliver(&mut self, _now: Instant, e: GameEvent, _io: &mut GameIo<'_>) -> bool {
+        self.0.push(e).is_ok()
+    }
+
+    fn tick(&mut self, _now: Instant, _io: &mut GameIo<'_>) {}
+}
+
+struct InlineSink<H>(H);
+
+impl<H: GameHandler> EventSink for InlineSink<H> {
+    fn deliver(&mut self, now: Instant, e: GameEvent, io: &mut GameIo<'_>) -> bool {
+        self.0.on_event(now, e, io);
+        true
+    }
+
+    fn tick(&mut self, now: Instant, io: &mut GameIo<'_>) {
+        self.0.on_tick(now, io);
+    }
+}
+
 /// The session server a backend embeds: netcode 1.02, any netcode client can join.
 /// Dropping it closes every session and stops the workers.
 #[derive(Debug)]
@@ -331,10 +459,13 @@ pub struct GameServer {
     drops: Arc<DropCounters>,
 }
 
-struct Worker {
+struct Worker<S> {
     index: u16,
     server: Server,
-    events: Arc<BoundedQueue<GameEvent>>,
+    sink: S,
+    /// Commands from an inline handler, sent before the shared queue's.
+    backlog: VecDeque<Command>,
+    backlog_cap: usize,
     commands: Arc<[BoundedQueue<Command>]>,
     shared: Arc<Shared>,
     matches: HashMap<MatchId, Vec<u64>>,
@@ -353,13 +484,24 @@ struct LocalCounts {
     messages_in: u64,
 }
 
-impl Worker {
+impl<S: EventSink> Worker<S> {
     fn session(&self, client_id: u64) -> SessionId {
         SessionId { client_id, worker: self.index }
     }
 
-    fn emit(&self, e: GameEvent) {
-        if self.events.push(e).is_err() {
+    fn io(&mut self) -> (&mut S, GameIo<'_>) {
+        let io = GameIo {
+            backlog: &mut self.backlog,
+            cap: self.backlog_cap,
+            worker: self.index,
+            shared: &self.shared,
+        };
+        (&mut self.sink, io)
+    }
+
+    fn emit(&mut self, now: Instant, e: GameEvent) {
+        let (sink, mut io) = self.io();
+        if !sink.deliver(now, e, &mut io) {
             self.shared.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -375,12 +517,8 @@ impl Worker {
                     }
                     self.shared.sessions.fetch_add(1, Ordering::Relaxed);
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
-                    self.emit(GameEvent::Connected {
-                        session: self.session(client_id),
-                        addr,
-                        user_data,
-                        seat,
-                    });
+                    let session = self.session(client_id);
+                    self.emit(now, GameEvent::Connected { session, addr, user_data, seat });
                 }
                 ServerEvent::Disconnected { client_id, reason } => {
                     if let Some(m) = self.seats.remove(&client_id) {
@@ -393,11 +531,13 @@ impl Worker {
                     }
                     self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
                     self.shared.disconnected.fetch_add(1, Ordering::Relaxed);
-                    self.emit(GameEvent::Disconnected { session: self.session(client_id), reason });
+                    let session = self.session(client_id);
+                    self.emit(now, GameEvent::Disconnected { session, reason });
                 }
                 ServerEvent::Message { client_id, bytes } => {
                     self.local.messages_in += 1;
-                    self.emit(GameEvent::Message { session: self.session(client_id), bytes });
+                    let session = self.session(client_id);
+                    self.emit(now, GameEvent::Message { session, bytes });
                 }
             }
         }
@@ -439,7 +579,7 @@ impl Worker {
         let q = &commands[usize::from(self.index)];
         // Leave slots for the control packets the timers make.
         while out.free_slots() > out.capacity() / 4 {
-            let Some(c) = q.pop() else { break };
+            let Some(c) = self.backlog.pop_front().or_else(|| q.pop()) else { break };
             match c {
                 Command::Send { client_id, payload } => {
                     self.send_one(now, client_id, payload.as_slice(), out)
@@ -496,25 +636,32 @@ impl Worker {
     }
 }
 
-impl DatagramHandler for Worker {
+impl<S: EventSink> DatagramHandler for Worker<S> {
     fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Outbox) {
-        if let Some(r) = self.server.handle_datagram(now, from, data) {
-            let session = SessionId { client_id: r.client_id, worker: self.index };
-            // r.payload <= MAX_PAYLOAD_BYTES, so `new` succeeds.
-            if let Some(payload) = Payload::new(r.payload) {
-                self.local.payloads_in += 1;
-                if self.events.push(GameEvent::Payload { session, payload }).is_err() {
-                    self.shared.events_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        // r.payload <= MAX_PAYLOAD_BYTES, so `new` succeeds.
+        let got = self.server.handle_datagram(now, from, data).and_then(|r| {
+            Some((SessionId { client_id: r.client_id, worker: self.index }, Payload::new(r.payload)?))
+        });
+        if let Some((session, payload)) = got {
+            self.local.payloads_in += 1;
+            self.emit(now, GameEvent::Payload { session, payload });
         }
         self.pump(now, out);
+        if !self.backlog.is_empty() {
+            // An inline handler answered: out in this pass.
+            self.run_commands(now, out);
+        }
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
         self.run_commands(now, out);
         self.server.handle_timeout(now);
         self.pump(now, out);
+        {
+            let (sink, mut io) = self.io();
+            sink.tick(now, &mut io);
+        }
+        self.run_commands(now, out);
         // Drained once every disconnect packet left the server and the kernel took it (a
         // slot is free again only after its send completed).
         if self.draining && !self.server.has_queued_transmits() && out.free_slots() == out.capacity() {
@@ -526,8 +673,49 @@ impl DatagramHandler for Worker {
 }
 
 impl GameServer {
-    /// Binds and starts the workers.
+    /// Binds and starts the workers; the game loop takes events with
+    /// [`poll_events`](Self::poll_events) and sends with a [`GameSender`].
     pub fn bind(config: GameServerConfig) -> Result<Self, GameServerError> {
+        Self::bind_sink(config, |_, events| QueueSink(events.clone()))
+    }
+
+    /// Binds and starts the workers, each running a [`GameHandler`] made by `factory` (called
+    /// once per worker with its index, on that worker's thread). Events go to the handler,
+    /// not to [`poll_events`](Self::poll_events); [`sender`](Self::sender) still works from
+    /// other threads.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use pvp_net::game::{GameEvent, GameHandler, GameIo, GameServer, GameServerConfig};
+    /// use pvp_net::netcode::Key;
+    ///
+    /// /// Echoes every payload back to its sender.
+    /// struct Echo;
+    /// impl GameHandler for Echo {
+    ///     fn on_event(&mut self, _now: Instant, e: GameEvent, io: &mut GameIo<'_>) {
+    ///         if let GameEvent::Payload { session, payload } = e {
+    ///             let _ = io.send(session, payload.as_slice());
+    ///         }
+    ///     }
+    /// }
+    /// let config = GameServerConfig::new("127.0.0.1:0".parse().unwrap(), 0x5056_5031, Key::random());
+    /// let server = GameServer::bind_inline(config, |_worker| Echo).unwrap();
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// server.shutdown().unwrap();
+    /// ```
+    pub fn bind_inline<H, F>(config: GameServerConfig, factory: F) -> Result<Self, GameServerError>
+    where
+        H: GameHandler,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        Self::bind_sink(config, move |worker, _| InlineSink(factory(worker)))
+    }
+
+    fn bind_sink<S, F>(config: GameServerConfig, make_sink: F) -> Result<Self, GameServerError>
+    where
+        S: EventSink + 'static,
+        F: Fn(usize, &Arc<BoundedQueue<GameEvent>>) -> S + Send + Sync + 'static,
+    {
         let workers = config.udp.workers.max(1);
         if config.max_sessions < workers {
             return Err(GameServerError::Bound("max_sessions must be at least the number of workers"));
@@ -558,6 +746,7 @@ impl GameServer {
         Server::new(template.clone(), Instant::now(), Duration::ZERO)?;
         let public = config.public_address;
         let (ev, cmd, sh, dr) = (events.clone(), commands.clone(), shared.clone(), drops.clone());
+        let backlog_cap = config.command_queue;
         let udp = UdpServer::bind_with(config.udp.clone(), move |info: WorkerInfo| {
             let mut c = template.clone();
             c.public_addresses = vec![public.unwrap_or(info.local_addr)];
@@ -571,7 +760,9 @@ impl GameServer {
                 // workers <= u16::MAX (checked by UdpServer).
                 index: info.index as u16,
                 server,
-                events: ev.clone(),
+                sink: make_sink(info.index, &ev),
+                backlog: VecDeque::new(),
+                backlog_cap,
                 commands: cmd.clone(),
                 shared: sh.clone(),
                 matches: HashMap::new(),
