@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use pvp_core::ids::{PlayerId, ServerId};
 use pvp_core::queue::UnboundedQueue;
+use pvp_global::link::{LinkKey, SealedLinks};
 
 use crate::crdt::{RegionSync, TAG_CRDT, TAG_RESULTS};
 use crate::fleet::{RttSplit, RunningServer, ServerCommand, ServerReport, ServerSpec};
@@ -74,6 +75,14 @@ pub(crate) fn run_region(
         }
     }
     let mut sync_out = Vec::new();
+    // Every sync datagram is sealed for its peer and opened from it: a datagram from anyone
+    // without the pair's key (or a replay) is dropped and counted, never applied.
+    let mut links = SealedLinks::new(region, shared.unix_ms(Instant::now()));
+    for (peer, _) in &peer_addrs {
+        links.add_peer(*peer, LinkKey::derive(&shared.link_secret, region, *peer, "sync"));
+    }
+    let mut plain = Vec::with_capacity(65_536);
+    let mut sealed = Vec::with_capacity(65_536);
     let mut last_merge = Instant::now();
     let mut merges = 0u64;
     let stats = &shared.regions[idx];
@@ -234,7 +243,12 @@ pub(crate) fn run_region(
                 Err(_) => break,
             };
             busy = true;
-            match sync_buf[..n].split_first() {
+            if links.open(&sync_buf[..n], &mut plain).is_err() {
+                stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+                stats.link_refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            match plain.split_first() {
                 Some((&TAG_RESULTS, rest)) => replica.handle_datagram(elapsed, unix_ms, rest),
                 Some((&TAG_CRDT, rest)) => crdt.handle_datagram(wall, rest),
                 _ => {
@@ -250,9 +264,12 @@ pub(crate) fn run_region(
         crdt.poll(wall, &mut sync_out);
         for (to, bytes) in sync_out.drain(..) {
             if let Some((_, addr)) = peer_addrs.iter().find(|(r, _)| *r == to) {
-                let _ = sockets.sync.send_to(&bytes, *addr);
+                if links.seal(to, &bytes, &mut sealed).is_ok() {
+                    let _ = sockets.sync.send_to(&sealed, *addr);
+                }
             }
         }
+        stats.link_opened.store(links.stats().opened, Ordering::Relaxed);
         for (j, heard) in shared.heard_ms[idx].iter().enumerate() {
             if let Some(t) = replica.last_heard(shared.config.regions[j].id) {
                 heard.store(t.as_millis() as u64 + 1, Ordering::Relaxed);

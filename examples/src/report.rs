@@ -116,6 +116,10 @@ pub struct Report {
     pub dropped_input: u64,
     /// Inputs that arrived after their tick was resolved (the player lagged).
     pub late_inputs: u64,
+    /// Sync datagrams opened from peers (each sealed with the pair's key).
+    pub sync_links_opened: u64,
+    /// Sync datagrams refused: no peer's key, altered, replayed (also in `dropped_input`).
+    pub sync_links_refused: u64,
     /// Tickets outside clients created through the HTTP front.
     pub front_tickets: u64,
     /// Spearman correlation between the bots' hidden skill and their final rating, over
@@ -275,6 +279,11 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "sync links          sealed (XChaCha20-Poly1305, a key per region pair): {} opened, {} refused",
+            self.sync_links_opened, self.sync_links_refused
+        )?;
+        writeln!(
+            f,
             "errors              {}; dropped input {}, late inputs {}; drained {}; front tickets {}",
             self.errors, self.dropped_input, self.late_inputs, self.drained, self.front_tickets
         )?;
@@ -369,6 +378,8 @@ mod tests {
             errors: 0,
             dropped_input: 0,
             late_inputs: 0,
+            sync_links_opened: 0,
+            sync_links_refused: 0,
             front_tickets: 0,
             skill_spearman: None,
             connect_failures: 0,

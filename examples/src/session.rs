@@ -167,6 +167,10 @@ pub(crate) struct RegionStats {
     pub(crate) crashed_matches: AtomicU64,
     pub(crate) no_show_matches: AtomicU64,
     pub(crate) bad_packets: AtomicU64,
+    /// Sync datagrams refused by the sealed links (also counted in `bad_packets`).
+    pub(crate) link_refused: AtomicU64,
+    /// Sync datagrams the sealed links opened.
+    pub(crate) link_opened: AtomicU64,
     pub(crate) bad_tokens: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) bot_matches: AtomicU64,
@@ -217,6 +221,9 @@ pub(crate) struct Shared {
     unix_start_ms: u64,
     /// The netcode key the matchmaking front (issuer) and the game servers share.
     pub(crate) server_key: Key,
+    /// The secret every pair of regions derives its sync-link key from
+    /// ([`pvp_global::link::LinkKey::derive`]).
+    pub(crate) link_secret: Vec<u8>,
     pub(crate) protocol_id: u64,
     /// Where game servers send their heartbeats (the fleet controller's UDP socket).
     pub(crate) fleet_addr: SocketAddr,
@@ -337,6 +344,17 @@ fn session_key(seed: u64) -> Key {
         c.copy_from_slice(&v.to_le_bytes());
     }
     Key::from_bytes(k)
+}
+
+/// The deployment secret the regions' sync-link keys come from: `PVP_LINK_SECRET` from the
+/// environment where set (what a deployment does, from its secret store), else derived from
+/// the seed so every process of a session on one machine agrees without one (a stand-in:
+/// anyone who knows the seed knows it).
+fn link_secret(seed: u64) -> Vec<u8> {
+    match std::env::var("PVP_LINK_SECRET") {
+        Ok(s) if !s.is_empty() => s.into_bytes(),
+        _ => [b"pvp-link seed secret ".as_slice(), &seed.to_le_bytes()].concat(),
+    }
 }
 
 /// The process-wide metrics registry (a `metrics` recorder can be installed once per process).
@@ -634,6 +652,7 @@ impl RunningSession {
             // Every process of a session derives the same key from the config; a deployment
             // would distribute a secret instead.
             server_key: session_key(config.seed),
+            link_secret: link_secret(config.seed),
             protocol_id: PROTOCOL_ID,
             fleet_addr,
             banned: (0..n).map(|_| Arc::new(Mutex::new(HashSet::new()))).collect(),
@@ -750,6 +769,12 @@ impl RunningSession {
     /// The metrics registry the session records into.
     pub fn registry(&self) -> &MetricsRegistry {
         &self.registry
+    }
+
+    /// Where each region's sync node listens (in config order). Peers reach it through the
+    /// fault proxies; anything sent here that is not sealed with a pair's key is refused.
+    pub fn sync_addrs(&self) -> &[SocketAddr] {
+        &self.sync_addrs
     }
 
     /// Every directed sync link and its fault proxy control.
@@ -1128,6 +1153,8 @@ fn build_report(
             + sh.front.dropped.load(Ordering::Relaxed),
         front_tickets: sh.front.created.load(Ordering::Relaxed),
         late_inputs,
+        sync_links_opened: sum(|r| &r.link_opened),
+        sync_links_refused: sum(|r| &r.link_refused),
         skill_spearman: o.as_ref().and_then(|o| o.skill_spearman),
         leaderboard_top,
         reconnect_offers: o.as_ref().map_or(0, |o| o.reconnect_offers),

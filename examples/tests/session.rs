@@ -1,13 +1,16 @@
-//! A short multi-region session on loopback, asserted on its report and on its whole
+//! A short multi-region session on loopback (with an outsider sending junk and forged
+//! datagrams to the sync links), asserted on its report and on its whole
 //! `/metrics` exposition, scraped over HTTP and linted by `promtool check metrics` (valid text
 //! format; counters end in `_total`; every family has help text).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use pvp_core::ids::RegionId;
 use pvp_examples::{RunningSession, SessionConfig};
+use pvp_global::link::{LinkKey, SealedLinks};
 
 mod common;
 
@@ -34,6 +37,22 @@ fn short_session_matches_everywhere_and_converges() {
     };
     let mut session = RunningSession::start(config).expect("session starts");
     let addr = session.metrics_addr().expect("metrics served");
+    // An outsider on the sync links: junk, and datagrams in the sealed format from a "jp"
+    // that holds the wrong key. Each is refused and counted as dropped input, never applied
+    // and never a service error.
+    let outsider = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut forger = SealedLinks::new("jp".parse().unwrap(), 1);
+    let mut sent = 0u64;
+    for (i, &to) in session.sync_addrs().iter().enumerate() {
+        let region: RegionId = session.config().regions[i].id;
+        forger.add_peer(region, LinkKey::from_bytes([i as u8 + 1; 32]));
+        let mut forged = Vec::new();
+        forger.seal(region, &[0, 1, 2, 3], &mut forged).unwrap();
+        for d in [&[0u8, 1, 2][..], &[1; 200][..], &forged[..]] {
+            outsider.send_to(d, to).unwrap();
+            sent += 1;
+        }
+    }
     session.run_until(&AtomicBool::new(false), |_| {});
     let text = scrape(addr);
     let report = session.finish();
@@ -63,7 +82,9 @@ fn short_session_matches_everywhere_and_converges() {
     assert!(report.in_region_rtt_p50_us.is_some_and(|us| us >= profile_ms * 1_000), "{report}");
     assert!(report.cross_region_rtt_p99_us.is_some(), "cross-region players measured too");
     assert!(report.connect_p99_ms.is_some(), "bots did netcode handshakes");
-    assert_eq!(report.dropped_input, 0, "nobody sent junk");
+    assert_eq!(report.sync_links_refused, sent, "every outsider datagram refused");
+    assert_eq!(report.dropped_input, sent, "and counted as dropped input, nothing else was junk");
+    assert!(report.sync_links_opened > 0, "the regions' own datagrams opened");
     let seats = u64::from(SessionConfig::default().match_players());
     for r in &report.regions {
         assert!(r.servers_started >= 1, "{}: the fleet controller started real endpoints", r.region);

@@ -11,6 +11,9 @@
 //! - [`sync`]: CrossRegionSync, the sans-IO delta-state replication protocol with EVENTUAL and
 //!   STRONG strategies, anti-entropy, transports (simulated and UDP) and snapshots.
 //! - [`leaderboard`]: the global leaderboard per game mode with `O(log n)` rank queries.
+//! - [`link`]: [`link::SealedLinks`]: inter-region datagrams authenticated and encrypted
+//!   (XChaCha20-Poly1305, a key per pair of regions, replay window); anything else is dropped
+//!   and counted.
 //! - [`coord`]: what regions must agree on (membership leases, leader election for global jobs,
 //!   compare-and-set control records, watches), in-process ([`coord::LocalCoordinator`]) or on
 //!   etcd (`coord::EtcdCoordinator`, feature `etcd`).
@@ -31,6 +34,7 @@ pub mod coord;
 pub mod crdt;
 pub mod failover;
 pub mod leaderboard;
+pub mod link;
 pub mod matchmaking;
 pub mod sync;
 #[allow(unsafe_code)]
