@@ -51,7 +51,11 @@ use pvp_ops::slo::{MonitorConfig, RegistrySli, SloMonitor, seed_slos};
 
 use crate::bots::home_of;
 use crate::config::GAME_MODE;
-use crate::fleet::{Heartbeat, ServerPhase};
+use crate::fleet::{FleetKey, Heartbeat, ServerPhase};
+
+/// A heartbeat sent longer ago than this proves nothing about the server now (replays,
+/// clock skew between hosts is far below it).
+const HEARTBEAT_MAX_AGE: Duration = Duration::from_secs(5);
 use crate::region::hist;
 use crate::report::SloLine;
 use crate::session::{BotCommand, ControlEvent, RegionCommand, Shared, TicketAsk, lock};
@@ -102,6 +106,10 @@ pub(crate) struct ControlPlane {
     /// Where the game servers' heartbeats arrive (non-blocking).
     fleet: std::net::UdpSocket,
     hb_buf: [u8; 64],
+    /// What server heartbeats must be sealed with.
+    fleet_key: FleetKey,
+    /// Per server: the send time of the newest heartbeat taken (older ones are replays).
+    hb_last: HashMap<ServerId, u64>,
     /// Issues the netcode connect tokens of placed players.
     issuer: TokenIssuer,
     /// `None` with a single region: nothing to fail over to.
@@ -223,6 +231,8 @@ impl ControlPlane {
             mm,
             fleet,
             hb_buf: [0u8; 64],
+            fleet_key: FleetKey::derive(&sh.link_secret),
+            hb_last: HashMap::new(),
             issuer,
             failover,
             last_health,
@@ -251,7 +261,9 @@ impl ControlPlane {
             let now = tick_start.duration_since(self.sh.start);
             let draining = self.sh.draining.load(Ordering::Acquire);
             self.handle_events(now, draining);
-            self.read_heartbeats(now);
+            // Heartbeats carry their servers' clock: compare with this host's, not the session's.
+            let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.read_heartbeats(now, wall);
             self.run_failover(now, Duration::from_millis(self.sh.unix_ms(tick_start)));
             if !draining {
                 self.mm.tick(now);
@@ -385,11 +397,14 @@ impl ControlPlane {
 
     /// Server heartbeats, as they arrive over the network; a server that stops sending
     /// (crashed, partitioned) turns Unhealthy in the cluster's own tick.
-    fn read_heartbeats(&mut self, now: Duration) {
+    fn read_heartbeats(&mut self, now: Duration, wall: Duration) {
         let n = self.ids.len();
         for _ in 0..4_096 {
             let Ok((len, _)) = self.fleet.recv_from(&mut self.hb_buf) else { break };
-            let Some(hb) = Heartbeat::decode(&self.hb_buf[..len]).filter(|h| usize::from(h.region) < n)
+            // Not sealed with the fleet key (junk, a forgery, a stranger's fleet): dropped input.
+            let Some((hb, sent)) = Heartbeat::open(&self.hb_buf[..len], &self.fleet_key)
+                .ok()
+                .filter(|(h, _)| usize::from(h.region) < n)
             else {
                 self.out.fleet_dropped += 1;
                 continue;
@@ -400,6 +415,16 @@ impl ControlPlane {
                 self.out.stale_heartbeats += 1;
                 continue;
             }
+            // A replay (or one overtaken on the way) says nothing new; one sent more than
+            // HEARTBEAT_MAX_AGE ago is not evidence the server is alive now.
+            let wall_ms = wall.as_millis() as u64;
+            if self.hb_last.get(&hb.server).is_some_and(|&t| sent <= t)
+                || sent.saturating_add(HEARTBEAT_MAX_AGE.as_millis() as u64) < wall_ms
+            {
+                self.out.stale_heartbeats += 1;
+                continue;
+            }
+            self.hb_last.insert(hb.server, sent);
             self.server_addrs.insert(hb.server, SocketAddr::V4(hb.addr));
             if hb.phase != ServerPhase::Shutdown {
                 if let Some(c) = self.mm.cluster_mut(self.ids[ri]) {

@@ -11,6 +11,10 @@
 //! (the chaos engine's crash, which stops its threads and closes its socket without a word)
 //! simply falls silent, and the controller marks it Unhealthy on its own.
 //!
+//! Heartbeats are sealed ([`Heartbeat::seal`]: HMAC-SHA256 under the region's [`FleetKey`],
+//! with the send time): a datagram from anyone without the key cannot announce a server or
+//! move players to another address, and the controller refuses replays by their time.
+//!
 //! The server checks every seat: a session's token names a match and a seat, and the session
 //! is only seated when this server hosts that match with that player on that team; netcode
 //! binds the session to the address that did the handshake, so inputs come from the seat's
@@ -20,14 +24,16 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
+use hmac::{Hmac, Mac};
 use pvp_core::ids::{MatchId, PlayerId, ServerId};
 use pvp_core::queue::UnboundedQueue;
 use pvp_net::DriverChoice;
 use pvp_net::game::{GameEvent, GameHandler, GameIo, GameServer, GameServerConfig, SessionId};
 use pvp_net::netcode::Key;
+use sha2::{Digest, Sha256};
 
 use crate::arena::{Arena, ArenaError, Input, ServerMsg, Step};
 
@@ -113,6 +119,85 @@ impl Heartbeat {
     }
 }
 
+/// The key a region's fleet controller and its game servers share for heartbeats.
+#[derive(Clone)]
+pub struct FleetKey([u8; 32]);
+
+impl std::fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetKey(..)")
+    }
+}
+
+impl FleetKey {
+    /// The fleet key of a deployment secret.
+    pub fn derive(secret: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"pvp fleet heartbeat key v1\0");
+        h.update(secret);
+        FleetKey(h.finalize().into())
+    }
+
+    fn mac(&self, body: &[u8]) -> [u8; SEAL_TAG] {
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("any key length"));
+        m.update(body);
+        let full = m.finalize().into_bytes();
+        let mut t = [0u8; SEAL_TAG];
+        t.copy_from_slice(&full[..SEAL_TAG]);
+        t
+    }
+}
+
+/// Bytes of a sealed heartbeat's tag (HMAC-SHA256, truncated).
+const SEAL_TAG: usize = 16;
+
+/// Why a sealed heartbeat was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeartbeatError {
+    /// Not a heartbeat (length, magic, a field out of range).
+    #[error("malformed heartbeat")]
+    Malformed,
+    /// The tag did not verify: not sealed with the fleet's key.
+    #[error("heartbeat not sealed with the fleet key")]
+    BadTag,
+}
+
+impl Heartbeat {
+    /// Sealed length: the heartbeat, its send time, the tag.
+    pub const SEALED_BYTES: usize = Self::BYTES + 8 + SEAL_TAG;
+
+    /// The datagram a server sends: the heartbeat and its send time (Unix ms), under an
+    /// HMAC-SHA256 tag with the fleet key, so that nobody without the key can announce a
+    /// server (or point players at another address) and a replay is told by its time.
+    pub fn seal(&self, key: &FleetKey, sent_unix_ms: u64) -> [u8; Self::SEALED_BYTES] {
+        let mut b = [0u8; Self::SEALED_BYTES];
+        b[..Self::BYTES].copy_from_slice(&self.encode());
+        b[Self::BYTES..Self::BYTES + 8].copy_from_slice(&sent_unix_ms.to_le_bytes());
+        let tag = key.mac(&b[..Self::BYTES + 8]);
+        b[Self::BYTES + 8..].copy_from_slice(&tag);
+        b
+    }
+
+    /// Opens a sealed heartbeat: the heartbeat and its send time.
+    pub fn open(b: &[u8], key: &FleetKey) -> Result<(Self, u64), HeartbeatError> {
+        if b.len() != Self::SEALED_BYTES {
+            return Err(HeartbeatError::Malformed);
+        }
+        let (body, tag) = b.split_at(Self::BYTES + 8);
+        // Constant-time comparison of the tag.
+        let want = key.mac(body);
+        if want.iter().zip(tag).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0 {
+            return Err(HeartbeatError::BadTag);
+        }
+        let hb = Self::decode(&body[..Self::BYTES]).ok_or(HeartbeatError::Malformed)?;
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&body[Self::BYTES..]);
+        Ok((hb, u64::from_le_bytes(t)))
+    }
+}
+
 /// How a server is built.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerSpec {
@@ -127,6 +212,8 @@ pub(crate) struct ServerSpec {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_players: usize,
     pub(crate) heartbeat_to: SocketAddr,
+    /// Seals the heartbeats.
+    pub(crate) fleet_key: FleetKey,
     pub(crate) heartbeat_every: Duration,
     pub(crate) driver: DriverChoice,
 }
@@ -431,7 +518,8 @@ impl Game {
             addr,
         };
         // Best effort, like any heartbeat: the controller tolerates missed ones.
-        let _ = self.hb.send_to(&hb.encode(), self.spec.heartbeat_to);
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let _ = self.hb.send_to(&hb.seal(&self.spec.fleet_key, sent), self.spec.heartbeat_to);
     }
 
     fn merge_rtt(&mut self) {
@@ -663,7 +751,11 @@ mod tests {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok((n, _)) = sock.recv_from(&mut b) {
-                if let Some(h) = Heartbeat::decode(&b[..n]).filter(|h| until(h)) {
+                if let Some(h) = Heartbeat::open(&b[..n], &FleetKey::derive(b"test"))
+                    .ok()
+                    .map(|h| h.0)
+                    .filter(|h| until(h))
+                {
                     return Some(h);
                 }
             }
@@ -690,6 +782,7 @@ mod tests {
             connect_timeout: Duration::from_secs(3),
             max_players: 16,
             heartbeat_to: hb.local_addr().unwrap(),
+            fleet_key: FleetKey::derive(b"test"),
             heartbeat_every: Duration::from_millis(20),
             driver: DriverChoice::Epoll,
         };

@@ -149,3 +149,31 @@ fn game_payloads_and_heartbeats_round_trip_and_refuse_every_cut_and_bad_field() 
         assert_eq!(Heartbeat::decode(&bad).is_some(), field, "byte {i}");
     }
 }
+
+#[test]
+fn sealed_heartbeats_open_only_with_the_fleet_key_and_every_changed_byte_is_refused() {
+    use pvp_examples::fleet::{FleetKey, HeartbeatError};
+    let hb = Heartbeat {
+        region: 1,
+        server: ServerId::new(42),
+        phase: ServerPhase::Ready,
+        fights: 0,
+        players: 0,
+        addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4_000),
+    };
+    let key = FleetKey::derive(b"deployment");
+    let b = hb.seal(&key, 1_700_000_000_123);
+    assert_eq!(Heartbeat::open(&b, &key), Ok((hb, 1_700_000_000_123)));
+    // A stranger's key, or the plain heartbeat, announces nothing.
+    assert_eq!(Heartbeat::open(&b, &FleetKey::derive(b"other")), Err(HeartbeatError::BadTag));
+    assert_eq!(Heartbeat::open(&hb.encode(), &key), Err(HeartbeatError::Malformed));
+    for cut in 0..b.len() {
+        assert_eq!(Heartbeat::open(&b[..cut], &key), Err(HeartbeatError::Malformed));
+    }
+    for i in 0..b.len() {
+        let mut bad = b;
+        bad[i] ^= 0x01;
+        // The address, the time, any byte: changed on the way means refused.
+        assert_eq!(Heartbeat::open(&bad, &key), Err(HeartbeatError::BadTag), "byte {i}");
+    }
+}
