@@ -4,7 +4,10 @@
 //! to host and the assignments of their bots. Each process also reports its replica and what
 //! its sync node heard, so every process can see the others' health and convergence.
 //!
-//! Frames: a u32 little-endian length, then a postcard-encoded [`BridgeMsg`].
+//! Frames: a u32 little-endian length, then a postcard-encoded [`BridgeMsg`] sealed for the
+//! peer region ([`SealedLinks`] under the pair's "bridge" key): a connection from anyone
+//! without the key is dropped at its first frame and counted, a frame altered or replayed on
+//! the way ends the connection.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,7 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pvp_core::ids::{MatchId, PlayerId};
+use pvp_core::ids::{MatchId, PlayerId, RegionId};
+use pvp_global::link::{LinkKey, SealedLinks};
 use serde::{Deserialize, Serialize};
 
 use crate::replica::ReplicaSummary;
@@ -55,22 +59,67 @@ pub(crate) enum BridgeMsg {
     Status(Vec<StatusRow>),
 }
 
-fn write_msg(w: &mut impl Write, m: &BridgeMsg) -> std::io::Result<()> {
-    let b = postcard::to_allocvec(m).map_err(std::io::Error::other)?;
-    w.write_all(&(b.len() as u32).to_le_bytes())?;
-    w.write_all(&b)
+/// This process's sealed bridge ends: `own` with every other region as a peer, on the
+/// "bridge" channel (its own keys: the sync channel's nonces are never reused here). One
+/// instance seals (the writer thread), others only open (one per reader).
+fn bridge_links(sh: &Shared, own: usize) -> SealedLinks {
+    let ids: Vec<RegionId> = sh.config.regions.iter().map(|r| r.id).collect();
+    let me = ids[own];
+    let mut l = SealedLinks::new(me, sh.unix_ms(Instant::now()));
+    for &p in ids.iter().filter(|&&p| p != me) {
+        l.add_peer(p, LinkKey::derive(&sh.link_secret, me, p, "bridge"));
+    }
+    l
 }
 
-fn read_msg(r: &mut impl Read) -> std::io::Result<BridgeMsg> {
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+fn write_msg(w: &mut impl Write, seal: &mut SealedLinks, to: RegionId, m: &BridgeMsg) -> std::io::Result<()> {
+    let b = postcard::to_allocvec(m).map_err(std::io::Error::other)?;
+    let mut sealed = Vec::with_capacity(b.len() + pvp_global::link::OVERHEAD);
+    seal.seal(to, &b, &mut sealed).map_err(invalid)?;
+    w.write_all(&(sealed.len() as u32).to_le_bytes())?;
+    w.write_all(&sealed)
+}
+
+/// The leader's first words on a connection: its region's name, unsealed.
+fn write_preamble(w: &mut impl Write, me: RegionId) -> std::io::Result<()> {
+    let name = me.as_str().as_bytes();
+    w.write_all(&[name.len() as u8])?;
+    w.write_all(name)?;
+    w.flush()
+}
+
+fn read_preamble(r: &mut impl Read, ids: &[RegionId], own: usize) -> std::io::Result<RegionId> {
+    let mut len = [0u8; 1];
+    r.read_exact(&mut len)?;
+    let mut name = vec![0u8; usize::from(len[0]).min(pvp_core::ids::MAX_NAME_LEN)];
+    r.read_exact(&mut name)?;
+    let id = std::str::from_utf8(&name)
+        .ok()
+        .and_then(|n| RegionId::new(n).ok())
+        .ok_or_else(|| invalid("bad preamble"))?;
+    if !ids.contains(&id) || ids.get(own) == Some(&id) {
+        return Err(invalid("the leader named no other region"));
+    }
+    Ok(id)
+}
+
+/// The next frame, opened: its sender and message.
+fn read_msg(r: &mut impl Read, open: &mut SealedLinks) -> std::io::Result<(RegionId, BridgeMsg)> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"));
+        return Err(invalid("frame too large"));
     }
     let mut b = vec![0u8; len];
     r.read_exact(&mut b)?;
-    postcard::from_bytes(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    let mut plain = Vec::with_capacity(len);
+    let from = open.open(&b, &mut plain).map_err(invalid)?;
+    Ok((from, postcard::from_bytes(&plain).map_err(invalid)?))
 }
 
 /// The status rows this process knows: its own region, plus (leader) what others sent.
@@ -146,19 +195,35 @@ pub(crate) fn lead(
         };
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
+        // A stranger (or a stalled peer) must not hold up the others' joins.
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
         let mut reader = BufReader::new(stream.try_clone()?);
-        let BridgeMsg::Hello { region, game_addr } = read_msg(&mut reader)? else {
-            continue;
-        };
-        if region >= n || region == own {
+        let mut opener = bridge_links(&sh, own);
+        if write_preamble(&mut (&stream), sh.config.regions[own].id).is_err() {
             continue;
         }
+        let hello = read_msg(&mut reader, &mut opener);
+        let Ok((from, BridgeMsg::Hello { region, game_addr })) = hello else {
+            // Not sealed with a region's key, or not a hello: dropped input.
+            sh.regions[own].bad_packets.fetch_add(1, Ordering::Relaxed);
+            sh.regions[own].link_refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if region >= n || region == own || sh.config.regions[region].id != from {
+            sh.regions[own].bad_packets.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        stream.set_read_timeout(None)?;
         addrs[region] = Some(game_addr);
         streams.push(stream.try_clone()?);
         let (sh_r, sh_w) = (sh.clone(), sh.clone());
         sh.followers_open.fetch_add(1, Ordering::AcqRel);
         threads.push(std::thread::Builder::new().name(format!("bridge-rx-{region}")).spawn(move || {
-            while let Ok(m) = read_msg(&mut reader) {
+            while let Ok((peer, m)) = read_msg(&mut reader, &mut opener) {
+                if peer != from {
+                    // Sealed by another region on this region's connection.
+                    break;
+                }
                 match m {
                     BridgeMsg::Control(e) => sh_r.to_control.push(e),
                     BridgeMsg::Status(rows) => apply_status(&sh_r, rows, own),
@@ -173,14 +238,22 @@ pub(crate) fn lead(
         let mut writer = BufWriter::new(stream);
         threads.push(std::thread::Builder::new().name(format!("bridge-tx-{region}")).spawn(move || {
             let all: Vec<usize> = (0..n).collect();
-            serve_writer(&sh_w, &mut writer, region, &all);
+            let mut seal = bridge_links(&sh_w, own);
+            serve_writer(&sh_w, &mut writer, &mut seal, region, &all);
         })?);
     }
     Ok((addrs.into_iter().map(|a| a.unwrap_or(own_game)).collect(), threads, streams))
 }
 
 /// Forwards what the control plane queued for `region` (leader side).
-fn serve_writer(sh: &Shared, w: &mut impl Write, region: usize, status_rows: &[usize]) {
+fn serve_writer(
+    sh: &Shared,
+    w: &mut impl Write,
+    seal: &mut SealedLinks,
+    region: usize,
+    status_rows: &[usize],
+) {
+    let to = sh.config.regions[region].id;
     let mut regions = Vec::new();
     let mut bots = Vec::new();
     let mut last_status = Instant::now();
@@ -190,7 +263,7 @@ fn serve_writer(sh: &Shared, w: &mut impl Write, region: usize, status_rows: &[u
         sh.to_region[region].pop_batch(&mut regions, 4_096);
         for c in regions.drain(..) {
             busy = true;
-            if write_msg(w, &BridgeMsg::Region(c)).is_err() {
+            if write_msg(w, seal, to, &BridgeMsg::Region(c)).is_err() {
                 return;
             }
         }
@@ -207,13 +280,13 @@ fn serve_writer(sh: &Shared, w: &mut impl Write, region: usize, status_rows: &[u
                     BridgeMsg::AssignmentVoid { player, match_id }
                 }
             };
-            if write_msg(w, &m).is_err() {
+            if write_msg(w, seal, to, &m).is_err() {
                 return;
             }
         }
         if last_status.elapsed() >= Duration::from_millis(200) {
             last_status = Instant::now();
-            if write_msg(w, &status(sh, status_rows)).is_err() {
+            if write_msg(w, seal, to, &status(sh, status_rows)).is_err() {
                 return;
             }
         }
@@ -244,14 +317,24 @@ pub(crate) fn follow(
         }
     };
     stream.set_nodelay(true)?;
+    let mut seal = bridge_links(&sh, own);
+    let mut opener = bridge_links(&sh, own);
     let mut writer = BufWriter::new(stream.try_clone()?);
-    write_msg(&mut writer, &BridgeMsg::Hello { region: own, game_addr: own_game })?;
-    writer.flush()?;
     let handle = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let sh_r = sh.clone();
+    let ids: Vec<RegionId> = sh.config.regions.iter().map(|r| r.id).collect();
+    // The leader names itself first (in the clear: a false name only makes this process
+    // seal for a region the speaker cannot open, and the leader's own frames must then open
+    // under that region's key).
+    let leader_id = read_preamble(&mut reader, &ids, own)?;
+    write_msg(&mut writer, &mut seal, leader_id, &BridgeMsg::Hello { region: own, game_addr: own_game })?;
+    writer.flush()?;
     let rx = std::thread::Builder::new().name("bridge-rx".into()).spawn(move || {
-        while let Ok(m) = read_msg(&mut reader) {
+        while let Ok((from, m)) = read_msg(&mut reader, &mut opener) {
+            if from != leader_id {
+                break;
+            }
             match m {
                 BridgeMsg::Region(c) => sh_r.to_region[own].push(c),
                 BridgeMsg::Assigned { player, match_id, region, server, token } => {
@@ -285,13 +368,13 @@ pub(crate) fn follow(
             sh.to_control.pop_batch(&mut events, 4_096);
             let busy = !events.is_empty();
             for e in events.drain(..) {
-                if write_msg(&mut writer, &BridgeMsg::Control(e)).is_err() {
+                if write_msg(&mut writer, &mut seal, leader_id, &BridgeMsg::Control(e)).is_err() {
                     return;
                 }
             }
             if last_status.elapsed() >= Duration::from_millis(200) {
                 last_status = Instant::now();
-                if write_msg(&mut writer, &status(&sh, &[own])).is_err() {
+                if write_msg(&mut writer, &mut seal, leader_id, &status(&sh, &[own])).is_err() {
                     return;
                 }
             }
@@ -312,12 +395,40 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_oversize_is_refused() {
+        let (kr, jp): (RegionId, RegionId) = ("kr".parse().unwrap(), "jp".parse().unwrap());
+        let key = LinkKey::derive(b"t", kr, jp, "bridge");
+        let (mut a, mut b) = (SealedLinks::new(kr, 1), SealedLinks::new(jp, 2));
+        a.add_peer(jp, key.clone());
+        b.add_peer(kr, key);
         let mut buf = Vec::new();
-        write_msg(&mut buf, &BridgeMsg::TicketFailed { player: PlayerId::new(3) }).unwrap();
-        let m = read_msg(&mut buf.as_slice()).unwrap();
+        write_msg(&mut buf, &mut a, jp, &BridgeMsg::TicketFailed { player: PlayerId::new(3) }).unwrap();
+        let (from, m) = read_msg(&mut buf.as_slice(), &mut b).unwrap();
+        assert_eq!(from, kr);
         assert!(matches!(m, BridgeMsg::TicketFailed { player } if player == PlayerId::new(3)));
+        // The same frame again (a replay), or with any byte changed: refused.
+        assert!(read_msg(&mut buf.as_slice(), &mut b).is_err());
+        buf.clear();
+        write_msg(&mut buf, &mut a, jp, &BridgeMsg::TicketFailed { player: PlayerId::new(4) }).unwrap();
+        for i in 4..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 1;
+            assert!(read_msg(&mut bad.as_slice(), &mut b).is_err(), "byte {i}");
+        }
+        assert!(read_msg(&mut buf.as_slice(), &mut b).is_ok(), "refusals changed nothing");
+        // An unsealed frame (what the bridge spoke before) is refused.
+        let plain = postcard::to_allocvec(&BridgeMsg::TicketFailed { player: PlayerId::new(5) }).unwrap();
+        let mut raw = (plain.len() as u32).to_le_bytes().to_vec();
+        raw.extend_from_slice(&plain);
+        assert!(read_msg(&mut raw.as_slice(), &mut b).is_err());
         let huge = (MAX_FRAME as u32 + 1).to_le_bytes();
-        assert!(read_msg(&mut huge.as_slice()).is_err());
-        assert!(read_msg(&mut [1u8, 0, 0, 0, 200].as_slice()).is_err());
+        assert!(read_msg(&mut huge.as_slice(), &mut b).is_err());
+        assert!(read_msg(&mut [1u8, 0, 0, 0, 200].as_slice(), &mut b).is_err());
+        // The preamble names another region of the config, never this one.
+        let ids = [kr, jp];
+        let mut p = Vec::new();
+        write_preamble(&mut p, kr).unwrap();
+        assert_eq!(read_preamble(&mut p.as_slice(), &ids, 1).unwrap(), kr);
+        assert!(read_preamble(&mut p.as_slice(), &ids, 0).is_err());
+        assert!(read_preamble(&mut [2u8, b'X', b'Y'].as_slice(), &ids, 1).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Three processes, one region each, on loopback: they match players across regions and their
-//! replicas converge.
+//! replicas converge; the bridge between them is sealed, and a stranger on it is dropped.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,6 +60,7 @@ fn three_processes_match_across_regions_and_converge() {
     let sync: Vec<String> = regions.iter().map(|_| free_udp()).collect();
     let control = free_tcp();
     let mut children = Vec::new();
+    let mut stranger = None;
     for (i, r) in regions.iter().enumerate() {
         let peers: Vec<String> = regions
             .iter()
@@ -79,6 +80,12 @@ fn three_processes_match_across_regions_and_converge() {
         if i == 0 {
             // The leader listens before the others try to join (they retry for 30 s anyway).
             std::thread::sleep(Duration::from_millis(100));
+            // A stranger on the leader's bridge port, speaking the old unsealed frames: it
+            // is dropped at its first frame and the regions still join.
+            stranger = std::net::TcpStream::connect(control.as_str()).ok();
+            if let Some(s) = stranger.as_mut() {
+                let _ = s.write_all(&[5, 0, 0, 0, 1, 2, 3, 4, 5]);
+            }
         }
     }
     let outs: Vec<String> = children.into_iter().map(|c| output(c, Duration::from_secs(40))).collect();
@@ -108,6 +115,8 @@ fn three_processes_match_across_regions_and_converge() {
         })
         .collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "replicas converged: {digests:?}");
+    drop(stranger);
+    assert!(!leader.contains("dropped input 0,"), "the stranger's frame counted as dropped input");
     for o in &outs {
         assert!(o.contains("errors              0;"), "no errors");
         assert!(o.contains("replicas            converged"), "every process saw the replicas converge");
