@@ -138,11 +138,15 @@ impl FleetKey {
         FleetKey(h.finalize().into())
     }
 
-    fn mac(&self, body: &[u8]) -> [u8; SEAL_TAG] {
+    fn hmac(&self, body: &[u8]) -> Hmac<Sha256> {
         let mut m =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("any key length"));
         m.update(body);
-        let full = m.finalize().into_bytes();
+        m
+    }
+
+    fn mac(&self, body: &[u8]) -> [u8; SEAL_TAG] {
+        let full = self.hmac(body).finalize().into_bytes();
         let mut t = [0u8; SEAL_TAG];
         t.copy_from_slice(&full[..SEAL_TAG]);
         t
@@ -186,11 +190,8 @@ impl Heartbeat {
             return Err(HeartbeatError::Malformed);
         }
         let (body, tag) = b.split_at(Self::BYTES + 8);
-        // Constant-time comparison of the tag.
-        let want = key.mac(body);
-        if want.iter().zip(tag).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0 {
-            return Err(HeartbeatError::BadTag);
-        }
+        // Constant time: the truncated tag is checked by `hmac` itself.
+        key.hmac(body).verify_truncated_left(tag).map_err(|_| HeartbeatError::BadTag)?;
         let hb = Self::decode(&body[..Self::BYTES]).ok_or(HeartbeatError::Malformed)?;
         let mut t = [0u8; 8];
         t.copy_from_slice(&body[Self::BYTES..]);
