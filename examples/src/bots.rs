@@ -1,13 +1,17 @@
-//! Load bots: every bot is a netcode client of its own ([`GameClient`], its own socket). A
-//! bot queues for a match, connects to the server its assignment names with the connect
-//! token it carries (the full netcode handshake), answers every snapshot with an input shaped
-//! by its hidden skill, and queues again after the fight (or when its server falls silent).
+//! Load bots: every bot is a netcode client of its own. It logs in to its home region's
+//! lobby ([`crate::lobby`]: a layered netcode session on its own socket, held while it is
+//! online: that session is its presence), creates tickets and receives its assignments
+//! there, connects to the server an assignment names with the connect token it carries (a
+//! second [`GameClient`], its own socket, the full netcode handshake), answers every
+//! snapshot with an input shaped by its hidden skill, and queues again after the fight (or
+//! when its server falls silent).
 //!
 //! Player latency is on the path: each bot's client holds its datagrams for half its
 //! profile's round trip to the match's region in each direction ([`GameClient::set_link_delay`];
 //! this kernel has no `netem`), so the round trips the servers measure are the ones the
-//! players experience. The bots of a region share a thread and a `mio` poller over their
-//! sockets; the hidden skill never leaves this module except for the final report.
+//! players experience (the lobby session carries the home region's delay too). The bots of
+//! a region share a thread and a `mio` poller over their sockets; the hidden skill never
+//! leaves this module except for the final report.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -20,18 +24,19 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use pvp_core::ids::{MatchId, PlayerId, RegionId};
 use pvp_net::game::GameClient;
-use pvp_net::netcode::{ClientConfig, ClientState, ConnectToken};
+use pvp_net::netcode::{ClientConfig, ClientEvent, ClientState, ConnectToken};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::arena::{ServerMsg, skilled_input};
-use crate::session::{BotCommand, ControlEvent, Shared, TicketAsk, lock};
+use crate::lobby::{LOBBY_KEEPALIVE, LobbyMsg};
+use crate::session::{Shared, lock};
 
-/// An online bot's presence is written this often...
-pub const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
-/// ...and says "online" for this long after each write (a bot that goes away drops off by
-/// itself).
-pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+/// mio token bit of a bot's lobby socket (the game socket's token is the bot's index).
+const LOBBY: usize = 1 << 40;
+
+/// A bot whose lobby session ended logs in again after this long.
+const RELOGIN: Duration = Duration::from_secs(1);
 
 /// A bot queued this long asks again (the matchmaker's queue timeout is 60 s).
 const QUEUE_GIVE_UP: Duration = Duration::from_secs(65);
@@ -63,9 +68,23 @@ pub fn hidden_skill(seed: u64, player: PlayerId) -> f64 {
 
 #[derive(Debug, Clone, Copy)]
 enum BotState {
-    Idle { until: Instant },
-    Queued { since: Instant },
-    Playing { match_id: MatchId, assigned: Instant, connected: bool },
+    /// Not logged in (or logged out): log in to the lobby at `until`.
+    Offline {
+        until: Instant,
+    },
+    /// Lobby session handshaking.
+    LoggingIn,
+    Idle {
+        until: Instant,
+    },
+    Queued {
+        since: Instant,
+    },
+    Playing {
+        match_id: MatchId,
+        assigned: Instant,
+        connected: bool,
+    },
     Done,
 }
 
@@ -76,10 +95,14 @@ struct Bot {
     rtt: Vec<(RegionId, Duration)>,
     skill: f64,
     client: Option<GameClient>,
-    /// The wakeup queued for this bot's client (older heap entries are stale).
+    /// Its lobby session.
+    lobby: Option<GameClient>,
+    /// An assignment whose token's tail is still to come.
+    pending: Option<(MatchId, usize, Vec<u8>)>,
+    /// The wakeup queued for this bot's game client (older heap entries are stale).
     wake: Option<Instant>,
-    /// When its presence was last sent.
-    presence_at: Option<Instant>,
+    /// The wakeup queued for its lobby client.
+    lobby_wake: Option<Instant>,
 }
 
 /// Counters the bot thread publishes.
@@ -110,10 +133,19 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
                     (r.id, Duration::from_millis(u64::from(base) + u64::from(jitter)))
                 })
                 .collect();
-            // Spread the first tickets over the first second.
+            // Spread the logins over the first second.
             let until = start + Duration::from_millis(rng.random_range(0..1_000));
             let skill = hidden_skill(cfg.seed, player_id(idx, i));
-            Bot { state: BotState::Idle { until }, rtt, skill, client: None, wake: None, presence_at: None }
+            Bot {
+                state: BotState::Offline { until },
+                rtt,
+                skill,
+                client: None,
+                lobby: None,
+                pending: None,
+                wake: None,
+                lobby_wake: None,
+            }
         })
         .collect();
     let think = Duration::from_millis(cfg.think_time_ms);
@@ -121,84 +153,18 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
     client_config.layered = false;
     // The server closes the session after the End; one goodbye is enough.
     client_config.disconnect_packets = 1;
-    let mut cmds = Vec::new();
+    let mut lobby_config = ClientConfig::default();
+    lobby_config.keepalive_interval = LOBBY_KEEPALIVE;
+    lobby_config.disconnect_packets = 1;
+    let home_rtt = |b: &Bot| b.rtt.get(idx).map_or(Duration::ZERO, |r| r.1);
     let mut events = Events::with_capacity(4_096);
-    let mut timers: BinaryHeap<Reverse<(Instant, u32)>> = BinaryHeap::new();
+    let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut tally = Tally::default();
     let mut last_scan = Instant::now() - Duration::from_secs(1);
     let mut last_publish = Instant::now();
     while !shared.bots_stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let draining = shared.draining.load(Ordering::Acquire);
-        cmds.clear();
-        shared.to_bots[idx].pop_batch(&mut cmds, 4_096);
-        for c in cmds.drain(..) {
-            match c {
-                BotCommand::Assigned { player, match_id, region, token, .. } => {
-                    let (_, i) = home_of(player);
-                    let Some(b) = bots.get_mut(i) else { continue };
-                    if b.client.is_some() {
-                        // Still in another match: the assignment is stale; the server's
-                        // connect deadline frees the seat.
-                        continue;
-                    }
-                    let client = ConnectToken::from_bytes(&token)
-                        .map_err(pvp_net::game::GameClientError::from)
-                        .and_then(|t| GameClient::new(t, client_config.clone()));
-                    let Ok(mut client) = client else {
-                        stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                        b.state = BotState::Idle { until: now + think };
-                        continue;
-                    };
-                    let rtt = b.rtt.get(region).map_or(Duration::ZERO, |r| r.1);
-                    client.set_link_delay(rtt / 2);
-                    let fd = client.as_raw_fd();
-                    if poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE).is_err() {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        b.state = BotState::Idle { until: now + think };
-                        continue;
-                    }
-                    b.client = Some(client);
-                    b.state = BotState::Playing { match_id, assigned: now, connected: false };
-                    drive(
-                        &mut bots[i],
-                        i,
-                        true,
-                        &poll,
-                        &mut timers,
-                        &mut rng,
-                        &shared,
-                        idx,
-                        think,
-                        draining,
-                        &mut tally,
-                    );
-                }
-                BotCommand::AssignmentVoid { player, match_id } => {
-                    let (_, i) = home_of(player);
-                    let Some(b) = bots.get_mut(i) else { continue };
-                    if !matches!(b.state, BotState::Playing { match_id: m, .. } if m == match_id) {
-                        continue;
-                    }
-                    if let Some(mut c) = b.client.take() {
-                        let fd = c.as_raw_fd();
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                        c.disconnect();
-                    }
-                    b.wake = None;
-                    stats.replaced.fetch_add(1, Ordering::Relaxed);
-                    b.state = if draining { BotState::Done } else { BotState::Idle { until: now } };
-                }
-                BotCommand::TicketFailed { player } => {
-                    let (_, i) = home_of(player);
-                    if let Some(b) = bots.get_mut(i) {
-                        if matches!(b.state, BotState::Queued { .. }) {
-                            b.state = BotState::Idle { until: now + think };
-                        }
-                    }
-                }
-            }
-        }
         let next_timer = timers.peek().map(|Reverse((t, _))| *t);
         let wait = next_timer
             .map_or(Duration::from_millis(5), |t| t.saturating_duration_since(now))
@@ -216,62 +182,109 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
         if poll.poll(&mut events, Some(wait)).is_err() {
             events.clear();
         }
+        let mut cx = Cx {
+            poll: &poll,
+            timers: &mut timers,
+            rng: &mut rng,
+            shared: &shared,
+            idx,
+            think,
+            draining,
+            tally: &mut tally,
+            client_config: &client_config,
+        };
         for ev in events.iter() {
-            let i = ev.token().0;
-            if i < bots.len() {
-                drive(
-                    &mut bots[i],
-                    i,
-                    true,
-                    &poll,
-                    &mut timers,
-                    &mut rng,
-                    &shared,
-                    idx,
-                    think,
-                    draining,
-                    &mut tally,
-                );
+            let t = ev.token().0;
+            let (i, lobby) = (t & !LOBBY, t & LOBBY != 0);
+            let Some(b) = bots.get_mut(i) else { continue };
+            if lobby {
+                drive_lobby(b, i, true, &mut cx);
+            } else {
+                drive(b, i, true, &mut cx);
             }
         }
         let now = Instant::now();
-        while let Some(&Reverse((t, i))) = timers.peek() {
+        while let Some(&Reverse((t, key))) = cx.timers.peek() {
             if t > now {
                 break;
             }
-            timers.pop();
-            let i = i as usize;
-            if bots.get(i).is_some_and(|b| b.wake == Some(t)) {
-                bots[i].wake = None;
-                drive(
-                    &mut bots[i],
-                    i,
-                    false,
-                    &poll,
-                    &mut timers,
-                    &mut rng,
-                    &shared,
-                    idx,
-                    think,
-                    draining,
-                    &mut tally,
-                );
+            cx.timers.pop();
+            let (i, lobby) = ((key & !(LOBBY as u64)) as usize, key & LOBBY as u64 != 0);
+            let Some(b) = bots.get_mut(i) else { continue };
+            if lobby && b.lobby_wake == Some(t) {
+                b.lobby_wake = None;
+                drive_lobby(b, i, false, &mut cx);
+            } else if !lobby && b.wake == Some(t) {
+                b.wake = None;
+                drive(b, i, false, &mut cx);
             }
         }
         if now.duration_since(last_scan) >= Duration::from_millis(10) {
             last_scan = now;
             let mut online = 0u64;
             for (i, b) in bots.iter_mut().enumerate() {
-                let online_now = matches!(b.state, BotState::Queued { .. } | BotState::Playing { .. });
-                if online_now && b.presence_at.is_none_or(|t| now.duration_since(t) >= PRESENCE_REFRESH) {
-                    b.presence_at = Some(now);
-                    shared.presence[idx].push(player_id(idx, i));
-                }
                 match b.state {
+                    BotState::Offline { until } if !draining && now >= until => {
+                        // Log in: a lobby token for this player, a session on its own socket.
+                        let client = crate::lobby::lobby_addr(&shared, idx)
+                            .and_then(|addr| shared.lobby_login.token(player_id(idx, i), addr))
+                            .map(|t| GameClient::new(t, lobby_config.clone()));
+                        let Some(Ok(mut client)) = client else {
+                            stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                            b.state = BotState::Offline { until: now + RELOGIN };
+                            continue;
+                        };
+                        client.set_link_delay(home_rtt(b) / 2);
+                        let fd = client.as_raw_fd();
+                        if poll
+                            .registry()
+                            .register(&mut SourceFd(&fd), Token(i | LOBBY), Interest::READABLE)
+                            .is_err()
+                        {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            b.state = BotState::Offline { until: now + RELOGIN };
+                            continue;
+                        }
+                        b.lobby = Some(client);
+                        b.state = BotState::LoggingIn;
+                        let mut cx = Cx {
+                            poll: &poll,
+                            timers: &mut timers,
+                            rng: &mut rng,
+                            shared: &shared,
+                            idx,
+                            think,
+                            draining,
+                            tally: &mut tally,
+                            client_config: &client_config,
+                        };
+                        drive_lobby(b, i, false, &mut cx);
+                    }
                     BotState::Idle { until } if !draining && now >= until => {
-                        let ask = TicketAsk { player: player_id(idx, i), home: idx, rtt: b.rtt.clone() };
-                        shared.to_control.push(ControlEvent::Ticket(ask));
-                        b.state = BotState::Queued { since: now };
+                        let rtt_ms =
+                            b.rtt.iter().map(|(r, d)| (*r, d.as_millis().min(60_000) as u32)).collect();
+                        let sent = LobbyMsg::CreateTicket { rtt_ms }
+                            .encode()
+                            .ok()
+                            .zip(b.lobby.as_mut())
+                            .is_some_and(|(m, l)| l.send_reliable(&m).is_ok());
+                        if sent {
+                            b.state = BotState::Queued { since: now };
+                            let mut cx = Cx {
+                                poll: &poll,
+                                timers: &mut timers,
+                                rng: &mut rng,
+                                shared: &shared,
+                                idx,
+                                think,
+                                draining,
+                                tally: &mut tally,
+                                client_config: &client_config,
+                            };
+                            drive_lobby(b, i, false, &mut cx);
+                        } else {
+                            b.state = BotState::Idle { until: now + think };
+                        }
                         online += 1;
                     }
                     BotState::Queued { since } => {
@@ -281,8 +294,8 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
                             b.state = BotState::Idle { until: now };
                         }
                     }
-                    BotState::Playing { .. } => online += 1,
-                    BotState::Idle { .. } | BotState::Done => {}
+                    BotState::Playing { .. } | BotState::Idle { .. } => online += 1,
+                    BotState::Offline { .. } | BotState::LoggingIn | BotState::Done => {}
                 }
             }
             stats.bots_online.store(online, Ordering::Relaxed);
@@ -295,30 +308,160 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
             }
         }
     }
+    for b in &mut bots {
+        if let Some(mut l) = b.lobby.take() {
+            l.disconnect();
+        }
+    }
     let mut h = lock(&shared.hists);
     for ms in tally.connect_ms.drain(..) {
         let _ = h.connect_ms.record(ms.max(1));
     }
 }
 
-/// Runs bot `i`'s client: reads its socket (when `readable`) and what is due, answers
-/// snapshots, notices the end of the fight or of the session, and queues the client's next
-/// wakeup.
-#[allow(clippy::too_many_arguments)]
-fn drive(
-    b: &mut Bot,
-    i: usize,
-    readable: bool,
-    poll: &Poll,
-    timers: &mut BinaryHeap<Reverse<(Instant, u32)>>,
-    rng: &mut SmallRng,
-    shared: &Shared,
+/// What driving a bot needs from its thread.
+struct Cx<'a> {
+    poll: &'a Poll,
+    timers: &'a mut BinaryHeap<Reverse<(Instant, u64)>>,
+    rng: &'a mut SmallRng,
+    shared: &'a Shared,
     idx: usize,
     think: Duration,
     draining: bool,
-    tally: &mut Tally,
-) {
-    let stats = &shared.regions[idx];
+    tally: &'a mut Tally,
+    client_config: &'a ClientConfig,
+}
+
+/// Runs bot `i`'s lobby session: reads it (when `readable`) and what is due, acts on what the
+/// lobby says (an assignment starts the game client), notices a lost session, and queues the
+/// lobby client's next wakeup.
+fn drive_lobby(b: &mut Bot, i: usize, readable: bool, cx: &mut Cx<'_>) {
+    let stats = &cx.shared.regions[cx.idx];
+    let Some(l) = b.lobby.as_mut() else { return };
+    let mut sink = [0u8; 0];
+    let mut failed = false;
+    loop {
+        let got = if readable { l.recv_payload(&mut sink) } else { l.recv_due_payload(&mut sink) };
+        match got {
+            // The lobby sends messages, not payloads.
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    let mut msgs = Vec::new();
+    while let Some(e) = l.poll_event() {
+        if let ClientEvent::Message(m) = e {
+            msgs.push(m);
+        }
+    }
+    if matches!(b.state, BotState::LoggingIn) && l.is_connected() {
+        b.state = BotState::Idle { until: Instant::now() };
+    }
+    let over = failed || l.state().is_final();
+    if !over {
+        if let Some(w) = l.next_wakeup() {
+            let now = Instant::now();
+            if b.lobby_wake.is_none_or(|s| w < s || s <= now) {
+                b.lobby_wake = Some(w);
+                cx.timers.push(Reverse((w, i as u64 | LOBBY as u64)));
+            }
+        }
+    }
+    for m in msgs {
+        match LobbyMsg::decode(&m) {
+            Ok(m) => on_lobby_msg(b, i, m, cx),
+            Err(_) => {
+                stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if over {
+        // The lobby session is gone (lobby restarted, timed out): log in again. A fight in
+        // progress goes on; its result does not depend on the lobby.
+        if let Some(mut l) = b.lobby.take() {
+            let fd = l.as_raw_fd();
+            let _ = cx.poll.registry().deregister(&mut SourceFd(&fd));
+            l.disconnect();
+        }
+        b.lobby_wake = None;
+        b.pending = None;
+        stats.lobby_lost.fetch_add(1, Ordering::Relaxed);
+        if !matches!(b.state, BotState::Playing { .. }) {
+            let now = Instant::now();
+            b.state = if cx.draining { BotState::Done } else { BotState::Offline { until: now + RELOGIN } };
+        }
+    }
+}
+
+fn on_lobby_msg(b: &mut Bot, i: usize, m: LobbyMsg, cx: &mut Cx<'_>) {
+    let stats = &cx.shared.regions[cx.idx];
+    let now = Instant::now();
+    match m {
+        LobbyMsg::Assigned { match_id, region, token_head, .. } => {
+            b.pending = Some((match_id, usize::from(region), token_head));
+        }
+        LobbyMsg::TokenTail { match_id, bytes } => {
+            let Some((m, region, mut token)) = b.pending.take() else { return };
+            if m != match_id || b.client.is_some() {
+                // Still in another match: the assignment is stale; the server's connect
+                // deadline frees the seat.
+                return;
+            }
+            token.extend_from_slice(&bytes);
+            let client = ConnectToken::from_bytes(&token)
+                .map_err(pvp_net::game::GameClientError::from)
+                .and_then(|t| GameClient::new(t, cx.client_config.clone()));
+            let Ok(mut client) = client else {
+                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                b.state = BotState::Idle { until: now + cx.think };
+                return;
+            };
+            let rtt = b.rtt.get(region).map_or(Duration::ZERO, |r| r.1);
+            client.set_link_delay(rtt / 2);
+            let fd = client.as_raw_fd();
+            if cx.poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE).is_err() {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                b.state = BotState::Idle { until: now + cx.think };
+                return;
+            }
+            b.client = Some(client);
+            b.state = BotState::Playing { match_id, assigned: now, connected: false };
+            drive(b, i, true, cx);
+        }
+        LobbyMsg::AssignmentVoid { match_id } => {
+            if !matches!(b.state, BotState::Playing { match_id: m, .. } if m == match_id) {
+                return;
+            }
+            if let Some(mut c) = b.client.take() {
+                let fd = c.as_raw_fd();
+                let _ = cx.poll.registry().deregister(&mut SourceFd(&fd));
+                c.disconnect();
+            }
+            b.wake = None;
+            stats.replaced.fetch_add(1, Ordering::Relaxed);
+            b.state = if cx.draining { BotState::Done } else { BotState::Idle { until: now } };
+        }
+        LobbyMsg::TicketFailed => {
+            if matches!(b.state, BotState::Queued { .. }) {
+                b.state = BotState::Idle { until: now + cx.think };
+            }
+        }
+        // Client-to-server messages from the lobby: not ours to act on.
+        LobbyMsg::CreateTicket { .. } | LobbyMsg::CancelTicket => {
+            stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs bot `i`'s client: reads its socket (when `readable`) and what is due, answers
+/// snapshots, notices the end of the fight or of the session, and queues the client's next
+/// wakeup.
+fn drive(b: &mut Bot, i: usize, readable: bool, cx: &mut Cx<'_>) {
+    let stats = &cx.shared.regions[cx.idx];
     let BotState::Playing { match_id, assigned, mut connected } = b.state else { return };
     let Some(c) = b.client.as_mut() else { return };
     let mut buf = [0u8; 64];
@@ -329,7 +472,7 @@ fn drive(
         match got {
             Ok(Some(n)) => match ServerMsg::decode(&buf[..n]) {
                 Some(ServerMsg::Snapshot { tick, .. }) => {
-                    let input = skilled_input(b.skill, tick, rng);
+                    let input = skilled_input(b.skill, tick, cx.rng);
                     if c.send(&input.encode()).is_err() {
                         failed = true;
                         break;
@@ -353,7 +496,7 @@ fn drive(
     let now = Instant::now();
     if !connected && c.is_connected() {
         connected = true;
-        tally.connect_ms.push(now.duration_since(assigned).as_millis() as u64);
+        cx.tally.connect_ms.push(now.duration_since(assigned).as_millis() as u64);
     }
     let state = c.state();
     let over = ended || failed || state.is_final();
@@ -362,7 +505,7 @@ fn drive(
         if let Some(w) = c.next_wakeup() {
             if b.wake.is_none_or(|s| w < s || s <= now) {
                 b.wake = Some(w);
-                timers.push(Reverse((w, i as u32)));
+                cx.timers.push(Reverse((w, i as u64)));
             }
         }
         return;
@@ -379,13 +522,20 @@ fn drive(
     }
     if let Some(mut c) = b.client.take() {
         let fd = c.as_raw_fd();
-        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+        let _ = cx.poll.registry().deregister(&mut SourceFd(&fd));
         c.disconnect();
     }
     b.wake = None;
     let rest =
-        if ended || (connected && state == ClientState::Disconnected) { think } else { Duration::ZERO };
-    b.state = if draining { BotState::Done } else { BotState::Idle { until: now + rest } };
+        if ended || (connected && state == ClientState::Disconnected) { cx.think } else { Duration::ZERO };
+    b.state = if cx.draining {
+        BotState::Done
+    } else if b.lobby.is_none() {
+        // Its lobby session was lost during the fight: log in again first.
+        BotState::Offline { until: now + rest }
+    } else {
+        BotState::Idle { until: now + rest }
+    };
 }
 
 #[cfg(test)]

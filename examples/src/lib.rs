@@ -59,6 +59,7 @@ mod control;
 pub mod crdt;
 pub mod fleet;
 pub mod front;
+pub mod lobby;
 mod region;
 pub mod replica;
 pub mod report;

@@ -188,7 +188,7 @@ pub(crate) fn run_region(
         presence.clear();
         shared.presence[idx].pop_batch(&mut presence, 4_096);
         for p in presence.drain(..) {
-            crdt.mark_online(p, unix_ms + crate::bots::PRESENCE_TTL.as_millis() as u64, wall);
+            crdt.mark_online(p, unix_ms + crate::lobby::PRESENCE_TTL.as_millis() as u64, wall);
         }
 
         got.clear();

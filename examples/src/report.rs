@@ -116,6 +116,12 @@ pub struct Report {
     pub dropped_input: u64,
     /// Inputs that arrived after their tick was resolved (the player lagged).
     pub late_inputs: u64,
+    /// Lobby sessions held at once, at the peak (all regions; sampled once a second).
+    pub lobby_sessions_peak: u64,
+    /// Lobby sessions the bots lost and logged in again.
+    pub lobby_lost: u64,
+    /// Assignments that reached a lobby after their player logged out.
+    pub lobby_undelivered: u64,
     /// Sync datagrams opened from peers (each sealed with the pair's key).
     pub sync_links_opened: u64,
     /// Sync datagrams refused: no peer's key, altered, replayed (also in `dropped_input`).
@@ -279,6 +285,11 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "lobby               sessions held at peak {}, lost {}, assignments undelivered {}",
+            self.lobby_sessions_peak, self.lobby_lost, self.lobby_undelivered
+        )?;
+        writeln!(
+            f,
             "sync links          sealed (XChaCha20-Poly1305, a key per region pair): {} opened, {} refused",
             self.sync_links_opened, self.sync_links_refused
         )?;
@@ -378,6 +389,9 @@ mod tests {
             errors: 0,
             dropped_input: 0,
             late_inputs: 0,
+            lobby_sessions_peak: 0,
+            lobby_lost: 0,
+            lobby_undelivered: 0,
             sync_links_opened: 0,
             sync_links_refused: 0,
             front_tickets: 0,

@@ -167,6 +167,18 @@ pub(crate) struct RegionStats {
     pub(crate) crashed_matches: AtomicU64,
     pub(crate) no_show_matches: AtomicU64,
     pub(crate) bad_packets: AtomicU64,
+    /// Lobby input dropped as bad (malformed messages, a second ticket while one is queued,
+    /// a token for another region's lobby).
+    pub(crate) lobby_dropped: AtomicU64,
+    /// Lobby messages the lobby could not queue (its send backlog full): a service error.
+    pub(crate) lobby_send_failures: AtomicU64,
+    /// Assignments for players no longer logged in.
+    pub(crate) lobby_undelivered: AtomicU64,
+    /// Lobby sessions open (as of the lobby's last sweep), and the most seen at once.
+    pub(crate) lobby_online: AtomicU64,
+    pub(crate) lobby_peak: AtomicU64,
+    /// Lobby sessions the bots lost (and logged in again).
+    pub(crate) lobby_lost: AtomicU64,
     /// Sync datagrams refused by the sealed links (also counted in `bad_packets`).
     pub(crate) link_refused: AtomicU64,
     /// Sync datagrams the sealed links opened.
@@ -224,6 +236,10 @@ pub(crate) struct Shared {
     /// The secret every pair of regions derives its sync-link key from
     /// ([`pvp_global::link::LinkKey::derive`]).
     pub(crate) link_secret: Vec<u8>,
+    /// Where each region's lobby listens (set once it is bound).
+    pub(crate) lobby_addrs: Vec<OnceLock<SocketAddr>>,
+    /// Issues lobby tokens (the login step).
+    pub(crate) lobby_login: crate::lobby::LobbyLogin,
     pub(crate) protocol_id: u64,
     /// Where game servers send their heartbeats (the fleet controller's UDP socket).
     pub(crate) fleet_addr: SocketAddr,
@@ -234,7 +250,7 @@ pub(crate) struct Shared {
     pub(crate) to_region: Vec<UnboundedQueue<RegionCommand>>,
     pub(crate) to_bots: Vec<UnboundedQueue<BotCommand>>,
     /// Players of each region's bots that are online (queued or playing), sent every
-    /// [`crate::bots::PRESENCE_REFRESH`]; the region writes their presence.
+    /// [`crate::lobby::PRESENCE_REFRESH`]; the region writes their presence.
     pub(crate) presence: Vec<UnboundedQueue<PlayerId>>,
     /// The HTTP front's tickets (outside clients).
     pub(crate) front: crate::front::Frontend,
@@ -526,6 +542,8 @@ pub struct RunningSession {
     front: Option<crate::front::FrontServer>,
     registry: MetricsRegistry,
     sync_addrs: Vec<SocketAddr>,
+    /// The local regions' lobbies (closed after the bots stop).
+    lobbies: Vec<crate::lobby::Lobby>,
     /// Connections to the other processes (multi-process mode), shut down at the end.
     bridges: Vec<std::net::TcpStream>,
     last_progress: Option<(Instant, u64)>,
@@ -653,6 +671,8 @@ impl RunningSession {
             // would distribute a secret instead.
             server_key: session_key(config.seed),
             link_secret: link_secret(config.seed),
+            lobby_addrs: (0..n).map(|_| OnceLock::new()).collect(),
+            lobby_login: crate::lobby::LobbyLogin::new(session_key(config.seed)),
             protocol_id: PROTOCOL_ID,
             fleet_addr,
             banned: (0..n).map(|_| Arc::new(Mutex::new(HashSet::new()))).collect(),
@@ -728,6 +748,12 @@ impl RunningSession {
         } else {
             None
         };
+        let mut lobbies = Vec::new();
+        for (i, &count) in bots_per_region.iter().enumerate() {
+            if locals.contains(&i) {
+                lobbies.push(crate::lobby::Lobby::start(shared.clone(), i, count as usize)?);
+            }
+        }
         for (i, count) in bots_per_region.into_iter().enumerate() {
             if !locals.contains(&i) {
                 continue;
@@ -746,6 +772,7 @@ impl RunningSession {
             registry,
             sync_addrs,
             bridges,
+            lobbies,
             last_progress: None,
         })
     }
@@ -959,6 +986,8 @@ impl RunningSession {
             hosted == 0 && lock(&sh.view).running == 0
         };
         sh.bots_stop.store(true, Ordering::Release);
+        // The bots logged out; the lobbies close (after the bot threads ended, below, any
+        // straggler's session just times out).
         // Give replication time to converge (published every 250 ms).
         let sync_deadline = Instant::now() + Duration::from_secs(10);
         std::thread::sleep(Duration::from_millis(300));
@@ -981,6 +1010,7 @@ impl RunningSession {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.lobbies.clear();
         self.proxies.clear();
         if let Some(m) = self.metrics.take() {
             m.shutdown();
@@ -1139,7 +1169,11 @@ fn build_report(
         players_replaced: sum(|r| &r.replaced),
         ratings_updated: o.as_ref().map_or(0, |o| o.ratings_updated),
         leaderboard_moves: o.as_ref().map_or(0, |o| o.top_changes),
+        lobby_sessions_peak: sum(|r| &r.lobby_peak),
+        lobby_lost: sum(|r| &r.lobby_lost),
+        lobby_undelivered: sum(|r| &r.lobby_undelivered),
         errors: replica_errors
+            + sum(|r| &r.lobby_send_failures)
             + send_failures
             + mm_dropped
             + ticket_errors
@@ -1147,6 +1181,7 @@ fn build_report(
             + crdt_errors
             + failover_rejected,
         dropped_input: bad_packets
+            + sum(|r| &r.lobby_dropped)
             + bad_tokens
             + game_dropped
             + fleet_dropped

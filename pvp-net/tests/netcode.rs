@@ -371,6 +371,45 @@ fn idle_sessions_get_keep_alives_and_silent_ones_time_out_on_both_sides() {
     assert_eq!(w.server.session_count(), 0);
 }
 
+/// A layered client with a keep-alive longer than its resend interval: idle, its next timer
+/// is the keep-alive (a timer that fires and sends nothing would be a busy loop for a driver
+/// that waits on it); with a reliable message in flight, the resend comes first.
+#[test]
+fn an_idle_layered_client_sleeps_until_its_keep_alive() {
+    let mut w = World::new(|_| {});
+    let mut cfg = ClientConfig::default();
+    cfg.layered = true;
+    cfg.keepalive_interval = Duration::from_secs(1);
+    cfg.reliable_resend = Duration::from_millis(100);
+    let mut c = Client::new(w.token(3, true), cfg, w.now, UNIX).unwrap();
+    let from = client_addr(3);
+    for _ in 0..20 {
+        w.pump(&mut c, from);
+        if c.is_connected() {
+            break;
+        }
+        w.now += Duration::from_millis(100);
+    }
+    assert!(c.is_connected());
+    w.pump(&mut c, from);
+    let mut buf = [0u8; MAX_PACKET_BYTES];
+    // Idle: every timer it names leads to a packet (no wakeup that sends nothing).
+    for _ in 0..5 {
+        let due = c.poll_timeout().expect("a connected client has a timer");
+        assert!(due > w.now, "the next timer is in the future");
+        w.now = due;
+        assert!(c.poll_transmit(w.now, &mut buf).is_some(), "the timer it named sends something");
+        while c.poll_transmit(w.now, &mut buf).is_some() {}
+    }
+    let idle_gap = c.poll_timeout().unwrap() - w.now;
+    assert_eq!(idle_gap, Duration::from_secs(1), "idle: the keep-alive is the next timer");
+    // A reliable message in flight (not acknowledged: the server never hears it): the
+    // resend is due after 100 ms.
+    c.send_reliable(b"hello").unwrap();
+    assert!(c.poll_transmit(w.now, &mut buf).is_some(), "sent at once");
+    assert_eq!(c.poll_timeout().unwrap() - w.now, Duration::from_millis(100));
+}
+
 #[test]
 fn disconnects_reach_the_other_side() {
     let mut w = World::new(|_| {});

@@ -400,7 +400,17 @@ impl Client {
             ClientState::SendingConnectionRequest | ClientState::SendingConnectionResponse => {
                 after(self.config.handshake_send_interval)
             }
-            ClientState::Connected => after(self.config.keepalive_interval.min(self.config.reliable_resend)),
+            ClientState::Connected => {
+                // The keep-alive, or sooner an ack or reliable resend the layer owes: with a
+                // keep-alive longer than the resend interval, an idle session must not ask
+                // for a call every resend interval that then sends nothing.
+                let keep = after(self.config.keepalive_interval);
+                let layer = self.layer.as_ref().and_then(|l| l.next_due(self.config.reliable_resend));
+                match (keep, layer) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             _ if self.pending_disconnects > 0 => Some(self.step_started),
             _ => None,
         }

@@ -190,6 +190,11 @@ impl LayerState {
         l.ack_due || l.reliable_due(now, resend)
     }
 
+    /// When an ack or a reliable (re)send is next owed (`None`: neither is pending).
+    pub(crate) fn next_due(&self, resend: Duration) -> Option<Instant> {
+        self.link.next_reliable_due(resend)
+    }
+
     /// Nothing owed: no unacknowledged reliable message and no ack due.
     pub(crate) fn idle(&self) -> bool {
         !self.link.ack_due && self.link.reliable_in_flight() == 0
