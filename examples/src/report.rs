@@ -114,6 +114,11 @@ pub struct Report {
     /// a seat the server does not host, datagrams on the sync and fleet sockets that were
     /// not ours.
     pub dropped_input: u64,
+    /// Of `dropped_input`, by where it was dropped: the lobbies, the game servers (inputs,
+    /// seats), the sync and bridge links (refused by their seals), the fleet controller
+    /// (heartbeats), other (what bots were sent that was not ours, unknown sync tags, bridge
+    /// hellos naming the wrong region), the HTTP front.
+    pub dropped_by_place: [u64; 6],
     /// Inputs that arrived after their tick was resolved (the player lagged).
     pub late_inputs: u64,
     /// Lobby sessions held at once, at the peak (all regions; sampled once a second).
@@ -295,8 +300,18 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "errors              {}; dropped input {}, late inputs {}; drained {}; front tickets {}",
-            self.errors, self.dropped_input, self.late_inputs, self.drained, self.front_tickets
+            "errors              {}; dropped input {} (lobby {}, game {}, links {}, fleet {}, other {}, front {}), late inputs {}; drained {}; front tickets {}",
+            self.errors,
+            self.dropped_input,
+            self.dropped_by_place[0],
+            self.dropped_by_place[1],
+            self.dropped_by_place[2],
+            self.dropped_by_place[3],
+            self.dropped_by_place[4],
+            self.dropped_by_place[5],
+            self.late_inputs,
+            self.drained,
+            self.front_tickets
         )?;
         for s in &self.snapshots {
             writeln!(f, "snapshot            {}", s.display())?;
@@ -389,6 +404,7 @@ mod tests {
             errors: 0,
             dropped_input: 0,
             late_inputs: 0,
+            dropped_by_place: [0; 6],
             lobby_sessions_peak: 0,
             lobby_lost: 0,
             lobby_undelivered: 0,

@@ -1186,6 +1186,14 @@ fn build_report(
             + game_dropped
             + fleet_dropped
             + sh.front.dropped.load(Ordering::Relaxed),
+        dropped_by_place: [
+            sum(|r| &r.lobby_dropped),
+            game_dropped,
+            sum(|r| &r.link_refused),
+            fleet_dropped,
+            (bad_packets + bad_tokens).saturating_sub(sum(|r| &r.link_refused)),
+            sh.front.dropped.load(Ordering::Relaxed),
+        ],
         front_tickets: sh.front.created.load(Ordering::Relaxed),
         late_inputs,
         sync_links_opened: sum(|r| &r.link_opened),
