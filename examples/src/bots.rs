@@ -121,6 +121,8 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
     let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_mul(31) ^ (idx as u64 + 7));
     let home = &cfg.regions[idx];
     let start = Instant::now();
+    let ramp_ms =
+        if cfg.duration_secs > 0.0 { (cfg.duration_secs * 250.0).clamp(1.0, 5_000.0) as u64 } else { 5_000 };
     let mut bots: Vec<Bot> = (0..count)
         .map(|i| {
             let rtt = cfg
@@ -133,8 +135,9 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
                     (r.id, Duration::from_millis(u64::from(base) + u64::from(jitter)))
                 })
                 .collect();
-            // Spread the logins over the first second.
-            let until = start + Duration::from_millis(rng.random_range(0..1_000));
+            // Spread the logins over the first seconds (a quarter of the session, at most
+            // 5 s), as players arrive, rather than 10,000 handshakes and tickets at once.
+            let until = start + Duration::from_millis(rng.random_range(0..=ramp_ms));
             let skill = hidden_skill(cfg.seed, player_id(idx, i));
             Bot {
                 state: BotState::Offline { until },
@@ -165,7 +168,10 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
     while !shared.bots_stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let draining = shared.draining.load(Ordering::Acquire);
-        let next_timer = timers.peek().map(|Reverse((t, _))| *t);
+        // Timers wake the thread on a 100 µs grid: every bot's timer due in the same slot is
+        // handled in one wake-up (a held datagram leaves at most 100 µs late, about the
+        // kernel's own timer slack).
+        let next_timer = timers.peek().map(|Reverse((t, _))| on_grid(start, *t));
         let wait = next_timer
             .map_or(Duration::from_millis(5), |t| t.saturating_duration_since(now))
             .min(Duration::from_millis(5));
@@ -205,7 +211,7 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
         }
         let now = Instant::now();
         while let Some(&Reverse((t, key))) = cx.timers.peek() {
-            if t > now {
+            if on_grid(start, t) > now {
                 break;
             }
             cx.timers.pop();
@@ -317,6 +323,17 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
     for ms in tally.connect_ms.drain(..) {
         let _ = h.connect_ms.record(ms.max(1));
     }
+}
+
+/// Timer wake-ups are rounded up to this grid.
+const TIMER_GRID: Duration = Duration::from_micros(100);
+
+/// `t` rounded up to the [`TIMER_GRID`] counted from `start`.
+fn on_grid(start: Instant, t: Instant) -> Instant {
+    let since = t.saturating_duration_since(start).as_nanos();
+    let grid = TIMER_GRID.as_nanos();
+    let up = since.div_ceil(grid) * grid;
+    start + Duration::from_nanos(u64::try_from(up).unwrap_or(u64::MAX))
 }
 
 /// What driving a bot needs from its thread.

@@ -63,6 +63,11 @@ use crate::session::{BotCommand, ControlEvent, RegionCommand, Shared, TicketAsk,
 /// What the control plane hands back when it stops.
 #[derive(Debug)]
 pub(crate) struct ControlOutcome {
+    /// Tickets of bots still seated in a running match (refused; they ask again).
+    pub(crate) tickets_while_seated: u64,
+    /// The latency SLO's 1-second slices: (slices with data, slices over 20 ms, the worst
+    /// slice's p99 in seconds and when it was, seconds into the session).
+    pub(crate) latency_slices: (u64, u64, Option<(f64, f64)>),
     pub(crate) mm: pvp_global::matchmaking::MatchmakingStats,
     pub(crate) mm_wait_ms: Histogram<u64>,
     pub(crate) matches_made: Vec<u64>,
@@ -120,6 +125,9 @@ pub(crate) struct ControlPlane {
     scalers: Vec<Option<AutoScaler>>,
     slo: SloMonitor,
     sli: RegistrySli,
+    /// A second reader of the latency histogram, for the report's per-slice view (each
+    /// reader sees every interval).
+    diag: RegistrySli,
     out: ControlOutcome,
     /// Matches placed and not yet finished or aborted.
     running: HashMap<MatchId, MatchResult>,
@@ -128,6 +136,9 @@ pub(crate) struct ControlPlane {
     // The fleet controller: which servers were started (so each record gets one real
     // endpoint), where each listens (learnt from its heartbeats), and what it last said.
     launched: Vec<HashSet<ServerId>>,
+    /// Players seated in a running match: a ticket from one of them is refused (one match
+    /// at a time), until the match ends or failover moves them.
+    seated: HashMap<PlayerId, MatchId>,
     server_addrs: HashMap<ServerId, SocketAddr>,
     /// Per home region: tickets queued and not yet placed (autoscaling demand).
     queued_home: Vec<i64>,
@@ -186,8 +197,11 @@ impl ControlPlane {
         for s in seed_slos() {
             let _ = slo.add_slo(s);
         }
+        let diag = RegistrySli::new(registry.clone());
         let sli = RegistrySli::new(registry);
         let out = ControlOutcome {
+            tickets_while_seated: 0,
+            latency_slices: (0, 0, None),
             mm: mm.stats(),
             mm_wait_ms: hist(),
             matches_made: vec![0; n],
@@ -240,10 +254,12 @@ impl ControlPlane {
             scalers,
             slo,
             sli,
+            diag,
             out,
             running: HashMap::new(),
             played: HashSet::new(),
             launched: vec![HashSet::new(); n],
+            seated: HashMap::new(),
             server_addrs: HashMap::new(),
             queued_home: vec![0i64; n],
             events: Vec::new(),
@@ -321,6 +337,17 @@ impl ControlPlane {
             sh.deliver(ask.player, BotCommand::TicketFailed { player: ask.player });
             return;
         }
+        if self.seated.contains_key(&ask.player) {
+            // Still seated in a running match (an outside client asking again, or a bot
+            // whose match's end has not reached this pass yet): refused; it may ask again.
+            if crate::front::is_external(ask.player) {
+                self.sh.front.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                self.out.tickets_while_seated += 1;
+            }
+            sh.deliver(ask.player, BotCommand::TicketFailed { player: ask.player });
+            return;
+        }
         let rating = self.mm.ratings().matchmaking_rating(ask.player);
         let mut req = MatchRequest::new(ask.player, rating, self.ids[ask.home], GAME_MODE)
             .max_latency(self.max_latency);
@@ -388,6 +415,11 @@ impl ControlPlane {
 
     /// Tells failover that the players of `r` are no longer in a match.
     fn end_sessions(&mut self, r: &MatchResult) {
+        for p in r.players() {
+            if self.seated.get(&p.player()) == Some(&r.match_id()) {
+                self.seated.remove(&p.player());
+            }
+        }
         if let Some(f) = self.failover.as_mut() {
             for p in r.players() {
                 let _ = f.handle_session_ended(p.player());
@@ -496,6 +528,8 @@ impl ControlPlane {
                 if let Some((m, _)) = seat {
                     self.sh.deliver(player, BotCommand::AssignmentVoid { player, match_id: *m });
                     self.out.reconnects_sent += 1;
+                    // Free to queue again, into a serving region.
+                    self.seated.remove(&player);
                 }
                 None
             }
@@ -642,6 +676,9 @@ impl ControlPlane {
             server: server.id,
             players: seats,
         });
+        for p in r.players() {
+            self.seated.insert(p.player(), r.match_id());
+        }
         self.running.insert(r.match_id(), r);
     }
 
@@ -654,6 +691,19 @@ impl ControlPlane {
         let t = Instant::now();
         self.autoscale(now, t);
         self.slo.evaluate(t, &mut self.sli);
+        let sli = pvp_ops::slo::Sli::quantile_below(pvp_ops::slo::names::LATENCY_SECONDS, 0.99, 0.020);
+        if let Ok(pvp_ops::slo::SliReading::Quantile(Some(q))) =
+            pvp_ops::SliSource::read_sli(&mut self.diag, &sli)
+        {
+            let (total, bad, worst) = &mut self.out.latency_slices;
+            *total += 1;
+            if q > 0.020 {
+                *bad += 1;
+            }
+            if worst.is_none_or(|(w, _)| q > w) {
+                *worst = Some((q, now.as_secs_f64()));
+            }
+        }
         self.watch_leaderboard();
     }
 

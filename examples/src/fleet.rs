@@ -331,6 +331,8 @@ impl RunningServer {
         c.udp.ring_buffers = 256;
         c.udp.queue_capacity = 2_048;
         c.udp.socket_buffer = 1 << 20;
+        // Send slots: a tick that sends many fights' snapshots at once needs fewer loop turns.
+        c.udp.batch = 256;
         // The game's timers (10 Hz fight ticks, heartbeats) need no finer grain; every batch
         // of datagrams runs the loop too.
         c.udp.tick = Duration::from_millis(2);

@@ -306,6 +306,9 @@ impl GameHandler for LobbyHandler {
                     let _ = io.disconnect(old.session);
                 }
                 self.by_session.insert(session, seat.player);
+                if crate::front::is_external(seat.player) {
+                    crate::session::lock(&self.sh.lobby_external).insert(seat.player, self.idx);
+                }
                 self.sh.presence[self.idx].push(seat.player);
             }
             GameEvent::Message { session, bytes } => self.on_message(session, &bytes),
@@ -317,6 +320,9 @@ impl GameHandler for LobbyHandler {
                             if o.queued {
                                 self.sh.to_control.push(ControlEvent::Cancel { player: p });
                             }
+                        }
+                        if crate::front::is_external(p) {
+                            crate::session::lock(&self.sh.lobby_external).remove(&p);
                         }
                     }
                 }
@@ -331,7 +337,8 @@ impl GameHandler for LobbyHandler {
             self.deliver(io, c);
         }
         self.cmds = cmds;
-        if now.duration_since(self.last_sweep) >= Duration::from_secs(1) {
+        // Every 100 ms, so refreshes leave in small steps rather than a burst a second.
+        if now.duration_since(self.last_sweep) >= Duration::from_millis(100) {
             self.last_sweep = now;
             for (p, o) in self.players.iter_mut() {
                 if now.duration_since(o.presence_at) >= PRESENCE_REFRESH {

@@ -114,6 +114,9 @@ pub struct Report {
     /// a seat the server does not host, datagrams on the sync and fleet sockets that were
     /// not ours.
     pub dropped_input: u64,
+    /// The latency SLO seen slice by slice (1 s each): slices with data, slices whose in-region
+    /// p99 went over 20 ms, and the worst slice's p99 (µs) and its time (s into the session).
+    pub latency_slices: (u64, u64, Option<(u64, f64)>),
     /// Of `dropped_input`, by where it was dropped: the lobbies, the game servers (inputs,
     /// seats), the sync and bridge links (refused by their seals), the fleet controller
     /// (heartbeats), other (what bots were sent that was not ours, unknown sync tags, bridge
@@ -245,6 +248,12 @@ impl std::fmt::Display for Report {
                 ),
             )?;
         }
+        let (total, bad, worst) = self.latency_slices;
+        writeln!(
+            f,
+            "latency slices      {bad} of {total} 1-s slices over 20 ms at p99{}",
+            worst.map_or(String::new(), |(us, at)| format!("; worst {:.2} ms at {at:.0} s", us as f64 / 1e3))
+        )?;
         for s in &self.slo {
             writeln!(
                 f,
@@ -405,6 +414,7 @@ mod tests {
             dropped_input: 0,
             late_inputs: 0,
             dropped_by_place: [0; 6],
+            latency_slices: (0, 0, None),
             lobby_sessions_peak: 0,
             lobby_lost: 0,
             lobby_undelivered: 0,

@@ -1,6 +1,6 @@
 //! A running multi-region session: start it, watch it, fault it, finish it into a [`Report`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -240,6 +240,8 @@ pub(crate) struct Shared {
     pub(crate) lobby_addrs: Vec<OnceLock<SocketAddr>>,
     /// Issues lobby tokens (the login step).
     pub(crate) lobby_login: crate::lobby::LobbyLogin,
+    /// Outside players logged in to a lobby, and which region's: their assignments go there.
+    pub(crate) lobby_external: Mutex<HashMap<PlayerId, usize>>,
     pub(crate) protocol_id: u64,
     /// Where game servers send their heartbeats (the fleet controller's UDP socket).
     pub(crate) fleet_addr: SocketAddr,
@@ -286,6 +288,11 @@ impl Shared {
     /// Hands `cmd` to whoever holds `player`'s ticket: its bot thread, or the HTTP front for
     /// an outside client.
     pub(crate) fn deliver(&self, player: PlayerId, cmd: BotCommand) {
+        if let Some(&i) = lock(&self.lobby_external).get(&player) {
+            // An outside player on a lobby session.
+            self.to_bots[i].push(cmd);
+            return;
+        }
         if crate::front::is_external(player) {
             let names: Vec<String> = self.config.regions.iter().map(|r| r.id.to_string()).collect();
             self.front.deliver(&names, cmd);
@@ -673,6 +680,7 @@ impl RunningSession {
             link_secret: link_secret(config.seed),
             lobby_addrs: (0..n).map(|_| OnceLock::new()).collect(),
             lobby_login: crate::lobby::LobbyLogin::new(session_key(config.seed)),
+            lobby_external: Mutex::new(HashMap::new()),
             protocol_id: PROTOCOL_ID,
             fleet_addr,
             banned: (0..n).map(|_| Arc::new(Mutex::new(HashSet::new()))).collect(),
@@ -796,6 +804,22 @@ impl RunningSession {
     /// The metrics registry the session records into.
     pub fn registry(&self) -> &MetricsRegistry {
         &self.registry
+    }
+
+    /// Where `region`'s lobby listens (the matchmaking front over netcode; see
+    /// [`crate::lobby`]), in the process that hosts that region.
+    pub fn lobby_addr(&self, region: RegionId) -> Option<SocketAddr> {
+        self.shared.config.region_index(region).and_then(|i| crate::lobby::lobby_addr(&self.shared, i))
+    }
+
+    /// Logs `player` in to `region`'s lobby: a lobby connect token. A stand-in for a login
+    /// service (there are no accounts or passwords); outside players must use ids from
+    /// [`EXTERNAL_PLAYERS`](crate::front::EXTERNAL_PLAYERS) up (lower ids are the bots').
+    pub fn login(&self, player: PlayerId, region: RegionId) -> Option<pvp_net::netcode::ConnectToken> {
+        if !crate::front::is_external(player) {
+            return None;
+        }
+        self.shared.lobby_login.token(player, self.lobby_addr(region)?)
     }
 
     /// Where each region's sync node listens (in config order). Peers reach it through the
@@ -1186,6 +1210,10 @@ fn build_report(
             + game_dropped
             + fleet_dropped
             + sh.front.dropped.load(Ordering::Relaxed),
+        latency_slices: o.as_ref().map_or((0, 0, None), |o| {
+            let (t, b, w) = o.latency_slices;
+            (t, b, w.map(|(q, at)| ((q * 1e6) as u64, at)))
+        }),
         dropped_by_place: [
             sum(|r| &r.lobby_dropped),
             game_dropped,

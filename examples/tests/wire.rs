@@ -70,6 +70,7 @@ fn garbage_datagrams_are_errors_not_panics_or_huge_allocations() {
     ];
     for b in &cases {
         assert!(SyncMessage::decode(b).is_err(), "{b:?}");
+        assert!(pvp_examples::lobby::LobbyMsg::decode(b).is_err(), "{b:?}");
     }
     // A deterministic sweep of pseudo-random bytes: decoding never panics, and whatever
     // decodes re-encodes to the same bytes (decode accepts only canonical datagrams).
@@ -96,6 +97,9 @@ fn garbage_datagrams_are_errors_not_panics_or_huge_allocations() {
                 assert_eq!(h.encode()[..], bytes[..]);
             }
             if let Ok(m) = SyncMessage::decode(&bytes) {
+                assert_eq!(m.encode().unwrap(), bytes);
+            }
+            if let Ok(m) = pvp_examples::lobby::LobbyMsg::decode(&bytes) {
                 assert_eq!(m.encode().unwrap(), bytes);
             }
         }
