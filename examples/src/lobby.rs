@@ -1,8 +1,8 @@
 //! A region's lobby: the matchmaking front for clients at scale, over a netcode session.
 //!
 //! Each region runs one lobby endpoint (a pvp-net [`GameServer`] whose game loop is the
-//! [`LobbyHandler`], inline on its worker). A player logs in (a lobby connect token for their
-//! player id: [`LobbyLogin`]), holds the session while online (that session *is* its
+//! `LobbyHandler`, inline on its worker). A player logs in (a lobby connect token for their
+//! player id: `LobbyLogin`), holds the session while online (that session *is* its
 //! presence: the lobby writes it to CrossRegionSync on connect and every
 //! [`PRESENCE_REFRESH`] while it lasts), and speaks Open Match's frontend over reliable
 //! messages ([`LobbyMsg`]): create a ticket, watch for its assignment (the server address and
