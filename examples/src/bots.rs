@@ -253,17 +253,6 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
                         }
                         b.lobby = Some(client);
                         b.state = BotState::LoggingIn;
-                        let mut cx = Cx {
-                            poll: &poll,
-                            timers: &mut timers,
-                            rng: &mut rng,
-                            shared: &shared,
-                            idx,
-                            think,
-                            draining,
-                            tally: &mut tally,
-                            client_config: &client_config,
-                        };
                         drive_lobby(b, i, false, &mut cx);
                     }
                     BotState::Idle { until } if !draining && now >= until => {
@@ -276,17 +265,6 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
                             .is_some_and(|(m, l)| l.send_reliable(&m).is_ok());
                         if sent {
                             b.state = BotState::Queued { since: now };
-                            let mut cx = Cx {
-                                poll: &poll,
-                                timers: &mut timers,
-                                rng: &mut rng,
-                                shared: &shared,
-                                idx,
-                                think,
-                                draining,
-                                tally: &mut tally,
-                                client_config: &client_config,
-                            };
                             drive_lobby(b, i, false, &mut cx);
                         } else {
                             b.state = BotState::Idle { until: now + think };
@@ -306,10 +284,10 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
             }
             stats.bots_online.store(online, Ordering::Relaxed);
         }
-        if now.duration_since(last_publish) >= Duration::from_millis(250) && !tally.connect_ms.is_empty() {
+        if now.duration_since(last_publish) >= Duration::from_millis(250) && !cx.tally.connect_ms.is_empty() {
             last_publish = now;
             let mut h = lock(&shared.hists);
-            for ms in tally.connect_ms.drain(..) {
+            for ms in cx.tally.connect_ms.drain(..) {
                 let _ = h.connect_ms.record(ms.max(1));
             }
         }

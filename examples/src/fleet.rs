@@ -333,6 +333,7 @@ impl RunningServer {
         c.udp.socket_buffer = 1 << 20;
         // Send slots: a tick that sends many fights' snapshots at once needs fewer loop turns.
         c.udp.batch = 256;
+        c.udp.thread_name = format!("game-{}", spec.region_name);
         // The game's timers (10 Hz fight ticks, heartbeats) need no finer grain; every batch
         // of datagrams runs the loop too.
         c.udp.tick = Duration::from_millis(2);

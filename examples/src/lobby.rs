@@ -160,6 +160,7 @@ impl Lobby {
         c.command_queue = 65_536;
         c.disconnect_packets = 2;
         c.udp.tick = Duration::from_millis(5);
+        c.udp.thread_name = format!("lobby-{}", shared.config.regions[idx].id);
         c.udp.ring_buffers = 1_024;
         c.udp.socket_buffer = 4 << 20;
         let sh = shared.clone();

@@ -92,11 +92,15 @@ pub struct UdpServerConfig {
     /// use plain `SendMsg` (zero-copy over up to 64 slot buffers needs more page fragments
     /// than the kernel allows). `None` (the default): off. Ignored by the epoll driver.
     pub uring_send_zc: Option<usize>,
+    /// Worker threads are named `{thread_name}-{index}` (Linux shows the first 15 bytes), so
+    /// `top -H` and profilers tell one server's workers from another's.
+    pub thread_name: String,
 }
 
 impl UdpServerConfig {
     /// One worker, automatic driver, no pinning, batch 64, 1024 ring buffers, 4096-deep
-    /// queues, 4 MiB socket buffers, 1 ms tick, multishot receives, GSO on.
+    /// queues, 4 MiB socket buffers, 1 ms tick, multishot receives, GSO on, threads named
+    /// `pvp-net-{index}`.
     pub fn new(bind: SocketAddr) -> Self {
         UdpServerConfig {
             bind,
@@ -111,6 +115,7 @@ impl UdpServerConfig {
             uring_multishot: true,
             gso: true,
             uring_send_zc: None,
+            thread_name: "pvp-net".to_string(),
         }
     }
 }
@@ -487,18 +492,20 @@ impl UdpServer {
             };
             let factory = factory.clone();
             let ready = ready_tx.clone();
-            let handle = std::thread::Builder::new().name(format!("pvp-net-{index}")).spawn(move || {
-                if let Some(cpu) = ctx.info.cpu {
-                    if let Err(e) = sys::pin_to_cpu(cpu) {
-                        tracing::warn!(cpu, error = %e, "could not pin worker");
+            let handle = std::thread::Builder::new().name(format!("{}-{index}", config.thread_name)).spawn(
+                move || {
+                    if let Some(cpu) = ctx.info.cpu {
+                        if let Err(e) = sys::pin_to_cpu(cpu) {
+                            tracing::warn!(cpu, error = %e, "could not pin worker");
+                        }
                     }
-                }
-                let handler = factory(ctx.info);
-                match ctx.info.driver {
-                    DriverKind::IoUring => driver::uring::run(socket, handler, ctx, ready),
-                    DriverKind::Epoll => driver::epoll::run(socket, handler, ctx, ready),
-                }
-            })?;
+                    let handler = factory(ctx.info);
+                    match ctx.info.driver {
+                        DriverKind::IoUring => driver::uring::run(socket, handler, ctx, ready),
+                        DriverKind::Epoll => driver::epoll::run(socket, handler, ctx, ready),
+                    }
+                },
+            )?;
             workers.push(handle);
         }
         drop(ready_tx);

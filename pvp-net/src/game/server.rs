@@ -304,11 +304,7 @@ impl GameSender {
         payload: &[u8],
         reliable: bool,
     ) -> Result<(), GameSendError> {
-        let max = if reliable { crate::netcode::layer::MAX_RELIABLE_MESSAGE } else { MAX_PAYLOAD_BYTES };
-        if payload.len() > max {
-            return Err(GameSendError::TooLarge);
-        }
-        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
+        let payload = match_payload(payload, reliable)?;
         for w in 0..self.commands.len() {
             self.push(w, Command::Match { match_id, payload: payload.clone(), reliable })?;
         }
@@ -404,11 +400,7 @@ impl GameIo<'_> {
         payload: &[u8],
         reliable: bool,
     ) -> Result<(), GameSendError> {
-        let max = if reliable { crate::netcode::layer::MAX_RELIABLE_MESSAGE } else { MAX_PAYLOAD_BYTES };
-        if payload.len() > max {
-            return Err(GameSendError::TooLarge);
-        }
-        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
+        let payload = match_payload(payload, reliable)?;
         self.push(usize::from(self.worker), Command::Match { match_id, payload, reliable })
     }
 
@@ -446,6 +438,15 @@ impl<H: GameHandler> EventSink for InlineSink<H> {
     fn tick(&mut self, now: Instant, io: &mut GameIo<'_>) {
         self.0.on_tick(now, io);
     }
+}
+
+/// A match broadcast's payload, checked against the bound of its kind.
+fn match_payload(payload: &[u8], reliable: bool) -> Result<Payload, GameSendError> {
+    let max = if reliable { crate::netcode::layer::MAX_RELIABLE_MESSAGE } else { MAX_PAYLOAD_BYTES };
+    if payload.len() > max {
+        return Err(GameSendError::TooLarge);
+    }
+    Payload::new(payload).ok_or(GameSendError::TooLarge)
 }
 
 /// The session server a backend embeds: netcode 1.02, any netcode client can join.
