@@ -628,6 +628,9 @@ fn validate(config: &UdpServerConfig) -> Result<(), EndpointError> {
     if !config.ring_buffers.is_power_of_two() || config.ring_buffers > 32768 {
         return Err(EndpointError::Config("ring_buffers must be a power of two <= 32768"));
     }
+    if config.thread_name.contains('\0') {
+        return Err(EndpointError::Config("thread_name must not contain a NUL byte"));
+    }
     Ok(())
 }
 

@@ -180,6 +180,20 @@ fn bad_configs_are_refused() {
     let mut c = config(DriverChoice::Epoll, true);
     c.queue_capacity = 0;
     assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    // A thread name the OS cannot take is a typed error, not a panic in spawn.
+    let mut c = config(DriverChoice::Epoll, true);
+    c.thread_name = "bad\0name".into();
+    assert!(matches!(UdpServer::bind(c), Err(EndpointError::Config(_))));
+    // Workers carry the name given.
+    let mut c = config(DriverChoice::Epoll, true);
+    c.thread_name = "named".into();
+    let s = UdpServer::bind(c).unwrap();
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .collect();
+    assert!(names.iter().any(|n| n.trim() == "named-0"), "{names:?}");
+    s.shutdown().unwrap();
     assert!(Datagram::new("127.0.0.1:1".parse().unwrap(), &[0; 1501]).is_err());
 }
 
