@@ -161,7 +161,7 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
     lobby_config.disconnect_packets = 1;
     let home_rtt = |b: &Bot| b.rtt.get(idx).map_or(Duration::ZERO, |r| r.1);
     let mut events = Events::with_capacity(4_096);
-    let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut timers: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut tally = Tally::default();
     let mut last_scan = Instant::now() - Duration::from_secs(1);
     let mut last_publish = Instant::now();
@@ -215,7 +215,7 @@ pub(crate) fn run_bots(shared: Arc<Shared>, idx: usize, count: usize) {
                 break;
             }
             cx.timers.pop();
-            let (i, lobby) = ((key & !(LOBBY as u64)) as usize, key & LOBBY as u64 != 0);
+            let (i, lobby) = (key & !LOBBY, key & LOBBY != 0);
             let Some(b) = bots.get_mut(i) else { continue };
             if lobby && b.lobby_wake == Some(t) {
                 b.lobby_wake = None;
@@ -314,10 +314,36 @@ fn on_grid(start: Instant, t: Instant) -> Instant {
     start + Duration::from_nanos(u64::try_from(up).unwrap_or(u64::MAX))
 }
 
+/// Queues a client's next wakeup `w` under `key` unless one at least as early is queued
+/// (`slot` holds the queued one; older heap entries are stale and skipped).
+fn schedule(
+    timers: &mut BinaryHeap<Reverse<(Instant, usize)>>,
+    slot: &mut Option<Instant>,
+    w: Option<Instant>,
+    key: usize,
+) {
+    let Some(w) = w else { return };
+    let now = Instant::now();
+    if slot.is_none_or(|s| w < s || s <= now) {
+        *slot = Some(w);
+        timers.push(Reverse((w, key)));
+    }
+}
+
+/// Deregisters and disconnects a client, and forgets its queued wakeup.
+fn close(poll: &Poll, client: &mut Option<GameClient>, wake: &mut Option<Instant>) {
+    if let Some(mut c) = client.take() {
+        let fd = c.as_raw_fd();
+        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+        c.disconnect();
+    }
+    *wake = None;
+}
+
 /// What driving a bot needs from its thread.
 struct Cx<'a> {
     poll: &'a Poll,
-    timers: &'a mut BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: &'a mut BinaryHeap<Reverse<(Instant, usize)>>,
     rng: &'a mut SmallRng,
     shared: &'a Shared,
     idx: usize,
@@ -358,13 +384,7 @@ fn drive_lobby(b: &mut Bot, i: usize, readable: bool, cx: &mut Cx<'_>) {
     }
     let over = failed || l.state().is_final();
     if !over {
-        if let Some(w) = l.next_wakeup() {
-            let now = Instant::now();
-            if b.lobby_wake.is_none_or(|s| w < s || s <= now) {
-                b.lobby_wake = Some(w);
-                cx.timers.push(Reverse((w, i as u64 | LOBBY as u64)));
-            }
-        }
+        schedule(cx.timers, &mut b.lobby_wake, l.next_wakeup(), i | LOBBY);
     }
     for m in msgs {
         match LobbyMsg::decode(&m) {
@@ -377,12 +397,7 @@ fn drive_lobby(b: &mut Bot, i: usize, readable: bool, cx: &mut Cx<'_>) {
     if over {
         // The lobby session is gone (lobby restarted, timed out): log in again. A fight in
         // progress goes on; its result does not depend on the lobby.
-        if let Some(mut l) = b.lobby.take() {
-            let fd = l.as_raw_fd();
-            let _ = cx.poll.registry().deregister(&mut SourceFd(&fd));
-            l.disconnect();
-        }
-        b.lobby_wake = None;
+        close(cx.poll, &mut b.lobby, &mut b.lobby_wake);
         b.pending = None;
         stats.lobby_lost.fetch_add(1, Ordering::Relaxed);
         if !matches!(b.state, BotState::Playing { .. }) {
@@ -431,12 +446,7 @@ fn on_lobby_msg(b: &mut Bot, i: usize, m: LobbyMsg, cx: &mut Cx<'_>) {
             if !matches!(b.state, BotState::Playing { match_id: m, .. } if m == match_id) {
                 return;
             }
-            if let Some(mut c) = b.client.take() {
-                let fd = c.as_raw_fd();
-                let _ = cx.poll.registry().deregister(&mut SourceFd(&fd));
-                c.disconnect();
-            }
-            b.wake = None;
+            close(cx.poll, &mut b.client, &mut b.wake);
             stats.replaced.fetch_add(1, Ordering::Relaxed);
             b.state = if cx.draining { BotState::Done } else { BotState::Idle { until: now } };
         }
@@ -497,12 +507,7 @@ fn drive(b: &mut Bot, i: usize, readable: bool, cx: &mut Cx<'_>) {
     let over = ended || failed || state.is_final();
     if !over {
         b.state = BotState::Playing { match_id, assigned, connected };
-        if let Some(w) = c.next_wakeup() {
-            if b.wake.is_none_or(|s| w < s || s <= now) {
-                b.wake = Some(w);
-                cx.timers.push(Reverse((w, i as u64)));
-            }
-        }
+        schedule(cx.timers, &mut b.wake, c.next_wakeup(), i);
         return;
     }
     // The fight is over for this bot, one way or another.
@@ -515,12 +520,7 @@ fn drive(b: &mut Bot, i: usize, readable: bool, cx: &mut Cx<'_>) {
     } else {
         stats.connect_failures.fetch_add(1, Ordering::Relaxed);
     }
-    if let Some(mut c) = b.client.take() {
-        let fd = c.as_raw_fd();
-        let _ = cx.poll.registry().deregister(&mut SourceFd(&fd));
-        c.disconnect();
-    }
-    b.wake = None;
+    close(cx.poll, &mut b.client, &mut b.wake);
     let rest =
         if ended || (connected && state == ClientState::Disconnected) { cx.think } else { Duration::ZERO };
     b.state = if cx.draining {

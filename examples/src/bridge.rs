@@ -205,7 +205,6 @@ pub(crate) fn lead(
         let hello = read_msg(&mut reader, &mut opener);
         let Ok((from, BridgeMsg::Hello { region, game_addr })) = hello else {
             // Not sealed with a region's key, or not a hello: dropped input.
-            sh.regions[own].bad_packets.fetch_add(1, Ordering::Relaxed);
             sh.regions[own].link_refused.fetch_add(1, Ordering::Relaxed);
             continue;
         };

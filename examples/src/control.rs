@@ -53,6 +53,49 @@ use crate::bots::home_of;
 use crate::config::GAME_MODE;
 use crate::fleet::{FleetKey, Heartbeat, ServerPhase};
 
+/// The SLO monitor's source: the registry, with each reading of the in-region latency SLI
+/// (one per 1 s evaluation) noted for the report's slice-by-slice view, so the histogram is
+/// read once per slice.
+struct SliceLog {
+    inner: RegistrySli,
+    /// Session time of the evaluation in progress.
+    at: Duration,
+    /// (slices with data, slices over the SLI's threshold, worst p99 and when).
+    slices: (u64, u64, Option<(f64, f64)>),
+    /// The latency SLI was read before.
+    started: bool,
+}
+
+impl pvp_ops::SliSource for SliceLog {
+    fn read_sli(
+        &mut self,
+        sli: &pvp_ops::slo::Sli,
+    ) -> Result<pvp_ops::slo::SliReading, pvp_ops::SourceError> {
+        let r = self.inner.read_sli(sli);
+        if let (
+            pvp_ops::slo::Sli::QuantileBelow { histogram, threshold, .. },
+            Ok(pvp_ops::slo::SliReading::Quantile(Some(q))),
+        ) = (sli, &r)
+        {
+            // The first reading covers everything before it, not a slice: the monitor weighs
+            // it zero seconds, and this view skips it.
+            let first = histogram == pvp_ops::slo::names::LATENCY_SECONDS
+                && !std::mem::replace(&mut self.started, true);
+            if histogram == pvp_ops::slo::names::LATENCY_SECONDS && !first {
+                let (total, bad, worst) = &mut self.slices;
+                *total += 1;
+                if q > threshold {
+                    *bad += 1;
+                }
+                if worst.is_none_or(|(w, _)| *q > w) {
+                    *worst = Some((*q, self.at.as_secs_f64()));
+                }
+            }
+        }
+        r
+    }
+}
+
 /// A heartbeat sent longer ago than this proves nothing about the server now (replays,
 /// clock skew between hosts is far below it).
 const HEARTBEAT_MAX_AGE: Duration = Duration::from_secs(5);
@@ -124,10 +167,7 @@ pub(crate) struct ControlPlane {
     last_heard: Vec<u64>,
     scalers: Vec<Option<AutoScaler>>,
     slo: SloMonitor,
-    sli: RegistrySli,
-    /// A second reader of the latency histogram, for the report's per-slice view (each
-    /// reader sees every interval).
-    diag: RegistrySli,
+    sli: SliceLog,
     out: ControlOutcome,
     /// Matches placed and not yet finished or aborted.
     running: HashMap<MatchId, MatchResult>,
@@ -197,8 +237,12 @@ impl ControlPlane {
         for s in seed_slos() {
             let _ = slo.add_slo(s);
         }
-        let diag = RegistrySli::new(registry.clone());
-        let sli = RegistrySli::new(registry);
+        let sli = SliceLog {
+            inner: RegistrySli::new(registry),
+            at: Duration::ZERO,
+            slices: (0, 0, None),
+            started: false,
+        };
         let out = ControlOutcome {
             tickets_while_seated: 0,
             latency_slices: (0, 0, None),
@@ -254,7 +298,6 @@ impl ControlPlane {
             scalers,
             slo,
             sli,
-            diag,
             out,
             running: HashMap::new(),
             played: HashSet::new(),
@@ -690,20 +733,8 @@ impl ControlPlane {
         self.last_slow = tick_start;
         let t = Instant::now();
         self.autoscale(now, t);
+        self.sli.at = now;
         self.slo.evaluate(t, &mut self.sli);
-        let sli = pvp_ops::slo::Sli::quantile_below(pvp_ops::slo::names::LATENCY_SECONDS, 0.99, 0.020);
-        if let Ok(pvp_ops::slo::SliReading::Quantile(Some(q))) =
-            pvp_ops::SliSource::read_sli(&mut self.diag, &sli)
-        {
-            let (total, bad, worst) = &mut self.out.latency_slices;
-            *total += 1;
-            if q > 0.020 {
-                *bad += 1;
-            }
-            if worst.is_none_or(|(w, _)| q > w) {
-                *worst = Some((q, now.as_secs_f64()));
-            }
-        }
         self.watch_leaderboard();
     }
 
@@ -767,6 +798,7 @@ impl ControlPlane {
     /// the final fleet and the SLOs' state.
     fn finish(self) -> ControlOutcome {
         let mut out = self.out;
+        out.latency_slices = self.sli.slices;
         let mm = self.mm;
         let slo = self.slo;
         out.mm = mm.stats();

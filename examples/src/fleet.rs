@@ -373,6 +373,7 @@ impl RunningServer {
             stopped: false,
             last_hb: None,
             last_merge: Instant::now(),
+            fights_due: None,
             local: RttSplit { home: crate::region::hist(), away: crate::region::hist() },
             latency: metrics::histogram!(pvp_ops::slo::names::LATENCY_SECONDS, "region" => region_name.clone()),
             requests: metrics::counter!(pvp_ops::slo::names::REQUESTS_TOTAL, "region" => region_name.clone()),
@@ -438,6 +439,8 @@ struct Game {
     stopped: bool,
     last_hb: Option<Instant>,
     last_merge: Instant,
+    /// When a fight is next due (`None`: look at them all on the next pass).
+    fights_due: Option<Instant>,
     local: RttSplit,
     /// In-region round trips, the series the latency SLO reads.
     latency: metrics::Histogram,
@@ -536,6 +539,7 @@ impl Game {
     }
 
     fn host(&mut self, now: Instant, match_id: MatchId, seats: Vec<(PlayerId, u8)>) {
+        self.fights_due = None;
         if self.draining || self.fights.contains_key(&match_id) {
             self.report(ServerReport::Refused { match_id });
             return;
@@ -574,6 +578,8 @@ impl Game {
     fn handle_event(&mut self, now: Instant, e: GameEvent, io: &mut GameIo<'_>) {
         match e {
             GameEvent::Connected { session, seat, .. } => {
+                // A seat may complete a fight: look at the fights on the next pass.
+                self.fights_due = None;
                 let Some(seat) = seat else {
                     self.counters.dropped_input.fetch_add(1, Ordering::Relaxed);
                     let _ = io.disconnect(session);
@@ -648,6 +654,12 @@ impl Game {
     }
 
     fn run_fights(&mut self, now: Instant, io: &mut GameIo<'_>) {
+        // The loop runs after every batch of datagrams; the fights only when one is due (a
+        // tick, a connect deadline) or a seat or fight arrived since (`fights_due` = None).
+        if self.fights_due.is_some_and(|d| now < d) {
+            return;
+        }
+        let mut due: Option<Instant> = None;
         let mut ended: Vec<(MatchId, Option<Option<u8>>)> = Vec::new();
         for (id, f) in self.fights.iter_mut() {
             if !f.started {
@@ -658,14 +670,20 @@ impl Game {
                     ended.push((*id, None));
                     continue;
                 } else {
+                    due = Some(due.map_or(f.connect_deadline, |d| d.min(f.connect_deadline)));
                     continue;
                 }
             }
-            if now < f.next_tick {
-                continue;
+            if now >= f.next_tick {
+                let over = step_fight(id, f, now, self.spec.tick, io, &self.counters, &self.failed);
+                if over.is_some() {
+                    ended.extend(over);
+                    continue;
+                }
             }
-            ended.extend(step_fight(id, f, now, self.spec.tick, io, &self.counters, &self.failed));
+            due = Some(due.map_or(f.next_tick, |d| d.min(f.next_tick)));
         }
+        self.fights_due = due;
         for (id, result) in ended {
             let Some(f) = self.fights.remove(&id) else { continue };
             for s in &f.seats {

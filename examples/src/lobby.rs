@@ -347,9 +347,7 @@ impl GameHandler for LobbyHandler {
                     self.sh.presence[self.idx].push(*p);
                 }
             }
-            let st = &self.sh.regions[self.idx];
-            st.lobby_online.store(self.players.len() as u64, Ordering::Relaxed);
-            st.lobby_peak.fetch_max(self.players.len() as u64, Ordering::Relaxed);
+            self.sh.regions[self.idx].lobby_peak.fetch_max(self.players.len() as u64, Ordering::Relaxed);
         }
     }
 }

@@ -245,7 +245,6 @@ pub(crate) fn run_region(
             };
             busy = true;
             if links.open(&sync_buf[..n], &mut plain).is_err() {
-                stats.bad_packets.fetch_add(1, Ordering::Relaxed);
                 stats.link_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -270,7 +269,6 @@ pub(crate) fn run_region(
                 }
             }
         }
-        stats.link_opened.store(links.stats().opened, Ordering::Relaxed);
         for (j, heard) in shared.heard_ms[idx].iter().enumerate() {
             if let Some(t) = replica.last_heard(shared.config.regions[j].id) {
                 heard.store(t.as_millis() as u64 + 1, Ordering::Relaxed);
@@ -282,6 +280,7 @@ pub(crate) fn run_region(
             let fights: u64 = servers.values().map(|s| s.fights.load(Ordering::Relaxed)).sum();
             stats.hosted.store(fights, Ordering::Relaxed);
             stats.running_servers.store(servers.len() as u64, Ordering::Relaxed);
+            stats.link_opened.store(links.stats().opened, Ordering::Relaxed);
             let progress = pvp_global::failover::SyncProgress::of(crdt.node(), wall);
             shared.to_control.push(ControlEvent::SyncProgress(progress));
             let mut split = lock(&rtt);

@@ -132,7 +132,8 @@ pub struct Report {
     pub lobby_undelivered: u64,
     /// Sync datagrams opened from peers (each sealed with the pair's key).
     pub sync_links_opened: u64,
-    /// Sync datagrams refused: no peer's key, altered, replayed (also in `dropped_input`).
+    /// Sync datagrams and bridge frames refused: no peer's key, altered, replayed (also in
+    /// `dropped_input`).
     pub sync_links_refused: u64,
     /// Tickets outside clients created through the HTTP front.
     pub front_tickets: u64,

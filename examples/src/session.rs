@@ -174,12 +174,11 @@ pub(crate) struct RegionStats {
     pub(crate) lobby_send_failures: AtomicU64,
     /// Assignments for players no longer logged in.
     pub(crate) lobby_undelivered: AtomicU64,
-    /// Lobby sessions open (as of the lobby's last sweep), and the most seen at once.
-    pub(crate) lobby_online: AtomicU64,
+    /// The most lobby sessions open at once (as of the lobby's sweeps).
     pub(crate) lobby_peak: AtomicU64,
     /// Lobby sessions the bots lost (and logged in again).
     pub(crate) lobby_lost: AtomicU64,
-    /// Sync datagrams refused by the sealed links (also counted in `bad_packets`).
+    /// Sync datagrams and bridge frames refused by the sealed links (dropped input).
     pub(crate) link_refused: AtomicU64,
     /// Sync datagrams the sealed links opened.
     pub(crate) link_opened: AtomicU64,
@@ -1167,6 +1166,14 @@ fn build_report(
     let ticket_errors = o.as_ref().map_or(0, |o| o.ticket_errors);
     let no_show = o.as_ref().map_or(0, |o| o.aborted_no_show);
     let failover_rejected = o.as_ref().map_or(0, |o| o.failover_rejected);
+    let dropped_by_place = [
+        sum(|r| &r.lobby_dropped),
+        game_dropped,
+        sum(|r| &r.link_refused),
+        fleet_dropped,
+        bad_packets + bad_tokens,
+        sh.front.dropped.load(Ordering::Relaxed),
+    ];
     Report {
         duration: ran_for,
         players: cfg.players,
@@ -1204,24 +1211,12 @@ fn build_report(
             + snapshot_errors
             + crdt_errors
             + failover_rejected,
-        dropped_input: bad_packets
-            + sum(|r| &r.lobby_dropped)
-            + bad_tokens
-            + game_dropped
-            + fleet_dropped
-            + sh.front.dropped.load(Ordering::Relaxed),
+        dropped_input: dropped_by_place.iter().sum(),
         latency_slices: o.as_ref().map_or((0, 0, None), |o| {
             let (t, b, w) = o.latency_slices;
             (t, b, w.map(|(q, at)| ((q * 1e6) as u64, at)))
         }),
-        dropped_by_place: [
-            sum(|r| &r.lobby_dropped),
-            game_dropped,
-            sum(|r| &r.link_refused),
-            fleet_dropped,
-            (bad_packets + bad_tokens).saturating_sub(sum(|r| &r.link_refused)),
-            sh.front.dropped.load(Ordering::Relaxed),
-        ],
+        dropped_by_place,
         front_tickets: sh.front.created.load(Ordering::Relaxed),
         late_inputs,
         sync_links_opened: sum(|r| &r.link_opened),

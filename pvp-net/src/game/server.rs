@@ -282,17 +282,13 @@ impl GameSender {
 
     /// An unreliable payload to one session.
     pub fn send(&self, session: SessionId, payload: &[u8]) -> Result<(), GameSendError> {
-        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
-        self.push(session.worker(), Command::Send { client_id: session.client_id, payload })
+        self.push(session.worker(), Command::send(session, payload)?)
     }
 
     /// A reliable, ordered message to one session (layered sessions; on a plain one it is
     /// counted in `sends_failed`).
     pub fn send_reliable(&self, session: SessionId, bytes: &[u8]) -> Result<(), GameSendError> {
-        if bytes.len() > crate::netcode::layer::MAX_RELIABLE_MESSAGE {
-            return Err(GameSendError::TooLarge);
-        }
-        self.push(session.worker(), Command::Reliable { client_id: session.client_id, bytes: bytes.into() })
+        self.push(session.worker(), Command::reliable(session, bytes)?)
     }
 
     /// A payload to every session whose seat names `match_id` (unreliable, or reliable on
@@ -380,17 +376,13 @@ impl GameIo<'_> {
 
     /// An unreliable payload to one session of this worker.
     pub fn send(&mut self, session: SessionId, payload: &[u8]) -> Result<(), GameSendError> {
-        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
-        self.push(session.worker(), Command::Send { client_id: session.client_id, payload })
+        self.push(session.worker(), Command::send(session, payload)?)
     }
 
     /// A reliable, ordered message to one session of this worker (layered sessions; on a
     /// plain one it is counted in `sends_failed`).
     pub fn send_reliable(&mut self, session: SessionId, bytes: &[u8]) -> Result<(), GameSendError> {
-        if bytes.len() > crate::netcode::layer::MAX_RELIABLE_MESSAGE {
-            return Err(GameSendError::TooLarge);
-        }
-        self.push(session.worker(), Command::Reliable { client_id: session.client_id, bytes: bytes.into() })
+        self.push(session.worker(), Command::reliable(session, bytes)?)
     }
 
     /// A payload to every session of this worker whose seat names `match_id`.
@@ -437,6 +429,22 @@ impl<H: GameHandler> EventSink for InlineSink<H> {
 
     fn tick(&mut self, now: Instant, io: &mut GameIo<'_>) {
         self.0.on_tick(now, io);
+    }
+}
+
+impl Command {
+    /// An unreliable payload to `session`, checked against its bound (both send paths).
+    fn send(session: SessionId, payload: &[u8]) -> Result<Self, GameSendError> {
+        let payload = Payload::new(payload).ok_or(GameSendError::TooLarge)?;
+        Ok(Command::Send { client_id: session.client_id, payload })
+    }
+
+    /// A reliable message to `session`, checked against its bound (both send paths).
+    fn reliable(session: SessionId, bytes: &[u8]) -> Result<Self, GameSendError> {
+        if bytes.len() > crate::netcode::layer::MAX_RELIABLE_MESSAGE {
+            return Err(GameSendError::TooLarge);
+        }
+        Ok(Command::Reliable { client_id: session.client_id, bytes: bytes.into() })
     }
 }
 
@@ -662,7 +670,10 @@ impl<S: EventSink> DatagramHandler for Worker<S> {
             let (sink, mut io) = self.io();
             sink.tick(now, &mut io);
         }
-        self.run_commands(now, out);
+        if !self.backlog.is_empty() {
+            // What an inline handler's tick queued: out in this pass.
+            self.run_commands(now, out);
+        }
         // Drained once every disconnect packet left the server and the kernel took it (a
         // slot is free again only after its send completed).
         if self.draining && !self.server.has_queued_transmits() && out.free_slots() == out.capacity() {

@@ -406,10 +406,7 @@ impl Client {
                 // for a call every resend interval that then sends nothing.
                 let keep = after(self.config.keepalive_interval);
                 let layer = self.layer.as_ref().and_then(|l| l.next_due(self.config.reliable_resend));
-                match (keep, layer) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                keep.into_iter().chain(layer).min()
             }
             _ if self.pending_disconnects > 0 => Some(self.step_started),
             _ => None,
