@@ -399,6 +399,13 @@ fn inline_handler_answers_on_its_worker(driver: DriverChoice) {
                     let mut reply = payload.as_slice().to_vec();
                     reply.push(self.worker as u8);
                     io.send(session, &reply).unwrap();
+                    // Oversized sends are typed errors here too, never queued.
+                    assert_eq!(io.send(session, &[0; 4_096]), Err(GameSendError::TooLarge));
+                    assert_eq!(io.send_reliable(session, &[0; 4_096]), Err(GameSendError::TooLarge));
+                    assert_eq!(
+                        io.send_to_match(MatchId::new(7), &[0; 4_096], false),
+                        Err(GameSendError::TooLarge)
+                    );
                     if payload.as_slice() == b"all" {
                         io.send_to_match(MatchId::new(7), b"match", false).unwrap();
                     }
