@@ -15,6 +15,10 @@
 //! - [`metrics`]: an in-process registry ([`MetricsRegistry`](metrics::MetricsRegistry)) that
 //!   is a `metrics` 0.24 facade recorder, rendered in the Prometheus text format and served at
 //!   `/metrics` by [`MetricsServer`](metrics::MetricsServer).
+//! - `hosts` (feature `hosts`, Linux, root): hosts as network namespaces on a router whose
+//!   user-space shaper delays, drops or cuts each direction of each link, processes started,
+//!   killed, frozen and restarted in them, and [`HostFaults`](hosts::HostFaults), the
+//!   injector for all of that.
 //! - [`prom`]: a client for a Prometheus server's HTTP query API, usable as an [`SliSource`]
 //!   and a [`MetricSource`].
 //!
@@ -39,6 +43,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod chaos;
+#[cfg(feature = "hosts")]
+pub mod hosts;
 pub mod metrics;
 pub mod prom;
 pub mod scale;

@@ -61,6 +61,9 @@ pub enum FaultKind {
     PacketLoss,
     /// A target stops (a game server, a region's process).
     ServerCrash,
+    /// A process freezes (SIGSTOP) and thaws (SIGCONT) at revert: alive, silent, then back
+    /// with stale leases and timers.
+    ProcessFreeze,
     /// CPU-burning threads, busy `intensity` of the time.
     CpuStress,
     /// Memory allocated and touched: `intensity` × the injector's bound.
@@ -400,6 +403,9 @@ fn recommendation(kind: FaultKind) -> &'static str {
         }
         FaultKind::ServerCrash => {
             "a crash broke the steady state: keep spare Ready servers and fail sessions over faster"
+        }
+        FaultKind::ProcessFreeze => {
+            "a frozen process broke the steady state: fence stale leaders and expire leases on the coordinator's clock, not the holder's"
         }
         FaultKind::CpuStress => "CPU stress broke the steady state: keep CPU headroom or scale on CPU sooner",
         FaultKind::MemoryPressure => {
