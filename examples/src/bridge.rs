@@ -164,9 +164,68 @@ fn stopped(sh: &Shared) -> bool {
     sh.region_stop.load(Ordering::Acquire)
 }
 
-/// Leader: accepts one connection per other region, then serves them until the session
-/// stops. Returns each region's game address once every region said hello (or an error after
-/// `wait`).
+/// One follower admitted: its region, its game address, its reader and writer threads.
+type Admitted = (usize, SocketAddr, Vec<std::thread::JoinHandle<()>>);
+
+/// Reads a follower's sealed hello on a fresh connection and, if it is one, starts the
+/// connection's reader and writer. A stranger (or a stalled peer) is dropped and counted.
+fn admit(sh: &Arc<Shared>, stream: TcpStream, own: usize) -> std::io::Result<Option<Admitted>> {
+    let n = sh.regions.len();
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    // A stranger (or a stalled peer) must not hold up the others' joins.
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut opener = bridge_links(sh, own);
+    if write_preamble(&mut (&stream), sh.config.regions[own].id).is_err() {
+        return Ok(None);
+    }
+    let hello = read_msg(&mut reader, &mut opener);
+    let Ok((from, BridgeMsg::Hello { region, game_addr })) = hello else {
+        // Not sealed with a region's key, or not a hello: dropped input.
+        sh.regions[own].link_refused.fetch_add(1, Ordering::Relaxed);
+        return Ok(None);
+    };
+    if region >= n || region == own || sh.config.regions[region].id != from {
+        sh.regions[own].bad_packets.fetch_add(1, Ordering::Relaxed);
+        return Ok(None);
+    }
+    stream.set_read_timeout(None)?;
+    // A re-join (the region's process restarted) replaces the old connection: its writer
+    // stops at the next command, so commands never split over two connections.
+    let generation = sh.bridge_gen[region].fetch_add(1, Ordering::AcqRel) + 1;
+    lock(&sh.bridge_streams).push(stream.try_clone()?);
+    let (sh_r, sh_w) = (sh.clone(), sh.clone());
+    sh.followers_open.fetch_add(1, Ordering::AcqRel);
+    let rx = std::thread::Builder::new().name(format!("bridge-rx-{region}")).spawn(move || {
+        while let Ok((peer, m)) = read_msg(&mut reader, &mut opener) {
+            if peer != from {
+                // Sealed by another region on this region's connection.
+                break;
+            }
+            match m {
+                BridgeMsg::Control(e) => sh_r.to_control.push(e),
+                BridgeMsg::Status(rows) => apply_status(&sh_r, rows, own),
+                _ => {}
+            }
+            if stopped(&sh_r) {
+                break;
+            }
+        }
+        sh_r.followers_open.fetch_sub(1, Ordering::AcqRel);
+    })?;
+    let mut writer = BufWriter::new(stream);
+    let tx = std::thread::Builder::new().name(format!("bridge-tx-{region}")).spawn(move || {
+        let all: Vec<usize> = (0..n).collect();
+        let mut seal = bridge_links(&sh_w, own);
+        serve_writer(&sh_w, &mut writer, &mut seal, region, &all, generation);
+    })?;
+    Ok(Some((region, game_addr, vec![rx, tx])))
+}
+
+/// Leader: accepts one connection per other region, then keeps accepting re-joins (a
+/// region's process that was killed and started again) until the session stops. Returns
+/// each region's game address once every region said hello (or an error after `wait`).
 pub(crate) fn lead(
     sh: Arc<Shared>,
     listener: TcpListener,
@@ -178,7 +237,6 @@ pub(crate) fn lead(
     let mut addrs: Vec<Option<SocketAddr>> = vec![None; n];
     addrs[own] = Some(own_game);
     let mut threads = Vec::new();
-    let mut streams = Vec::new();
     let deadline = Instant::now() + wait;
     listener.set_nonblocking(true)?;
     while addrs.iter().any(Option::is_none) {
@@ -193,55 +251,32 @@ pub(crate) fn lead(
             }
             Err(e) => return Err(e),
         };
-        stream.set_nonblocking(false)?;
-        stream.set_nodelay(true)?;
-        // A stranger (or a stalled peer) must not hold up the others' joins.
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut opener = bridge_links(&sh, own);
-        if write_preamble(&mut (&stream), sh.config.regions[own].id).is_err() {
-            continue;
+        if let Some((region, game_addr, t)) = admit(&sh, stream, own)? {
+            addrs[region] = Some(game_addr);
+            threads.extend(t);
         }
-        let hello = read_msg(&mut reader, &mut opener);
-        let Ok((from, BridgeMsg::Hello { region, game_addr })) = hello else {
-            // Not sealed with a region's key, or not a hello: dropped input.
-            sh.regions[own].link_refused.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        if region >= n || region == own || sh.config.regions[region].id != from {
-            sh.regions[own].bad_packets.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        stream.set_read_timeout(None)?;
-        addrs[region] = Some(game_addr);
-        streams.push(stream.try_clone()?);
-        let (sh_r, sh_w) = (sh.clone(), sh.clone());
-        sh.followers_open.fetch_add(1, Ordering::AcqRel);
-        threads.push(std::thread::Builder::new().name(format!("bridge-rx-{region}")).spawn(move || {
-            while let Ok((peer, m)) = read_msg(&mut reader, &mut opener) {
-                if peer != from {
-                    // Sealed by another region on this region's connection.
-                    break;
-                }
-                match m {
-                    BridgeMsg::Control(e) => sh_r.to_control.push(e),
-                    BridgeMsg::Status(rows) => apply_status(&sh_r, rows, own),
-                    _ => {}
-                }
-                if stopped(&sh_r) {
-                    break;
-                }
-            }
-            sh_r.followers_open.fetch_sub(1, Ordering::AcqRel);
-        })?);
-        let mut writer = BufWriter::new(stream);
-        threads.push(std::thread::Builder::new().name(format!("bridge-tx-{region}")).spawn(move || {
-            let all: Vec<usize> = (0..n).collect();
-            let mut seal = bridge_links(&sh_w, own);
-            serve_writer(&sh_w, &mut writer, &mut seal, region, &all);
-        })?);
     }
-    Ok((addrs.into_iter().map(|a| a.unwrap_or(own_game)).collect(), threads, streams))
+    let sh_a = sh.clone();
+    threads.push(std::thread::Builder::new().name("bridge-accept".into()).spawn(move || {
+        let mut admitted = Vec::new();
+        while !stopped(&sh_a) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if let Ok(Some((_, _, t))) = admit(&sh_a, stream, own) {
+                        admitted.extend(t);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        for t in admitted {
+            let _ = t.join();
+        }
+    })?);
+    Ok((addrs.into_iter().map(|a| a.unwrap_or(own_game)).collect(), threads, Vec::new()))
 }
 
 /// Forwards what the control plane queued for `region` (leader side).
@@ -251,12 +286,13 @@ fn serve_writer(
     seal: &mut SealedLinks,
     region: usize,
     status_rows: &[usize],
+    generation: u64,
 ) {
     let to = sh.config.regions[region].id;
     let mut regions = Vec::new();
     let mut bots = Vec::new();
     let mut last_status = Instant::now();
-    while !stopped(sh) {
+    while !stopped(sh) && sh.bridge_gen[region].load(Ordering::Acquire) == generation {
         let mut busy = false;
         regions.clear();
         sh.to_region[region].pop_batch(&mut regions, 4_096);

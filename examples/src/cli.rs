@@ -57,7 +57,11 @@ multi-process mode (one region per process; all processes use the same config):
   --sync ADDR        where its sync node listens, such as 127.0.0.1:7101
   --peers LIST       the other regions' sync addresses: jp=127.0.0.1:7102,sg=127.0.0.1:7103
   --control ADDR     where the matchmaking leader listens (TCP), such as 127.0.0.1:7100
-  --leader           this process is the matchmaking leader";
+  --leader           this process is the matchmaking leader
+  --end-at SECS      stop at this wall-clock time (seconds since the Unix epoch) instead
+                     of after --duration (processes restarted by a fault schedule)
+  --net-delay        the network between the processes already carries the backbone
+                     latency (hosts on a shaped router): the sync proxies add none";
 
 /// Parses `args` (without the program name): `-h`/`--help` anywhere asks for the help text;
 /// else `--config` (at most once) first, then the other options override the file's values.
@@ -83,6 +87,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
     let mut peers: Vec<(RegionId, SocketAddr)> = Vec::new();
     let mut control: Option<SocketAddr> = None;
     let mut leader = false;
+    let mut net_delay = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = |option: &'static str| it.next().ok_or(CliError::MissingValue(option));
@@ -92,6 +97,19 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
                 value("--config")?;
             }
             "--duration" => config.duration_secs = num("--duration", value("--duration")?)?,
+            "--end-at" => {
+                // A wall-clock end (seconds since the Unix epoch): a process restarted by a
+                // fault schedule ends with the others, not a whole duration later.
+                let v = value("--end-at")?;
+                let at: f64 = num("--end-at", v.clone())?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                if !at.is_finite() || at <= now {
+                    return Err(CliError::BadValue { option: "--end-at (a time in the future)", value: v });
+                }
+                config.duration_secs = at - now;
+            }
             "--players" => config.players = num("--players", value("--players")?)?,
             "--seed" => config.seed = num("--seed", value("--seed")?)?,
             "--metrics" => config.metrics_addr = value("--metrics")?,
@@ -100,6 +118,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
             "--sync" => sync = Some(num("--sync", value("--sync")?)?),
             "--control" => control = Some(num("--control", value("--control")?)?),
             "--leader" => leader = true,
+            "--net-delay" => net_delay = true,
             "--peers" => {
                 let list = value("--peers")?;
                 for item in list.split(',').filter(|s| !s.is_empty()) {
@@ -113,7 +132,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
     }
     config.validate()?;
     let topology = match (region, sync, control) {
-        (None, None, None) if peers.is_empty() && !leader => Deployment::InProcess,
+        (None, None, None) if peers.is_empty() && !leader && !net_delay => Deployment::InProcess,
         (Some(region), Some(sync_addr), Some(control_addr)) => {
             if config.region_index(region).is_none() {
                 return Err(CliError::BadValue { option: "--region", value: region.to_string() });
@@ -133,7 +152,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
                     return Err(CliError::MissingValue("--peers (every other region's sync address)"));
                 }
             }
-            Deployment::OneRegion(ProcessRole { region, sync_addr, peers, control_addr, leader })
+            Deployment::OneRegion(ProcessRole { region, sync_addr, peers, control_addr, leader, net_delay })
         }
         _ => return Err(CliError::MissingValue("--region, --sync and --control (multi-process mode)")),
     };

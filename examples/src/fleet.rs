@@ -213,6 +213,8 @@ pub(crate) struct ServerSpec {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_players: usize,
     pub(crate) heartbeat_to: SocketAddr,
+    /// The IP the server and its heartbeat socket bind (other hosts must reach both).
+    pub(crate) bind_ip: std::net::IpAddr,
     /// Seals the heartbeats.
     pub(crate) fleet_key: FleetKey,
     pub(crate) heartbeat_every: Duration,
@@ -324,7 +326,7 @@ impl RunningServer {
         home_of: fn(PlayerId) -> usize,
     ) -> std::io::Result<Self> {
         let mut c =
-            GameServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), spec.protocol_id, spec.key.clone());
+            GameServerConfig::new(SocketAddr::new(spec.bind_ip, 0), spec.protocol_id, spec.key.clone());
         c.udp.driver = spec.driver;
         // Sized for one high-density server, not the library's defaults (which suit a server
         // per machine): the session's memory per player depends on it.
@@ -347,7 +349,7 @@ impl RunningServer {
         let commands = Arc::new(UnboundedQueue::new());
         let fights = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
-        let hb = Arc::new(UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?);
+        let hb = Arc::new(UdpSocket::bind(SocketAddr::new(spec.bind_ip, 0))?);
         let addr = Arc::new(OnceLock::new());
         let id = spec.server;
         let drain_bound = spec.connect_timeout + spec.tick * (spec.max_ticks + 2) + Duration::from_secs(1);
@@ -804,6 +806,7 @@ mod tests {
             connect_timeout: Duration::from_secs(3),
             max_players: 16,
             heartbeat_to: hb.local_addr().unwrap(),
+            bind_ip: std::net::IpAddr::from([127, 0, 0, 1]),
             fleet_key: FleetKey::derive(b"test"),
             heartbeat_every: Duration::from_millis(20),
             driver: DriverChoice::Epoll,

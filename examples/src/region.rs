@@ -99,6 +99,7 @@ pub(crate) fn run_region(
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         max_players: cfg.players_per_server as usize,
         heartbeat_to: shared.fleet_addr,
+        bind_ip: shared.bind_ip,
         fleet_key: crate::fleet::FleetKey::derive(&shared.link_secret),
         heartbeat_every: Duration::from_millis(cfg.heartbeat_ms),
         driver: pvp_net::DriverChoice::Auto,

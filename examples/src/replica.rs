@@ -7,6 +7,12 @@
 //! origin's ops in order, exactly once. Every write is commutative (a set insert, a win
 //! count), so replicas that applied the same ops hold the same state, whatever the order of
 //! origins: that is what [`ReplicaSummary::digest`] compares.
+//!
+//! A region's process that restarts (killed, then started again) comes back with a new
+//! incarnation and an empty replica. Its peers notice the newer incarnation on its first
+//! datagram, drop whatever its previous life still has in flight, and re-log every op they
+//! hold for it, so it gets the whole state back; what the dead process wrote and never sent
+//! is lost (the recovery point is one flush plus a round trip).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -42,6 +48,9 @@ pub struct ReplicaState {
     pub bans: BTreeSet<PlayerId>,
     /// Leaderboard: (wins, losses) per player.
     pub scores: HashMap<PlayerId, (u32, u32)>,
+    /// Every op applied here, once each, in the order applied: what a restarted peer is sent
+    /// again (the state is exactly these ops, so re-sending them rebuilds it).
+    pub history: Vec<SyncOp>,
 }
 
 impl ReplicaState {
@@ -51,6 +60,7 @@ impl ReplicaState {
                 if self.results.insert(*match_id, *region).is_some() {
                     return;
                 }
+                self.history.push(op.clone());
                 let (won, lost) = match *winner {
                     0 => (team_a, team_b),
                     1 => (team_b, team_a),
@@ -65,7 +75,9 @@ impl ReplicaState {
                 }
             }
             SyncOp::Ban { player } => {
-                self.bans.insert(*player);
+                if self.bans.insert(*player) {
+                    self.history.push(op.clone());
+                }
             }
         }
     }
@@ -128,6 +140,8 @@ struct Peer {
     progress_at: Duration,
     /// Highest contiguous seq of the peer's log applied here.
     applied: u64,
+    /// The peer's incarnation as last heard (0: not heard yet).
+    incarnation: u64,
     /// Whether an ack of `applied` is owed.
     ack_due: bool,
     /// Ops received past a gap, applied once the gap is filled (bounded by [`MAX_PENDING`]).
@@ -148,6 +162,10 @@ pub struct ReplicaStats {
     pub rejected: u64,
     /// Datagrams sent.
     pub sent: u64,
+    /// Peers seen restarted (a newer incarnation): each was sent the whole state again.
+    pub peer_restarts: u64,
+    /// Datagrams of a peer's older incarnation (in flight across its restart), dropped.
+    pub stale: u64,
     /// Resends after `retransmit` without ack progress.
     pub resends: u64,
 }
@@ -156,6 +174,7 @@ pub struct ReplicaStats {
 #[derive(Debug)]
 pub struct Replica {
     region: RegionId,
+    incarnation: u64,
     state: ReplicaState,
     log: Vec<LoggedOp>,
     /// Seq of `log[0]` minus one (ops acked by everyone are dropped).
@@ -171,8 +190,17 @@ pub struct Replica {
 
 impl Replica {
     /// A replica of `region` replicating to `peers`, flushing every `flush` and sending a
-    /// heartbeat to a quiet peer every `heartbeat`.
-    pub fn new(region: RegionId, peers: &[RegionId], flush: Duration, heartbeat: Duration) -> Self {
+    /// heartbeat to a quiet peer every `heartbeat`. `incarnation` tells this process's life
+    /// from an earlier one of the same region (its start time in Unix ms; it must grow from
+    /// one start to the next): peers that knew an older incarnation send it their whole
+    /// state again, and drop what the older one still has in flight.
+    pub fn new(
+        region: RegionId,
+        peers: &[RegionId],
+        flush: Duration,
+        heartbeat: Duration,
+        incarnation: u64,
+    ) -> Self {
         let peers = peers
             .iter()
             .filter(|p| **p != region)
@@ -182,6 +210,7 @@ impl Replica {
                 next: 1,
                 progress_at: Duration::ZERO,
                 applied: 0,
+                incarnation: 0,
                 ack_due: false,
                 pending: BTreeMap::new(),
                 last_heard: None,
@@ -190,6 +219,7 @@ impl Replica {
             .collect();
         Self {
             region,
+            incarnation: incarnation.max(1),
             state: ReplicaState::default(),
             log: Vec::new(),
             base: 0,
@@ -263,12 +293,28 @@ impl Replica {
             return;
         };
         match msg {
-            SyncMessage::Ops { origin, ops } => {
+            SyncMessage::Ops { origin, incarnation, floor, ops } => {
                 let Some(i) = self.peers.iter().position(|p| p.id == origin) else {
                     self.stats.rejected += 1;
                     return;
                 };
+                if !self.meet(i, incarnation, now, now_unix_ms) {
+                    return;
+                }
                 self.peers[i].last_heard = Some(now);
+                let p = &mut self.peers[i];
+                if floor > p.applied {
+                    // The sender starts this receiver past `floor` (a re-log for a restart).
+                    p.applied = floor;
+                    p.pending.retain(|&seq, _| seq > floor);
+                    let mut next = p.pending.remove(&(p.applied + 1));
+                    while let Some(op) = next {
+                        self.state.apply(&op.op);
+                        p.applied = op.seq;
+                        self.stats.applied += 1;
+                        next = p.pending.remove(&(p.applied + 1));
+                    }
+                }
                 for lop in ops {
                     let p = &mut self.peers[i];
                     if lop.seq <= p.applied || p.pending.contains_key(&lop.seq) {
@@ -294,14 +340,23 @@ impl Replica {
                 }
                 self.peers[i].ack_due = true;
             }
-            SyncMessage::Ack { from, origin, upto } => {
-                let Some(p) = self.peers.iter_mut().find(|p| p.id == from) else {
+            SyncMessage::Ack { from, from_incarnation, origin, origin_incarnation, upto } => {
+                let Some(i) = self.peers.iter().position(|p| p.id == from) else {
                     self.stats.rejected += 1;
                     return;
                 };
-                p.last_heard = Some(now);
                 if origin != self.region {
                     self.stats.rejected += 1;
+                    return;
+                }
+                if !self.meet(i, from_incarnation, now, now_unix_ms) {
+                    return;
+                }
+                let p = &mut self.peers[i];
+                p.last_heard = Some(now);
+                if origin_incarnation != self.incarnation {
+                    // An ack of this region's previous life: its seqs mean other ops.
+                    self.stats.stale += 1;
                     return;
                 }
                 let end = self.base + self.log.len() as u64;
@@ -314,6 +369,45 @@ impl Replica {
                 self.compact();
             }
         }
+    }
+
+    /// Notes peer `i`'s incarnation; false if the datagram is from an older one (dropped).
+    /// A newer incarnation than the one known is a restart: the peer lost what it held, so it
+    /// starts over on both sides, and gets this replica's whole state again (re-logged).
+    fn meet(&mut self, i: usize, incarnation: u64, now: Duration, now_unix_ms: u64) -> bool {
+        let known = self.peers[i].incarnation;
+        if incarnation < known {
+            self.stats.stale += 1;
+            return false;
+        }
+        if incarnation == known {
+            return true;
+        }
+        let p = &mut self.peers[i];
+        p.incarnation = incarnation;
+        p.applied = 0;
+        p.pending.clear();
+        if known == 0 {
+            // First contact: nothing was sent to an older life of this peer.
+            return true;
+        }
+        self.stats.peer_restarts += 1;
+        let end = self.base + self.log.len() as u64;
+        for op in self.state.history.clone() {
+            if self.log.len() >= MAX_LOG {
+                break;
+            }
+            let seq = self.base + self.log.len() as u64 + 1;
+            self.log.push(LoggedOp { seq, written_unix_ms: now_unix_ms, op });
+        }
+        // The restarted peer needs only the re-log (it holds every op this replica holds);
+        // the other peers get it too and apply nothing new (every op is idempotent).
+        let p = &mut self.peers[i];
+        p.acked = end;
+        p.next = end + 1;
+        p.progress_at = now;
+        p.last_sent = None;
+        true
     }
 
     fn compact(&mut self) {
@@ -343,7 +437,13 @@ impl Replica {
             let p = &mut self.peers[i];
             if p.ack_due {
                 p.ack_due = false;
-                let m = SyncMessage::Ack { from: region, origin: p.id, upto: p.applied };
+                let m = SyncMessage::Ack {
+                    from: region,
+                    from_incarnation: self.incarnation,
+                    origin: p.id,
+                    origin_incarnation: p.incarnation,
+                    upto: p.applied,
+                };
                 if let Ok(b) = m.encode() {
                     out.push((p.id, b));
                     self.stats.sent += 1;
@@ -377,7 +477,8 @@ impl Replica {
                 if ops.is_empty() {
                     break;
                 }
-                if let Ok(b) = (SyncMessage::Ops { origin: region, ops }).encode() {
+                let (incarnation, floor) = (self.incarnation, p.acked);
+                if let Ok(b) = (SyncMessage::Ops { origin: region, incarnation, floor, ops }).encode() {
                     out.push((p.id, b));
                     self.stats.sent += 1;
                 }
@@ -385,7 +486,10 @@ impl Replica {
                 p.last_sent = Some(now);
             }
             if p.last_sent.is_none_or(|t| now.saturating_sub(t) >= self.heartbeat) {
-                if let Ok(b) = (SyncMessage::Ops { origin: region, ops: Vec::new() }).encode() {
+                let (incarnation, floor) = (self.incarnation, p.acked);
+                if let Ok(b) =
+                    (SyncMessage::Ops { origin: region, incarnation, floor, ops: Vec::new() }).encode()
+                {
                     out.push((p.id, b));
                     self.stats.sent += 1;
                 }
@@ -435,7 +539,7 @@ mod tests {
         let ids = [r("kr"), r("jp"), r("sg")];
         let mut nodes: Vec<Replica> = ids
             .iter()
-            .map(|id| Replica::new(*id, &ids, Duration::from_millis(10), Duration::from_millis(50)))
+            .map(|id| Replica::new(*id, &ids, Duration::from_millis(10), Duration::from_millis(50), 1))
             .collect();
         for (i, node) in nodes.iter_mut().enumerate() {
             for k in 0..500u64 {
@@ -462,9 +566,61 @@ mod tests {
         assert!(nodes.iter().any(|n| n.stats().resends > 0), "loss forced resends");
     }
 
+    fn result(i: u64, region: RegionId) -> SyncOp {
+        SyncOp::MatchResult {
+            match_id: MatchId::new(i),
+            region,
+            team_a: vec![PlayerId::new(i)],
+            team_b: vec![PlayerId::new(i + 1)],
+            winner: (i % 2) as u8,
+        }
+    }
+
+    #[test]
+    fn a_restarted_region_gets_everything_back_and_its_new_writes_spread() {
+        let ids = [r("kr"), r("jp"), r("sg")];
+        let mk = |id: RegionId, inc: u64| {
+            Replica::new(id, &ids, Duration::from_millis(10), Duration::from_millis(50), inc)
+        };
+        let mut nodes: Vec<Replica> = ids.iter().map(|id| mk(*id, 1)).collect();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            for k in 0..300u64 {
+                let op = result(i as u64 * 1_000 + k, node.region());
+                node.write(op, 0).unwrap();
+            }
+        }
+        pump(&mut nodes, 200, 0);
+        let before = nodes[0].summary();
+        assert_eq!(before.results, 900);
+        // jp's process dies with a datagram in flight; a new one starts with nothing.
+        let mut stale = Vec::new();
+        nodes[1].write(result(5_000, r("jp")), 0).unwrap();
+        nodes[1].poll_transmit(Duration::from_secs(10), &mut stale);
+        nodes[1] = mk(r("jp"), 2);
+        assert_eq!(nodes[1].summary().results, 0);
+        for k in 0..50u64 {
+            nodes[1].write(result(7_000 + k, r("jp")), 0).unwrap();
+        }
+        pump(&mut nodes, 300, 5);
+        // The old life's datagram arrives late: dropped, nothing changes.
+        for (to, b) in stale {
+            if let Some(n) = nodes.iter_mut().find(|n| n.region() == to) {
+                n.handle_datagram(Duration::from_secs(20), 0, &b);
+            }
+        }
+        let d = nodes[0].summary();
+        assert_eq!(d.results, 950, "the old 900 and the new life's 50 (the unsent one is lost)");
+        for n in &nodes {
+            assert_eq!(n.summary().digest, d.digest, "{} converged", n.region());
+        }
+        assert!(nodes[0].stats().peer_restarts == 1 && nodes[2].stats().peer_restarts == 1);
+        assert!(nodes[0].stats().stale + nodes[2].stats().stale >= 1, "the stale datagram was dropped");
+    }
+
     #[test]
     fn garbage_is_counted() {
-        let mut a = Replica::new(r("kr"), &[r("jp")], Duration::from_millis(10), Duration::from_millis(50));
+        let mut a =
+            Replica::new(r("kr"), &[r("jp")], Duration::from_millis(10), Duration::from_millis(50), 1);
         a.handle_datagram(Duration::ZERO, 0, &[1, 2, 3, 4, 5]);
         assert_eq!(a.stats().rejected, 1);
         assert_eq!(a.summary().results, 0);

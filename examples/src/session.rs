@@ -81,6 +81,11 @@ pub struct ProcessRole {
     /// Whether this process is the matchmaking leader (runs the control plane for every
     /// region).
     pub leader: bool,
+    /// Whether the network between the processes carries the backbone latency itself (hosts
+    /// on a shaped router, `pvp_ops::hosts`): the sync proxies then add none. The process
+    /// binds its game servers and heartbeats to the sync address's IP, so other hosts reach
+    /// them.
+    pub net_delay: bool,
 }
 
 /// What a bot asks the matchmaking front.
@@ -244,6 +249,14 @@ pub(crate) struct Shared {
     pub(crate) protocol_id: u64,
     /// Where game servers send their heartbeats (the fleet controller's UDP socket).
     pub(crate) fleet_addr: SocketAddr,
+    /// The IP this process's game servers and heartbeats bind: loopback in one process, the
+    /// host's address (its sync address's IP) in multi-process mode.
+    pub(crate) bind_ip: std::net::IpAddr,
+    /// Per region: the generation of its bridge connection (multi-process leader); a writer
+    /// whose connection was replaced by a re-join stops.
+    pub(crate) bridge_gen: Vec<AtomicU64>,
+    /// The leader's bridge connections (also re-joins), shut down at the end.
+    pub(crate) bridge_streams: Mutex<Vec<std::net::TcpStream>>,
     /// Each local region's ban list as its sync node has applied it (refreshed by the region
     /// thread); the matchmaking front refuses tickets and the game servers refuse sessions of
     /// players on it.
@@ -656,7 +669,12 @@ impl RunningSession {
                 }
                 let seed = config.seed ^ ((i * 16 + j) as u64);
                 let p = FaultProxy::udp(SocketAddr::from(([127, 0, 0, 1], 0)), sync_addrs[j], seed)?;
-                let rtt = a.backbone_rtt_ms.get(&b.id).copied().unwrap_or(0);
+                // Hosts on a shaped router: the network delays the link already.
+                let rtt = if role.is_some_and(|r| r.net_delay) {
+                    0
+                } else {
+                    a.backbone_rtt_ms.get(&b.id).copied().unwrap_or(0)
+                };
                 p.control().set(
                     Direction::Forward,
                     LinkConditions::delay(Duration::from_millis(u64::from(rtt)) / 2),
@@ -682,6 +700,12 @@ impl RunningSession {
             lobby_external: Mutex::new(HashMap::new()),
             protocol_id: PROTOCOL_ID,
             fleet_addr,
+            bind_ip: match role.map(|r| r.sync_addr.ip()) {
+                Some(ip) if !ip.is_unspecified() => ip,
+                _ => std::net::IpAddr::from([127, 0, 0, 1]),
+            },
+            bridge_gen: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            bridge_streams: Mutex::new(Vec::new()),
             banned: (0..n).map(|_| Arc::new(Mutex::new(HashSet::new()))).collect(),
             to_region: (0..n).map(|_| UnboundedQueue::new()).collect(),
             to_bots: (0..n).map(|_| UnboundedQueue::new()).collect(),
@@ -713,7 +737,8 @@ impl RunningSession {
         for (i, (s, peers)) in sockets.into_iter().zip(peer_addrs).enumerate() {
             let Some(s) = s else { continue };
             let sh = shared.clone();
-            let replica = Replica::new(ids[i], &ids, flush, heartbeat);
+            // This process's life: a region restarted later has a larger start time.
+            let replica = Replica::new(ids[i], &ids, flush, heartbeat, shared.unix_ms(start));
             let wall = Duration::from_millis(shared.unix_ms(Instant::now()));
             let crdt =
                 RegionSync::new(&ids, i, flush, wall).map_err(|_| SessionError::Role("bad sync peers"))?;
@@ -1027,7 +1052,7 @@ impl RunningSession {
         sh.control_stop.store(true, Ordering::Release);
         let outcome = self.control.take().and_then(|h| h.join().ok());
         sh.region_stop.store(true, Ordering::Release);
-        for b in self.bridges.drain(..) {
+        for b in self.bridges.drain(..).chain(lock(&sh.bridge_streams).drain(..)) {
             let _ = b.shutdown(std::net::Shutdown::Both);
         }
         for t in self.threads.drain(..) {

@@ -59,6 +59,12 @@ pub enum SyncMessage {
     Ops {
         /// The sender (and origin of the ops).
         origin: RegionId,
+        /// The origin's incarnation (its start time, Unix ms): a restarted process numbers
+        /// its log afresh, and a receiver that sees a newer incarnation starts over with it.
+        incarnation: u64,
+        /// Every seq up to here the receiver holds or needs no more (the sender's view of the
+        /// receiver's ack, or where a state re-log for a restarted receiver begins).
+        floor: u64,
         /// The ops.
         ops: Vec<LoggedOp>,
     },
@@ -66,8 +72,12 @@ pub enum SyncMessage {
     Ack {
         /// The region acking.
         from: RegionId,
+        /// The acking region's incarnation.
+        from_incarnation: u64,
         /// The region whose log is acked.
         origin: RegionId,
+        /// The incarnation of the origin whose log is acked (acks of an older one are stale).
+        origin_incarnation: u64,
         /// Highest contiguous seq applied.
         upto: u64,
     },
@@ -96,7 +106,13 @@ mod tests {
     #[test]
     fn messages_round_trip_and_garbage_is_an_error() {
         assert!(SyncMessage::decode(&[200, 1, 2]).is_err());
-        let m = SyncMessage::Ack { from: "kr".parse().unwrap(), origin: "jp".parse().unwrap(), upto: 7 };
+        let m = SyncMessage::Ack {
+            from: "kr".parse().unwrap(),
+            from_incarnation: 1,
+            origin: "jp".parse().unwrap(),
+            origin_incarnation: 2,
+            upto: 7,
+        };
         assert_eq!(SyncMessage::decode(&m.encode().unwrap()).unwrap(), m);
         assert!(SyncMessage::decode(&[9, 9, 9]).is_err());
     }

@@ -13,9 +13,11 @@ fn sample_sync() -> Vec<SyncMessage> {
     let kr: RegionId = "kr".parse().unwrap();
     let jp: RegionId = "jp".parse().unwrap();
     vec![
-        SyncMessage::Ops { origin: kr, ops: Vec::new() },
+        SyncMessage::Ops { origin: kr, incarnation: 1, floor: 0, ops: Vec::new() },
         SyncMessage::Ops {
             origin: kr,
+            incarnation: u64::MAX,
+            floor: 7,
             ops: vec![
                 LoggedOp {
                     seq: 1,
@@ -31,7 +33,7 @@ fn sample_sync() -> Vec<SyncMessage> {
                 LoggedOp { seq: 2, written_unix_ms: 1, op: SyncOp::Ban { player: PlayerId::new(9) } },
             ],
         },
-        SyncMessage::Ack { from: jp, origin: kr, upto: u64::MAX },
+        SyncMessage::Ack { from: jp, from_incarnation: 3, origin: kr, origin_incarnation: 4, upto: u64::MAX },
     ]
 }
 

@@ -413,11 +413,14 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinH
     std::thread::Builder::new().name(name.to_string()).spawn(f)
 }
 
+/// Where an upstream socket binds: loopback for a loopback upstream, else the unspecified
+/// address (a socket bound to loopback cannot reach another host: connect fails with EINVAL).
 fn unspecified_like(addr: SocketAddr) -> SocketAddr {
-    if addr.is_ipv4() {
-        SocketAddr::from(([127, 0, 0, 1], 0))
-    } else {
-        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    match (addr.is_ipv4(), addr.ip().is_loopback()) {
+        (true, true) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        (true, false) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        (false, true) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+        (false, false) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     }
 }
 
