@@ -420,6 +420,11 @@ pub(crate) fn follow(
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+        // The last word: this region's final summary. Without it the leader (and through it
+        // every other region) keeps the one sent up to 200 ms before this process saw its
+        // replicas converge, and reports them unconverged after this process is gone.
+        let _ = write_msg(&mut writer, &mut seal, leader_id, &status(&sh, &[own]));
+        let _ = writer.flush();
     })?;
     Ok((vec![rx, tx], handle))
 }

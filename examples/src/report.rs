@@ -243,8 +243,8 @@ impl std::fmt::Display for Report {
                 r.replica.map_or_else(
                     || "-".to_string(),
                     |s| format!(
-                        "{} results, {} bans, {} players, {} profiles ({} games), {} online, digest {:016x}",
-                        s.results, s.bans, s.players, s.profiles, s.profile_games, s.online, s.digest
+                        "{} results, {} bans, {} players, {} profiles ({} games), {} online, digest {:016x}, unacked {}",
+                        s.results, s.bans, s.players, s.profiles, s.profile_games, s.online, s.digest, s.unacked
                     )
                 ),
             )?;

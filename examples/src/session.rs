@@ -1052,7 +1052,12 @@ impl RunningSession {
         sh.control_stop.store(true, Ordering::Release);
         let outcome = self.control.take().and_then(|h| h.join().ok());
         sh.region_stop.store(true, Ordering::Release);
-        for b in self.bridges.drain(..).chain(lock(&sh.bridge_streams).drain(..)) {
+        // A follower's bridge is shut for reading only (that ends its reader): its writer
+        // still sends the final status before the connection closes.
+        for b in self.bridges.drain(..) {
+            let _ = b.shutdown(std::net::Shutdown::Read);
+        }
+        for b in lock(&sh.bridge_streams).drain(..) {
             let _ = b.shutdown(std::net::Shutdown::Both);
         }
         for t in self.threads.drain(..) {
