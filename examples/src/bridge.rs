@@ -342,7 +342,7 @@ pub(crate) fn follow(
     own: usize,
     own_game: SocketAddr,
     wait: Duration,
-) -> std::io::Result<(Vec<std::thread::JoinHandle<()>>, TcpStream)> {
+) -> std::io::Result<Follower> {
     let deadline = Instant::now() + wait;
     let stream = loop {
         match TcpStream::connect_timeout(&leader, Duration::from_secs(1)) {
@@ -426,7 +426,15 @@ pub(crate) fn follow(
         let _ = write_msg(&mut writer, &mut seal, leader_id, &status(&sh, &[own]));
         let _ = writer.flush();
     })?;
-    Ok((vec![rx, tx], handle))
+    Ok(Follower { reader: rx, writer: tx, stream: handle })
+}
+
+/// A follower's bridge connection: its reader and writer threads, and the stream to shut.
+pub(crate) struct Follower {
+    pub(crate) reader: std::thread::JoinHandle<()>,
+    /// Ends when the session stops, after sending the final status.
+    pub(crate) writer: std::thread::JoinHandle<()>,
+    pub(crate) stream: TcpStream,
 }
 
 #[cfg(test)]

@@ -565,6 +565,9 @@ pub struct RunningSession {
     lobbies: Vec<crate::lobby::Lobby>,
     /// Connections to the other processes (multi-process mode), shut down at the end.
     bridges: Vec<std::net::TcpStream>,
+    /// A follower's bridge writer: waited for (bounded) at the end, so its final status
+    /// leaves before the connection is shut.
+    bridge_writer: Option<JoinHandle<()>>,
     last_progress: Option<(Instant, u64)>,
 }
 
@@ -748,6 +751,7 @@ impl RunningSession {
         }
         let mut run_control_here = true;
         let mut bridges = Vec::new();
+        let mut bridge_writer = None;
         if let Some(role) = role {
             let own = locals[0];
             let wait = Duration::from_secs(30);
@@ -758,10 +762,10 @@ impl RunningSession {
                 bridges.extend(s);
             } else {
                 run_control_here = false;
-                let (t, s) =
-                    crate::bridge::follow(shared.clone(), role.control_addr, own, sync_addrs[own], wait)?;
-                threads.extend(t);
-                bridges.push(s);
+                let f = crate::bridge::follow(shared.clone(), role.control_addr, own, sync_addrs[own], wait)?;
+                threads.push(f.reader);
+                bridge_writer = Some(f.writer);
+                bridges.push(f.stream);
             }
         }
         let front = if run_control_here && !shared.config.front_addr.is_empty() {
@@ -804,6 +808,7 @@ impl RunningSession {
             registry,
             sync_addrs,
             bridges,
+            bridge_writer,
             lobbies,
             last_progress: None,
         })
@@ -1052,12 +1057,17 @@ impl RunningSession {
         sh.control_stop.store(true, Ordering::Release);
         let outcome = self.control.take().and_then(|h| h.join().ok());
         sh.region_stop.store(true, Ordering::Release);
-        // A follower's bridge is shut for reading only (that ends its reader): its writer
-        // still sends the final status before the connection closes.
-        for b in self.bridges.drain(..) {
-            let _ = b.shutdown(std::net::Shutdown::Read);
+        // A follower's writer sends its final status once it sees the stop; it gets 2 s
+        // (a leader that stopped reading must not hold the session up), then the connection
+        // is shut, which also ends the reader.
+        if let Some(w) = self.bridge_writer.take() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !w.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            self.threads.push(w);
         }
-        for b in lock(&sh.bridge_streams).drain(..) {
+        for b in self.bridges.drain(..).chain(lock(&sh.bridge_streams).drain(..)) {
             let _ = b.shutdown(std::net::Shutdown::Both);
         }
         for t in self.threads.drain(..) {
