@@ -12,7 +12,7 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pvp_core::ids::{MatchId, PlayerId, RegionId};
@@ -164,12 +164,22 @@ fn stopped(sh: &Shared) -> bool {
     sh.region_stop.load(Ordering::Acquire)
 }
 
+/// A connection's end: the session stops, or (`quit`) the leadership it serves ended.
+fn over(sh: &Shared, quit: &AtomicBool) -> bool {
+    stopped(sh) || quit.load(Ordering::Acquire)
+}
+
 /// One follower admitted: its region, its game address, its reader and writer threads.
 type Admitted = (usize, SocketAddr, Vec<std::thread::JoinHandle<()>>);
 
 /// Reads a follower's sealed hello on a fresh connection and, if it is one, starts the
 /// connection's reader and writer. A stranger (or a stalled peer) is dropped and counted.
-fn admit(sh: &Arc<Shared>, stream: TcpStream, own: usize) -> std::io::Result<Option<Admitted>> {
+fn admit(
+    sh: &Arc<Shared>,
+    stream: TcpStream,
+    own: usize,
+    quit: &Arc<AtomicBool>,
+) -> std::io::Result<Option<Admitted>> {
     let n = sh.regions.len();
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -196,6 +206,7 @@ fn admit(sh: &Arc<Shared>, stream: TcpStream, own: usize) -> std::io::Result<Opt
     let generation = sh.bridge_gen[region].fetch_add(1, Ordering::AcqRel) + 1;
     lock(&sh.bridge_streams).push(stream.try_clone()?);
     let (sh_r, sh_w) = (sh.clone(), sh.clone());
+    let (quit_r, quit_w) = (quit.clone(), quit.clone());
     sh.followers_open.fetch_add(1, Ordering::AcqRel);
     let rx = std::thread::Builder::new().name(format!("bridge-rx-{region}")).spawn(move || {
         while let Ok((peer, m)) = read_msg(&mut reader, &mut opener) {
@@ -208,7 +219,7 @@ fn admit(sh: &Arc<Shared>, stream: TcpStream, own: usize) -> std::io::Result<Opt
                 BridgeMsg::Status(rows) => apply_status(&sh_r, rows, own),
                 _ => {}
             }
-            if stopped(&sh_r) {
+            if over(&sh_r, &quit_r) {
                 break;
             }
         }
@@ -218,7 +229,7 @@ fn admit(sh: &Arc<Shared>, stream: TcpStream, own: usize) -> std::io::Result<Opt
     let tx = std::thread::Builder::new().name(format!("bridge-tx-{region}")).spawn(move || {
         let all: Vec<usize> = (0..n).collect();
         let mut seal = bridge_links(&sh_w, own);
-        serve_writer(&sh_w, &mut writer, &mut seal, region, &all, generation);
+        serve_writer(&sh_w, &mut writer, &mut seal, region, &all, generation, &quit_w);
     })?;
     Ok(Some((region, game_addr, vec![rx, tx])))
 }
@@ -239,6 +250,8 @@ pub(crate) fn lead(
     let mut threads = Vec::new();
     let deadline = Instant::now() + wait;
     listener.set_nonblocking(true)?;
+    // A fixed leader leads until the session stops.
+    let quit = Arc::new(AtomicBool::new(false));
     while addrs.iter().any(Option::is_none) {
         if Instant::now() > deadline {
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "not every region connected"));
@@ -251,32 +264,42 @@ pub(crate) fn lead(
             }
             Err(e) => return Err(e),
         };
-        if let Some((region, game_addr, t)) = admit(&sh, stream, own)? {
+        if let Some((region, game_addr, t)) = admit(&sh, stream, own, &quit)? {
             addrs[region] = Some(game_addr);
             threads.extend(t);
         }
     }
-    let sh_a = sh.clone();
-    threads.push(std::thread::Builder::new().name("bridge-accept".into()).spawn(move || {
+    threads.push(accept_loop(sh, listener, own, quit)?);
+    Ok((addrs.into_iter().map(|a| a.unwrap_or(own_game)).collect(), threads, Vec::new()))
+}
+
+/// Keeps admitting followers (joins and re-joins) until the session stops or `quit` is
+/// raised (an elected leader's term ended); then waits for the connections' threads, which
+/// end with it.
+pub(crate) fn accept_loop(
+    sh: Arc<Shared>,
+    listener: TcpListener,
+    own: usize,
+    quit: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new().name("bridge-accept".into()).spawn(move || {
         let mut admitted = Vec::new();
-        while !stopped(&sh_a) {
+        while !over(&sh, &quit) {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    if let Ok(Some((_, _, t))) = admit(&sh_a, stream, own) {
+                    if let Ok(Some((_, _, t))) = admit(&sh, stream, own, &quit) {
                         admitted.extend(t);
                     }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
+        drop(listener);
         for t in admitted {
             let _ = t.join();
         }
-    })?);
-    Ok((addrs.into_iter().map(|a| a.unwrap_or(own_game)).collect(), threads, Vec::new()))
+    })
 }
 
 /// Forwards what the control plane queued for `region` (leader side).
@@ -287,12 +310,13 @@ fn serve_writer(
     region: usize,
     status_rows: &[usize],
     generation: u64,
+    quit: &AtomicBool,
 ) {
     let to = sh.config.regions[region].id;
     let mut regions = Vec::new();
     let mut bots = Vec::new();
     let mut last_status = Instant::now();
-    while !stopped(sh) && sh.bridge_gen[region].load(Ordering::Acquire) == generation {
+    while !over(sh, quit) && sh.bridge_gen[region].load(Ordering::Acquire) == generation {
         let mut busy = false;
         regions.clear();
         sh.to_region[region].pop_batch(&mut regions, 4_096);
@@ -335,23 +359,28 @@ fn serve_writer(
 }
 
 /// Follower: connects to the leader (retrying until `wait`), says hello, then forwards its
-/// control events and takes its commands until the session stops.
+/// control events and takes its commands until the session stops or `quit` is raised (an
+/// elected session follows another leader).
 pub(crate) fn follow(
     sh: Arc<Shared>,
     leader: SocketAddr,
     own: usize,
     own_game: SocketAddr,
     wait: Duration,
+    quit: Arc<AtomicBool>,
 ) -> std::io::Result<Follower> {
     let deadline = Instant::now() + wait;
+    let attempt = wait.clamp(Duration::from_millis(100), Duration::from_secs(1));
     let stream = loop {
-        match TcpStream::connect_timeout(&leader, Duration::from_secs(1)) {
+        match TcpStream::connect_timeout(&leader, attempt) {
             Ok(s) => break s,
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     };
     stream.set_nodelay(true)?;
+    // The leader's preamble must come soon; once joined, reads block until the stream shuts.
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut seal = bridge_links(&sh, own);
     let mut opener = bridge_links(&sh, own);
     let mut writer = BufWriter::new(stream.try_clone()?);
@@ -365,6 +394,8 @@ pub(crate) fn follow(
     let leader_id = read_preamble(&mut reader, &ids, own)?;
     write_msg(&mut writer, &mut seal, leader_id, &BridgeMsg::Hello { region: own, game_addr: own_game })?;
     writer.flush()?;
+    reader.get_ref().set_read_timeout(None)?;
+    let quit_r = quit.clone();
     let rx = std::thread::Builder::new().name("bridge-rx".into()).spawn(move || {
         while let Ok((from, m)) = read_msg(&mut reader, &mut opener) {
             if from != leader_id {
@@ -390,7 +421,7 @@ pub(crate) fn follow(
                 BridgeMsg::Status(rows) => apply_status(&sh_r, rows, own),
                 _ => {}
             }
-            if stopped(&sh_r) {
+            if over(&sh_r, &quit_r) {
                 break;
             }
         }
@@ -398,7 +429,7 @@ pub(crate) fn follow(
     let tx = std::thread::Builder::new().name("bridge-tx".into()).spawn(move || {
         let mut events = Vec::new();
         let mut last_status = Instant::now();
-        while !stopped(&sh) {
+        while !over(&sh, &quit) {
             events.clear();
             sh.to_control.pop_batch(&mut events, 4_096);
             let busy = !events.is_empty();

@@ -58,6 +58,9 @@ multi-process mode (one region per process; all processes use the same config):
   --peers LIST       the other regions' sync addresses: jp=127.0.0.1:7102,sg=127.0.0.1:7103
   --control ADDR     where the matchmaking leader listens (TCP), such as 127.0.0.1:7100
   --leader           this process is the matchmaking leader
+  --etcd URLS        elect the matchmaking leader on this etcd cluster instead of --leader
+                     (http://10.0.0.1:2379,...); --control is then this process's own
+                     control address, where it listens while it leads
   --end-at SECS      stop at this wall-clock time (seconds since the Unix epoch) instead
                      of after --duration (processes restarted by a fault schedule)
   --net-delay        the network between the processes already carries the backbone
@@ -88,6 +91,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
     let mut control: Option<SocketAddr> = None;
     let mut leader = false;
     let mut net_delay = false;
+    let mut etcd = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = |option: &'static str| it.next().ok_or(CliError::MissingValue(option));
@@ -118,6 +122,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
             "--sync" => sync = Some(num("--sync", value("--sync")?)?),
             "--control" => control = Some(num("--control", value("--control")?)?),
             "--leader" => leader = true,
+            "--etcd" => {
+                etcd = true;
+                config.etcd_endpoints =
+                    value("--etcd")?.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+            }
             "--net-delay" => net_delay = true,
             "--peers" => {
                 let list = value("--peers")?;
@@ -131,8 +140,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
         }
     }
     config.validate()?;
+    if leader && !config.etcd_endpoints.is_empty() {
+        // Elected or fixed: not both.
+        return Err(CliError::BadValue { option: "--leader (with --etcd)", value: "--leader".into() });
+    }
     let topology = match (region, sync, control) {
-        (None, None, None) if peers.is_empty() && !leader && !net_delay => Deployment::InProcess,
+        (None, None, None) if peers.is_empty() && !leader && !net_delay && !etcd => Deployment::InProcess,
         (Some(region), Some(sync_addr), Some(control_addr)) => {
             if config.region_index(region).is_none() {
                 return Err(CliError::BadValue { option: "--region", value: region.to_string() });

@@ -105,6 +105,11 @@ pub struct SessionConfig {
     /// Where Ctrl-C (or the end of the session) writes each region's snapshot (empty = the
     /// system's temporary directory).
     pub snapshot_dir: PathBuf,
+    /// Multi-process mode only: the etcd cluster's client URLs (`http://host:port`, at most
+    /// [`MAX_ETCD_ENDPOINTS`]). Empty (the default): the matchmaking leader is the process
+    /// started with `--leader`. Set: every process campaigns on etcd for the leadership and
+    /// any of them takes over when the leader's lease runs out (see [`crate::election`]).
+    pub etcd_endpoints: Vec<String>,
     /// The regions.
     pub regions: Vec<RegionSettings>,
 }
@@ -113,11 +118,27 @@ pub struct SessionConfig {
 /// [`PLAYER_ID_STRIDE`](crate::bots::PLAYER_ID_STRIDE); bots are allocated up front).
 pub const MAX_PLAYERS: u32 = 1_000_000;
 
+/// Most etcd endpoints a session lists.
+pub const MAX_ETCD_ENDPOINTS: usize = 16;
+
 /// Longest `duration_secs` and `progress_interval_secs`: one year.
 pub const MAX_SECS: f64 = 365.0 * 24.0 * 3_600.0;
 
 /// Longest of the `*_ms` intervals and timeouts: one hour.
 pub const MAX_MS: u64 = 3_600_000;
+
+/// `http://HOST:PORT` with a host of at most 253 bytes and a port (TLS endpoints are not
+/// supported: the control plane's own traffic is not sealed).
+fn etcd_url_ok(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let Some((host, port)) = rest.rsplit_once(':') else { return false };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'[' || b == b']' || b == b':'
+        })
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
 
 fn rid(s: &str) -> RegionId {
     // The reference names are valid ids; a bad one would be a bug caught by every test.
@@ -164,6 +185,7 @@ impl Default for SessionConfig {
             max_servers: 200,
             target_players_per_server: 700.0,
             snapshot_dir: PathBuf::new(),
+            etcd_endpoints: Vec::new(),
             regions: vec![
                 region("kr", "Korea", 0.4, [("jp", 30), ("sg", 70)], [("kr", 8), ("jp", 35), ("sg", 75)]),
                 region("jp", "Japan", 0.35, [("kr", 30), ("sg", 70)], [("kr", 35), ("jp", 8), ("sg", 75)]),
@@ -248,6 +270,12 @@ impl SessionConfig {
         }
         if !(self.target_players_per_server.is_finite() && self.target_players_per_server > 0.0) {
             return bad("target_players_per_server", "must be a positive number");
+        }
+        if self.etcd_endpoints.len() > MAX_ETCD_ENDPOINTS {
+            return bad("etcd_endpoints", "must list at most 16 client URLs");
+        }
+        if !self.etcd_endpoints.iter().all(|u| etcd_url_ok(u)) {
+            return bad("etcd_endpoints", "must be client URLs such as http://10.0.0.1:2379");
         }
         if self.regions.is_empty() {
             return bad("regions", "must list at least one region");

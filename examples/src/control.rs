@@ -188,6 +188,9 @@ pub(crate) struct ControlPlane {
     /// The leaderboard's top 10 at the last once-a-second pass.
     top: Vec<PlayerId>,
     wait_metric: metrics::Histogram,
+    /// An elected leader's right to act ([`crate::election`]): the passes stop as soon as it
+    /// no longer holds. `None`: a fixed leader.
+    fence: Option<Arc<crate::election::Fence>>,
 }
 
 impl ControlPlane {
@@ -309,13 +312,25 @@ impl ControlPlane {
             last_slow,
             top: Vec::new(),
             wait_metric,
+            fence: None,
             sh,
         }
+    }
+
+    /// Makes this an elected leader's control plane: its matches carry the fence's term, and
+    /// it stops at the first pass where the fence no longer holds (the lease may be gone, so
+    /// another region may lead).
+    pub(crate) fn with_fence(mut self, fence: Arc<crate::election::Fence>) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Runs passes until the session's `control_stop`, then hands back the outcome.
     pub(crate) fn run(mut self) -> ControlOutcome {
         while !self.sh.control_stop.load(Ordering::Acquire) {
+            if self.fence.as_ref().is_some_and(|f| !f.holds()) {
+                break;
+            }
             let tick_start = Instant::now();
             let now = tick_start.duration_since(self.sh.start);
             let draining = self.sh.draining.load(Ordering::Acquire);
@@ -328,6 +343,10 @@ impl ControlPlane {
                 self.mm.tick(now);
             }
             self.reconcile_fleet();
+            // Checked again right before handing out seats: a pass can outlive the lease.
+            if self.fence.as_ref().is_some_and(|f| !f.holds()) {
+                break;
+            }
             self.place_matches(self.sh.unix_ms(tick_start));
             self.every_second(now, tick_start);
             self.publish_view();
@@ -715,6 +734,7 @@ impl ControlPlane {
             let _ = f.handle_match(&r, |p| Some((ids[home_of(p).0.min(n - 1)], max_latency)));
         }
         sh.to_region[ri].push(RegionCommand::Host {
+            term: self.fence.as_ref().map_or(0, |f| f.term()),
             match_id: r.match_id(),
             server: server.id,
             players: seats,

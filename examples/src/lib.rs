@@ -57,6 +57,7 @@ pub mod cli;
 pub mod config;
 mod control;
 pub mod crdt;
+pub mod election;
 pub mod fleet;
 pub mod front;
 pub mod lobby;

@@ -195,6 +195,8 @@ pub(crate) struct LobbyHandler {
     by_session: HashMap<SessionId, PlayerId>,
     cmds: Vec<BotCommand>,
     last_sweep: Instant,
+    /// The region's requeue generation last acted on ([`Shared::requeue`]).
+    requeue_seen: u64,
 }
 
 impl LobbyHandler {
@@ -208,6 +210,7 @@ impl LobbyHandler {
             by_session: HashMap::new(),
             cmds: Vec::new(),
             last_sweep: Instant::now(),
+            requeue_seen: 0,
         }
     }
 
@@ -338,6 +341,24 @@ impl GameHandler for LobbyHandler {
             self.deliver(io, c);
         }
         self.cmds = cmds;
+        // A new matchmaking leader knows none of the old one's tickets: every queued player
+        // is told its ticket failed, and asks the new leader.
+        let generation = self.sh.requeue[self.idx].load(Ordering::Acquire);
+        if generation != self.requeue_seen {
+            self.requeue_seen = generation;
+            let queued: Vec<SessionId> = self
+                .players
+                .values_mut()
+                .filter(|o| o.queued)
+                .map(|o| {
+                    o.queued = false;
+                    o.session
+                })
+                .collect();
+            for session in queued {
+                self.send(io, session, &LobbyMsg::TicketFailed);
+            }
+        }
         // Every 100 ms, so refreshes leave in small steps rather than a burst a second.
         if now.duration_since(self.last_sweep) >= Duration::from_millis(100) {
             self.last_sweep = now;

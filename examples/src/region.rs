@@ -98,7 +98,7 @@ pub(crate) fn run_region(
         max_ticks: cfg.match_ticks,
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         max_players: cfg.players_per_server as usize,
-        heartbeat_to: shared.fleet_addr,
+        heartbeat_to: *lock(&shared.fleet_addr),
         bind_ip: shared.bind_ip,
         fleet_key: crate::fleet::FleetKey::derive(&shared.link_secret),
         heartbeat_every: Duration::from_millis(cfg.heartbeat_ms),
@@ -153,7 +153,20 @@ pub(crate) fn run_region(
                         stats.servers_stopped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                RegionCommand::Host { match_id, server, players } => {
+                RegionCommand::Host { term, .. } if term < shared.term.load(Ordering::Acquire) => {
+                    // Made by a leader that has been replaced: never hosted (its players were
+                    // told to queue with the new leader).
+                    stats.fenced_hosts.fetch_add(1, Ordering::Relaxed);
+                }
+                RegionCommand::NewLeader { term } => {
+                    shared.term.fetch_max(term, Ordering::AcqRel);
+                    for (_, s) in servers.drain() {
+                        s.commands.push(ServerCommand::Drain);
+                        stopping.push(s);
+                        stats.servers_stopped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                RegionCommand::Host { match_id, server, players, .. } => {
                     let seats: Vec<(PlayerId, u8)> = players.iter().map(|p| (p.0, p.1)).collect();
                     match servers.get(&server) {
                         Some(s) => s.commands.push(ServerCommand::Host { match_id, seats }),

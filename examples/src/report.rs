@@ -148,6 +148,13 @@ pub struct Report {
     pub drained: bool,
     /// Snapshot files written.
     pub snapshots: Vec<PathBuf>,
+    /// The newest matchmaking leader term this process saw (0: no election; see
+    /// [`crate::election`]).
+    pub leader_term: u64,
+    /// Matches this process's regions refused to host because an older term made them.
+    pub fenced_matches: u64,
+    /// What the election did here, with the session time: terms led, ended, followed.
+    pub election: Vec<(Duration, String)>,
     /// The global wins leaderboard's top 10 at the end (CrossRegionSync), as the first local
     /// region sees it.
     pub leaderboard_top: Vec<(pvp_core::ids::PlayerId, i64)>,
@@ -323,6 +330,16 @@ impl std::fmt::Display for Report {
             self.drained,
             self.front_tickets
         )?;
+        if self.leader_term > 0 {
+            writeln!(
+                f,
+                "election            newest term {}; {} matches of older terms refused",
+                self.leader_term, self.fenced_matches
+            )?;
+            for (at, what) in &self.election {
+                writeln!(f, "  [{:>6.1}s] {what}", at.as_secs_f64())?;
+            }
+        }
         for s in &self.snapshots {
             writeln!(f, "snapshot            {}", s.display())?;
         }
@@ -427,6 +444,9 @@ mod tests {
             no_show_matches: 0,
             drained: true,
             snapshots: Vec::new(),
+            leader_term: 0,
+            fenced_matches: 0,
+            election: Vec::new(),
             leaderboard_top: Vec::new(),
             reconnect_offers: 0,
             reconnects_acted: 0,

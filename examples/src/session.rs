@@ -127,9 +127,18 @@ pub(crate) enum RegionCommand {
         server: ServerId,
     },
     Host {
+        /// The leader term the match was made in (0: no election). A region refuses a match
+        /// from a term older than the newest it knows: an old leader's late words.
+        term: u64,
         match_id: MatchId,
         server: ServerId,
         players: Vec<(PlayerId, u8, Duration)>,
+    },
+    /// A new matchmaking leader (term): its fleet controller knows none of this region's
+    /// servers, so they drain (their matches finish and are recorded) and the new leader
+    /// starts its own.
+    NewLeader {
+        term: u64,
     },
     CrashServers {
         count: usize,
@@ -198,6 +207,8 @@ pub(crate) struct RegionStats {
     pub(crate) servers_stopped: AtomicU64,
     pub(crate) servers_crashed: AtomicU64,
     pub(crate) running_servers: AtomicU64,
+    /// `Host` commands refused for an older leader term.
+    pub(crate) fenced_hosts: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -247,8 +258,15 @@ pub(crate) struct Shared {
     /// Outside players logged in to a lobby, and which region's: their assignments go there.
     pub(crate) lobby_external: Mutex<HashMap<PlayerId, usize>>,
     pub(crate) protocol_id: u64,
-    /// Where game servers send their heartbeats (the fleet controller's UDP socket).
-    pub(crate) fleet_addr: SocketAddr,
+    /// Where game servers send their heartbeats (the fleet controller's UDP socket); an
+    /// elected session re-points it at each new leader.
+    pub(crate) fleet_addr: Mutex<SocketAddr>,
+    /// The newest matchmaking leader term this process knows (0: no election).
+    pub(crate) term: AtomicU64,
+    /// Per region: bumped when the leader changes, so the lobby re-queues its tickets.
+    pub(crate) requeue: Vec<AtomicU64>,
+    /// What the election did (session time, what), for the report.
+    pub(crate) election_log: Mutex<Vec<(Duration, String)>>,
     /// The IP this process's game servers and heartbeats bind: loopback in one process, the
     /// host's address (its sync address's IP) in multi-process mode.
     pub(crate) bind_ip: std::net::IpAddr,
@@ -364,6 +382,20 @@ impl Shared {
             *v = Some((replica, crdt));
         }
     }
+}
+
+/// The matchmaker a control plane starts with: the config's fleet, with a warm pool sized for
+/// the bots that live in each region (the autoscaler adjusts it).
+pub(crate) fn matchmaker(config: &SessionConfig) -> Result<GlobalMatchmaking, SessionError> {
+    let mut mm = GlobalMatchmaking::new(config.fleet()?, config.matchmaking(), Duration::ZERO)?;
+    for (r, bots) in config.regions.iter().zip(config.bots_per_region()) {
+        let want = (f64::from(bots) / config.target_players_per_server).ceil() as u32;
+        if let Some(c) = mm.cluster_mut(r.id) {
+            let have = c.server_counts().starting + c.server_counts().ready;
+            c.scale_up(want.saturating_sub(have), Duration::ZERO);
+        }
+    }
+    Ok(mm)
 }
 
 /// The netcode protocol id of the session's game servers.
@@ -568,6 +600,8 @@ pub struct RunningSession {
     /// A follower's bridge writer: waited for (bounded) at the end, so its final status
     /// leaves before the connection is shut.
     bridge_writer: Option<JoinHandle<()>>,
+    /// The election thread of a session with `etcd_endpoints` (multi-process mode).
+    election: Option<JoinHandle<crate::election::Ended>>,
     last_progress: Option<(Instant, u64)>,
 }
 
@@ -600,16 +634,7 @@ impl RunningSession {
         let n = config.regions.len();
         let start = Instant::now();
         let unix_start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let fleet = config.fleet()?;
-        let mut mm = GlobalMatchmaking::new(fleet, config.matchmaking(), Duration::ZERO)?;
-        // A warm pool sized for the bots that live in each region; the autoscaler adjusts it.
-        for (r, bots) in config.regions.iter().zip(config.bots_per_region()) {
-            let want = (f64::from(bots) / config.target_players_per_server).ceil() as u32;
-            if let Some(c) = mm.cluster_mut(r.id) {
-                let have = c.server_counts().starting + c.server_counts().ready;
-                c.scale_up(want.saturating_sub(have), Duration::ZERO);
-            }
-        }
+        let mm = matchmaker(&config)?;
         let registry = metrics_registry();
         let metrics = if config.metrics_addr.is_empty() {
             None
@@ -626,6 +651,11 @@ impl RunningSession {
                 (vec![i], Some(r))
             }
         };
+        // Multi-process with etcd: the leader is elected (crate::election), not fixed.
+        let elected = role.is_some() && !config.etcd_endpoints.is_empty();
+        if elected && role.is_some_and(|r| r.leader) {
+            return Err(SessionError::Role("a fixed leader in an elected session"));
+        }
         let mut sockets: Vec<Option<RegionSockets>> = (0..n).map(|_| None).collect();
         for &i in &locals {
             sockets[i] = Some(match role {
@@ -652,7 +682,7 @@ impl RunningSession {
         // multi-process leader listens on the control address (UDP; the bridge is TCP).
         let fleet_socket = match role {
             None => Some(std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?),
-            Some(r) if r.leader => Some(std::net::UdpSocket::bind(r.control_addr)?),
+            Some(r) if r.leader && !elected => Some(std::net::UdpSocket::bind(r.control_addr)?),
             Some(_) => None,
         };
         let fleet_addr = match (&fleet_socket, role) {
@@ -702,7 +732,10 @@ impl RunningSession {
             lobby_login: crate::lobby::LobbyLogin::new(session_key(config.seed)),
             lobby_external: Mutex::new(HashMap::new()),
             protocol_id: PROTOCOL_ID,
-            fleet_addr,
+            fleet_addr: Mutex::new(fleet_addr),
+            term: AtomicU64::new(0),
+            requeue: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            election_log: Mutex::new(Vec::new()),
             bind_ip: match role.map(|r| r.sync_addr.ip()) {
                 Some(ip) if !ip.is_unspecified() => ip,
                 _ => std::net::IpAddr::from([127, 0, 0, 1]),
@@ -749,10 +782,14 @@ impl RunningSession {
                 run_region(sh, i, s, peers, replica, crdt)
             })?);
         }
-        let mut run_control_here = true;
+        let mut run_control_here = !elected;
         let mut bridges = Vec::new();
         let mut bridge_writer = None;
-        if let Some(role) = role {
+        let mut election = None;
+        if let (true, Some(role)) = (elected, role) {
+            let own = locals[0];
+            election = Some(crate::election::spawn(shared.clone(), own, role.control_addr, sync_addrs[own])?);
+        } else if let Some(role) = role {
             let own = locals[0];
             let wait = Duration::from_secs(30);
             if role.leader {
@@ -762,7 +799,15 @@ impl RunningSession {
                 bridges.extend(s);
             } else {
                 run_control_here = false;
-                let f = crate::bridge::follow(shared.clone(), role.control_addr, own, sync_addrs[own], wait)?;
+                let never = Arc::new(AtomicBool::new(false));
+                let f = crate::bridge::follow(
+                    shared.clone(),
+                    role.control_addr,
+                    own,
+                    sync_addrs[own],
+                    wait,
+                    never,
+                )?;
                 threads.push(f.reader);
                 bridge_writer = Some(f.writer);
                 bridges.push(f.stream);
@@ -809,6 +854,7 @@ impl RunningSession {
             sync_addrs,
             bridges,
             bridge_writer,
+            election,
             lobbies,
             last_progress: None,
         })
@@ -1055,7 +1101,15 @@ impl RunningSession {
         // The front's threads hold the session: stop them first.
         self.front = None;
         sh.control_stop.store(true, Ordering::Release);
-        let outcome = self.control.take().and_then(|h| h.join().ok());
+        let mut outcome = self.control.take().and_then(|h| h.join().ok());
+        if let Some(e) = self.election.take().and_then(|h| h.join().ok()) {
+            outcome = outcome.or(e.outcome);
+            if let Some(f) = e.following {
+                self.threads.push(f.reader);
+                self.bridge_writer = Some(f.writer);
+                self.bridges.push(f.stream);
+            }
+        }
         sh.region_stop.store(true, Ordering::Release);
         // A follower's writer sends its final status once it sees the stop; it gets 2 s
         // (a leader that stopped reading must not hold the session up), then the connection
@@ -1273,5 +1327,8 @@ fn build_report(
         no_show_matches: no_show,
         drained,
         snapshots,
+        leader_term: sh.term.load(Ordering::Acquire),
+        fenced_matches: sum(|r| &r.fenced_hosts),
+        election: lock(&sh.election_log).clone(),
     }
 }

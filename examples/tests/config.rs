@@ -319,3 +319,67 @@ fn multi_process_flags_refuse_unknown_regions_and_bad_peers() {
         Err(CliError::BadValue { option: "--control", .. })
     ));
 }
+
+#[test]
+fn etcd_endpoints_must_be_http_client_urls() {
+    let ok = SessionConfig::from_toml_str(r#"etcd_endpoints = ["http://127.0.0.1:2379", "http://e2:2379"]"#)
+        .unwrap();
+    assert_eq!(ok.etcd_endpoints.len(), 2);
+    ok.validate().unwrap();
+    for bad in [
+        r#"etcd_endpoints = ["127.0.0.1:2379"]"#,
+        r#"etcd_endpoints = ["https://127.0.0.1:2379"]"#,
+        r#"etcd_endpoints = ["http://127.0.0.1"]"#,
+        r#"etcd_endpoints = ["http://127.0.0.1:0"]"#,
+        r#"etcd_endpoints = ["http://127.0.0.1:99999"]"#,
+        r#"etcd_endpoints = ["http://:2379"]"#,
+        r#"etcd_endpoints = ["http://a b:2379"]"#,
+        r#"etcd_endpoints = [""]"#,
+    ] {
+        assert_eq!(invalid_field(SessionConfig::from_toml_str(bad)), "etcd_endpoints", "{bad}");
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("\"http://10.0.0.{i}:2379\"")).collect();
+    let toml = format!("etcd_endpoints = [{}]", many.join(","));
+    assert_eq!(invalid_field(SessionConfig::from_toml_str(&toml)), "etcd_endpoints");
+    // The command line's list goes through the same check.
+    let multi = |etcd: &str| {
+        cli::parse(args(&[
+            "--region",
+            "kr",
+            "--sync",
+            "127.0.0.1:7101",
+            "--control",
+            "127.0.0.1:7301",
+            "--peers",
+            "jp=127.0.0.1:7102,sg=127.0.0.1:7103",
+            "--etcd",
+            etcd,
+        ]))
+    };
+    let Command::Run(c, Deployment::OneRegion(role)) =
+        multi("http://127.0.0.1:2379,http://127.0.0.1:2381").unwrap()
+    else {
+        panic!("multi-process run expected")
+    };
+    assert_eq!(c.etcd_endpoints, ["http://127.0.0.1:2379", "http://127.0.0.1:2381"]);
+    assert!(!role.leader, "an elected session has no fixed leader");
+    assert_eq!(cli_invalid_field(multi("ftp://x:1")), "etcd_endpoints");
+    // --leader and --etcd contradict each other; --etcd needs multi-process mode.
+    assert!(matches!(
+        cli::parse(args(&[
+            "--region",
+            "kr",
+            "--sync",
+            "127.0.0.1:7101",
+            "--control",
+            "127.0.0.1:7301",
+            "--peers",
+            "jp=127.0.0.1:7102,sg=127.0.0.1:7103",
+            "--etcd",
+            "http://127.0.0.1:2379",
+            "--leader",
+        ])),
+        Err(CliError::BadValue { .. })
+    ));
+    assert!(matches!(cli::parse(args(&["--etcd", "http://127.0.0.1:2379"])), Err(CliError::MissingValue(_))));
+}
