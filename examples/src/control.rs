@@ -43,7 +43,7 @@ use pvp_global::failover::{
     FailoverDecision, HealthPolicy, LatencyMatrix, PlannerConfig, RegionAvailability, RegionFailover,
     RegionHealth,
 };
-use pvp_global::matchmaking::{GlobalMatchmaking, MatchOutcome, MatchRequest, MatchResult};
+use pvp_global::matchmaking::{GlobalMatchmaking, MatchOutcome, MatchRequest, MatchResult, RequestError};
 use pvp_net::netcode::{IssuerConfig, SessionGrant, SessionUserData, TokenIssuer};
 use pvp_ops::metrics::MetricsRegistry;
 use pvp_ops::scale::{AutoScaler, FleetStatus, ScalingPolicy, TargetTracking};
@@ -120,6 +120,8 @@ pub(crate) struct ControlOutcome {
     pub(crate) aborted_crash: u64,
     pub(crate) aborted_no_show: u64,
     pub(crate) ticket_errors: u64,
+    /// Second tickets of players already queued, after a takeover (elected leaders only).
+    pub(crate) duplicate_tickets: u64,
     pub(crate) scale_up: Vec<u64>,
     pub(crate) scale_down: Vec<u64>,
     pub(crate) servers: Vec<ServerCounts>,
@@ -258,6 +260,7 @@ impl ControlPlane {
             aborted_crash: 0,
             aborted_no_show: 0,
             ticket_errors: 0,
+            duplicate_tickets: 0,
             scale_up: vec![0; n],
             scale_down: vec![0; n],
             servers: Vec::new(),
@@ -421,6 +424,14 @@ impl ControlPlane {
             // are too few to matter and have no home in the bot id space).
             Ok(_) if !crate::front::is_external(ask.player) => self.queued_home[ask.home] += 1,
             Ok(_) => {}
+            // After a takeover a follower forwards the tickets it held while its bridge was
+            // down, and its lobby asks again for every queued player: the second ticket of a
+            // player already queued changes nothing (the first one is answered).
+            Err(RequestError::AlreadyQueued(_))
+                if self.fence.is_some() && !crate::front::is_external(ask.player) =>
+            {
+                self.out.duplicate_tickets += 1;
+            }
             Err(_) => {
                 // Refused by the matchmaker's own checks (bounds, duplicate): an outside
                 // client's bad request, or a bot that queued twice.
@@ -817,6 +828,14 @@ impl ControlPlane {
     /// The outcome: the matchmaker's and failover's stats, the skill/rating correlation,
     /// the final fleet and the SLOs' state.
     fn finish(self) -> ControlOutcome {
+        if self.fence.is_some() {
+            // An elected leader's term ended: what it published is no longer anyone's view
+            // (a session that drains must not wait for this term's matches).
+            let mut v = lock(&self.sh.view);
+            v.running = 0;
+            v.queued = 0;
+            v.health.clear();
+        }
         let mut out = self.out;
         out.latency_slices = self.sli.slices;
         let mm = self.mm;

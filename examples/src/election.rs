@@ -7,10 +7,11 @@
 //!
 //! 1. takes the next **term** by compare-and-set on the record `matchmaking/term` (terms
 //!    only grow, and no two winners get the same one);
-//! 2. publishes the record `matchmaking/leader` (`{"region", "term", "control"}`), written
-//!    only over a record of an older term;
-//! 3. binds its own control address (TCP for the bridge, UDP for the servers' heartbeats)
-//!    and runs a control plane whose commands carry the term.
+//! 2. publishes the record `matchmaking/leader` (`{"region", "term", "control", "fleet"}`),
+//!    written only over a record of an older term;
+//! 3. listens on its own control address (TCP, the bridge) and on a fresh UDP port for the
+//!    servers' heartbeats, and runs a control plane whose commands carry the term. Its match
+//!    ids start at `term << 40`, so no two terms ever use the same one.
 //!
 //! The others read the leader record every tick. On a newer term they re-point their bridge
 //! and their servers' heartbeats at the new leader, drain the servers the old leader started
@@ -58,12 +59,16 @@ pub const JOB: &str = "matchmaking";
 const TERM_RECORD: &str = "matchmaking/term";
 const LEADER_RECORD: &str = "matchmaking/leader";
 
-/// The leader record: who leads, in which term, and where it listens.
+/// The leader record: who leads, in which term, where it listens for the bridge (TCP), and
+/// where its fleet controller takes heartbeats (UDP, a fresh port each term: a server of an
+/// earlier term, draining, still heartbeats to the old one and never reaches this term's
+/// controller, whose server ids start over).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct LeaderRecord {
     region: String,
     term: u64,
     control: SocketAddr,
+    fleet: SocketAddr,
 }
 
 /// An elected leader's right to act: its term, and until when its lease is believed valid
@@ -204,10 +209,15 @@ impl Candidate {
                 if let (true, Some(until)) = (valid, lease.and_then(|id| coord.lease_valid_until(id))) {
                     l.fence.extend(until);
                 }
-                if !valid || l.control.is_finished() {
+                // (At the session's end the control plane stops too: that is no demotion.)
+                if !valid || (l.control.is_finished() && !self.ending()) {
                     let term = l.fence.term();
-                    outcome = self.demote(leading.take()).or(outcome);
-                    self.log(format!("{} ends term {term} (lease no longer believed valid)", self.me));
+                    let why =
+                        if valid { "its control plane stopped" } else { "lease no longer believed valid" };
+                    let ended = self.demote(leading.take());
+                    let why = if ended.is_none() { "its control plane panicked" } else { why };
+                    outcome = ended.or(outcome);
+                    self.log(format!("{} ends term {term} ({why})", self.me));
                 }
             } else if let Some(id) = lease.filter(|id| coord.lease_believed_valid(*id)) {
                 // A session that drains does not take over: it is ending.
@@ -284,8 +294,24 @@ impl Candidate {
         lease: LeaseId,
         following: &mut Option<Following>,
     ) -> Option<Leading> {
+        // A win on a lease about to run out (renewals failing while the cluster elects its own
+        // leader) would end at once: wait for a renewal instead of burning a term.
+        let left = coord.lease_valid_until(lease)?.saturating_duration_since(Instant::now());
+        if left < LEASE_TTL / 2 {
+            return None;
+        }
         let term = self.next_term(coord).await?;
-        let record = LeaderRecord { region: self.me.to_string(), term, control: self.control };
+        // The fleet socket first: its port goes into the record.
+        let fleet = match UdpSocket::bind(SocketAddr::new(self.control.ip(), 0)) {
+            Ok(f) => f,
+            Err(_) => {
+                self.sh.regions[self.own].errors.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let fleet_addr = fleet.local_addr().ok()?;
+        let record =
+            LeaderRecord { region: self.me.to_string(), term, control: self.control, fleet: fleet_addr };
         let value = serde_json::to_vec(&record).ok()?;
         let expected = match Self::read_leader(coord).await {
             // A newer leader published already: this win is stale.
@@ -308,7 +334,7 @@ impl Candidate {
         if let Some(f) = following.take() {
             close_bridge(f.bridge);
         }
-        match self.promote(term, valid_until) {
+        match self.promote(term, valid_until, fleet) {
             Ok(l) => {
                 self.log(format!("{} leads term {term}", self.me));
                 Some(l)
@@ -322,10 +348,14 @@ impl Candidate {
         }
     }
 
-    fn promote(&self, term: u64, valid_until: Instant) -> Result<Leading, crate::session::SessionError> {
+    fn promote(
+        &self,
+        term: u64,
+        valid_until: Instant,
+        fleet: UdpSocket,
+    ) -> Result<Leading, crate::session::SessionError> {
         let sh = &self.sh;
         let listener = TcpListener::bind(self.control)?;
-        let fleet = UdpSocket::bind(self.control)?;
         self.new_leader(term, fleet.local_addr()?);
         // What an earlier term of this process left for the other regions is void.
         for j in (0..sh.regions.len()).filter(|&j| j != self.own) {
@@ -335,7 +365,7 @@ impl Candidate {
             sh.to_bots[j].pop_batch(&mut stale, usize::MAX);
         }
         let fence = Arc::new(Fence::new(term, valid_until));
-        let mm = crate::session::matchmaker(&sh.config)?;
+        let mm = crate::session::matchmaker(&sh.config, term)?;
         let plane = ControlPlane::new(sh.clone(), mm, fleet, crate::session::metrics_registry())
             .with_fence(fence.clone());
         let control = std::thread::Builder::new().name("control".into()).spawn(move || plane.run())?;
@@ -382,7 +412,7 @@ impl Candidate {
             if let Some(f) = following.take() {
                 close_bridge(f.bridge);
             }
-            self.new_leader(record.term, record.control);
+            self.new_leader(record.term, record.fleet);
             self.log(format!("{} follows {} (term {})", self.me, record.region, record.term));
             *following = Some(Following { term: record.term, record: record.clone(), bridge: None });
         }
@@ -432,7 +462,12 @@ mod tests {
 
     #[test]
     fn leader_records_round_trip_as_json() {
-        let r = LeaderRecord { region: "kr".into(), term: 7, control: "127.0.0.1:7301".parse().unwrap() };
+        let r = LeaderRecord {
+            region: "kr".into(),
+            term: 7,
+            control: "127.0.0.1:7301".parse().unwrap(),
+            fleet: "127.0.0.1:40001".parse().unwrap(),
+        };
         let b = serde_json::to_vec(&r).unwrap();
         assert_eq!(serde_json::from_slice::<LeaderRecord>(&b).unwrap(), r);
         assert!(serde_json::from_slice::<LeaderRecord>(b"{\"region\":1}").is_err());

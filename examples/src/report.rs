@@ -148,6 +148,10 @@ pub struct Report {
     pub drained: bool,
     /// Snapshot files written.
     pub snapshots: Vec<PathBuf>,
+    /// [`errors`](Self::errors) by where they happened: regions (replica writes, server
+    /// starts), lobby sends, game-server sends, matchmaker results dropped, tickets the
+    /// control plane could not place, snapshots, sync writes, failover.
+    pub errors_by_place: [u64; 8],
     /// The newest matchmaking leader term this process saw (0: no election; see
     /// [`crate::election`]).
     pub leader_term: u64,
@@ -330,6 +334,14 @@ impl std::fmt::Display for Report {
             self.drained,
             self.front_tickets
         )?;
+        if self.errors > 0 {
+            let e = &self.errors_by_place;
+            writeln!(
+                f,
+                "  errors by place   regions {}, lobby sends {}, game sends {}, matchmaker {}, tickets {}, snapshots {}, sync {}, failover {}",
+                e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]
+            )?;
+        }
         if self.leader_term > 0 {
             writeln!(
                 f,
@@ -444,6 +456,7 @@ mod tests {
             no_show_matches: 0,
             drained: true,
             snapshots: Vec::new(),
+            errors_by_place: [0; 8],
             leader_term: 0,
             fenced_matches: 0,
             election: Vec::new(),

@@ -385,9 +385,13 @@ impl Shared {
 }
 
 /// The matchmaker a control plane starts with: the config's fleet, with a warm pool sized for
-/// the bots that live in each region (the autoscaler adjusts it).
-pub(crate) fn matchmaker(config: &SessionConfig) -> Result<GlobalMatchmaking, SessionError> {
-    let mut mm = GlobalMatchmaking::new(config.fleet()?, config.matchmaking(), Duration::ZERO)?;
+/// the bots that live in each region (the autoscaler adjusts it). Its match ids start at
+/// `term << 40`, so an elected leader's matches never take an id an earlier term used (the
+/// replicas keep results by match id).
+pub(crate) fn matchmaker(config: &SessionConfig, term: u64) -> Result<GlobalMatchmaking, SessionError> {
+    let mut mm_config = config.matchmaking();
+    mm_config.match_id_base = term << 40;
+    let mut mm = GlobalMatchmaking::new(config.fleet()?, mm_config, Duration::ZERO)?;
     for (r, bots) in config.regions.iter().zip(config.bots_per_region()) {
         let want = (f64::from(bots) / config.target_players_per_server).ceil() as u32;
         if let Some(c) = mm.cluster_mut(r.id) {
@@ -634,7 +638,7 @@ impl RunningSession {
         let n = config.regions.len();
         let start = Instant::now();
         let unix_start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let mm = matchmaker(&config)?;
+        let mm = matchmaker(&config, 0)?;
         let registry = metrics_registry();
         let metrics = if config.metrics_addr.is_empty() {
             None
@@ -1260,6 +1264,16 @@ fn build_report(
     let ticket_errors = o.as_ref().map_or(0, |o| o.ticket_errors);
     let no_show = o.as_ref().map_or(0, |o| o.aborted_no_show);
     let failover_rejected = o.as_ref().map_or(0, |o| o.failover_rejected);
+    let errors_by_place = [
+        replica_errors,
+        sum(|r| &r.lobby_send_failures),
+        send_failures,
+        mm_dropped,
+        ticket_errors,
+        snapshot_errors,
+        crdt_errors,
+        failover_rejected,
+    ];
     let dropped_by_place = [
         sum(|r| &r.lobby_dropped),
         game_dropped,
@@ -1297,14 +1311,8 @@ fn build_report(
         lobby_sessions_peak: sum(|r| &r.lobby_peak),
         lobby_lost: sum(|r| &r.lobby_lost),
         lobby_undelivered: sum(|r| &r.lobby_undelivered),
-        errors: replica_errors
-            + sum(|r| &r.lobby_send_failures)
-            + send_failures
-            + mm_dropped
-            + ticket_errors
-            + snapshot_errors
-            + crdt_errors
-            + failover_rejected,
+        errors: errors_by_place.iter().sum(),
+        errors_by_place,
         dropped_input: dropped_by_place.iter().sum(),
         latency_slices: o.as_ref().map_or((0, 0, None), |o| {
             let (t, b, w) = o.latency_slices;
