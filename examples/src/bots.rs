@@ -448,6 +448,10 @@ fn on_lobby_msg(b: &mut Bot, i: usize, m: LobbyMsg, cx: &mut Cx<'_>) {
             }
             close(cx.poll, &mut b.client, &mut b.wake);
             stats.replaced.fetch_add(1, Ordering::Relaxed);
+            cx.shared.record(crate::history::Event::Left {
+                match_id: match_id.get(),
+                player: player_id(cx.idx, i).get(),
+            });
             b.state = if cx.draining { BotState::Done } else { BotState::Idle { until: now } };
         }
         LobbyMsg::TicketFailed => {
@@ -515,8 +519,13 @@ fn drive(b: &mut Bot, i: usize, readable: bool, cx: &mut Cx<'_>) {
         // The server ended it (the End, or its goodbye when the End was lost).
         stats.bot_matches.fetch_add(1, Ordering::Relaxed);
     } else if connected {
-        // The session died mid-fight (server crashed or silent): queue again at once.
+        // The session died mid-fight (server crashed or silent): queue again at once. The
+        // player has left that match, whatever its (perhaps frozen) server still believes.
         stats.replaced.fetch_add(1, Ordering::Relaxed);
+        cx.shared.record(crate::history::Event::Left {
+            match_id: match_id.get(),
+            player: player_id(cx.idx, i).get(),
+        });
     } else {
         stats.connect_failures.fetch_add(1, Ordering::Relaxed);
     }

@@ -51,6 +51,7 @@ options:
   --seed N           seed of every random choice
   --metrics ADDR     serve /metrics here (default 127.0.0.1:0; \"\" = off)
   --progress SECS    time between progress lines (0 = none)
+  --history DIR      log every assignment, result, ban and term to DIR for the checker
   -h, --help         this text
 multi-process mode (one region per process; all processes use the same config):
   --region ID        the region this process runs (kr, jp, sg)
@@ -117,6 +118,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
             "--players" => config.players = num("--players", value("--players")?)?,
             "--seed" => config.seed = num("--seed", value("--seed")?)?,
             "--metrics" => config.metrics_addr = value("--metrics")?,
+            "--history" => config.history_dir = PathBuf::from(value("--history")?),
             "--progress" => config.progress_interval_secs = num("--progress", value("--progress")?)?,
             "--region" => region = Some(num("--region", value("--region")?)?),
             "--sync" => sync = Some(num("--sync", value("--sync")?)?),

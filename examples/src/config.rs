@@ -110,6 +110,9 @@ pub struct SessionConfig {
     /// started with `--leader`. Set: every process campaigns on etcd for the leadership and
     /// any of them takes over when the leader's lease runs out (see [`crate::election`]).
     pub etcd_endpoints: Vec<String>,
+    /// Where each process logs its history for [`crate::history::check`] (empty, the
+    /// default: no history).
+    pub history_dir: PathBuf,
     /// The regions.
     pub regions: Vec<RegionSettings>,
 }
@@ -186,6 +189,7 @@ impl Default for SessionConfig {
             target_players_per_server: 700.0,
             snapshot_dir: PathBuf::new(),
             etcd_endpoints: Vec::new(),
+            history_dir: PathBuf::new(),
             regions: vec![
                 region("kr", "Korea", 0.4, [("jp", 30), ("sg", 70)], [("kr", 8), ("jp", 35), ("sg", 75)]),
                 region("jp", "Japan", 0.35, [("kr", 30), ("sg", 70)], [("kr", 35), ("jp", 8), ("sg", 75)]),

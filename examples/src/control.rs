@@ -474,6 +474,7 @@ impl ControlPlane {
 
     /// The region dropped the match (its server crashed, or players never came).
     fn on_match_aborted(&mut self, region: usize, match_id: MatchId, crashed: bool) {
+        self.sh.record(crate::history::Event::Aborted { match_id: match_id.get() });
         if let Some(r) = self.running.remove(&match_id) {
             void_seats(&self.sh, &r);
             self.end_sessions(&r);
@@ -652,6 +653,7 @@ impl ControlPlane {
             self.running.iter().filter(|(_, r)| !server_alive(&self.mm, r)).map(|(m, _)| *m).collect();
         for m in dead {
             if let Some(r) = self.running.remove(&m) {
+                self.sh.record(crate::history::Event::Aborted { match_id: m.get() });
                 void_seats(&self.sh, &r);
                 self.end_sessions(&r);
                 let _ = self.mm.release_match(r.region(), m);
@@ -744,8 +746,15 @@ impl ControlPlane {
             // Each player's origin is their home region; their limit the session's.
             let _ = f.handle_match(&r, |p| Some((ids[home_of(p).0.min(n - 1)], max_latency)));
         }
+        let term = self.fence.as_ref().map_or(0, |f| f.term());
+        sh.record(crate::history::Event::Assign {
+            term,
+            region: ids[ri].to_string(),
+            match_id: r.match_id().get(),
+            players: seats.iter().map(|s| s.0.get()).collect(),
+        });
         sh.to_region[ri].push(RegionCommand::Host {
-            term: self.fence.as_ref().map_or(0, |f| f.term()),
+            term,
             match_id: r.match_id(),
             server: server.id,
             players: seats,

@@ -336,6 +336,7 @@ impl Candidate {
         }
         match self.promote(term, valid_until, fleet) {
             Ok(l) => {
+                self.sh.record(crate::history::Event::Leads { term });
                 self.log(format!("{} leads term {term}", self.me));
                 Some(l)
             }

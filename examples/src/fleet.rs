@@ -31,6 +31,8 @@ use hmac::{Hmac, Mac};
 use pvp_core::ids::{MatchId, PlayerId, ServerId};
 use pvp_core::queue::UnboundedQueue;
 use pvp_net::DriverChoice;
+
+use crate::history::Event;
 use pvp_net::game::{GameEvent, GameHandler, GameIo, GameServer, GameServerConfig, SessionId};
 use pvp_net::netcode::Key;
 use sha2::{Digest, Sha256};
@@ -219,6 +221,8 @@ pub(crate) struct ServerSpec {
     pub(crate) fleet_key: FleetKey,
     pub(crate) heartbeat_every: Duration,
     pub(crate) driver: DriverChoice,
+    /// The session's history log, if kept: players joining and leaving their seats.
+    pub(crate) history: Option<Arc<crate::history::HistoryLog>>,
 }
 
 /// What the region hands a server.
@@ -570,6 +574,9 @@ impl Game {
                 Some(seat) if seat.session.is_none() => {
                     seat.session = Some(e.session);
                     self.by_session.insert(e.session, match_id);
+                    if let Some(h) = &self.spec.history {
+                        h.record(Event::Joined { match_id: match_id.get(), player: e.player.get() });
+                    }
                 }
                 _ => self.early.push(e),
             }
@@ -602,6 +609,11 @@ impl Game {
                         self.requests.increment(1);
                         if let Some(old) = s.session.replace(session) {
                             self.by_session.remove(&old);
+                        } else if let Some(h) = &self.spec.history {
+                            h.record(Event::Joined {
+                                match_id: seat.match_id.get(),
+                                player: seat.player.get(),
+                            });
                         }
                         self.by_session.insert(session, seat.match_id);
                     }
@@ -647,6 +659,9 @@ impl Game {
                     if let Some(f) = self.fights.get_mut(&m) {
                         for s in f.seats.iter_mut().filter(|s| s.session == Some(session)) {
                             s.session = None;
+                            if let Some(h) = &self.spec.history {
+                                h.record(Event::Left { match_id: m.get(), player: s.player.get() });
+                            }
                         }
                     }
                 }
@@ -809,6 +824,7 @@ mod tests {
             bind_ip: std::net::IpAddr::from([127, 0, 0, 1]),
             fleet_key: FleetKey::derive(b"test"),
             heartbeat_every: Duration::from_millis(20),
+            history: None,
             driver: DriverChoice::Epoll,
         };
         let reports = Arc::new(UnboundedQueue::new());

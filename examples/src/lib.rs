@@ -60,6 +60,7 @@ pub mod crdt;
 pub mod election;
 pub mod fleet;
 pub mod front;
+pub mod history;
 pub mod lobby;
 mod region;
 pub mod replica;

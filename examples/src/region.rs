@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::history::Event;
 use hdrhistogram::Histogram;
 use pvp_core::ids::{PlayerId, ServerId};
 use pvp_core::queue::UnboundedQueue;
@@ -102,6 +103,7 @@ pub(crate) fn run_region(
         bind_ip: shared.bind_ip,
         fleet_key: crate::fleet::FleetKey::derive(&shared.link_secret),
         heartbeat_every: Duration::from_millis(cfg.heartbeat_ms),
+        history: shared.history.clone(),
         driver: pvp_net::DriverChoice::Auto,
     };
 
@@ -153,10 +155,11 @@ pub(crate) fn run_region(
                         stats.servers_stopped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                RegionCommand::Host { term, .. } if term < shared.term.load(Ordering::Acquire) => {
+                RegionCommand::Host { term, match_id, .. } if term < shared.term.load(Ordering::Acquire) => {
                     // Made by a leader that has been replaced: never hosted (its players were
                     // told to queue with the new leader).
                     stats.fenced_hosts.fetch_add(1, Ordering::Relaxed);
+                    shared.record(Event::Aborted { match_id: match_id.get() });
                 }
                 RegionCommand::NewLeader { term } => {
                     shared.term.fetch_max(term, Ordering::AcqRel);
@@ -169,8 +172,15 @@ pub(crate) fn run_region(
                 RegionCommand::Host { match_id, server, players, .. } => {
                     let seats: Vec<(PlayerId, u8)> = players.iter().map(|p| (p.0, p.1)).collect();
                     match servers.get(&server) {
-                        Some(s) => s.commands.push(ServerCommand::Host { match_id, seats }),
+                        Some(s) => {
+                            shared.record(Event::Hosted {
+                                region: region.to_string(),
+                                match_id: match_id.get(),
+                            });
+                            s.commands.push(ServerCommand::Host { match_id, seats });
+                        }
                         None => {
+                            shared.record(Event::Aborted { match_id: match_id.get() });
                             // Placed on a server that is gone (crashed before the controller
                             // noticed): lost like the rest of its matches.
                             stats.crashed_matches.fetch_add(1, Ordering::Relaxed);
@@ -194,8 +204,22 @@ pub(crate) fn run_region(
                         }
                     }
                 }
-                RegionCommand::Ban { player } => crdt.ban(player, wall),
-                RegionCommand::Ratings { players } => crdt.set_ratings(&players, wall),
+                RegionCommand::Ban { player } => {
+                    shared.record(Event::Ban { region: region.to_string(), player: player.get() });
+                    crdt.ban(player, wall);
+                }
+                RegionCommand::Ratings { players } => {
+                    if shared.history.is_some() {
+                        for (p, rating) in &players {
+                            shared.record(Event::Rating {
+                                region: region.to_string(),
+                                player: p.get(),
+                                rating: *rating,
+                            });
+                        }
+                    }
+                    crdt.set_ratings(&players, wall);
+                }
             }
         }
 
@@ -225,12 +249,15 @@ pub(crate) fn run_region(
                     };
                     if replica.write(op, unix_ms).is_err() {
                         stats.errors.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        shared.record(Event::Result { region: region.to_string(), match_id: match_id.get() });
                     }
                     stats.finished.fetch_add(1, Ordering::Relaxed);
                     matches_metric.increment(1);
                     shared.to_control.push(ControlEvent::MatchFinished { match_id, winner });
                 }
                 ServerReport::NoShow { match_id } => {
+                    shared.record(Event::Aborted { match_id: match_id.get() });
                     stats.no_show_matches.fetch_add(1, Ordering::Relaxed);
                     shared.to_control.push(ControlEvent::MatchAborted {
                         region: idx,
@@ -239,6 +266,7 @@ pub(crate) fn run_region(
                     });
                 }
                 ServerReport::Refused { match_id } => {
+                    shared.record(Event::Aborted { match_id: match_id.get() });
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     shared.to_control.push(ControlEvent::MatchAborted {
                         region: idx,

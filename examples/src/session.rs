@@ -267,6 +267,8 @@ pub(crate) struct Shared {
     pub(crate) requeue: Vec<AtomicU64>,
     /// What the election did (session time, what), for the report.
     pub(crate) election_log: Mutex<Vec<(Duration, String)>>,
+    /// The history log for the checker (`history_dir`), if kept.
+    pub(crate) history: Option<Arc<crate::history::HistoryLog>>,
     /// The IP this process's game servers and heartbeats bind: loopback in one process, the
     /// host's address (its sync address's IP) in multi-process mode.
     pub(crate) bind_ip: std::net::IpAddr,
@@ -328,6 +330,13 @@ impl Shared {
             self.front.deliver(&names, cmd);
         } else if let Some(q) = self.to_bots.get(crate::bots::home_of(player).0) {
             q.push(cmd);
+        }
+    }
+
+    /// Logs a history event, if the session keeps a history.
+    pub(crate) fn record(&self, ev: crate::history::Event) {
+        if let Some(h) = &self.history {
+            h.record(ev);
         }
     }
 
@@ -722,6 +731,12 @@ impl RunningSession {
             }
         }
         let ids: Vec<RegionId> = config.regions.iter().map(|r| r.id).collect();
+        let history = if config.history_dir.as_os_str().is_empty() {
+            None
+        } else {
+            let process = locals.iter().map(|&i| ids[i].to_string()).collect::<Vec<_>>().join(",");
+            Some(Arc::new(crate::history::HistoryLog::open(&config.history_dir, process)?))
+        };
         let flush = Duration::from_millis(config.sync_flush_ms);
         let heartbeat = Duration::from_millis(config.heartbeat_ms);
         let bots_per_region = config.bots_per_region();
@@ -740,6 +755,7 @@ impl RunningSession {
             term: AtomicU64::new(0),
             requeue: (0..n).map(|_| AtomicU64::new(0)).collect(),
             election_log: Mutex::new(Vec::new()),
+            history,
             bind_ip: match role.map(|r| r.sync_addr.ip()) {
                 Some(ip) if !ip.is_unspecified() => ip,
                 _ => std::net::IpAddr::from([127, 0, 0, 1]),
@@ -773,6 +789,7 @@ impl RunningSession {
             driver: Mutex::new(None),
             config,
         });
+        shared.record(crate::history::Event::Start);
         let mut threads = Vec::new();
         for (i, (s, peers)) in sockets.into_iter().zip(peer_addrs).enumerate() {
             let Some(s) = s else { continue };
@@ -1192,6 +1209,27 @@ fn build_report(
         match std::fs::create_dir_all(&d).map_err(|_| ()).and_then(|()| c.save_snapshot(&d).map_err(|_| ())) {
             Ok(p) => snapshots.push(p),
             Err(()) => snapshot_errors += 1,
+        }
+    }
+    if sh.history.is_some() {
+        let view = lock(&sh.replica_view).clone();
+        let mut c = crdts.iter();
+        for (i, r) in replicas.iter().enumerate() {
+            let Some(r) = r else { continue };
+            let bans = c.next().map_or_else(Vec::new, |c| {
+                let mut b: Vec<u64> =
+                    c.census(sh.unix_ms(Instant::now())).banned.iter().map(|p| p.get()).collect();
+                b.sort_unstable();
+                b
+            });
+            let mut results: Vec<u64> = r.state().results.keys().map(|m| m.get()).collect();
+            results.sort_unstable();
+            sh.record(crate::history::Event::Final {
+                region: cfg.regions[i].id.to_string(),
+                results,
+                bans,
+                digest: view.get(i).copied().flatten().map_or(0, |s| s.digest),
+            });
         }
     }
     let leaderboard_top = crdts.first().map_or_else(Vec::new, |c| c.top(10));

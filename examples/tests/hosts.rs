@@ -35,6 +35,11 @@ fn regions_on_their_own_hosts_survive_host_faults() {
     println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "multi-host failed");
     assert!(text.contains("verdict: passed"), "every process exited 0 with 0 errors and converged replicas");
+    // The history checker read every process's log and found nothing wrong: no result lost
+    // (beyond the RPO allowance) or written twice, no player in two matches at once, no two
+    // leaders in one term.
+    assert!(text.contains("history: 0 violations"), "the history checker passed");
+    assert!(!text.contains("history: 0 entries"), "the processes logged their history");
 
     // The kill: the leader sees the region unhealthy within 5 s, and the restarted process
     // (a new incarnation with an empty replica) hosts matches again within 30 s.

@@ -32,6 +32,11 @@ fn an_elected_leader_is_replaced_when_its_host_is_killed_or_frozen() {
     println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "multi-host failed");
     assert!(text.contains("verdict: passed"), "the verdict holds");
+    // The history checker read every process's log and found nothing wrong: no result lost
+    // (beyond the RPO allowance) or written twice, no player in two matches at once, no two
+    // leaders in one term.
+    assert!(text.contains("history: 0 violations"), "the history checker passed");
+    assert!(!text.contains("history: 0 entries"), "the processes logged their history");
     // Each leader fault found its leader and was followed by another region's term.
     let takeovers: Vec<&str> = text.lines().filter(|l| l.contains(" took over after ")).collect();
     assert_eq!(takeovers.len(), 2, "{takeovers:?}");

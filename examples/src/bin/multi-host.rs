@@ -326,6 +326,9 @@ fn run(args: &Args) -> Result<bool, String> {
     let duration = Duration::from_secs_f64(args.duration);
     let plan = schedule(args.seed, args.faults, args.plan.as_deref(), duration, args.elected)?;
     let etcd = if args.elected { Some(start_etcd(&net)?) } else { None };
+    // Every process logs its history here for the checker (pvp_examples::history).
+    let history = std::env::temp_dir().join(format!("pvp-multi-host-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&history);
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
     // Every process (also one restarted by the schedule) ends at the same wall-clock time.
     let end_at = (unix_now + duration + Duration::from_secs(2)).as_secs_f64();
@@ -370,6 +373,8 @@ fn run(args: &Args) -> Result<bool, String> {
             "--peers",
             &peers.join(","),
             "--net-delay",
+            "--history",
+            &history.display().to_string(),
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -561,6 +566,26 @@ fn run(args: &Args) -> Result<bool, String> {
         "shaper: {} packets forwarded ({} delayed), dropped {} on cuts, {} at loss rates, {} over full links",
         s.forwarded, s.delayed, s.dropped_cut, s.dropped_loss, s.dropped_full
     );
+    // The history checker over every process's log: kills are the ServerCrash faults on regions.
+    let deaths: Vec<(String, u64)> = timeline
+        .iter()
+        .zip(&context)
+        .filter(|((_, _, f), _)| f.kind() == FaultKind::ServerCrash && REGIONS.contains(&f.target()))
+        .map(|((_, _, f), (_, at))| (f.target().to_owned(), *at))
+        .collect();
+    println!("\n== history check ==");
+    match pvp_examples::history::read_dir(&history) {
+        Ok(entries) => {
+            let verdict = pvp_examples::history::check(&entries, &deaths);
+            println!("{verdict}");
+            ok &= verdict.violations.is_empty() && verdict.entries > 0;
+        }
+        Err(e) => {
+            println!("history: cannot read it: {e}");
+            ok = false;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&history);
     println!("\n== reports ==");
     for (r, log) in &logs {
         let report = log.rfind("== multi-region report ==").map_or("", |i| &log[i..]);
@@ -575,7 +600,7 @@ fn run(args: &Args) -> Result<bool, String> {
             && replicas.starts_with("replicas            converged");
     }
     println!(
-        "\nverdict: {} (every process exited 0, reported 0 errors and converged replicas{})",
+        "\nverdict: {} (every process exited 0, reported 0 errors and converged replicas, 0 history violations{})",
         if ok { "passed" } else { "FAILED" },
         if args.elected {
             "; a new leader within 5 s of each leader fault and of any leader an etcd fault stopped, a thawed leader stopped"
