@@ -613,6 +613,8 @@ pub struct RunningSession {
     /// A follower's bridge writer: waited for (bounded) at the end, so its final status
     /// leaves before the connection is shut.
     bridge_writer: Option<JoinHandle<()>>,
+    /// The regions this process runs (all of them in one process).
+    locals: Vec<usize>,
     /// The election thread of a session with `etcd_endpoints` (multi-process mode).
     election: Option<JoinHandle<crate::election::Ended>>,
     last_progress: Option<(Instant, u64)>,
@@ -876,6 +878,7 @@ impl RunningSession {
             bridges,
             bridge_writer,
             election,
+            locals,
             lobbies,
             last_progress: None,
         })
@@ -1093,18 +1096,20 @@ impl RunningSession {
             + match_time
             + Duration::from_millis(cfg.connect_timeout_ms * 2)
             + Duration::from_secs(2);
+        // This process's own servers, and the matches its control plane (if it leads) placed:
+        // another process's hosted count comes over the bridge and stays as it was when that
+        // process died.
+        let local_hosted =
+            || self.locals.iter().map(|&i| sh.regions[i].hosted.load(Ordering::Relaxed)).sum::<u64>();
         while Instant::now() < drain_deadline {
-            let hosted: u64 = sh.regions.iter().map(|r| r.hosted.load(Ordering::Relaxed)).sum();
+            let hosted = local_hosted();
             let running = lock(&sh.view).running;
             if hosted == 0 && running == 0 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let drained = {
-            let hosted: u64 = sh.regions.iter().map(|r| r.hosted.load(Ordering::Relaxed)).sum();
-            hosted == 0 && lock(&sh.view).running == 0
-        };
+        let drained = local_hosted() == 0 && lock(&sh.view).running == 0;
         sh.bots_stop.store(true, Ordering::Release);
         // The bots logged out; the lobbies close (after the bot threads ended, below, any
         // straggler's session just times out).

@@ -478,7 +478,12 @@ fn run(args: &Args) -> Result<bool, String> {
                 .find(|(ms, l)| *ms >= *at_ms && term_of(l, "leads term ").is_some_and(|t| t > term));
             let took = next.map(|(ms, _)| (*ms - *at_ms) as f64 / 1000.0);
             let by = next.and_then(|(_, l)| l.split_whitespace().nth(1)).unwrap_or("nobody");
-            let what = if f.kind() == FaultKind::ServerCrash { "kill -9" } else { "freeze" };
+            let what = match f.kind() {
+                FaultKind::ServerCrash => "kill -9".to_owned(),
+                FaultKind::ProcessFreeze => "freeze".to_owned(),
+                FaultKind::NetworkPartition => "cut-off".to_owned(),
+                k => format!("{k:?}"),
+            };
             println!(
                 "{what} of leader {lead} (term {term}) at {:.1} s: {by} took over after {}",
                 t0.as_secs_f64(),
