@@ -1261,10 +1261,17 @@ fn build_report(
     let view = lock(&sh.replica_view).clone();
     let first = view.first().copied().flatten();
     let all_local = replicas.iter().all(Option::is_some);
+    // A local region's row is its final state: nothing may be left unacked. Another process's
+    // row is the last one its bridge carried, which can be from before that process's own
+    // last acks (its final status reaches the leader, not always a follower through the
+    // leader's relay): its digest must match, its unacked count is its own report's to check.
     let converged = first.is_some()
-        && view
-            .iter()
-            .all(|v| v.is_some_and(|v| Some(v.digest) == first.map(|f| f.digest) && v.unacked == 0))
+        && view.iter().enumerate().all(|(i, v)| {
+            v.is_some_and(|v| {
+                Some(v.digest) == first.map(|f| f.digest)
+                    && (v.unacked == 0 || replicas.get(i).is_some_and(Option::is_none))
+            })
+        })
         && (!all_local || all_results.len() as u64 == finished);
     let regions = cfg
         .regions
