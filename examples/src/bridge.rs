@@ -453,7 +453,17 @@ pub(crate) fn follow(
         }
         // The last word: this region's final summary. Without it the leader (and through it
         // every other region) keeps the one sent up to 200 ms before this process saw its
-        // replicas converge, and reports them unconverged after this process is gone.
+        // replicas converge, and reports them unconverged after this process is gone. It is
+        // the region thread's last summary, taken after its last write: wait (bounded) for
+        // that thread to finish (not when this bridge is only replaced by another leader's).
+        if stopped(&sh) {
+            let deadline = Instant::now() + Duration::from_millis(1_500);
+            while lock(&sh.finished_replicas).get(own).is_some_and(Option::is_none)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let _ = write_msg(&mut writer, &mut seal, leader_id, &status(&sh, &[own]));
         let _ = writer.flush();
     })?;

@@ -45,6 +45,10 @@
 //! multi-region $P --region jp --sync 127.0.0.1:7102 --peers kr=127.0.0.1:7101,sg=127.0.0.1:7103 &
 //! multi-region $P --region sg --sync 127.0.0.1:7103 --peers kr=127.0.0.1:7101,jp=127.0.0.1:7102 &
 //! ```
+//!
+//! With `--etcd http://10.0.0.1:2379,...` instead of `--leader`, the processes elect the
+//! leader on etcd and any of them takes over when it dies ([`election`]); `--control` is then
+//! each process's own address. `--history DIR` logs what [`history::check`] verifies.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]

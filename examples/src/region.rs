@@ -328,7 +328,9 @@ pub(crate) fn run_region(
             let mut split = lock(&rtt);
             // Round trips every 250 ms; the replica summary (a pass over every key) every 1 s.
             merges += 1;
-            shared.merge_region(idx, &mut split, &replica, &mut crdt, merges % 4 == 1);
+            // While the session drains, every 250 ms: the convergence wait reads these.
+            let summary = merges % 4 == 1 || shared.draining.load(Ordering::Acquire);
+            shared.merge_region(idx, &mut split, &replica, &mut crdt, summary);
         }
         if !busy {
             std::thread::sleep(Duration::from_millis(1));

@@ -76,10 +76,12 @@ pub struct ProcessRole {
     pub sync_addr: SocketAddr,
     /// Every other region's sync address.
     pub peers: Vec<(RegionId, SocketAddr)>,
-    /// Where the matchmaking leader listens for the other regions (TCP).
+    /// Where the matchmaking leader listens for the other regions (TCP). In an elected
+    /// session (`etcd_endpoints` set) it is this process's own control address, where it
+    /// listens while it leads; the leader record on etcd tells the others.
     pub control_addr: SocketAddr,
-    /// Whether this process is the matchmaking leader (runs the control plane for every
-    /// region).
+    /// Whether this process is the fixed matchmaking leader (runs the control plane for every
+    /// region). Never set in an elected session.
     pub leader: bool,
     /// Whether the network between the processes carries the backbone latency itself (hosts
     /// on a shaped router, `pvp_ops::hosts`): the sync proxies then add none. The process
@@ -1137,11 +1139,11 @@ impl RunningSession {
             }
         }
         sh.region_stop.store(true, Ordering::Release);
-        // A follower's writer sends its final status once it sees the stop; it gets 2 s
+        // A follower's writer sends its final status once it sees the stop; it gets 3 s
         // (a leader that stopped reading must not hold the session up), then the connection
         // is shut, which also ends the reader.
         if let Some(w) = self.bridge_writer.take() {
-            let deadline = Instant::now() + Duration::from_secs(2);
+            let deadline = Instant::now() + Duration::from_secs(3);
             while !w.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
