@@ -19,7 +19,7 @@
 //! and tell their queued players to ask again.
 //!
 //! **Fencing.** A leader acts only while its lease cannot yet have expired at the cluster
-//! ([`Coordinator::lease_believed_valid`](pvp_global::coord::Coordinator::lease_believed_valid):
+//! ([`lease_believed_valid`](pvp_global::coord::Coordinator::lease_believed_valid):
 //! measured from the *sending* of the last renewal). Its control plane checks that before
 //! every pass and again before it hands out seats, and stops at the first failure. A region
 //! refuses to host a match whose term is older than the newest it knows, so even a leader
