@@ -342,8 +342,8 @@ fn etcd_endpoints_must_be_http_client_urls() {
     let toml = format!("etcd_endpoints = [{}]", many.join(","));
     assert_eq!(invalid_field(SessionConfig::from_toml_str(&toml)), "etcd_endpoints");
     // The command line's list goes through the same check.
-    let multi = |etcd: &str| {
-        cli::parse(args(&[
+    let multi = |extra: &[&str]| {
+        let mut a = vec![
             "--region",
             "kr",
             "--sync",
@@ -352,33 +352,21 @@ fn etcd_endpoints_must_be_http_client_urls() {
             "127.0.0.1:7301",
             "--peers",
             "jp=127.0.0.1:7102,sg=127.0.0.1:7103",
-            "--etcd",
-            etcd,
-        ]))
+        ];
+        a.extend_from_slice(extra);
+        cli::parse(args(&a))
     };
     let Command::Run(c, Deployment::OneRegion(role)) =
-        multi("http://127.0.0.1:2379,http://127.0.0.1:2381").unwrap()
+        multi(&["--etcd", "http://127.0.0.1:2379,http://127.0.0.1:2381"]).unwrap()
     else {
         panic!("multi-process run expected")
     };
     assert_eq!(c.etcd_endpoints, ["http://127.0.0.1:2379", "http://127.0.0.1:2381"]);
     assert!(!role.leader, "an elected session has no fixed leader");
-    assert_eq!(cli_invalid_field(multi("ftp://x:1")), "etcd_endpoints");
+    assert_eq!(cli_invalid_field(multi(&["--etcd", "ftp://x:1"])), "etcd_endpoints");
     // --leader and --etcd contradict each other; --etcd needs multi-process mode.
     assert!(matches!(
-        cli::parse(args(&[
-            "--region",
-            "kr",
-            "--sync",
-            "127.0.0.1:7101",
-            "--control",
-            "127.0.0.1:7301",
-            "--peers",
-            "jp=127.0.0.1:7102,sg=127.0.0.1:7103",
-            "--etcd",
-            "http://127.0.0.1:2379",
-            "--leader",
-        ])),
+        multi(&["--etcd", "http://127.0.0.1:2379", "--leader"]),
         Err(CliError::BadValue { .. })
     ));
     assert!(matches!(cli::parse(args(&["--etcd", "http://127.0.0.1:2379"])), Err(CliError::MissingValue(_))));

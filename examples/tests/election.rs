@@ -12,21 +12,26 @@ use std::time::{Duration, Instant};
 
 use pvp_global::coord::LoopbackEtcdCluster;
 
-fn free_udp() -> String {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.to_string())
-        .expect("a free UDP port")
-}
-
-/// A port free for TCP and UDP both (a control address takes both).
-fn free_control() -> String {
+/// A loopback port free for TCP and UDP both (a control address takes both; a sync address
+/// needs UDP).
+fn free_port() -> String {
     loop {
         let t = TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free TCP port");
         if UdpSocket::bind(t).is_ok() {
             return t.to_string();
         }
     }
+}
+
+/// `--peers` for region `me`: every other region's sync address.
+fn peer_list(regions: &[&str], sync: &[String], me: usize) -> String {
+    let mut out = Vec::new();
+    for (j, (r, a)) in regions.iter().zip(sync).enumerate() {
+        if j != me {
+            out.push(format!("{r}={a}"));
+        }
+    }
+    out.join(",")
 }
 
 /// One process and the lines it printed so far (a reader thread collects them).
@@ -100,15 +105,9 @@ fn a_killed_leader_is_replaced_by_an_elected_one_that_places_matches() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(LoopbackEtcdCluster::wait_healthy(&urls, Duration::from_secs(30))).expect("etcd healthy");
     let regions = ["kr", "jp", "sg"];
-    let sync: Vec<String> = regions.iter().map(|_| free_udp()).collect();
+    let sync: Vec<String> = regions.iter().map(|_| free_port()).collect();
     let mut procs: Vec<Proc> = Vec::new();
     for (i, r) in regions.iter().enumerate() {
-        let peers: Vec<String> = regions
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(j, p)| format!("{p}={}", sync[j]))
-            .collect();
         let mut child = Command::new(env!("CARGO_BIN_EXE_multi-region"))
             .args([
                 "--players",
@@ -128,9 +127,9 @@ fn a_killed_leader_is_replaced_by_an_elected_one_that_places_matches() {
                 "--sync",
                 &sync[i],
                 "--control",
-                &free_control(),
+                &free_port(),
                 "--peers",
-                &peers.join(","),
+                &peer_list(&regions, &sync, i),
             ])
             .args(["--etcd", &urls.join(",")])
             .stdout(Stdio::piped())
