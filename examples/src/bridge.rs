@@ -128,6 +128,9 @@ fn status(sh: &Shared, regions: &[usize]) -> BridgeMsg {
     let view = lock(&sh.replica_view).clone();
     let rows = regions
         .iter()
+        // A row this process only relays goes on only while its region keeps reporting: a
+        // dead process's last row must not keep the others waiting on its matches.
+        .filter(|&&i| sh.status_fresh(i, now))
         .map(|&i| {
             let heard = sh.heard_ms[i]
                 .iter()
@@ -150,6 +153,9 @@ fn apply_status(sh: &Shared, rows: Vec<StatusRow>, own: usize) {
         }
         if let Some(v) = lock(&sh.replica_view).get_mut(i) {
             *v = summary;
+        }
+        if let Some(t) = sh.status_ms.get(i) {
+            t.store(now, Ordering::Relaxed);
         }
         sh.regions[i].hosted.store(hosted, Ordering::Relaxed);
         for (j, age) in heard.into_iter().enumerate().take(sh.regions.len()) {

@@ -269,6 +269,9 @@ pub(crate) struct Shared {
     pub(crate) requeue: Vec<AtomicU64>,
     /// What the election did (session time, what), for the report.
     pub(crate) election_log: Mutex<Vec<(Duration, String)>>,
+    /// Per region: ms since start + 1 when a bridge last brought its status row (0: never,
+    /// as for this process's own regions).
+    pub(crate) status_ms: Vec<AtomicU64>,
     /// The history log for the checker (`history_dir`), if kept.
     pub(crate) history: Option<Arc<crate::history::HistoryLog>>,
     /// The IP this process's game servers and heartbeats bind: loopback in one process, the
@@ -333,6 +336,15 @@ impl Shared {
         } else if let Some(q) = self.to_bots.get(crate::bots::home_of(player).0) {
             q.push(cmd);
         }
+    }
+
+    /// Whether region `i`'s status row is current at `now_ms` (ms since start + 1): this
+    /// process's own, or brought by a bridge within the last 2 s.
+    pub(crate) fn status_fresh(&self, i: usize, now_ms: u64) -> bool {
+        self.status_ms.get(i).is_some_and(|t| {
+            let t = t.load(Ordering::Relaxed);
+            t == 0 || now_ms.saturating_sub(t) <= 2_000
+        })
     }
 
     /// Logs a history event, if the session keeps a history.
@@ -615,8 +627,6 @@ pub struct RunningSession {
     /// A follower's bridge writer: waited for (bounded) at the end, so its final status
     /// leaves before the connection is shut.
     bridge_writer: Option<JoinHandle<()>>,
-    /// The regions this process runs (all of them in one process).
-    locals: Vec<usize>,
     /// The election thread of a session with `etcd_endpoints` (multi-process mode).
     election: Option<JoinHandle<crate::election::Ended>>,
     last_progress: Option<(Instant, u64)>,
@@ -760,6 +770,7 @@ impl RunningSession {
             requeue: (0..n).map(|_| AtomicU64::new(0)).collect(),
             election_log: Mutex::new(Vec::new()),
             history,
+            status_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
             bind_ip: match role.map(|r| r.sync_addr.ip()) {
                 Some(ip) if !ip.is_unspecified() => ip,
                 _ => std::net::IpAddr::from([127, 0, 0, 1]),
@@ -880,7 +891,6 @@ impl RunningSession {
             bridges,
             bridge_writer,
             election,
-            locals,
             lobbies,
             last_progress: None,
         })
@@ -1098,20 +1108,26 @@ impl RunningSession {
             + match_time
             + Duration::from_millis(cfg.connect_timeout_ms * 2)
             + Duration::from_secs(2);
-        // This process's own servers, and the matches its control plane (if it leads) placed:
-        // another process's hosted count comes over the bridge and stays as it was when that
-        // process died.
-        let local_hosted =
-            || self.locals.iter().map(|&i| sh.regions[i].hosted.load(Ordering::Relaxed)).sum::<u64>();
+        // Every region's hosted matches (another process's as its bridge status brings them,
+        // so a follower waits for the matches elsewhere too: their results must reach it
+        // before it stops), and the matches its control plane (if it leads) placed. A region
+        // whose status stopped coming (its process died) counts no more.
+        let live_hosted = || {
+            let now = sh.start.elapsed().as_millis() as u64 + 1;
+            (0..sh.regions.len())
+                .filter(|&i| sh.status_fresh(i, now))
+                .map(|i| sh.regions[i].hosted.load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
         while Instant::now() < drain_deadline {
-            let hosted = local_hosted();
+            let hosted = live_hosted();
             let running = lock(&sh.view).running;
             if hosted == 0 && running == 0 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let drained = local_hosted() == 0 && lock(&sh.view).running == 0;
+        let drained = live_hosted() == 0 && lock(&sh.view).running == 0;
         sh.bots_stop.store(true, Ordering::Release);
         // The bots logged out; the lobbies close (after the bot threads ended, below, any
         // straggler's session just times out).
