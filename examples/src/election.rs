@@ -166,14 +166,10 @@ pub(crate) fn spawn(
     })
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Candidate {
     fn log(&self, what: String) {
         // The fault schedules measure takeovers from these lines (wall clock: hosts share it).
-        println!("election: {what} at unix_ms {}", unix_ms());
+        println!("election: {what} at unix_ms {}", crate::history::unix_ms());
         lock(&self.sh.election_log).push((self.sh.start.elapsed(), what));
     }
 

@@ -143,7 +143,9 @@ pub(crate) struct HistoryLog {
     pub(crate) failed: std::sync::atomic::AtomicU64,
 }
 
-fn unix_ms() -> u64 {
+/// Unix time now, ms: the clock every history line, election line and fault time is on
+/// (the hosts of a run share it).
+pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

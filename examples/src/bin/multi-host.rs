@@ -247,10 +247,6 @@ fn unix_ms_of(line: &str) -> Option<u64> {
     line.split("at unix_ms ").nth(1)?.trim().parse().ok()
 }
 
-fn unix_ms_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Starts the etcd members on their hosts; returns the client URLs and the data directory.
 fn start_etcd(net: &HostNet) -> Result<(Vec<String>, std::path::PathBuf), String> {
     let etcd = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
@@ -406,7 +402,7 @@ fn run(args: &Args) -> Result<bool, String> {
             return Err(format!("no injector for {}", fault.description()));
         }
         let t0 = started.elapsed();
-        let at_ms = unix_ms_now();
+        let at_ms = pvp_examples::history::unix_ms();
         faults.inject(&fault).map_err(|e| format!("inject {}: {e}", fault.description()))?;
         while started.elapsed() < p.at + p.hold {
             std::thread::sleep(Duration::from_millis(10));
